@@ -1,0 +1,138 @@
+"""`streamrec`: one command with subcommands; `streamrec SUBCOMMAND --help` for each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from streamrec.settings import Settings, load_settings
+
+
+def _services(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.services import LocalServices, ServiceError
+
+    services = LocalServices(settings)
+    try:
+        if args.action == "up":
+            services.up()
+            print(f"kafka  {settings.bootstrap_servers}  (topics prefixed {settings.topic_prefix!r})")
+            print(f"redis  {settings.redis_connection_url}")
+            print(f"state  {settings.state_dir}")
+        elif args.action == "down":
+            stopped = services.down()
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        else:
+            return _print_status(services, settings)
+    except ServiceError as exc:
+        print(f"streamrec services {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_status(services: object, settings: Settings) -> int:
+    from streamrec.services import LocalServices
+    from streams.lag import consumer_lag
+
+    assert isinstance(services, LocalServices)
+    statuses = services.status()
+    for status in statuses:
+        state = "up" if status.running else "down"
+        pid = status.pid if status.pid is not None else "-"
+        print(f"{status.name:6} {state:5} pid={pid:<8} {status.address} {status.detail}".rstrip())
+    if services.kafka.status().running:
+        rows = consumer_lag(settings.bootstrap_servers)
+        if rows:
+            print("\nconsumer group lag:")
+            print(f"  {'group':40} {'topic':45} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}")
+            for row in rows:
+                print(f"  {row.group:40} {row.topic:45} {row.partition:>4} "
+                      f"{row.committed:>10} {row.end:>10} {row.lag:>8}")
+        else:
+            print("\nconsumer group lag: no consumer groups yet")
+    return 0 if all(s.running for s in statuses) else 3
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.agents import run_worker
+
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from api.main import run
+
+    if args.port is not None:
+        settings = settings.model_copy(update={"api_port": args.port})
+    run(settings)
+    return 0
+
+
+def _features(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.feast_store import apply_definitions, open_store
+
+    store = open_store(settings)
+    apply_definitions(store)
+    views = sorted(fv.name for fv in store.list_feature_views())
+    print(f"applied Feast definitions: {', '.join(views)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from replay.commands import add_data_parser, add_replay_parser
+
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="Real-time recommendations from an event log. Settings come from "
+        "STREAMREC_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    services = sub.add_parser("services", help="start, stop or inspect the local Kafka and Redis",
+                              description="Local Kafka (KRaft) and Redis, run from the state "
+                              "directory. `status` also shows consumer-group lag.")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.set_defaults(func=_services)
+
+    add_data_parser(sub)
+    add_replay_parser(sub)
+
+    worker = sub.add_parser("worker", help="run the stream worker (Faust agents → Feast)",
+                            description="Consume interactions and clicks, fold them into "
+                            "features, push them to the Feast online store, and publish "
+                            "'user changed' notices. Runs until interrupted.")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(func=_worker)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (/recommend, /events, SSE, metrics)",
+                           description="Serve the HTTP API on STREAMREC_API_HOST:STREAMREC_API_PORT.")
+    serve.add_argument("--port", type=int, default=None, help="override STREAMREC_API_PORT")
+    serve.set_defaults(func=_serve)
+
+    features = sub.add_parser("features", help="Feast repository commands",
+                              description="Apply feature_repo/definitions.py to the Feast "
+                              "registry of this environment (Redis online store).")
+    features.add_argument("action", choices=["apply"])
+    features.set_defaults(func=_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"streamrec: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    code: int = args.func(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The Faust app: one ``faust.App`` per worker process, built from settings.
+
+The app is made by a factory rather than at import time (no configuration exists before
+``create_app`` is called), so the agents are attached by ``streams.agents.attach``
+instead of autodiscovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from streamrec.settings import Settings
+from streams.events import Topics
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry
+    events: Counter
+    dead_letters: Counter
+    duplicates: Counter
+    push_seconds: Histogram
+
+    @classmethod
+    def create(cls) -> WorkerMetrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            events=Counter("streamrec_worker_events", "Events folded", ["topic"],
+                           registry=registry),
+            dead_letters=Counter("streamrec_worker_dead_letters",
+                                 "Records sent to the dead-letter topic", ["topic"],
+                                 registry=registry),
+            duplicates=Counter("streamrec_worker_duplicates",
+                               "Redelivered events recognised by event_id and skipped",
+                               registry=registry),
+            push_seconds=Histogram("streamrec_worker_push_seconds",
+                                   "Time of one Feast push", ["source"], registry=registry,
+                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                            2.5)),
+        )
+
+
+def create_app(settings: Settings) -> faust.App:
+    topics = Topics(settings.topic_prefix)
+    return faust.App(
+        f"{topics.prefix}worker",
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",  # tables live in memory, recovered from their changelog topics
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        web_enabled=True,
+        web_host="127.0.0.1",
+        web_port=settings.worker_port,
+        broker_commit_every=settings.worker_batch_size,
+        stream_buffer_maxsize=4 * settings.worker_batch_size,
+        datadir=str(settings.state_dir / "worker"),
+    )

@@ -1,0 +1,202 @@
+"""The event contract, version 1: frozen typed events and the one encode/decode pair.
+
+Every producer and consumer goes through :func:`encode` and :func:`decode`. Records are
+JSON objects keyed by ``user_id`` so one user's events stay in order on one partition.
+A record that cannot be decoded raises :class:`EventRejected` with a reason; consumers
+send it to the dead-letter topic with :func:`dead_letter` instead of stopping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+SCHEMA_VERSION = 1
+# A record larger than this is refused rather than folded: no legitimate event is near it.
+MAX_RECORD_BYTES = 64 * 1024
+
+Action = Literal["view", "click", "rate", "cart", "purchase"]
+ACTIONS: tuple[str, ...] = ("view", "click", "rate", "cart", "purchase")
+Source = Literal["replay", "live"]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+# Epoch milliseconds, UTC; 1990-01-01 .. 2100-01-01 catches seconds-vs-ms mistakes.
+EventTimeMs = Annotated[int, Field(ge=631_152_000_000, le=4_102_444_800_000)]
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Event(BaseModel):
+    """Fields every event carries. Subclasses name their topic in ``topic``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    topic: ClassVar[str]
+
+    event_id: Id = Field(default_factory=new_event_id)
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    event_time: EventTimeMs = Field(default_factory=now_ms)
+
+    @property
+    def key(self) -> str:
+        """Partition key: the user, so one user's events stay ordered."""
+        return str(getattr(self, "user_id"))
+
+
+class Interaction(Event):
+    topic: ClassVar[str] = "interactions"
+
+    user_id: Id
+    item_id: Id
+    action: Action
+    rating: float | None = Field(None, ge=0, le=10)
+    source: Source = "live"
+
+
+class RecommendedItem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: Id
+    rank: int = Field(ge=1)
+    score: float
+    reason: str
+
+
+class RecommendationServed(Event):
+    topic: ClassVar[str] = "recommendations"
+
+    request_id: Id
+    user_id: Id
+    variant: str
+    model_version: str
+    items: tuple[RecommendedItem, ...]
+
+
+class Click(Event):
+    topic: ClassVar[str] = "clicks"
+
+    request_id: Id
+    user_id: Id
+    item_id: Id
+    rank: int = Field(ge=1)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.topic: cls for cls in (Interaction, RecommendationServed, Click)
+}
+DEAD_LETTERS = "dead-letters"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one prefix, so tests and tenants never share a topic."""
+
+    prefix: str = "streamrec."
+
+    @property
+    def interactions(self) -> str:
+        return self.prefix + Interaction.topic
+
+    @property
+    def recommendations(self) -> str:
+        return self.prefix + RecommendationServed.topic
+
+    @property
+    def clicks(self) -> str:
+        return self.prefix + Click.topic
+
+    @property
+    def dead_letters(self) -> str:
+        return self.prefix + DEAD_LETTERS
+
+    def all(self) -> list[str]:
+        return [self.interactions, self.recommendations, self.clicks, self.dead_letters]
+
+    def event_type(self, topic: str) -> type[Event]:
+        """The event class a topic carries; KeyError for a topic outside the contract."""
+        if not topic.startswith(self.prefix):
+            raise KeyError(topic)
+        return EVENT_TYPES[topic[len(self.prefix) :]]
+
+
+class EventRejected(ValueError):
+    """A record that is not a valid event of its topic; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Upcasters turn a version-N payload into version N+1, one step at a time. Version 1 is
+# the first, so none exist yet; a version-2 schema adds `1: upcast_v1_to_v2` here.
+UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def encode(event: Event) -> tuple[bytes, bytes]:
+    """(key, value) bytes of one Kafka record."""
+    value = event.model_dump_json(by_alias=True).encode()
+    return event.key.encode(), value
+
+
+def decode(event_type: type[Event], value: bytes | str | None) -> Event:
+    """Parse and validate one record as ``event_type``; raise EventRejected with a reason."""
+    if value is None:
+        raise EventRejected("empty record (null value)")
+    raw = value.encode() if isinstance(value, str) else value
+    if len(raw) > MAX_RECORD_BYTES:
+        raise EventRejected(f"record of {len(raw)} bytes exceeds the {MAX_RECORD_BYTES} limit")
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventRejected(f"not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise EventRejected(f"not a JSON object but {type(payload).__name__}")
+    version = payload.get("schema")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise EventRejected(f"missing or non-integer schema version: {version!r}")
+    if version > SCHEMA_VERSION or version < 1:
+        raise EventRejected(f"unsupported schema version {version} (this build reads 1..{SCHEMA_VERSION})")
+    while version < SCHEMA_VERSION:
+        payload = UPCASTERS[version](payload)
+        version += 1
+        payload["schema"] = version
+    try:
+        return event_type.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise EventRejected(f"invalid {event_type.__name__}: {problems}") from exc
+
+
+def dead_letter(
+    *, topic: str, partition: int | None, offset: int | None, key: bytes | None,
+    value: bytes | None, reason: str,
+) -> tuple[bytes | None, bytes]:
+    """(key, value) of a dead-letter record: the raw record, where it came from, and why.
+
+    The raw value is kept as base64 so that bytes that are not UTF-8 survive unchanged.
+    """
+    body = {
+        "reason": reason,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "value_b64": base64.b64encode(value).decode() if value is not None else None,
+        "rejected_at": now_ms(),
+    }
+    return key, json.dumps(body).encode()

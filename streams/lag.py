@@ -1,0 +1,54 @@
+"""Consumer-group lag: how far each group's committed offsets trail the log end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int  # -1 when the group has committed nothing on this partition yet
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - max(self.committed, 0)
+
+
+def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[PartitionLag]:
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    listing = admin.list_consumer_groups(request_timeout=timeout).result()
+    groups = sorted(g.group_id for g in listing.valid)
+    if not groups:
+        return []
+    metadata = admin.list_topics(timeout=timeout)
+    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "streamrec-lag-probe",
+                      "enable.auto.commit": False})
+    rows: list[PartitionLag] = []
+    try:
+        for group in groups:
+            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+            try:
+                offsets = future[group].result()
+            except KafkaException:
+                continue
+            committed = {(tp.topic, tp.partition): tp.offset
+                         for tp in offsets.topic_partitions or []}
+            # A partition the group has not committed on yet is all lag: include every
+            # partition of each topic the group has committed anything on.
+            for topic in sorted({t for t, _ in committed}):
+                for partition in sorted(metadata.topics[topic].partitions):
+                    _low, high = probe.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout
+                    )
+                    offset = committed.get((topic, partition), -1)
+                    rows.append(PartitionLag(group, topic, partition, offset, high))
+    finally:
+        probe.close()
+    return rows

@@ -1,0 +1,79 @@
+"""Where the worker writes: the Feast online store and the "user changed" notice.
+
+Narrow interfaces, one real adapter each, and in-memory adapters for unit tests.
+Both real adapters block (Feast and redis-py are synchronous); agents call them from a
+thread so the event loop keeps consuming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import pandas as pd
+
+from streams.notify import user_changed_channel
+
+USER_PUSH_SOURCE = "user_recent_push"
+ITEM_PUSH_SOURCE = "item_stats_push"
+
+
+class FeatureSink(Protocol):
+    def push(self, push_source: str, columns: dict[str, list[Any]]) -> None: ...
+
+
+class ChangeNotifier(Protocol):
+    def users_changed(self, user_ids: Iterable[str]) -> None: ...
+
+
+class FeastFeatureSink:
+    """Writes rows through a Feast push source to the online store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def push(self, push_source: str, columns: dict[str, list[Any]]) -> None:
+        from feast.data_source import PushMode
+
+        frame = pd.DataFrame(columns)
+        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], unit="ms", utc=True)
+        self._store.push(push_source, frame, to=PushMode.ONLINE)
+
+
+class RedisChangeNotifier:
+    def __init__(self, redis_url: str, topic_prefix: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url)
+        self._channel = user_changed_channel(topic_prefix)
+
+    def users_changed(self, user_ids: Iterable[str]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.publish(self._channel, user_id)
+        pipe.execute()
+
+
+class InMemoryFeatureSink:
+    """Keeps the latest row per entity, as an online store would."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.pushes = 0
+
+    def push(self, push_source: str, columns: dict[str, list[Any]]) -> None:
+        key = "user_id" if "user_id" in columns else "item_id"
+        table = self.rows.setdefault(push_source, {})
+        names = list(columns)
+        for values in zip(*columns.values(), strict=True):
+            row = dict(zip(names, values, strict=True))
+            table[row[key]] = row
+        self.pushes += 1
+
+
+class InMemoryChangeNotifier:
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+
+    def users_changed(self, user_ids: Iterable[str]) -> None:
+        self.notices.extend(user_ids)

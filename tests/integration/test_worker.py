@@ -1,0 +1,120 @@
+"""The stream worker against the real broker and Redis: events in, Feast features out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import redis
+from confluent_kafka import Consumer
+
+from feast import FeatureStore
+
+from streamrec.feast_store import apply_definitions, open_store
+from streamrec.settings import Settings
+from streams.events import Interaction, Topics
+from streams.notify import user_changed_channel
+from streams.producer import EventProducer
+from tests.support import streamrec_process, wait_until
+
+T0 = 1_700_000_000_000
+
+
+def _online_user(store: FeatureStore, user_id: str) -> dict[str, object]:
+    result = store.get_online_features(
+        features=["user_recent:recent_items", "user_recent:interaction_count"],
+        entity_rows=[{"user_id": user_id}],
+    ).to_dict()
+    return {name: values[0] for name, values in result.items()}
+
+
+def _online_item_count(store: FeatureStore, item_id: str) -> int | None:
+    result = store.get_online_features(
+        features=["item_stats:interaction_count"], entity_rows=[{"item_id": item_id}]
+    ).to_dict()
+    return result["interaction_count"][0]
+
+
+def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 20) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
+                         "group.id": f"{settings.topic_prefix}test-reader",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+
+    def poll() -> bool:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+        return len(values) >= expect
+
+    try:
+        wait_until(poll, timeout, f"{expect} records on {topic}", interval=0)
+    finally:
+        consumer.close()
+    return values
+
+
+def test_events_become_online_features_and_bad_records_are_dead_lettered(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    settings = live_settings
+    topics = Topics(settings.topic_prefix)
+    notices = redis.Redis.from_url(settings.redis_connection_url or "").pubsub()
+    notices.subscribe(user_changed_channel(settings.topic_prefix))
+    log = tmp_path / "worker.log"
+    store = open_store(settings)
+    apply_definitions(store)
+    with streamrec_process(settings, "worker", log=log) as worker, \
+            EventProducer(settings.bootstrap_servers, topics) as producer:
+        first = [
+            producer.send(Interaction(user_id=f"user{u}", item_id=f"item{(u * 7 + i) % 13}",
+                                      action="view", event_time=T0 + 1000 * i))
+            for u in range(3) for i in range(60)
+        ]
+        producer.send_raw(topics.interactions, b"user0", b'{"schema": 1, "user_id": "user0"')
+        producer.send_raw(topics.interactions, b"user1", b'{"schema": 9}')
+        # Events after the bad records: the worker must keep folding.
+        later = producer.send(Interaction(user_id="user0", item_id="late-item", action="purchase",
+                                          event_time=T0 + 999_000))
+        producer.flush()
+        for future in [*first, later]:
+            future.result()
+
+        def user0_folded() -> dict[str, object] | None:
+            row = _online_user(store, "user0")
+            return row if row["interaction_count"] == 61 else None
+
+        row = wait_until(user0_folded, 90, "user0's 61 interactions online", proc=worker, log=log)
+        recent = row["recent_items"]
+        assert isinstance(recent, list) and len(recent) == settings.recent_items_max
+        assert recent[0] == "late-item"  # newest first
+        assert recent[1] == f"item{(0 * 7 + 59) % 13}"
+        assert _online_user(store, "user2")["interaction_count"] == 60
+
+        # item counts come through the re-keyed activity topic: 180 views over 13 items
+        def item_counts() -> list[int] | None:
+            counts = [_online_item_count(store, f"item{i}") or 0 for i in range(13)]
+            return counts if sum(counts) == 180 else None
+
+        counts = wait_until(item_counts, 60, "all item views counted", proc=worker, log=log)
+        assert counts == [sum(1 for u in range(3) for i in range(60) if (u * 7 + i) % 13 == k)
+                          for k in range(13)]
+
+        dead = [json.loads(v) for v in _read_all(settings, topics.dead_letters, expect=2)]
+        reasons = sorted(d["reason"] for d in dead)
+        assert reasons[0].startswith("not JSON")
+        assert "unsupported schema version 9" in reasons[1]
+        assert {base64.b64decode(d["value_b64"]) for d in dead} == {
+            b'{"schema": 1, "user_id": "user0"', b'{"schema": 9}'}
+
+        seen = set()
+        for _ in range(200):
+            message = notices.get_message(timeout=0.1)
+            if message and message["type"] == "message":
+                seen.add(message["data"].decode())
+            if {"user0", "user1", "user2"} <= seen:
+                break
+        assert {"user0", "user1", "user2"} <= seen
+        assert worker.poll() is None, "the worker must still be running"

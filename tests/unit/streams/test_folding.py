@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from streams.events import Click, Interaction
+from streams.folding import (
+    ItemActivity,
+    ItemState,
+    UserState,
+    fold_interaction,
+    fold_item,
+    item_rows,
+    user_rows,
+)
+
+
+def _view(item: str, t: int, event_id: str | None = None) -> Interaction:
+    extra = {"event_id": event_id} if event_id else {}
+    return Interaction(user_id="u", item_id=item, action="view",
+                       event_time=1_700_000_000_000 + t, **extra)
+
+
+def test_recent_items_are_newest_first_and_capped() -> None:
+    state = UserState()
+    for t in range(60):
+        fold_interaction(state, _view(f"i{t}", t), keep=50)
+    assert len(state.items) == 50
+    assert state.items[0] == "i59" and state.items[-1] == "i10"
+    assert state.times == sorted(state.times, reverse=True)
+    assert state.interaction_count == 60
+
+
+def test_late_event_lands_by_event_time_not_arrival() -> None:
+    state = UserState()
+    fold_interaction(state, _view("a", 10), keep=5)
+    fold_interaction(state, _view("c", 30), keep=5)
+    fold_interaction(state, _view("b", 20), keep=5)  # arrives last, happened in between
+    assert state.items == ["c", "b", "a"]
+    assert state.last_event_time == 1_700_000_000_030
+
+
+def test_event_older_than_everything_kept_is_counted_but_not_kept() -> None:
+    state = UserState()
+    for t in range(3):
+        fold_interaction(state, _view(f"i{t}", 100 + t), keep=3)
+    fold_interaction(state, _view("ancient", 1), keep=3)
+    assert "ancient" not in state.items
+    assert state.interaction_count == 4
+
+
+def test_redelivered_event_is_not_folded_twice() -> None:
+    state = UserState()
+    event = _view("a", 1, event_id="e1")
+    assert fold_interaction(state, event, keep=5)
+    assert not fold_interaction(state, event, keep=5)
+    assert state.items == ["a"] and state.interaction_count == 1
+
+
+def test_user_state_survives_the_table_round_trip() -> None:
+    state = UserState()
+    fold_interaction(state, _view("a", 1), keep=5)
+    assert UserState.from_dict(state.to_dict()) == state
+    assert UserState.from_dict(None) == UserState()
+
+
+def test_item_counts_by_kind() -> None:
+    state = ItemState()
+    base = {"user_id": "u", "item_id": "i"}
+    for action in ("view", "purchase", "purchase"):
+        fold_item(state, ItemActivity.of(Interaction(action=action, event_time=1_700_000_000_000, **base)))
+    fold_item(state, ItemActivity.of(Click(request_id="r", rank=1, event_time=1_700_000_000_500, **base)))
+    assert (state.interaction_count, state.purchase_count, state.click_count) == (3, 2, 1)
+    assert state.last_event_time == 1_700_000_000_500
+    assert ItemActivity.from_dict(ItemActivity("i", "view", 5).to_dict()) == ItemActivity("i", "view", 5)
+
+
+def test_rows_have_one_entry_per_entity_in_push_source_columns() -> None:
+    user = UserState()
+    fold_interaction(user, _view("a", 1), keep=5)
+    rows = user_rows([("u1", user), ("u2", UserState())])
+    assert rows["user_id"] == ["u1", "u2"] and rows["recent_items"][0] == ["a"]
+    assert rows["event_timestamp"][0] == user.last_event_time
+    items = item_rows([("i1", ItemState(interaction_count=2, last_event_time=9))])
+    assert items["interaction_count"] == [2] and items["event_timestamp"] == [9]
