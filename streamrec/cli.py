@@ -19,7 +19,9 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "up":
             services.up()
-            print(f"kafka  {settings.bootstrap_servers}  (topics prefixed {settings.topic_prefix!r})")
+            print(
+                f"kafka  {settings.bootstrap_servers}  (topics prefixed {settings.topic_prefix!r})"
+            )
             print(f"redis  {settings.redis_connection_url}")
             print(f"state  {settings.state_dir}")
         elif args.action == "down":
@@ -47,10 +49,14 @@ def _print_status(services: object, settings: Settings) -> int:
         rows = consumer_lag(settings.bootstrap_servers)
         if rows:
             print("\nconsumer group lag:")
-            print(f"  {'group':40} {'topic':45} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}")
+            print(
+                f"  {'group':40} {'topic':45} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}"
+            )
             for row in rows:
-                print(f"  {row.group:40} {row.topic:45} {row.partition:>4} "
-                      f"{row.committed:>10} {row.end:>10} {row.lag:>8}")
+                print(
+                    f"  {row.group:40} {row.topic:45} {row.partition:>4} "
+                    f"{row.committed:>10} {row.end:>10} {row.lag:>8}"
+                )
         else:
             print("\nconsumer group lag: no consumer groups yet")
     return 0 if all(s.running for s in statuses) else 3
@@ -92,30 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    services = sub.add_parser("services", help="start, stop or inspect the local Kafka and Redis",
-                              description="Local Kafka (KRaft) and Redis, run from the state "
-                              "directory. `status` also shows consumer-group lag.")
+    services = sub.add_parser(
+        "services",
+        help="start, stop or inspect the local Kafka and Redis",
+        description="Local Kafka (KRaft) and Redis, run from the state "
+        "directory. `status` also shows consumer-group lag.",
+    )
     services.add_argument("action", choices=["up", "down", "status"])
     services.set_defaults(func=_services)
 
     add_data_parser(sub)
     add_replay_parser(sub)
 
-    worker = sub.add_parser("worker", help="run the stream worker (Faust agents → Feast)",
-                            description="Consume interactions and clicks, fold them into "
-                            "features, push them to the Feast online store, and publish "
-                            "'user changed' notices. Runs until interrupted.")
+    worker = sub.add_parser(
+        "worker",
+        help="run the stream worker (Faust agents → Feast)",
+        description="Consume interactions and clicks, fold them into "
+        "features, push them to the Feast online store, and publish "
+        "'user changed' notices. Runs until interrupted.",
+    )
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(func=_worker)
 
-    serve = sub.add_parser("serve", help="run the HTTP API (/recommend, /events, SSE, metrics)",
-                           description="Serve the HTTP API on STREAMREC_API_HOST:STREAMREC_API_PORT.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API (/recommend, /events, SSE, metrics)",
+        description="Serve the HTTP API on STREAMREC_API_HOST:STREAMREC_API_PORT.",
+    )
     serve.add_argument("--port", type=int, default=None, help="override STREAMREC_API_PORT")
     serve.set_defaults(func=_serve)
 
-    features = sub.add_parser("features", help="Feast repository commands",
-                              description="Apply feature_repo/definitions.py to the Feast "
-                              "registry of this environment (Redis online store).")
+    features = sub.add_parser(
+        "features",
+        help="Feast repository commands",
+        description="Apply feature_repo/definitions.py to the Feast "
+        "registry of this environment (Redis online store).",
+    )
     features.add_argument("action", choices=["apply"])
     features.set_defaults(func=_features)
     return parser
@@ -124,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = load_settings()
     except ValidationError as exc:

@@ -78,8 +78,13 @@ class _Process:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env, cwd=self.dir,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=self.dir,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -141,46 +146,67 @@ class KafkaBroker:
             shutil.rmtree(jars)
         jars.mkdir(parents=True)
         result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies",
-             f"-DoutputDirectory={jars}", "-DincludeScope=runtime"],
-            capture_output=True, text=True,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(KAFKA_POM),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={jars}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
-            raise ServiceError(f"Maven could not fetch the Kafka jars:\n{result.stdout}{result.stderr}")
+            raise ServiceError(
+                f"Maven could not fetch the Kafka jars:\n{result.stdout}{result.stderr}"
+            )
         stamp.write_text(digest)
         return jars
 
     def _write_config(self) -> None:
         s = self.settings
         self.config_file.write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"log.dirs={self.data_dir}",
-                f"num.partitions={s.topic_partitions}",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
-                "log.retention.hours=-1",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
+                    f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    f"num.partitions={s.topic_partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=-1",
+                    "",
+                ]
+            )
         )
 
     def _java(self, jars: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
-        java = _require("java", "Install Java 17 (Debian: apt-get install openjdk-17-jre-headless).")
+        java = _require(
+            "java", "Install Java 17 (Debian: apt-get install openjdk-17-jre-headless)."
+        )
         return [
-            java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC",
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
-            "-cp", f"{jars}/*", main, *args,
+            "-cp",
+            f"{jars}/*",
+            main,
+            *args,
         ]
 
     def healthy(self) -> bool:
@@ -190,7 +216,9 @@ class KafkaBroker:
         if not _port_open(self.port):
             return False
         try:
-            AdminClient({"bootstrap.servers": self.settings.bootstrap_servers}).list_topics(timeout=2)
+            AdminClient({"bootstrap.servers": self.settings.bootstrap_servers}).list_topics(
+                timeout=2
+            )
         except KafkaException:
             return False
         return True
@@ -210,12 +238,22 @@ class KafkaBroker:
         if not (self.data_dir / "meta.properties").exists():
             cluster_id = _kafka_uuid()
             result = subprocess.run(
-                self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(self.config_file)),
-                capture_output=True, text=True,
+                self._java(
+                    jars,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.config_file),
+                ),
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
-                raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+                raise ServiceError(
+                    f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+                )
         self.proc.start(
             self._java(jars, "kafka.Kafka", str(self.config_file), heap=self.settings.kafka_heap)
         )
@@ -224,8 +262,13 @@ class KafkaBroker:
     def status(self) -> ServiceStatus:
         pid = self.proc.pid()
         healthy = pid is not None and self.healthy()
-        return ServiceStatus("kafka", healthy, pid, self.settings.bootstrap_servers,
-                             "" if healthy else ("not healthy" if pid else "stopped"))
+        return ServiceStatus(
+            "kafka",
+            healthy,
+            pid,
+            self.settings.bootstrap_servers,
+            "" if healthy else ("not healthy" if pid else "stopped"),
+        )
 
 
 def _kafka_uuid() -> str:
@@ -263,23 +306,44 @@ class RedisServer:
                 f"port {self.port} is taken by another process; "
                 "set STREAMREC_REDIS_PORT to a free port"
             )
-        server = _require("redis-server", "Install it with `apt-get install redis-server` "
-                                          "(`make install` does this).")
+        server = _require(
+            "redis-server",
+            "Install it with `apt-get install redis-server` (`make install` does this).",
+        )
         self.proc.dir.mkdir(parents=True, exist_ok=True)
-        self.proc.start([
-            server, "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(self.proc.dir), "--daemonize", "no",
-            # The online store is derived state (rebuildable from the log); AOF keeps a
-            # restart from having to backfill, and snapshots are off.
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        ])
+        self.proc.start(
+            [
+                server,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.proc.dir),
+                "--daemonize",
+                "no",
+                # The online store is derived state (rebuildable from the log); AOF keeps a
+                # restart from having to backfill, and snapshots are off.
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ]
+        )
         _wait_for(self.healthy, "Redis", 30, self.proc.log_file)
 
     def status(self) -> ServiceStatus:
         pid = self.proc.pid()
         healthy = pid is not None and self.healthy()
-        return ServiceStatus("redis", healthy, pid, f"127.0.0.1:{self.port}",
-                             "" if healthy else ("not healthy" if pid else "stopped"))
+        return ServiceStatus(
+            "redis",
+            healthy,
+            pid,
+            f"127.0.0.1:{self.port}",
+            "" if healthy else ("not healthy" if pid else "stopped"),
+        )
 
 
 class LocalServices:
@@ -297,7 +361,8 @@ class LocalServices:
         self.redis.up()
         self.kafka.up()
         ensure_topics(
-            self.settings.bootstrap_servers, Topics(self.settings.topic_prefix),
+            self.settings.bootstrap_servers,
+            Topics(self.settings.topic_prefix),
             self.settings.topic_partitions,
         )
 

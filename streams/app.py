@@ -29,18 +29,27 @@ class WorkerMetrics:
         registry = CollectorRegistry()
         return cls(
             registry=registry,
-            events=Counter("streamrec_worker_events", "Events folded", ["topic"],
-                           registry=registry),
-            dead_letters=Counter("streamrec_worker_dead_letters",
-                                 "Records sent to the dead-letter topic", ["topic"],
-                                 registry=registry),
-            duplicates=Counter("streamrec_worker_duplicates",
-                               "Redelivered events recognised by event_id and skipped",
-                               registry=registry),
-            push_seconds=Histogram("streamrec_worker_push_seconds",
-                                   "Time of one Feast push", ["source"], registry=registry,
-                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                            2.5)),
+            events=Counter(
+                "streamrec_worker_events", "Events folded", ["topic"], registry=registry
+            ),
+            dead_letters=Counter(
+                "streamrec_worker_dead_letters",
+                "Records sent to the dead-letter topic",
+                ["topic"],
+                registry=registry,
+            ),
+            duplicates=Counter(
+                "streamrec_worker_duplicates",
+                "Redelivered events recognised by event_id and skipped",
+                registry=registry,
+            ),
+            push_seconds=Histogram(
+                "streamrec_worker_push_seconds",
+                "Time of one Feast push",
+                ["source"],
+                registry=registry,
+                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            ),
         )
 
 
@@ -58,6 +67,9 @@ def create_app(settings: Settings) -> faust.App:
         web_host="127.0.0.1",
         web_port=settings.worker_port,
         broker_commit_every=settings.worker_batch_size,
+        # Let aiokafka gather the per-batch sends into few produce requests.
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
         stream_buffer_maxsize=4 * settings.worker_batch_size,
         datadir=str(settings.state_dir / "worker"),
     )

@@ -52,7 +52,7 @@ class Event(BaseModel):
     @property
     def key(self) -> str:
         """Partition key: the user, so one user's events stay ordered."""
-        return str(getattr(self, "user_id"))
+        return str(self.user_id)
 
 
 class Interaction(Event):
@@ -167,7 +167,9 @@ def decode(event_type: type[Event], value: bytes | str | None) -> Event:
     if not isinstance(version, int) or isinstance(version, bool):
         raise EventRejected(f"missing or non-integer schema version: {version!r}")
     if version > SCHEMA_VERSION or version < 1:
-        raise EventRejected(f"unsupported schema version {version} (this build reads 1..{SCHEMA_VERSION})")
+        raise EventRejected(
+            f"unsupported schema version {version} (this build reads 1..{SCHEMA_VERSION})"
+        )
     while version < SCHEMA_VERSION:
         payload = UPCASTERS[version](payload)
         version += 1
@@ -183,8 +185,13 @@ def decode(event_type: type[Event], value: bytes | str | None) -> Event:
 
 
 def dead_letter(
-    *, topic: str, partition: int | None, offset: int | None, key: bytes | None,
-    value: bytes | None, reason: str,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
 ) -> tuple[bytes | None, bytes]:
     """(key, value) of a dead-letter record: the raw record, where it came from, and why.
 

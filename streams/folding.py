@@ -30,8 +30,11 @@ class UserState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "items": self.items, "times": self.times, "event_ids": self.event_ids,
-            "interaction_count": self.interaction_count, "last_event_time": self.last_event_time,
+            "items": self.items,
+            "times": self.times,
+            "event_ids": self.event_ids,
+            "interaction_count": self.interaction_count,
+            "last_event_time": self.last_event_time,
         }
 
     @classmethod
@@ -39,8 +42,10 @@ class UserState:
         if not data:
             return cls()
         return cls(
-            items=list(data["items"]), times=list(data["times"]),
-            event_ids=list(data["event_ids"]), interaction_count=int(data["interaction_count"]),
+            items=list(data["items"]),
+            times=list(data["times"]),
+            event_ids=list(data["event_ids"]),
+            interaction_count=int(data["interaction_count"]),
             last_event_time=int(data["last_event_time"]),
         )
 
@@ -76,8 +81,10 @@ class ItemState:
 
     def to_dict(self) -> dict[str, int]:
         return {
-            "interaction_count": self.interaction_count, "click_count": self.click_count,
-            "purchase_count": self.purchase_count, "last_event_time": self.last_event_time,
+            "interaction_count": self.interaction_count,
+            "click_count": self.click_count,
+            "purchase_count": self.purchase_count,
+            "last_event_time": self.last_event_time,
         }
 
     @classmethod
@@ -85,42 +92,72 @@ class ItemState:
         return cls(**data) if data else cls()
 
 
-@dataclass(frozen=True)
-class ItemActivity:
-    """What the item side needs of an event, re-keyed by item_id on the activity topic."""
+@dataclass
+class ItemDelta:
+    """What a batch of events adds to one item; sent re-keyed by item_id to the item side.
+
+    One delta per item per batch (rather than one message per event) keeps the
+    activity topic and its changelog small.
+    """
 
     item_id: str
-    kind: str  # an Interaction action, or "rec_click" for a Click
-    event_time: int
+    interactions: int = 0
+    purchases: int = 0
+    rec_clicks: int = 0  # Click events: clicks on served recommendations
+    last_event_time: int = 0
+
+    def add(self, event: Interaction | Click) -> None:
+        if isinstance(event, Click):
+            self.rec_clicks += 1
+        else:
+            self.interactions += 1
+            if event.action == "purchase":
+                self.purchases += 1
+        self.last_event_time = max(self.last_event_time, event.event_time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "kind": self.kind, "event_time": self.event_time}
+        return {
+            "item_id": self.item_id,
+            "interactions": self.interactions,
+            "purchases": self.purchases,
+            "rec_clicks": self.rec_clicks,
+            "last_event_time": self.last_event_time,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ItemActivity:
-        return cls(str(data["item_id"]), str(data["kind"]), int(data["event_time"]))
+    def from_dict(cls, data: dict[str, Any]) -> ItemDelta:
+        return cls(
+            item_id=str(data["item_id"]),
+            interactions=int(data["interactions"]),
+            purchases=int(data["purchases"]),
+            rec_clicks=int(data["rec_clicks"]),
+            last_event_time=int(data["last_event_time"]),
+        )
 
-    @classmethod
-    def of(cls, event: Interaction | Click) -> ItemActivity:
-        kind = event.action if isinstance(event, Interaction) else "rec_click"
-        return cls(event.item_id, kind, event.event_time)
+
+def item_deltas(events: Iterable[Interaction | Click]) -> dict[str, ItemDelta]:
+    deltas: dict[str, ItemDelta] = {}
+    for event in events:
+        deltas.setdefault(event.item_id, ItemDelta(event.item_id)).add(event)
+    return deltas
 
 
-def fold_item(state: ItemState, activity: ItemActivity) -> None:
-    if activity.kind == "rec_click":
-        state.click_count += 1
-    else:
-        state.interaction_count += 1
-        if activity.kind == "purchase":
-            state.purchase_count += 1
-    state.last_event_time = max(state.last_event_time, activity.event_time)
+def fold_item(state: ItemState, delta: ItemDelta) -> None:
+    state.interaction_count += delta.interactions
+    state.purchase_count += delta.purchases
+    state.click_count += delta.rec_clicks
+    state.last_event_time = max(state.last_event_time, delta.last_event_time)
 
 
 def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
     """Columns for the `user_recent_push` source (one row per user)."""
     columns: dict[str, list[Any]] = {
-        "user_id": [], "recent_items": [], "recent_times": [], "interaction_count": [],
-        "last_event_time": [], "event_timestamp": [],
+        "user_id": [],
+        "recent_items": [],
+        "recent_times": [],
+        "interaction_count": [],
+        "last_event_time": [],
+        "event_timestamp": [],
     }
     for user_id, state in states:
         columns["user_id"].append(user_id)
@@ -135,8 +172,12 @@ def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
 def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     """Columns for the `item_stats_push` source (one row per item)."""
     columns: dict[str, list[Any]] = {
-        "item_id": [], "interaction_count": [], "click_count": [], "purchase_count": [],
-        "last_event_time": [], "event_timestamp": [],
+        "item_id": [],
+        "interaction_count": [],
+        "click_count": [],
+        "purchase_count": [],
+        "last_event_time": [],
+        "event_timestamp": [],
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)

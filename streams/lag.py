@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -28,8 +29,13 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     if not groups:
         return []
     metadata = admin.list_topics(timeout=timeout)
-    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "streamrec-lag-probe",
-                      "enable.auto.commit": False})
+    probe = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "streamrec-lag-probe",
+            "enable.auto.commit": False,
+        }
+    )
     rows: list[PartitionLag] = []
     try:
         for group in groups:
@@ -38,8 +44,9 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
                 offsets = future[group].result()
             except KafkaException:
                 continue
-            committed = {(tp.topic, tp.partition): tp.offset
-                         for tp in offsets.topic_partitions or []}
+            committed = {
+                (tp.topic, tp.partition): tp.offset for tp in offsets.topic_partitions or []
+            }
             # A partition the group has not committed on yet is all lag: include every
             # partition of each topic the group has committed anything on.
             for topic in sorted({t for t, _ in committed}):
@@ -52,3 +59,14 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     finally:
         probe.close()
     return rows
+
+
+def wait_until_caught_up(bootstrap_servers: str, group: str, timeout: float = 600.0) -> None:
+    """Block until ``group`` has committed everything on every topic it consumes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [r for r in consumer_lag(bootstrap_servers) if r.group == group]
+        if rows and all(r.lag == 0 for r in rows):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"consumer group {group} still lags after {timeout:.0f}s")

@@ -13,7 +13,7 @@ from tests.support import isolated_settings, require_services
 
 @pytest.fixture
 def live_settings(tmp_path: Path) -> Iterator[Settings]:
-    """Integration and e2e: this test's own topics (created, then deleted) on the running broker and Redis."""
+    """Integration and e2e: this test's own topics on the running broker and Redis."""
     settings = isolated_settings(tmp_path)
     require_services(settings)
     topics = Topics(settings.topic_prefix)

@@ -3,21 +3,18 @@ real services started by `streamrec services up`, and child processes of our com
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamrec.processes import REPO_ROOT, settings_env, stop_process, streamrec_process
 from streamrec.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["REPO_ROOT", "settings_env", "stop_process", "streamrec_process"]
 T = TypeVar("T")
 
 
@@ -44,18 +41,6 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return base.model_copy(update=values).resolved()
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process load exactly these settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"STREAMREC_{name.upper()}"] = str(value)
-    return env
-
-
 def require_services(settings: Settings) -> None:
     """Fail (not skip) with instructions when the broker or Redis is not running."""
     import redis
@@ -72,35 +57,13 @@ def require_services(settings: Settings) -> None:
         ) from exc
 
 
-@contextmanager
-def streamrec_process(settings: Settings, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `streamrec ARGS` as a child with these settings; killed on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli", *args], cwd=REPO_ROOT,
-            env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def wait_until(
-    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2,
-    proc: subprocess.Popen[bytes] | None = None, log: Path | None = None,
+    probe: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
 ) -> T:
     """Poll until probe returns something truthy; fail saying what never happened."""
     deadline = time.monotonic() + timeout

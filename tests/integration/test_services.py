@@ -15,7 +15,9 @@ from tests.support import REPO_ROOT, settings_env
 
 
 def test_up_is_idempotent_and_status_reports_both(live_settings: Settings) -> None:
-    services = LocalServices(live_settings.model_copy(update={"state_dir": Settings().resolved().state_dir}))
+    services = LocalServices(
+        live_settings.model_copy(update={"state_dir": Settings().resolved().state_dir})
+    )
     pids = [s.pid for s in services.status()]
     services.up()  # already running: must leave them alone
     after = services.status()
@@ -44,17 +46,31 @@ def test_status_command_shows_consumer_group_lag(live_settings: Settings) -> Non
         for i in range(5):
             producer.send(Interaction(user_id=f"u{i}", item_id="i", action="view"))
     group = f"{live_settings.topic_prefix}lag-probe"
-    consumer = Consumer({"bootstrap.servers": live_settings.bootstrap_servers, "group.id": group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": live_settings.bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topics.interactions])
     message = None
     while message is None:
         message = consumer.poll(5)
     consumer.commit(message, asynchronous=False)
     consumer.close()
-    env = settings_env(live_settings.model_copy(update={"state_dir": Settings().resolved().state_dir}))
-    result = subprocess.run([sys.executable, "-m", "streamrec.cli", "services", "status"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = settings_env(
+        live_settings.model_copy(update={"state_dir": Settings().resolved().state_dir})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", "services", "status"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if group in line]
     assert lines, result.stdout

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import redis
 from confluent_kafka import Consumer
-
 from feast import FeatureStore
 
 from streamrec.feast_store import apply_definitions, open_store
@@ -37,9 +36,13 @@ def _online_item_count(store: FeatureStore, item_id: str) -> int | None:
 
 
 def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 20) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers,
-                         "group.id": f"{settings.topic_prefix}test-reader",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}test-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     values: list[bytes] = []
 
@@ -66,18 +69,30 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
     log = tmp_path / "worker.log"
     store = open_store(settings)
     apply_definitions(store)
-    with streamrec_process(settings, "worker", log=log) as worker, \
-            EventProducer(settings.bootstrap_servers, topics) as producer:
+    with (
+        streamrec_process(settings, "worker", log=log) as worker,
+        EventProducer(settings.bootstrap_servers, topics) as producer,
+    ):
         first = [
-            producer.send(Interaction(user_id=f"user{u}", item_id=f"item{(u * 7 + i) % 13}",
-                                      action="view", event_time=T0 + 1000 * i))
-            for u in range(3) for i in range(60)
+            producer.send(
+                Interaction(
+                    user_id=f"user{u}",
+                    item_id=f"item{(u * 7 + i) % 13}",
+                    action="view",
+                    event_time=T0 + 1000 * i,
+                )
+            )
+            for u in range(3)
+            for i in range(60)
         ]
         producer.send_raw(topics.interactions, b"user0", b'{"schema": 1, "user_id": "user0"')
         producer.send_raw(topics.interactions, b"user1", b'{"schema": 9}')
         # Events after the bad records: the worker must keep folding.
-        later = producer.send(Interaction(user_id="user0", item_id="late-item", action="purchase",
-                                          event_time=T0 + 999_000))
+        later = producer.send(
+            Interaction(
+                user_id="user0", item_id="late-item", action="purchase", event_time=T0 + 999_000
+            )
+        )
         producer.flush()
         for future in [*first, later]:
             future.result()
@@ -99,15 +114,18 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
             return counts if sum(counts) == 180 else None
 
         counts = wait_until(item_counts, 60, "all item views counted", proc=worker, log=log)
-        assert counts == [sum(1 for u in range(3) for i in range(60) if (u * 7 + i) % 13 == k)
-                          for k in range(13)]
+        assert counts == [
+            sum(1 for u in range(3) for i in range(60) if (u * 7 + i) % 13 == k) for k in range(13)
+        ]
 
         dead = [json.loads(v) for v in _read_all(settings, topics.dead_letters, expect=2)]
         reasons = sorted(d["reason"] for d in dead)
         assert reasons[0].startswith("not JSON")
         assert "unsupported schema version 9" in reasons[1]
         assert {base64.b64decode(d["value_b64"]) for d in dead} == {
-            b'{"schema": 1, "user_id": "user0"', b'{"schema": 9}'}
+            b'{"schema": 1, "user_id": "user0"',
+            b'{"schema": 9}',
+        }
 
         seen = set()
         for _ in range(200):

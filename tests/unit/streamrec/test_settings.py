@@ -60,8 +60,9 @@ def test_bad_time_says_what_it_expected() -> None:
 
 
 def test_feast_config_follows_settings(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path / "s", data_dir=tmp_path / "d", redis_port=7001,
-                        topic_prefix="t-1.").resolved()
+    settings = Settings(
+        state_dir=tmp_path / "s", data_dir=tmp_path / "d", redis_port=7001, topic_prefix="t-1."
+    ).resolved()
     config = repo_config(settings)
     assert config.project == "t_1"
     assert config.online_store.type == "redis"

@@ -20,8 +20,14 @@ from streams.events import (
 
 
 def test_round_trip_keeps_every_field_and_keys_by_user() -> None:
-    event = Interaction(user_id="u1", item_id="B000123", action="rate", rating=4.5,
-                        source="replay", event_time=1_700_000_000_000)
+    event = Interaction(
+        user_id="u1",
+        item_id="B000123",
+        action="rate",
+        rating=4.5,
+        source="replay",
+        event_time=1_700_000_000_000,
+    )
     key, value = encode(event)
     assert key == b"u1"
     payload = json.loads(value)
@@ -31,7 +37,10 @@ def test_round_trip_keeps_every_field_and_keys_by_user() -> None:
 
 def test_recommendation_served_round_trip() -> None:
     served = RecommendationServed(
-        request_id="r1", user_id="u1", variant="default", model_version="m1",
+        request_id="r1",
+        user_id="u1",
+        variant="default",
+        model_version="m1",
         items=(RecommendedItem(item_id="i1", rank=1, score=0.5, reason="popular"),),
     )
     assert decode(RecommendationServed, encode(served)[1]) == served
@@ -58,14 +67,26 @@ def test_event_ids_are_unique() -> None:
         (b'{"user_id": "u"}', "schema version"),
         (b'{"schema": 2, "user_id": "u"}', "unsupported schema version 2"),
         (b'{"schema": true}', "schema version"),
-        (b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u", '
-         b'"item_id": "i", "action": "steal"}', "action"),
-        (b'{"schema": 1, "event_id": "e", "event_time": 1700000000, "user_id": "u", '
-         b'"item_id": "i", "action": "view"}', "event_time"),
-        (b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "", '
-         b'"item_id": "i", "action": "view"}', "user_id"),
-        (b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u", '
-         b'"item_id": "i", "action": "view", "surprise": 1}', "surprise"),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u", '
+            b'"item_id": "i", "action": "steal"}',
+            "action",
+        ),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000, "user_id": "u", '
+            b'"item_id": "i", "action": "view"}',
+            "event_time",
+        ),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "", '
+            b'"item_id": "i", "action": "view"}',
+            "user_id",
+        ),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u", '
+            b'"item_id": "i", "action": "view", "surprise": 1}',
+            "surprise",
+        ),
     ],
 )
 def test_bad_records_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
@@ -82,13 +103,18 @@ def test_oversized_record_is_rejected_before_parsing() -> None:
 
 def test_dead_letter_keeps_the_raw_bytes_and_the_reason() -> None:
     raw = b"\x00\xffnot an event"
-    key, value = dead_letter(topic="p.interactions", partition=2, offset=7, key=b"u1",
-                             value=raw, reason="not JSON")
+    key, value = dead_letter(
+        topic="p.interactions", partition=2, offset=7, key=b"u1", value=raw, reason="not JSON"
+    )
     body = json.loads(value)
     assert key == b"u1"
     assert base64.b64decode(body["value_b64"]) == raw
     assert (body["reason"], body["topic"], body["partition"], body["offset"]) == (
-        "not JSON", "p.interactions", 2, 7)
+        "not JSON",
+        "p.interactions",
+        2,
+        7,
+    )
 
 
 def test_topics_carry_the_prefix_and_map_back_to_event_types() -> None:

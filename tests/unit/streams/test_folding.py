@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from streams.events import Click, Interaction
 from streams.folding import (
-    ItemActivity,
+    ItemDelta,
     ItemState,
     UserState,
     fold_interaction,
     fold_item,
+    item_deltas,
     item_rows,
     user_rows,
 )
@@ -14,8 +15,9 @@ from streams.folding import (
 
 def _view(item: str, t: int, event_id: str | None = None) -> Interaction:
     extra = {"event_id": event_id} if event_id else {}
-    return Interaction(user_id="u", item_id=item, action="view",
-                       event_time=1_700_000_000_000 + t, **extra)
+    return Interaction(
+        user_id="u", item_id=item, action="view", event_time=1_700_000_000_000 + t, **extra
+    )
 
 
 def test_recent_items_are_newest_first_and_capped() -> None:
@@ -61,15 +63,25 @@ def test_user_state_survives_the_table_round_trip() -> None:
     assert UserState.from_dict(None) == UserState()
 
 
-def test_item_counts_by_kind() -> None:
-    state = ItemState()
+def test_item_deltas_count_by_kind_and_fold_into_state() -> None:
     base = {"user_id": "u", "item_id": "i"}
-    for action in ("view", "purchase", "purchase"):
-        fold_item(state, ItemActivity.of(Interaction(action=action, event_time=1_700_000_000_000, **base)))
-    fold_item(state, ItemActivity.of(Click(request_id="r", rank=1, event_time=1_700_000_000_500, **base)))
-    assert (state.interaction_count, state.purchase_count, state.click_count) == (3, 2, 1)
+    events: list[Interaction | Click] = [
+        Interaction(action=action, event_time=1_700_000_000_000, **base)
+        for action in ("view", "purchase", "purchase")
+    ]
+    events.append(Click(request_id="r", rank=1, event_time=1_700_000_000_500, **base))
+    events.append(
+        Interaction(user_id="u", item_id="j", action="view", event_time=1_700_000_000_000)
+    )
+    deltas = item_deltas(events)
+    assert sorted(deltas) == ["i", "j"]
+    delta = ItemDelta.from_dict(deltas["i"].to_dict())
+    assert delta == deltas["i"]
+    state = ItemState()
+    fold_item(state, delta)
+    fold_item(state, delta)
+    assert (state.interaction_count, state.purchase_count, state.click_count) == (6, 4, 2)
     assert state.last_event_time == 1_700_000_000_500
-    assert ItemActivity.from_dict(ItemActivity("i", "view", 5).to_dict()) == ItemActivity("i", "view", 5)
 
 
 def test_rows_have_one_entry_per_entity_in_push_source_columns() -> None:

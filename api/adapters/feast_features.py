@@ -1,0 +1,92 @@
+"""FeatureReader over the Feast online store (Redis, or SQLite when no Redis is set).
+
+``FeatureStore.get_online_features`` blocks, so every read runs in a worker thread, and a
+capacity limiter keeps a burst of requests from taking every thread of the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+from feast import FeatureStore
+
+from api.ports import ItemStats, PortUnavailable, RecentItems
+
+T = TypeVar("T")
+
+USER_FEATURES = [
+    "user_recent:recent_items",
+    "user_recent:recent_times",
+]
+ITEM_FEATURES = [
+    "item_stats:interaction_count",
+    "item_stats:click_count",
+    "item_stats:purchase_count",
+    "item_stats:last_event_time",
+]
+# Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
+# and a bounded batch keeps one refresh from holding a thread for long.
+ITEM_BATCH = 500
+# A user id no one has: reading it proves the store answers without touching real rows.
+PING_USER = "__streamrec_readyz__"
+
+
+class FeastFeatureReader:
+    def __init__(self, store: FeatureStore, *, max_threads: int = 8) -> None:
+        self._store = store
+        self._limiter = anyio.CapacityLimiter(max_threads)
+
+    async def user_recent(self, user_id: str) -> RecentItems | None:
+        columns = await self._run(partial(self._read, USER_FEATURES, "user_id", [user_id]))
+        items = columns.get("recent_items", [None])[0]
+        if not items:
+            return None
+        times = columns.get("recent_times", [None])[0] or []
+        return RecentItems(
+            items=tuple(str(item) for item in items),
+            times=tuple(int(t) for t in times),
+        )
+
+    async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
+        found: dict[str, ItemStats] = {}
+        ids = list(dict.fromkeys(item_ids))
+        for start in range(0, len(ids), ITEM_BATCH):
+            batch = ids[start : start + ITEM_BATCH]
+            columns = await self._run(partial(self._read, ITEM_FEATURES, "item_id", batch))
+            for row, item_id in enumerate(batch):
+                count = columns["interaction_count"][row]
+                if count is None:
+                    continue
+                found[item_id] = ItemStats(
+                    interaction_count=int(count),
+                    click_count=int(columns["click_count"][row] or 0),
+                    purchase_count=int(columns["purchase_count"][row] or 0),
+                    last_event_time=_int_or_none(columns["last_event_time"][row]),
+                )
+        return found
+
+    async def ping(self) -> None:
+        await self._run(partial(self._read, USER_FEATURES, "user_id", [PING_USER]))
+
+    def _read(self, features: list[str], key: str, ids: list[str]) -> dict[str, list[Any]]:
+        response = self._store.get_online_features(
+            features=features, entity_rows=[{key: entity_id} for entity_id in ids]
+        )
+        return response.to_dict()
+
+    async def _run(self, read: Callable[[], T]) -> T:
+        try:
+            return await anyio.to_thread.run_sync(read, limiter=self._limiter)
+        except PortUnavailable:
+            raise
+        except Exception as exc:
+            # Feast surfaces store failures as many types (redis, sqlite, registry errors);
+            # every one of them means the same thing to the API: the store did not answer.
+            raise PortUnavailable(f"online store read failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -1,0 +1,67 @@
+"""What routes depend on, as ``Annotated`` aliases over the services the lifespan built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.metrics import ApiMetrics
+from api.ports import ChangeFeed, EventSink, FeatureReader
+from api.service import RecommendationService, ServedLog
+from api.state import RecommenderState
+from streamrec.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the lifespan opened; stored on ``app.state.services``."""
+
+    settings: Settings
+    metrics: ApiMetrics
+    features: FeatureReader
+    sink: EventSink
+    changes: ChangeFeed
+    state: RecommenderState
+    served_log: ServedLog
+    recommendations: RecommendationService
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+def get_recommendations(services: ServicesDep) -> RecommendationService:
+    return services.recommendations
+
+
+def get_sink(services: ServicesDep) -> EventSink:
+    return services.sink
+
+
+def get_changes(services: ServicesDep) -> ChangeFeed:
+    return services.changes
+
+
+def get_served_log(services: ServicesDep) -> ServedLog:
+    return services.served_log
+
+
+RecommendationsDep = Annotated[RecommendationService, Depends(get_recommendations)]
+SinkDep = Annotated[EventSink, Depends(get_sink)]
+ChangeFeedDep = Annotated[ChangeFeed, Depends(get_changes)]
+ServedLogDep = Annotated[ServedLog, Depends(get_served_log)]

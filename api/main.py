@@ -1,0 +1,180 @@
+"""The FastAPI app: ``create_app`` wires adapters, routes and background tasks; ``run``
+serves it with uvicorn.
+
+Adapters come from the settings unless passed in (tests pass in-memory ones):
+
+* features — Feast online store (``open_store(settings)``: Redis, or SQLite when
+  ``STREAMREC_REDIS_URL=none``);
+* sink — Kafka at ``settings.bootstrap_servers`` under ``settings.topic_prefix``;
+* changes — Redis pub/sub on ``user_changed_channel(prefix)``; with no Redis, an in-memory
+  feed nobody notifies (streams then send their first list and pings only).
+
+The lifespan closes only what it opened itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from api.adapters.memory_changes import InMemoryChangeFeed
+from api.deps import Services
+from api.metrics import ApiMetrics, RequestMetricsMiddleware
+from api.ports import ChangeFeed, EventSink, FeatureReader
+from api.routes import admin, events, health, recommend, stream
+from api.service import RecommendationService, ServedLog
+from api.state import RecommenderState
+from streamrec.settings import Settings
+from streams.events import Topics
+from streams.notify import user_changed_channel
+
+logger = logging.getLogger(__name__)
+
+# The event log changes when `data prepare` or the archiver writes; a minute is fresh
+# enough for co-occurrence, and an unchanged log costs only a directory listing.
+LOG_REFRESH_SECONDS = 60.0
+# Served events still in flight at shutdown get this long to reach the broker.
+DRAIN_SECONDS = 5.0
+
+
+def create_app(
+    settings: Settings,
+    *,
+    features: FeatureReader | None = None,
+    sink: EventSink | None = None,
+    changes: ChangeFeed | None = None,
+    metrics: ApiMetrics | None = None,
+    log_refresh_seconds: float = LOG_REFRESH_SECONDS,
+) -> FastAPI:
+    api_metrics = metrics if metrics is not None else ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            reader: FeatureReader = (
+                features
+                if features is not None
+                else await stack.enter_async_context(_open_feast_reader(settings))
+            )
+            event_sink: EventSink = (
+                sink
+                if sink is not None
+                else await stack.enter_async_context(_open_kafka_sink(settings))
+            )
+            change_feed: ChangeFeed = (
+                changes
+                if changes is not None
+                else await stack.enter_async_context(_open_change_feed(settings))
+            )
+            state = RecommenderState(settings.event_log_dir, reader, api_metrics)
+            served_log = ServedLog(event_sink, api_metrics)
+            app.state.services = Services(
+                settings=settings,
+                metrics=api_metrics,
+                features=reader,
+                sink=event_sink,
+                changes=change_feed,
+                state=state,
+                served_log=served_log,
+                recommendations=RecommendationService(reader, state, served_log, api_metrics),
+            )
+            tasks = [
+                asyncio.create_task(state.run_log_refresh(log_refresh_seconds), name="log-refresh"),
+                asyncio.create_task(
+                    state.run_item_refresh(settings.item_cache_seconds), name="item-refresh"
+                ),
+            ]
+            for task in tasks:
+                task.add_done_callback(_report_task_end)
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await served_log.drain(timeout=DRAIN_SECONDS)
+
+    app = FastAPI(
+        title="streamrec",
+        summary="Real-time recommendations from an event-sourced log",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = api_metrics
+    app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)
+
+    async def count_rejected_events(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if request.url.path == "/events":
+            api_metrics.events_rejected.labels("invalid").inc()
+        return await request_validation_exception_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, count_rejected_events)
+    for module in (recommend, stream, events, health, admin):
+        app.include_router(module.router)
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Serve the API on ``settings.api_host:api_port`` until interrupted."""
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        # One process: one pub/sub connection and one in-process item cache per host.
+        workers=1,
+        # Open SSE streams are ended by sse-starlette on shutdown; don't wait for them long.
+        timeout_graceful_shutdown=10,
+        log_level="info",
+    )
+
+
+def _report_task_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.error("background task %s stopped", task.get_name(), exc_info=error)
+
+
+@asynccontextmanager
+async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]:
+    # Feast is a heavy import; only a process that reads the real store pays for it.
+    from api.adapters.feast_features import FeastFeatureReader
+    from streamrec.feast_store import open_store
+
+    store = await anyio.to_thread.run_sync(open_store, settings)
+    yield FeastFeatureReader(store)
+
+
+@asynccontextmanager
+async def _open_kafka_sink(settings: Settings) -> AsyncIterator[EventSink]:
+    from api.adapters.kafka_sink import open_kafka_sink
+
+    async with open_kafka_sink(settings.bootstrap_servers, Topics(settings.topic_prefix)) as sink:
+        yield sink
+
+
+@asynccontextmanager
+async def _open_change_feed(settings: Settings) -> AsyncIterator[ChangeFeed]:
+    url = settings.redis_connection_url
+    if url is None:
+        logger.warning("no Redis configured: SSE streams send their first list and pings only")
+        yield InMemoryChangeFeed()
+        return
+    from api.adapters.redis_changes import open_redis_change_feed
+
+    async with open_redis_change_feed(url, user_changed_channel(settings.topic_prefix)) as feed:
+        yield feed
+
+
+__all__ = ["create_app", "run"]

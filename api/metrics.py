@@ -1,0 +1,122 @@
+"""Prometheus metrics of the API, in a registry of their own per app.
+
+A per-app registry lets tests build many apps in one process and keeps the API's series
+apart from whatever else a process registers globally.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "streamrec_api_request_seconds",
+            "Time to the first response body byte, per route template (for SSE: first event)",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.events_accepted = Counter(
+            "streamrec_api_events_accepted_total",
+            "Interactions written to the log after a POST /events",
+            ["action"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "streamrec_api_events_rejected_total",
+            "POST /events refused: invalid input (422) or log unavailable (503)",
+            ["reason"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "streamrec_api_recommendations_total",
+            "Recommendation lists computed, by kind (personal or cold_start) and channel",
+            ["kind", "channel"],
+            registry=r,
+        )
+        self.served_write_failures = Counter(
+            "streamrec_api_served_event_failures_total",
+            "RecommendationServed events that could not be written (the list was still sent)",
+            registry=r,
+        )
+        self.sse_clients = Gauge(
+            "streamrec_api_sse_clients", "Open /recommend/stream connections", registry=r
+        )
+        self.feature_read_seconds = Histogram(
+            "streamrec_api_feature_read_seconds",
+            "Online store reads, per feature view",
+            ["view"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_read_failures = Counter(
+            "streamrec_api_feature_read_failures_total",
+            "Online store reads that failed",
+            ["view"],
+            registry=r,
+        )
+        self.cooccurrence_items = Gauge(
+            "streamrec_api_cooccurrence_items",
+            "Items with neighbours in the current index",
+            registry=r,
+        )
+        self.catalogue_items = Gauge(
+            "streamrec_api_catalogue_items",
+            "Items known from the event log and catalogue",
+            registry=r,
+        )
+
+
+class RequestMetricsMiddleware:
+    """Records each request's latency under its route template, never the raw path."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            route = scope.get("route")
+            # Unmatched paths share one label: a scanner must not create a series per URL.
+            template = (
+                route.path
+                if isinstance(route, BaseRoute) and hasattr(route, "path")
+                else "<unmatched>"
+            )
+            self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body":
+                record()
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            record()

@@ -1,0 +1,79 @@
+"""Liveness, readiness and Prometheus metrics.
+
+/healthz answers whenever the process serves HTTP. /readyz checks what a useful answer
+needs: the broker (events can be written), the online store (features can be read), the
+change feed (streams will update) and the recommender state (the log has been read);
+each check is bounded by a timeout, and a 503 names the checks that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import MetricsDep, ServicesDep
+from api.ports import PortUnavailable
+from api.schemas import CheckResult, Readiness
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    checks = {
+        "broker": services.sink.ping,
+        "online_store": services.features.ping,
+        "change_feed": services.changes.ping,
+        "recommender": lambda: _recommender_ready(services),
+    }
+    results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+    by_name = dict(zip(checks, results, strict=True))
+    failed = [name for name, result in by_name.items() if not result.ok]
+    readiness = Readiness(status="not ready" if failed else "ready", failed=failed, checks=by_name)
+    return JSONResponse(
+        readiness.model_dump(),
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE if failed else status.HTTP_200_OK,
+    )
+
+
+async def _recommender_ready(services: ServicesDep) -> str:
+    summary = services.state.summary()
+    if not summary.catalogue_loaded:
+        raise PortUnavailable(
+            f"event log under {services.settings.event_log_dir} not read yet"
+            + (f" (last error: {summary.last_log_error})" if summary.last_log_error else "")
+        )
+    index = (
+        f"{summary.items_with_neighbours} with neighbours"
+        if summary.index_built
+        else "co-occurrence index building"
+    )
+    if summary.items_known == 0:
+        return f"no items in the event log under {services.settings.event_log_dir}; {index}"
+    return f"{summary.items_known} items, {index}"
+
+
+async def _run_check(check: Callable[[], Awaitable[str | None]]) -> CheckResult:
+    try:
+        detail = await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return CheckResult(ok=False, detail=f"no answer within {CHECK_TIMEOUT_SECONDS}s")
+    except PortUnavailable as exc:
+        return CheckResult(ok=False, detail=str(exc))
+    return CheckResult(ok=True, detail=detail or "ok")
+
+
+@router.get("/metrics")
+async def metrics(api_metrics: MetricsDep) -> Response:
+    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)

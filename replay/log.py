@@ -1,0 +1,98 @@
+"""The canonical event log on disk: its Parquet schemas, where it lives, and its event ids.
+
+Every loader produces *raw* batches (:data:`RAW_SCHEMA`); ``prepare`` cleans them and writes
+``<data_dir>/log/<name>/events.parquet`` (:data:`EVENTS_SCHEMA`) and, when the dataset has a
+catalogue, ``items.parquet`` (:data:`ITEMS_SCHEMA`). The replayer, the archiver and the
+training code all read these two files, so their schemas are defined once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from streams.events import ACTIONS
+
+# What a loader yields: one row per interaction, before cleaning. `row` is the position of
+# the row in the source (line number or generated index); it makes event ids stable even
+# when cleaning options change which rows survive.
+RAW_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("event_time", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("rating", pa.float64()),
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("rating", pa.float64()),
+    ]
+)
+
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("categories", pa.list_(pa.string())),
+    ]
+)
+
+# Bounds of the event contract (streams.events.EventTimeMs): a row outside them is
+# malformed at load time rather than rejected later by the replayer.
+MIN_EVENT_TIME_MS = 631_152_000_000
+MAX_EVENT_TIME_MS = 4_102_444_800_000
+MAX_ID_LENGTH = 256
+VALID_ACTIONS = frozenset(ACTIONS)
+
+EVENTS_FILE = "events.parquet"
+ITEMS_FILE = "items.parquet"
+
+
+def log_dir(data_dir: Path, name: str) -> Path:
+    """Folder of one prepared dataset: ``<data_dir>/log/<name>``."""
+    return Path(data_dir) / "log" / name
+
+
+def events_path(data_dir: Path, name: str) -> Path:
+    return log_dir(data_dir, name) / EVENTS_FILE
+
+
+def items_path(data_dir: Path, name: str) -> Path:
+    return log_dir(data_dir, name) / ITEMS_FILE
+
+
+def event_ids(
+    name: str,
+    rows: Sequence[int],
+    users: Sequence[str],
+    items: Sequence[str],
+    times: Sequence[int],
+) -> list[str]:
+    """Deterministic event ids: a hash of dataset, source row, user, item and time.
+
+    Re-preparing the same source yields the same ids, so consumers that deduplicate by
+    ``event_id`` treat a second replay of the log as the same facts, not new ones.
+    """
+    prefix = name.encode() + b"\x1f"
+    return [
+        hashlib.blake2b(
+            prefix + f"{row}\x1f{user}\x1f{item}\x1f{time}".encode(), digest_size=16
+        ).hexdigest()
+        for row, user, item, time in zip(rows, users, items, times, strict=True)
+    ]
+
+
+def empty_raw_table() -> pa.Table:
+    return RAW_SCHEMA.empty_table()

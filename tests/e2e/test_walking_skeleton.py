@@ -1,0 +1,118 @@
+"""End to end on the real broker and Redis: prepare → replay → worker → API → SSE.
+
+The worker and the API run as `streamrec` processes, the way an operator starts them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+
+from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.settings import Settings
+from streamrec.sse_client import SseStream
+from streams.lag import wait_until_caught_up
+from tests.support import wait_until
+
+NEW_USER = "e2e-new-user"
+
+
+def _cli(settings: Settings, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", *args],
+        cwd=REPO_ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"streamrec {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def test_new_users_events_change_recommend_and_the_stream(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    settings = live_settings
+    base = f"http://127.0.0.1:{settings.api_port}"
+    _cli(settings, "data", "prepare", "synthetic:users=300,items=120,events=6000,seed=7")
+    _cli(settings, "features", "apply")
+    worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
+    with (
+        streamrec_process(settings, "worker", log=worker_log) as worker,
+        streamrec_process(settings, "serve", log=api_log) as api,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        replayed = _cli(settings, "replay", "synthetic", "--speed", "max")
+        assert "6,000 events" in replayed, replayed
+
+        def ready() -> bool:
+            try:
+                return http.get("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 120, "the API to be ready", proc=api, log=api_log)
+
+        # The replayed log reached the online store: item popularity is there.
+        def popular_list() -> list[dict[str, object]] | None:
+            body = http.get("/recommend", params={"user_id": NEW_USER, "k": 10}).json()
+            return body["items"] if body["items"] else None
+
+        cold = wait_until(popular_list, 60, "a cold-start list", proc=worker, log=worker_log)
+        # Freshness is about a worker that keeps up: let it finish folding the replay.
+        wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 120)
+        cold = popular_list() or []
+        assert len(cold) == 10
+        assert all(item["reason"] for item in cold)
+        cold_ids = [str(item["item_id"]) for item in cold]
+
+        with SseStream(f"{base}/recommend/stream", {"user_id": NEW_USER, "k": 10}) as stream:
+            first = stream.next(timeout=10)
+            assert [i["item_id"] for i in first.data["items"]] == cold_ids
+
+            chosen = cold_ids[:3]
+            posted_at = time.perf_counter()
+            for item_id in chosen:
+                response = http.post(
+                    "/events", json={"user_id": NEW_USER, "item_id": item_id, "action": "click"}
+                )
+                assert response.status_code == 202, response.text
+                assert response.json()["event_id"]
+
+            # (b) the stream pushes a new list within 2 seconds of the events
+            pushed = stream.next(timeout=5)
+            assert pushed.received_at - posted_at < 2.0, pushed.received_at - posted_at
+            # the push may show the first one or two events only; wait for all three
+            latest = pushed
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and set(chosen) & {
+                i["item_id"] for i in latest.data["items"]
+            }:
+                latest = stream.next(timeout=5)
+            assert not set(chosen) & {i["item_id"] for i in latest.data["items"]}
+
+        # (a) /recommend now reflects them: seen items filtered, reasons name them
+        after = http.get("/recommend", params={"user_id": NEW_USER, "k": 10}).json()
+        after_ids = [str(item["item_id"]) for item in after["items"]]
+        assert len(after_ids) == 10
+        assert not set(chosen) & set(after_ids)
+        assert after_ids != cold_ids
+        # reasons name the user's recent items, by catalogue title
+        catalogue = pq.read_table(settings.data_dir / "log" / "synthetic" / "items.parquet")
+        titles = dict(
+            zip(catalogue["item_id"].to_pylist(), catalogue["title"].to_pylist(), strict=True)
+        )
+        chosen_titles = {titles[item_id] for item_id in chosen}
+        for item in after["items"]:
+            assert item["reason"].startswith("because you interacted with "), item
+            assert item["reason"].removeprefix("because you interacted with ") in chosen_titles
+
+        bad = http.post("/events", json={"user_id": NEW_USER, "item_id": "x", "action": "steal"})
+        assert bad.status_code == 422
+        assert worker.poll() is None and api.poll() is None
