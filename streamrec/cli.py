@@ -78,6 +78,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.events import Topics
+    from streams.topics import ensure_topics
+
+    created = ensure_topics(
+        settings.bootstrap_servers, Topics(settings.topic_prefix), settings.topic_partitions
+    )
+    print("created: " + (", ".join(created) if created else "none (all topics exist)"))
+    return 0
+
+
 def _features(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.feast_store import apply_definitions, open_store
 
@@ -127,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=None, help="override STREAMREC_API_PORT")
     serve.set_defaults(func=_serve)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create the event topics on the configured broker",
+        description="Create the missing event topics (explicit partitions, retention off) "
+        "under STREAMREC_TOPIC_PREFIX on STREAMREC_KAFKA_BOOTSTRAP. `services up` does this "
+        "for the local broker; use this against a cluster.",
+    )
+    topics.add_argument("action", choices=["ensure"])
+    topics.set_defaults(func=_topics)
 
     features = sub.add_parser(
         "features",

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from prometheus_client import generate_latest
@@ -34,6 +35,7 @@ from streams.folding import (
     fold_item,
     item_deltas,
     item_rows,
+    stamp,
     user_rows,
 )
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
@@ -49,6 +51,22 @@ class Worker:
     metrics: WorkerMetrics
 
 
+def _batches(
+    stream: faust.StreamT, size: int, within: float
+) -> AsyncIterator[Sequence[faust.EventT]]:
+    """Batches of whole events (with their messages), acknowledged after each batch."""
+    return cast(faust.Stream, stream).take_events(size, within=within)
+
+
+def _make_current(stream: faust.StreamT, event: faust.EventT) -> None:
+    """Make ``event`` the stream's current event.
+
+    A table write goes to the changelog partition of the stream's current event; in a
+    batch that is whichever came last, so before writing a key, make its own event current.
+    """
+    cast(faust.Stream, stream)._set_current_event(event)
+
+
 async def _in_thread(func: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args))
 
@@ -59,10 +77,10 @@ def attach(
     topics = Topics(settings.topic_prefix)
     metrics = WorkerMetrics.create()
     partitions = settings.topic_partitions
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    interactions = app.topic(topics.interactions, partitions=partitions, **raw)
-    clicks = app.topic(topics.clicks, partitions=partitions, **raw)
-    dead_letters = app.topic(topics.dead_letters, partitions=partitions, **raw)
+    raw: faust.Schema = faust.Schema(key_serializer="raw", value_serializer="raw")
+    interactions = app.topic(topics.interactions, partitions=partitions, schema=raw)
+    clicks = app.topic(topics.clicks, partitions=partitions, schema=raw)
+    dead_letters = app.topic(topics.dead_letters, partitions=partitions, schema=raw)
     item_activity = app.topic(
         f"{topics.prefix}worker-item-activity",
         partitions=partitions,
@@ -70,7 +88,9 @@ def attach(
         key_serializer="raw",
         value_serializer="json",
     )
-    table_schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    table_schema: faust.Schema = faust.Schema(
+        key_type=str, key_serializer="raw", value_serializer="json"
+    )
     user_table = app.Table("user_recent", default=None, partitions=partitions, schema=table_schema)
     item_table = app.Table("item_stats", default=None, partitions=partitions, schema=table_schema)
     batch, within = settings.worker_batch_size, settings.worker_batch_seconds
@@ -109,7 +129,7 @@ def attach(
 
     @app.agent(interactions, concurrency=1)
     async def fold_interactions(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=within):
+        async for events in _batches(stream, batch, within):
             folded: list[Interaction] = []
             changed: dict[str, UserState] = {}
             last_event: dict[str, faust.EventT] = {}
@@ -126,9 +146,8 @@ def attach(
                 last_event[user_id] = event
                 folded.append(interaction)
             for user_id, state in changed.items():
-                # A table write goes to the changelog partition of the stream's current
-                # event; in a batch that is whichever came last, so make it this user's.
-                stream._set_current_event(last_event[user_id])
+                _make_current(stream, last_event[user_id])
+                stamp(state)
                 user_table[user_id] = state.to_dict()
             if changed:
                 await push(USER_PUSH_SOURCE, user_rows(changed.items()))
@@ -138,7 +157,7 @@ def attach(
 
     @app.agent(clicks, concurrency=1)
     async def fold_clicks(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=within):
+        async for events in _batches(stream, batch, within):
             folded = [
                 click
                 for event in events
@@ -149,18 +168,19 @@ def attach(
 
     @app.agent(item_activity, concurrency=1)
     async def fold_items(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=within):
+        async for events in _batches(stream, batch, within):
             changed: dict[str, ItemState] = {}
             last_event: dict[str, faust.EventT] = {}
             for event in events:
-                delta = ItemDelta.from_dict(event.value)
+                delta = ItemDelta.from_dict(cast(dict[str, Any], event.value))
                 item_id = delta.item_id
                 state = changed.get(item_id) or ItemState.from_dict(item_table.get(item_id))
                 fold_item(state, delta)
                 changed[item_id] = state
                 last_event[item_id] = event
             for item_id, state in changed.items():
-                stream._set_current_event(last_event[item_id])
+                _make_current(stream, last_event[item_id])
+                stamp(state)
                 item_table[item_id] = state.to_dict()
             if changed:
                 await push(ITEM_PUSH_SOURCE, item_rows(changed.items()))

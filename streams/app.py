@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         web_enabled=True,
-        web_host="127.0.0.1",
+        web_host=settings.worker_host,
         web_port=settings.worker_port,
         broker_commit_every=settings.worker_batch_size,
         # Let aiokafka gather the per-batch sends into few produce requests.

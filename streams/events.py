@@ -39,26 +39,30 @@ def now_ms() -> int:
 
 
 class Event(BaseModel):
-    """Fields every event carries. Subclasses name their topic in ``topic``."""
+    """Fields every event carries. Subclasses name their topic in ``topic``.
+
+    Every event of version 1 is about one user, so ``user_id`` lives here too: it is the
+    partition key that keeps one user's events in order.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     topic: ClassVar[str]
 
     event_id: Id = Field(default_factory=new_event_id)
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    schema_version: Literal[1] = Field(1, alias="schema")  # SCHEMA_VERSION
     event_time: EventTimeMs = Field(default_factory=now_ms)
+    user_id: Id
 
     @property
     def key(self) -> str:
         """Partition key: the user, so one user's events stay ordered."""
-        return str(self.user_id)
+        return self.user_id
 
 
 class Interaction(Event):
     topic: ClassVar[str] = "interactions"
 
-    user_id: Id
     item_id: Id
     action: Action
     rating: float | None = Field(None, ge=0, le=10)
@@ -78,7 +82,6 @@ class RecommendationServed(Event):
     topic: ClassVar[str] = "recommendations"
 
     request_id: Id
-    user_id: Id
     variant: str
     model_version: str
     items: tuple[RecommendedItem, ...]
@@ -88,7 +91,6 @@ class Click(Event):
     topic: ClassVar[str] = "clicks"
 
     request_id: Id
-    user_id: Id
     item_id: Id
     rank: int = Field(ge=1)
 

@@ -27,9 +27,11 @@ class UserState:
     event_ids: list[str] = field(default_factory=list)
     interaction_count: int = 0
     last_event_time: int = 0
+    feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "feature_time": self.feature_time,
             "items": self.items,
             "times": self.times,
             "event_ids": self.event_ids,
@@ -47,6 +49,7 @@ class UserState:
             event_ids=list(data["event_ids"]),
             interaction_count=int(data["interaction_count"]),
             last_event_time=int(data["last_event_time"]),
+            feature_time=int(data.get("feature_time", 0)),
         )
 
 
@@ -78,9 +81,11 @@ class ItemState:
     click_count: int = 0  # clicks on served recommendations (the clicks topic)
     purchase_count: int = 0
     last_event_time: int = 0
+    feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
 
     def to_dict(self) -> dict[str, int]:
         return {
+            "feature_time": self.feature_time,
             "interaction_count": self.interaction_count,
             "click_count": self.click_count,
             "purchase_count": self.purchase_count,
@@ -149,6 +154,19 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.last_event_time = max(state.last_event_time, delta.last_event_time)
 
 
+def stamp(state: UserState | ItemState) -> int:
+    """Give a changed state the timestamp of its next Feast row, and return it.
+
+    Feast's online store keeps a row only if its timestamp is later than the stored one.
+    Event time alone does not always move forward: an item gets deltas from batches of
+    different partitions whose times interleave, and two of a user's events can share a
+    millisecond. So the row time is the last event time, or one millisecond after the
+    previous row's, whichever is later.
+    """
+    state.feature_time = max(state.last_event_time, state.feature_time + 1)
+    return state.feature_time
+
+
 def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
     """Columns for the `user_recent_push` source (one row per user)."""
     columns: dict[str, list[Any]] = {
@@ -165,7 +183,7 @@ def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
         columns["recent_times"].append(list(state.times))
         columns["interaction_count"].append(state.interaction_count)
         columns["last_event_time"].append(state.last_event_time)
-        columns["event_timestamp"].append(state.last_event_time)
+        columns["event_timestamp"].append(state.feature_time)
     return columns
 
 
@@ -181,7 +199,7 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
-        for name, value in state.to_dict().items():
-            columns[name].append(value)
-        columns["event_timestamp"].append(state.last_event_time)
+        for name in ("interaction_count", "click_count", "purchase_count", "last_event_time"):
+            columns[name].append(getattr(state, name))
+        columns["event_timestamp"].append(state.feature_time)
     return columns

@@ -9,6 +9,7 @@ from streams.folding import (
     fold_item,
     item_deltas,
     item_rows,
+    stamp,
     user_rows,
 )
 
@@ -87,8 +88,28 @@ def test_item_deltas_count_by_kind_and_fold_into_state() -> None:
 def test_rows_have_one_entry_per_entity_in_push_source_columns() -> None:
     user = UserState()
     fold_interaction(user, _view("a", 1), keep=5)
+    stamp(user)
     rows = user_rows([("u1", user), ("u2", UserState())])
     assert rows["user_id"] == ["u1", "u2"] and rows["recent_items"][0] == ["a"]
     assert rows["event_timestamp"][0] == user.last_event_time
-    items = item_rows([("i1", ItemState(interaction_count=2, last_event_time=9))])
+    item = ItemState(interaction_count=2, last_event_time=9)
+    stamp(item)
+    items = item_rows([("i1", item)])
     assert items["interaction_count"] == [2] and items["event_timestamp"] == [9]
+
+
+def test_row_timestamps_always_move_forward() -> None:
+    """Feast drops an online row whose timestamp is not later than the stored one."""
+    item = ItemState()
+    stamps = []
+    for delta_time in (100, 50, 100, 200, 200):  # interleaved partitions, ties
+        fold_item(item, ItemDelta("i", interactions=1, last_event_time=delta_time))
+        stamps.append(stamp(item))
+    assert stamps == [100, 101, 102, 200, 201]
+    assert ItemState.from_dict(item.to_dict()) == item
+    user = UserState()
+    fold_interaction(user, _view("a", 5), keep=5)
+    first = stamp(user)
+    fold_interaction(user, _view("b", 5), keep=5)  # same millisecond, next batch
+    assert stamp(user) == first + 1
+    assert UserState.from_dict(user.to_dict()) == user
