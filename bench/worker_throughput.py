@@ -18,15 +18,13 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.stats import summary  # noqa: E402
-from streamrec.feast_store import apply_definitions, open_store  # noqa: E402
-from streamrec.processes import REPO_ROOT, settings_env, streamrec_process  # noqa: E402
-from streamrec.settings import Settings, load_settings  # noqa: E402
-from streams.events import Topics  # noqa: E402
-from streams.lag import consumer_lag  # noqa: E402
-from streams.topics import delete_topics, ensure_topics  # noqa: E402
+from bench.stats import summary
+from streamrec.feast_store import apply_definitions, open_store
+from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.settings import Settings, load_settings
+from streams.events import Topics
+from streams.lag import consumer_lag
+from streams.topics import delete_topics, ensure_topics
 
 
 def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:

@@ -1,0 +1,92 @@
+"""A whole streamrec stack for a benchmark: fresh topics, the log replayed, worker and API.
+
+Needs the services (`streamrec services up`) and a prepared log (`streamrec data prepare`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.settings import Settings, load_settings
+from streams.events import Topics
+from streams.lag import wait_until_caught_up
+from streams.topics import delete_topics, ensure_topics
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    url: str
+    scratch: Path
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", *args],
+        cwd=REPO_ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"streamrec {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def _wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the API did not become ready")
+
+
+@contextmanager
+def running_stack(source: str) -> Iterator[Stack]:
+    """Replay ``source`` into fresh topics, run a worker and an API, wait until both are
+    caught up and ready; remove the topics afterwards."""
+    base = load_settings()
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        prefix = f"bench{uuid.uuid4().hex[:8]}."
+        settings = base.model_copy(
+            update={
+                "topic_prefix": prefix,
+                "state_dir": scratch / "state",
+                "api_port": base.api_port + 17,
+                "worker_port": base.worker_port + 17,
+            }
+        )
+        ensure_topics(settings.bootstrap_servers, Topics(prefix), settings.topic_partitions)
+        try:
+            cli(settings, "features", "apply")
+            cli(settings, "replay", source, "--speed", "max")
+            url = f"http://127.0.0.1:{settings.api_port}"
+            with (
+                streamrec_process(settings, "worker", log=scratch / "worker.log"),
+                streamrec_process(settings, "serve", log=scratch / "api.log"),
+            ):
+                _wait_ready(url)
+                wait_until_caught_up(settings.bootstrap_servers, f"{prefix}worker")
+                yield Stack(settings, url, scratch)
+        finally:
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+            names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+            delete_topics(settings.bootstrap_servers, names)
