@@ -5,8 +5,6 @@ Needs the services (`streamrec services up`) and a prepared log (`streamrec data
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
 from streams.lag import wait_until_caught_up
@@ -29,19 +27,6 @@ class Stack:
     settings: Settings
     url: str
     scratch: Path
-
-
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        cwd=REPO_ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"streamrec {' '.join(args)} failed:\n{result.stderr}")
-    return result
 
 
 def _wait_ready(url: str, timeout: float = 120) -> None:
@@ -74,8 +59,8 @@ def running_stack(source: str) -> Iterator[Stack]:
         )
         ensure_topics(settings.bootstrap_servers, Topics(prefix), settings.topic_partitions)
         try:
-            cli(settings, "features", "apply")
-            cli(settings, "replay", source, "--speed", "max")
+            run_streamrec(settings, "features", "apply")
+            run_streamrec(settings, "replay", source, "--speed", "max")
             url = f"http://127.0.0.1:{settings.api_port}"
             with (
                 streamrec_process(settings, "worker", log=scratch / "worker.log"),

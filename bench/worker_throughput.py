@@ -11,8 +11,6 @@ until its consumer group has no lag left (interactions and the item-activity top
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -20,7 +18,7 @@ from pathlib import Path
 
 from bench.stats import summary
 from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
 from streams.lag import consumer_lag
@@ -34,15 +32,7 @@ def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:
     ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
     apply_definitions(open_store(settings))
     try:
-        replay = subprocess.run(
-            [sys.executable, "-m", "streamrec.cli", "replay", source, "--speed", "max"],
-            cwd=REPO_ROOT,
-            env=settings_env(settings),
-            capture_output=True,
-            text=True,
-        )
-        if replay.returncode != 0:
-            raise SystemExit(f"replay failed:\n{replay.stderr}")
+        run_streamrec(settings, "replay", source, "--speed", "max")
         group = f"{prefix}worker"
         first_commit: tuple[float, int] | None = None
         with streamrec_process(settings, "worker", log=scratch / f"{prefix}worker.log") as proc:

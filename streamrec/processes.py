@@ -22,6 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process load exactly these settings."""
     env = dict(os.environ)
+    # Importing feast switches prometheus_client to multiprocess mode by setting these in
+    # os.environ (pointing at a temp dir feast deletes at exit); a child must not inherit
+    # that, or its metrics would live in the parent's soon-deleted folder.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        if "feast_metrics_" in env.get(name, ""):
+            del env[name]
     for name, value in settings.model_dump().items():
         if value is None:
             continue
@@ -60,3 +66,23 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+class CommandFailed(RuntimeError):
+    """A `streamrec` subcommand exited non-zero; the message holds its output."""
+
+
+def run_streamrec(settings: Settings, *args: str, timeout: float = 600) -> str:
+    """Run `streamrec ARGS` to completion with these settings; returns its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", *args],
+        cwd=REPO_ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise CommandFailed(f"streamrec {' '.join(args)} exited {result.returncode}:\n{output}")
+    return output

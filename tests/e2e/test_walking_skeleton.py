@@ -5,15 +5,13 @@ The worker and the API run as `streamrec` processes, the way an operator starts 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 
-from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from streamrec.sse_client import SseStream
 from streams.lag import wait_until_caught_up
@@ -22,33 +20,20 @@ from tests.support import wait_until
 NEW_USER = "e2e-new-user"
 
 
-def _cli(settings: Settings, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        cwd=REPO_ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"streamrec {' '.join(args)}:\n{result.stdout}{result.stderr}"
-    return result.stdout + result.stderr
-
-
 def test_new_users_events_change_recommend_and_the_stream(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     settings = live_settings
     base = f"http://127.0.0.1:{settings.api_port}"
-    _cli(settings, "data", "prepare", "synthetic:users=300,items=120,events=6000,seed=7")
-    _cli(settings, "features", "apply")
+    run_streamrec(settings, "data", "prepare", "synthetic:users=300,items=120,events=6000,seed=7")
+    run_streamrec(settings, "features", "apply")
     worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
     with (
         streamrec_process(settings, "worker", log=worker_log) as worker,
         streamrec_process(settings, "serve", log=api_log) as api,
         httpx.Client(base_url=base, timeout=30) as http,
     ):
-        replayed = _cli(settings, "replay", "synthetic", "--speed", "max")
+        replayed = run_streamrec(settings, "replay", "synthetic", "--speed", "max")
         assert "6,000 events" in replayed, replayed
 
         def ready() -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -11,30 +9,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import REPO_ROOT, settings_env, streamrec_process
+from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from streamrec.times import format_ms
 from streams.lag import wait_until_caught_up
 from tests.support import wait_until
 
 
-def _cli(settings: Settings, *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        cwd=REPO_ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_replayed_time_slice_folds_into_exact_features(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     settings = live_settings
-    _cli(settings, "data", "prepare", "synthetic:users=80,items=40,events=3000,seed=3")
+    run_streamrec(settings, "data", "prepare", "synthetic:users=80,items=40,events=3000,seed=3")
     log = pq.read_table(settings.data_dir / "log" / "synthetic" / "events.parquet")
     times = log["event_time"].to_pylist()
     since, until = times[len(times) // 4], times[3 * len(times) // 4]
@@ -48,7 +34,7 @@ def test_replayed_time_slice_folds_into_exact_features(
     log_file = tmp_path / "worker.log"
     with streamrec_process(settings, "worker", log=log_file):
         # ISO for one bound and epoch seconds for the other: both forms are accepted.
-        _cli(
+        run_streamrec(
             settings,
             "replay",
             "synthetic",

@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client import values as prometheus_values
 from pydantic import SecretStr
 
 from api import state as api_state
@@ -129,6 +131,32 @@ def test_each_app_has_its_own_registry() -> None:
     first, second = ApiMetrics(), ApiMetrics()
     first.served_write_failures.inc()
     assert second.served_write_failures._value.get() == 0  # no shared or clashing series
+
+
+def test_apps_share_no_values_when_prometheus_is_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # What importing feast before prometheus_client does to the whole process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(prometheus_values, "ValueClass", prometheus_values.MultiProcessValue())
+    first = ApiMetrics()
+    first.served_write_failures.inc()
+    first.events_accepted.labels("view").inc()
+    first.request_seconds.labels("GET", "/recommend", "200").observe(0.01)
+    first.sse_clients.inc()
+    second = ApiMetrics()
+    second.events_accepted.labels("view").inc()
+    text = generate_latest(second.registry).decode()
+    assert "streamrec_api_served_event_failures_total 0.0" in text
+    assert 'streamrec_api_events_accepted_total{action="view"} 1.0' in text
+    assert "streamrec_api_sse_clients 0.0" in text
+    assert "streamrec_api_request_seconds_count" not in text
+    second.request_seconds.labels("GET", "/recommend", "200").observe(0.01)
+    assert (
+        'streamrec_api_request_seconds_count{method="GET",route="/recommend",status="200"} 1.0'
+        in generate_latest(second.registry).decode()
+    )
+    assert not list(tmp_path.iterdir())  # nothing went to the multiprocess files
 
 
 async def test_admin_is_closed_without_a_configured_key(api: RunningApp) -> None:
