@@ -55,4 +55,6 @@ streamrec is running.
   services + lag   $STREAMREC services status
   logs             $STATE/worker.log  $STATE/api.log  $STATE/kafka/kafka.log
   stop everything  make stop
+
+The worker folds the replayed log for a minute or so; `services status` shows its lag.
 MSG

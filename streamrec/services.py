@@ -209,6 +209,26 @@ class KafkaBroker:
             *args,
         ]
 
+    def format_storage(self, jars: Path, cluster_id: str) -> None:
+        """Format the KRaft metadata and log folder for a new cluster (first start only)."""
+        self.proc.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        result = subprocess.run(
+            self._java(
+                jars,
+                "kafka.tools.StorageTool",
+                "format",
+                # "=" form: a random id may start with "-", which would read as a flag.
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(self.config_file),
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
     def healthy(self) -> bool:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
@@ -236,24 +256,7 @@ class KafkaBroker:
         self.proc.dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
-            cluster_id = _kafka_uuid()
-            result = subprocess.run(
-                self._java(
-                    jars,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(self.config_file),
-                ),
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise ServiceError(
-                    f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
-                )
+            self.format_storage(jars, new_cluster_id())
         self.proc.start(
             self._java(jars, "kafka.Kafka", str(self.config_file), heap=self.settings.kafka_heap)
         )
@@ -271,7 +274,7 @@ class KafkaBroker:
         )
 
 
-def _kafka_uuid() -> str:
+def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
     import base64
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streamrec.services import LocalServices
+from streamrec.services import KafkaBroker, LocalServices, new_cluster_id
 from streamrec.settings import Settings
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer
@@ -76,3 +77,12 @@ def test_status_command_shows_consumer_group_lag(live_settings: Settings) -> Non
     assert lines, result.stdout
     total_lag = sum(int(line.split()[-1]) for line in lines)
     assert total_lag == 4  # one of five consumed and committed
+
+
+def test_storage_formats_with_a_cluster_id_that_looks_like_a_flag(tmp_path: Path) -> None:
+    """Random cluster ids are URL-safe base64 and may start with "-"."""
+    settings = Settings(state_dir=tmp_path / "state").resolved()
+    broker = KafkaBroker(settings)
+    broker.format_storage(broker.ensure_jars(), "-" + new_cluster_id()[1:])
+    meta = (broker.data_dir / "meta.properties").read_text()
+    assert "cluster.id=-" in meta
