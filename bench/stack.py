@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from streamrec.processes import run_streamrec, streamrec_process
+from streamrec.processes import free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
 from streams.lag import wait_until_caught_up
@@ -53,8 +53,8 @@ def running_stack(source: str) -> Iterator[Stack]:
             update={
                 "topic_prefix": prefix,
                 "state_dir": scratch / "state",
-                "api_port": base.api_port + 17,
-                "worker_port": base.worker_port + 17,
+                "api_port": free_port(),
+                "worker_port": free_port(),
             }
         )
         ensure_topics(settings.bootstrap_servers, Topics(prefix), settings.topic_partitions)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.stats import summary
 from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import run_streamrec, streamrec_process
+from streamrec.processes import free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
 from streams.lag import consumer_lag
@@ -27,7 +27,9 @@ from streams.topics import delete_topics, ensure_topics
 
 def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    settings = base.model_copy(update={"topic_prefix": prefix, "state_dir": scratch / prefix})
+    settings = base.model_copy(
+        update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
+    )
     topics = Topics(prefix)
     ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
     apply_definitions(open_store(settings))

@@ -3,7 +3,6 @@ real services started by `streamrec services up`, and child processes of our com
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import uuid
@@ -11,17 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streamrec.processes import REPO_ROOT, settings_env, stop_process, streamrec_process
+from streamrec.processes import (
+    REPO_ROOT,
+    free_port,
+    settings_env,
+    stop_process,
+    streamrec_process,
+)
 from streamrec.settings import Settings
 
-__all__ = ["REPO_ROOT", "settings_env", "stop_process", "streamrec_process"]
+__all__ = ["REPO_ROOT", "free_port", "settings_env", "stop_process", "streamrec_process"]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
