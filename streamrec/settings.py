@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     worker_host: str = Field("127.0.0.1", description="Faust web host (/metrics)")
     worker_port: int = Field(6066, description="Faust web port (/metrics)")
 
+    # MLflow: empty means a SQLite backend and local artifacts under the state directory.
+    mlflow_tracking_uri: str = ""
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -78,6 +81,15 @@ class Settings(BaseSettings):
         if self.redis_url.lower() == "none":
             return None
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where a local tracking backend keeps artifacts (unused with a tracking server)."""
+        return self.state_dir / "mlflow" / "artifacts"
 
     @property
     def event_log_dir(self) -> Path:
