@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -99,6 +100,25 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.archiver import install_stop_signals, run_archiver
+
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    try:
+        stats = run_archiver(
+            settings,
+            once=args.once,
+            flush_records=args.flush_records,
+            flush_seconds=args.flush_seconds,
+            stop=stop,
+        )
+    finally:
+        restore()
+    print(stats.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from replay.commands import add_data_parser, add_replay_parser
 
@@ -157,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     features.add_argument("action", choices=["apply"])
     features.set_defaults(func=_features)
+
+    archive = sub.add_parser(
+        "archive",
+        help="archive the event topics to the Parquet event log (Feast offline store)",
+        description="Consume interactions, recommendations and clicks into Parquet part "
+        "files under STREAMREC_DATA_DIR/archive/<topic>/, committing offsets only after "
+        "each file is in place. Runs until SIGTERM unless --once.",
+    )
+    archive.add_argument(
+        "--once", action="store_true", help="drain to the current end offsets, then exit"
+    )
+    archive.add_argument("--flush-records", type=int, default=50_000, metavar="N")
+    archive.add_argument("--flush-seconds", type=float, default=10.0, metavar="T")
+    archive.set_defaults(func=_archive)
     return parser
 
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     worker_host: str = Field("127.0.0.1", description="Faust web host (/metrics)")
     worker_port: int = Field(6066, description="Faust web port (/metrics)")
 
+    # Ray: empty means a local Ray started by the training command; else a cluster address.
+    ray_address: str = ""
+
     # MLflow: empty means a SQLite backend and local artifacts under the state directory.
     mlflow_tracking_uri: str = ""
 

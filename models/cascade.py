@@ -1,0 +1,228 @@
+"""The serving cascade for one request: recall -> rank -> re-rank -> business rules.
+
+Pure tensors: the caller (the API) reads the user's recent items and the item table from
+the online store and hands in the loaded models; nothing here does I/O.
+
+1. Recall scores every item by a dot product with the user vector: the unit-normalized
+   trained LightGCN user embedding blended with the unit-normalized, recency-weighted mean
+   of the embeddings of the user's recent items. A user unknown at training time uses the
+   recent items alone, so a first click already gives recall. Seen items are removed and
+   the top `n_candidates` kept. Fallback: popularity.
+2. Rank scores all candidates with DIN in one forward pass over the recent items; each
+   candidate's `reason` is the recent item with the largest attention weight.
+   Fallback: the recall score (which is popularity when recall fell back too).
+3. Re-rank takes DIN's top `rerank_depth` and places the top k greedily with RankNet
+   (see `models.ranknet.greedy_rerank`); its LightGCN feature is the item embedding's dot
+   product with `user_vector`. Fallback (no RankNet, or no DIN to feed it): the rank order.
+4. Business rules are applied last, as a veto at every placement: excluded items and items
+   whose category already holds `max_per_category` of the places are skipped.
+
+Every stage reports which source answered, so the response can say what served it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.din import DIN
+from models.ranknet import RERANK_FEATURES, RankNet, greedy_rerank, rerank_features
+
+
+@dataclass
+class CascadeConfig:
+    n_candidates: int = 200  # recall depth: what DIN scores in one pass
+    rerank_depth: int = 50  # DIN's top M that RankNet and the rules choose the final k from
+    recent_weight: float = 0.5  # share of the recent-items vector in a known user's vector
+    recency_decay: float = 0.8  # weight of the i-th most recent item is decay**i
+    max_history: int = 50  # recent items DIN attends over (and recall averages)
+    max_per_category: int = 0  # diversity rule: at most this many per category in top k; 0 off
+
+
+@dataclass
+class ItemTable:
+    """Per-item serving features, indexed by item index (all (I,))."""
+
+    popularity: Tensor  # log1p interactions in the recent window: recall fallback and a feature
+    recency: Tensor  # freshness in [0, 1], 1 = interacted with just now
+    ctr: Tensor  # click-through rate of served impressions
+    categories: Tensor | None = None  # long category per item; needed by the diversity rule
+
+    def context(self, items: Tensor) -> Tensor:
+        # items (N,) -> (N, 3): the item side of DIN's context, [popularity, recency, ctr]
+        return torch.stack([self.popularity[items], self.recency[items], self.ctr[items]], -1)
+
+
+@dataclass
+class CascadeModels:
+    """What the registry gave us; any part may be None and its stage falls back."""
+
+    user_embeddings: Tensor | None = None  # (U, D) from LightGCN.export_embeddings
+    item_embeddings: Tensor | None = None  # (I, D)
+    din: DIN | None = None
+    ranknet: RankNet | None = None
+
+
+def _empty_long() -> Tensor:
+    return torch.zeros(0, dtype=torch.long)
+
+
+@dataclass
+class CascadeRequest:
+    recent_items: Tensor  # (L,) long, most recent first; may be empty
+    seen_items: Tensor = field(default_factory=_empty_long)  # (S,) never recommended
+    user_index: int | None = None  # row of user_embeddings; None for users new since training
+    user_context: Tensor = field(default_factory=lambda: torch.zeros(0))  # (Cu,) e.g. activity
+    excluded_items: Tensor = field(default_factory=_empty_long)  # (X,) business exclusions
+    k: int = 10
+
+
+@dataclass
+class CascadeResult:
+    items: Tensor  # (k',) long item indices, best first; k' < k only if candidates run out
+    scores: Tensor  # (k',) the score of the stage that ordered them
+    reasons: Tensor  # (k',) long item index of the recent item with the top DIN weight; -1 none
+    recall_source: str  # "lightgcn" or "popularity"
+    rank_source: str  # "din" or "recall" ("none" when no candidate was left)
+    rerank_source: str  # "ranknet" or "rank_order" ("none" when no candidate was left)
+
+
+def din_context(items: ItemTable, candidates: Tensor, user_context: Tensor) -> Tensor:
+    """DIN's context (N, 3 + Cu): the candidate's item features, then the user's, repeated.
+
+    Training builds its examples with this same function, so serving cannot drift from it.
+    """
+    item_side = items.context(candidates)  # (N, 3)
+    user_side = user_context.to(item_side.dtype).unsqueeze(0).expand(candidates.shape[0], -1)
+    return torch.cat([item_side, user_side], dim=-1)
+
+
+def user_vector(
+    models: CascadeModels, request: CascadeRequest, config: CascadeConfig
+) -> Tensor | None:
+    """The recall query (D,), or None when neither a trained nor a recent vector exists."""
+    if models.item_embeddings is None:
+        return None
+    parts: list[tuple[float, Tensor]] = []
+    if models.user_embeddings is not None and request.user_index is not None:
+        parts.append((1.0 - config.recent_weight, models.user_embeddings[request.user_index]))
+    recent = request.recent_items[: config.max_history]
+    if recent.numel() > 0:
+        decay = config.recency_decay ** torch.arange(recent.numel(), dtype=torch.float32)
+        mean = (decay.unsqueeze(-1) * models.item_embeddings[recent]).sum(0) / decay.sum()
+        parts.append((config.recent_weight, mean))  # (D,)
+    if not parts:
+        return None
+    if len(parts) == 1:  # only one source: it is the whole vector, whatever the blend weight
+        return F.normalize(parts[0][1], dim=-1)
+    (w_user, trained), (w_recent, recent_mean) = parts
+    return w_user * F.normalize(trained, dim=-1) + w_recent * F.normalize(recent_mean, dim=-1)
+
+
+def recall(
+    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+) -> tuple[Tensor, Tensor, str, Tensor | None]:
+    """Top candidates (N,), their recall scores (N,), the source, and the user vector."""
+    query = user_vector(models, request, config)
+    if query is not None and models.item_embeddings is not None:
+        scores = models.item_embeddings @ query  # (I,)
+        source = "lightgcn"
+    else:
+        scores = items.popularity.clone().float()  # (I,)
+        source = "popularity"
+    scores[request.seen_items] = float("-inf")
+    n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
+    top = torch.topk(scores, n)
+    return top.indices, top.values, source, query
+
+
+def rank(
+    din: DIN | None,
+    candidates: Tensor,
+    recent_items: Tensor,
+    context: Tensor,
+    recall_scores: Tensor,
+) -> tuple[Tensor, Tensor, str]:
+    """Scores (N,) and reasons (N,) (item index of the top-attention recent item, or -1)."""
+    no_reason = torch.full_like(candidates, -1)
+    if din is None:
+        return recall_scores, no_reason, "recall"
+    history = recent_items
+    mask = torch.ones(history.numel(), dtype=torch.bool)
+    if history.numel() == 0:  # one padded slot: DIN sees an empty interest vector
+        history, mask = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)
+    logits, attention = din.score_candidates(candidates, history, mask, context)  # (N,), (N, L)
+    top = attention.masked_fill(~mask, float("-inf")).argmax(dim=-1)  # (N,)
+    reasons = history[top] if bool(mask.any()) else no_reason
+    return logits, reasons, "din"
+
+
+def _rules(
+    candidates: Tensor, excluded_items: Tensor, categories: Tensor | None, max_per_category: int
+) -> Callable[[Tensor], Tensor]:
+    """The business-rule veto for greedy placement: (placed (P,)) -> allowed (M,)."""
+    not_excluded = ~torch.isin(candidates, excluded_items)  # (M,)
+    cats = categories[candidates] if categories is not None and max_per_category > 0 else None
+
+    def allowed(placed: Tensor) -> Tensor:
+        if cats is None or placed.numel() == 0:
+            return not_excluded
+        same = cats.unsqueeze(1) == cats[placed].unsqueeze(0)  # (M, P)
+        return not_excluded & (same.sum(1) < max_per_category)
+
+    return allowed
+
+
+@torch.inference_mode()
+def recommend(
+    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+) -> CascadeResult:
+    recent = request.recent_items[: config.max_history]
+    candidates, recall_scores, recall_source, query = recall(models, items, request, config)
+    if candidates.numel() == 0:  # everything is seen: an empty list, not an error
+        empty = _empty_long()
+        return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
+    context = din_context(items, candidates, request.user_context)  # (N, C)
+    scores, reasons, rank_source = rank(models.din, candidates, recent, context, recall_scores)
+
+    depth = min(config.rerank_depth, candidates.numel())
+    top = torch.topk(scores, depth).indices  # (M,) positions among the candidates, DIN order
+    shortlist = candidates[top]  # (M,)
+    allowed = _rules(shortlist, request.excluded_items, items.categories, config.max_per_category)
+    vectors = models.item_embeddings[shortlist] if models.item_embeddings is not None else None
+    din_scores = scores[top]  # (M,)
+    # RankNet learned on DIN scores: fed recall scores in their place it would be off its
+    # training distribution, so without DIN the rank stage's order stands.
+    if models.ranknet is not None and rank_source == "din":
+        gcn = vectors @ query if vectors is not None and query is not None else din_scores * 0
+        features = rerank_features(
+            din_scores,
+            gcn,
+            items.popularity[shortlist],
+            items.recency[shortlist],
+            items.ctr[shortlist],
+            torch.zeros(depth),
+        )  # (M, F)
+        placed, placed_scores = greedy_rerank(models.ranknet, features, vectors, request.k, allowed)
+        rerank_source = "ranknet"
+    else:
+        placed, placed_scores = greedy_rerank(
+            lambda _features: din_scores,
+            torch.zeros(depth, len(RERANK_FEATURES)),
+            None,
+            request.k,
+            allowed,
+        )
+        rerank_source = "rank_order"
+    return CascadeResult(
+        items=shortlist[placed],
+        scores=placed_scores,
+        reasons=reasons[top][placed],
+        recall_source=recall_source,
+        rank_source=rank_source,
+        rerank_source=rerank_source,
+    )

@@ -1,0 +1,143 @@
+"""RankNet (Burges et al., 2005): a per-candidate scorer trained on pairs within a list.
+
+The scorer is an MLP over one feature vector per candidate; the loss is the pairwise
+logistic loss over every pair of candidates in a list whose graded labels differ.
+
+Features, in `RERANK_FEATURES` order: the DIN score, the LightGCN score, popularity,
+recency, click-through rate and the similarity to the items ranked above. The last one
+depends on the order being built, so at inference the list is built greedily
+(`greedy_rerank`): at each position, every remaining candidate's similarity is the largest
+cosine similarity between its item embedding and the items already placed (0 at the first
+position), RankNet scores the remaining candidates with it, and the best allowed one is
+placed. In training, `similarity_to_above` computes the same quantity against the order
+the list was served in (which the same greedy pass produced) or, before any served lists
+exist, against the DIN order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+RERANK_FEATURES = ("din_score", "gcn_score", "popularity", "recency", "ctr", "similarity_above")
+SIMILARITY_COLUMN = RERANK_FEATURES.index("similarity_above")
+
+
+@dataclass
+class RankNetConfig:
+    n_features: int = len(RERANK_FEATURES)  # one column per RERANK_FEATURES entry
+    hidden: tuple[int, ...] = (32, 16)  # small: it re-orders tens of candidates per request
+    sigma: float = 1.0  # steepness of P(i above j) = sigmoid(sigma * (s_i - s_j))
+
+
+class RankNet(nn.Module):
+    def __init__(self, config: RankNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.n_features
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        # features (..., N, F) -> scores (..., N)
+        return self.mlp(features).squeeze(-1)
+
+
+def ranknet_loss(scores: Tensor, labels: Tensor, mask: Tensor, sigma: float = 1.0) -> Tensor:
+    """Mean pairwise logistic loss over all ordered pairs (i, j) with labels[i] > labels[j].
+
+    scores, labels (B, N) (graded labels, higher is better), mask (B, N) True for real
+    candidates. Pairs with equal labels or a padded member do not count. A batch without
+    any such pair gives a zero loss that still carries a graph.
+    """
+    diff = scores.unsqueeze(-1) - scores.unsqueeze(-2)  # (B, N, N): s_i - s_j
+    better = labels.unsqueeze(-1) > labels.unsqueeze(-2)  # (B, N, N): i should be above j
+    valid = mask.unsqueeze(-1) & mask.unsqueeze(-2)  # (B, N, N)
+    pairs = better & valid
+    n_pairs = pairs.sum()
+    if n_pairs == 0:
+        return scores.sum() * 0.0
+    losses = F.softplus(-sigma * diff)  # -log sigmoid(sigma * (s_i - s_j))
+    return (losses * pairs).sum() / n_pairs
+
+
+def rerank_features(
+    din_score: Tensor,
+    gcn_score: Tensor,
+    popularity: Tensor,
+    recency: Tensor,
+    ctr: Tensor,
+    similarity_above: Tensor,
+) -> Tensor:
+    """Stack per-candidate (..., N) features into (..., N, F) in RERANK_FEATURES order.
+
+    Inputs should already be on comparable scales (logits, log1p counts, rates in [0, 1]);
+    this function does not rescale.
+    """
+    return torch.stack([din_score, gcn_score, popularity, recency, ctr, similarity_above], -1)
+
+
+def similarity_to_above(item_vectors: Tensor, order: Tensor) -> Tensor:
+    """For each candidate, the max cosine similarity to the candidates placed before it.
+
+    item_vectors (N, D) in candidate order; order (N,) a permutation, order[0] placed first.
+    Returns (N,) in candidate order; the first-placed candidate gets 0.
+    """
+    unit = F.normalize(item_vectors, dim=-1)
+    sims = unit @ unit.T  # (N, N)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)  # position of each candidate
+    above = rank.unsqueeze(0) < rank.unsqueeze(1)  # (N, N): [i, j] True if j is placed before i
+    best = sims.masked_fill(~above, float("-inf")).max(dim=1).values  # (N,)
+    return torch.where(torch.isinf(best), torch.zeros_like(best), best)
+
+
+def greedy_rerank(
+    score_fn: Callable[[Tensor], Tensor],
+    base_features: Tensor,
+    item_vectors: Tensor | None,
+    k: int,
+    allowed_fn: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Place up to k candidates one at a time; returns (positions (k',), scores (k',)).
+
+    base_features (N, F) with the similarity column left at any value: it is recomputed at
+    every step from item_vectors (N, D) (zero when item_vectors is None). score_fn maps
+    (N, F) features to (N,) scores (a RankNet, or anything else). allowed_fn, given the
+    positions placed so far (P,), returns an (N,) bool mask of candidates still allowed
+    (business rules: exclusions, diversity); it overrides the scores, never the reverse.
+    Stops early when no allowed candidate remains.
+    """
+    n = base_features.shape[0]
+    features = base_features.clone()
+    features[:, SIMILARITY_COLUMN] = 0.0
+    unit = F.normalize(item_vectors, dim=-1) if item_vectors is not None else None
+    best_similarity = torch.full((n,), float("-inf"))  # (N,) max similarity to placed items
+    available = torch.ones(n, dtype=torch.bool)
+    placed: list[int] = []
+    placed_scores: list[Tensor] = []
+    for _ in range(min(k, n)):
+        scores = score_fn(features)  # (N,)
+        allowed = available.clone()
+        if allowed_fn is not None:
+            allowed &= allowed_fn(torch.tensor(placed, dtype=torch.long))
+        if not bool(allowed.any()):
+            break
+        choice = int(torch.argmax(scores.masked_fill(~allowed, float("-inf"))))
+        placed.append(choice)
+        placed_scores.append(scores[choice])
+        available[choice] = False
+        if unit is not None:
+            best_similarity = torch.maximum(best_similarity, unit @ unit[choice])  # (N,)
+            features[:, SIMILARITY_COLUMN] = best_similarity
+    if not placed:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    return torch.tensor(placed, dtype=torch.long), torch.stack(placed_scores)

@@ -1,0 +1,458 @@
+"""The archiver: the event topics → the Parquet event log that is Feast's offline store.
+
+Layout, under ``<data_dir>/archive/<topic-name>/``: one file per (partition, offset range),
+``p<partition>-<first offset>-<last offset>.parquet`` (zero-padded, so names sort by offset).
+The range covers every record consumed, including undecodable ones, which are skipped
+(the worker dead-letters them) and counted.
+
+Exactly-once on disk, at-least-once from Kafka:
+
+* a file is written under a temporary name, fsynced and renamed into place, and only then
+  are the offsets committed (``enable.auto.commit=False``);
+* a crash between the rename and the commit leaves a file whose range is past the committed
+  offset. On (re)assignment each partition resumes after the last offset found on disk when
+  that is ahead of the committed offset, so a rerun neither rewrites those records under a
+  second name nor loses any; a rerun that does read the same range writes the same name;
+* readers still drop repeated ``event_id``s, because a producer may redeliver an event as a
+  new record (a new offset): that is a duplicate of the *event*, not of the record.
+
+Columns: interactions carry the canonical event-log columns (``replay.log.EVENTS_SCHEMA``:
+``event_id, event_time`` (int64 epoch ms)``, user_id, item_id, action, rating``) plus
+``source``; recommendations keep ``items`` as a Parquet list of structs
+``{item_id, rank, score, reason}`` (native nested data: readable by pyarrow, pandas and
+DuckDB without a JSON parse); clicks their flat fields. Every file also has
+``kafka_partition`` and ``kafka_offset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamrec.settings import Settings
+from streams.events import (
+    Click,
+    Event,
+    EventRejected,
+    Interaction,
+    RecommendationServed,
+    Topics,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_DIR = "archive"
+_KAFKA_FIELDS = [
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+]
+INTERACTION_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        pa.field("rating", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+        *_KAFKA_FIELDS,
+    ]
+)
+RECOMMENDED_ITEM = pa.struct(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+RECOMMENDATION_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("items", pa.list_(RECOMMENDED_ITEM), nullable=False),
+        *_KAFKA_FIELDS,
+    ]
+)
+CLICK_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        *_KAFKA_FIELDS,
+    ]
+)
+SCHEMAS: dict[type[Event], pa.Schema] = {
+    Interaction: INTERACTION_SCHEMA,
+    RecommendationServed: RECOMMENDATION_SCHEMA,
+    Click: CLICK_SCHEMA,
+}
+_PART_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
+
+
+def topic_dir(data_dir: Path, topic: str) -> Path:
+    """Folder of one topic's archive: ``<data_dir>/archive/<topic-name>``."""
+    return Path(data_dir) / ARCHIVE_DIR / topic
+
+
+def part_name(partition: int, first_offset: int, last_offset: int) -> str:
+    return f"p{partition:04d}-{first_offset:020d}-{last_offset:020d}.parquet"
+
+
+def archived_ranges(folder: Path) -> dict[int, list[tuple[int, int]]]:
+    """(first, last) offset ranges on disk per partition, sorted."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    if not folder.is_dir():
+        return ranges
+    for path in folder.iterdir():
+        match = _PART_NAME.match(path.name)
+        if match:
+            partition, first, last = (int(g) for g in match.groups())
+            ranges.setdefault(partition, []).append((first, last))
+    return {p: sorted(r) for p, r in ranges.items()}
+
+
+def _row(event: Event) -> dict[str, Any]:
+    row = event.model_dump(exclude={"schema_version"})
+    if isinstance(event, RecommendationServed):
+        row["items"] = [item.model_dump() for item in event.items]
+    return row
+
+
+@dataclass
+class _Pending:
+    """Records of one (topic, partition) consumed since the last flush."""
+
+    first_offset: int
+    last_offset: int
+    records: int = 0  # consumed, decodable or not
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ArchiveStats:
+    """What one run consumed, wrote and skipped, per topic."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def add(self, counter: dict[str, int], topic: str, n: int = 1) -> None:
+        counter[topic] = counter.get(topic, 0) + n
+
+    def summary(self) -> str:
+        topics = sorted(set(self.records) | set(self.rows_written) | set(self.skipped))
+        lines = [
+            f"{topic}: {self.records.get(topic, 0):,} records, "
+            f"{self.rows_written.get(topic, 0):,} rows written, "
+            f"{self.skipped.get(topic, 0):,} undecodable skipped"
+            for topic in topics
+        ]
+        lines.append(f"{len(self.files)} files written")
+        return "\n".join(lines)
+
+
+def write_atomically(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name, fsync it, rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Archiver:
+    """Consumes the interactions, recommendations and clicks topics into Parquet parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        flush_records: int = 50_000,
+        flush_seconds: float = 10.0,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.flush_records = flush_records
+        self.flush_seconds = flush_seconds
+        self.group_id = f"{settings.topic_prefix}archiver"
+        config: dict[str, Any] = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+        config.update(consumer_overrides or {})
+        self._config = config
+        self.stats = ArchiveStats()
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._oldest_pending: float | None = None
+
+    @property
+    def archived_topics(self) -> list[str]:
+        return [self.topics.interactions, self.topics.recommendations, self.topics.clicks]
+
+    # -- positions -------------------------------------------------------------------------
+
+    def _resume_positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Committed offset, or one past the last offset on disk when that is further."""
+        committed = consumer.committed(partitions, timeout=30)
+        on_disk: dict[str, dict[int, list[tuple[int, int]]]] = {}
+        resumed = []
+        for tp in committed:
+            ranges = on_disk.setdefault(
+                tp.topic, archived_ranges(topic_dir(self.settings.data_dir, tp.topic))
+            ).get(tp.partition, [])
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            if ranges:
+                after_disk = max(last for _, last in ranges) + 1
+                if offset == OFFSET_BEGINNING or after_disk > offset:
+                    offset = after_disk
+            resumed.append(TopicPartition(tp.topic, tp.partition, offset))
+        return resumed
+
+    def _existing_partitions(self, consumer: Consumer) -> list[TopicPartition]:
+        metadata = consumer.list_topics(timeout=30)
+        partitions: list[TopicPartition] = []
+        for topic in self.archived_topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                log.warning("archiver: topic %s does not exist; skipping it", topic)
+                continue
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found.partitions))
+        return partitions
+
+    # -- buffering and flushing ------------------------------------------------------------
+
+    def _take(self, message: Any) -> _Pending:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        self.stats.add(self.stats.records, topic)
+        pending = self._pending.get((topic, partition))
+        if pending is None:
+            pending = self._pending[(topic, partition)] = _Pending(offset, offset)
+        pending.last_offset = offset
+        pending.records += 1
+        if self._oldest_pending is None:
+            self._oldest_pending = time.monotonic()
+        try:
+            event = decode(self.topics.event_type(topic), message.value())
+        except EventRejected as rejected:
+            self.stats.add(self.stats.skipped, topic)
+            log.debug("archiver: skipped %s[%s]@%s: %s", topic, partition, offset, rejected)
+            return pending
+        row = _row(event)
+        row["kafka_partition"] = partition
+        row["kafka_offset"] = offset
+        pending.rows.append(row)
+        return pending
+
+    def _due(self) -> bool:
+        """Time to flush everything: the oldest pending record waited ``flush_seconds``."""
+        return (
+            self._oldest_pending is not None
+            and time.monotonic() - self._oldest_pending >= self.flush_seconds
+        )
+
+    def flush(self, consumer: Consumer, only: Iterable[tuple[str, int]] | None = None) -> None:
+        """Write every pending part file, then commit the offsets they cover."""
+        keys = list(self._pending) if only is None else [k for k in only if k in self._pending]
+        if not keys:
+            return
+        commits = []
+        for key in keys:
+            topic, partition = key
+            pending = self._pending.pop(key)
+            if pending.rows:
+                schema = SCHEMAS[self.topics.event_type(topic)]
+                table = pa.Table.from_pylist(pending.rows, schema=schema)
+                path = topic_dir(self.settings.data_dir, topic) / part_name(
+                    partition, pending.first_offset, pending.last_offset
+                )
+                write_atomically(table, path)
+                self.stats.files.append(path)
+                self.stats.add(self.stats.rows_written, topic, len(pending.rows))
+            commits.append(TopicPartition(topic, partition, pending.last_offset + 1))
+        consumer.commit(offsets=commits, asynchronous=False)
+        if not self._pending:
+            self._oldest_pending = None
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _consume(self, consumer: Consumer) -> None:
+        """One fetch. A partition's part is cut every ``flush_records`` records, counted
+        from where it resumed, so a rerun from the same offset cuts the same files."""
+        for message in consumer.consume(num_messages=1000, timeout=0.5):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                continue
+            pending = self._take(message)
+            if pending.records >= self.flush_records:
+                self.flush(consumer, [(str(message.topic()), int(message.partition() or 0))])
+
+    def run_once(self) -> ArchiveStats:
+        """Drain every partition to the end offset it had at the start, flush, and return."""
+        consumer = Consumer(self._config)
+        try:
+            partitions = self._resume_positions(consumer, self._existing_partitions(consumer))
+            ends = {}
+            for tp in partitions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=30)
+                ends[(tp.topic, tp.partition)] = high
+                if tp.offset < 0:
+                    tp.offset = low
+            consumer.assign(partitions)
+            remaining = [tp for tp in partitions if tp.offset < ends[(tp.topic, tp.partition)]]
+            while remaining:
+                self._consume(consumer)
+                if self._due():
+                    self.flush(consumer)
+                positions = consumer.position(remaining)
+                remaining = [
+                    tp
+                    for tp in positions
+                    if tp.offset < 0 or tp.offset < ends[(tp.topic, tp.partition)]
+                ]
+            self.flush(consumer)
+        finally:
+            consumer.close()
+        return self.stats
+
+    def run(self, stop: threading.Event) -> ArchiveStats:
+        """Follow the topics as a group member until ``stop`` is set; flush on the way out."""
+        consumer = Consumer(self._config)
+
+        def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            consumer.assign(self._resume_positions(consumer, partitions))
+
+        def on_revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.flush(consumer, [(tp.topic, tp.partition) for tp in partitions])
+
+        try:
+            consumer.subscribe(self.archived_topics, on_assign=on_assign, on_revoke=on_revoke)
+            while not stop.is_set():
+                self._consume(consumer)
+                if self._due():
+                    self.flush(consumer)
+            self.flush(consumer)
+        finally:
+            consumer.close()
+        return self.stats
+
+
+def run_archiver(
+    settings: Settings,
+    *,
+    once: bool,
+    flush_records: int = 50_000,
+    flush_seconds: float = 10.0,
+    stop: threading.Event | None = None,
+) -> ArchiveStats:
+    archiver = Archiver(settings, flush_records=flush_records, flush_seconds=flush_seconds)
+    if once:
+        return archiver.run_once()
+    return archiver.run(stop or threading.Event())
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read_topic(
+    data_dir: Path,
+    topic: str,
+    schema: pa.Schema,
+    until_ms: int | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """All archived rows of one topic, events before ``until_ms`` (exclusive), sorted by
+    event time (then partition and offset), one row per ``event_id`` (the first seen)."""
+    folder = topic_dir(data_dir, topic)
+    paths = sorted(p for p in folder.glob("p*.parquet")) if folder.is_dir() else []
+    wanted = None
+    if columns is not None:
+        wanted = list(dict.fromkeys([*columns, "event_id", "event_time", *_KAFKA_COLUMNS]))
+    tables = [pq.read_table(path, columns=wanted, schema=schema) for path in paths]
+    selected = schema if wanted is None else pa.schema([schema.field(n) for n in wanted])
+    table = pa.concat_tables(tables) if tables else selected.empty_table()
+    if until_ms is not None:
+        table = table.filter(pc.less(table["event_time"], until_ms))
+    table = table.sort_by(
+        [
+            ("event_time", "ascending"),
+            ("kafka_partition", "ascending"),
+            ("kafka_offset", "ascending"),
+        ]
+    )
+    repeated = pd.Series(table["event_id"].to_numpy(zero_copy_only=False)).duplicated().to_numpy()
+    if repeated.any():
+        table = table.filter(pa.array(~repeated))
+    if columns is not None:
+        table = table.select(columns)
+    return table
+
+
+_KAFKA_COLUMNS = ["kafka_partition", "kafka_offset"]
+
+
+def read_interactions(data_dir: Path, prefix: str, until_ms: int | None = None) -> pa.Table:
+    """The archived interactions (``INTERACTION_SCHEMA``) of topic prefix ``prefix``."""
+    return read_topic(data_dir, Topics(prefix).interactions, INTERACTION_SCHEMA, until_ms)
+
+
+def read_clicks(data_dir: Path, prefix: str, until_ms: int | None = None) -> pa.Table:
+    """The archived clicks on served recommendations (``CLICK_SCHEMA``)."""
+    return read_topic(data_dir, Topics(prefix).clicks, CLICK_SCHEMA, until_ms)
+
+
+def read_recommendations(data_dir: Path, prefix: str, until_ms: int | None = None) -> pa.Table:
+    """The archived served recommendations (``RECOMMENDATION_SCHEMA``)."""
+    return read_topic(data_dir, Topics(prefix).recommendations, RECOMMENDATION_SCHEMA, until_ms)
+
+
+def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set ``stop`` on SIGTERM and SIGINT; returns a function that restores the handlers."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import math
+
+import torch
+
+from models.ranknet import (
+    RERANK_FEATURES,
+    SIMILARITY_COLUMN,
+    RankNet,
+    RankNetConfig,
+    greedy_rerank,
+    ranknet_loss,
+    rerank_features,
+    similarity_to_above,
+)
+
+
+def test_loss_matches_hand_computation_and_ignores_ties_and_padding() -> None:
+    scores = torch.tensor([[2.0, 0.5, 9.0, 1.0]])
+    labels = torch.tensor([[2.0, 1.0, 0.0, 1.0]])
+    mask = torch.tensor([[True, True, False, True]])  # the 9.0 is padding
+    # pairs: (0 over 1), (0 over 3); (1, 3) tie; anything with 2 is padded
+    expected = (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(-1.0))) / 2
+    assert math.isclose(ranknet_loss(scores, labels, mask).item(), expected, rel_tol=1e-6)
+
+
+def test_loss_without_pairs_is_zero_with_a_graph() -> None:
+    scores = torch.randn(2, 3, requires_grad=True)
+    loss = ranknet_loss(scores, torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()  # must not raise
+
+
+def test_learns_to_order_by_the_planted_feature() -> None:
+    torch.manual_seed(0)
+    batch, n = 64, 12
+    model = RankNet(RankNetConfig())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def make_lists() -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.randn(batch, n, len(RERANK_FEATURES))  # (B, N, F)
+        planted = features[..., 4].contiguous()  # the "ctr" column decides the graded label
+        labels = torch.bucketize(planted, torch.tensor([-0.5, 0.5, 1.2])).float()  # 0..3
+        return features, labels
+
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    mask[:, -2:] = False  # ragged lists
+    losses = []
+    for _ in range(200):
+        features, labels = make_lists()
+        loss = ranknet_loss(model(features), labels, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.4 * sum(losses[:10]) / 10
+
+    features, labels = make_lists()
+    features, labels = features[:, :-2], labels[:, :-2]  # evaluate on the real candidates
+    with torch.no_grad():
+        scores = model(features)  # (B, N')
+    top_label = labels.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+    assert torch.equal(top_label, labels.max(dim=1).values)  # a best-graded item ranks first
+    ordered = labels[:, :, None] > labels[:, None, :]  # pairs the labels order
+    agree = (scores[:, :, None] > scores[:, None, :])[ordered]
+    assert agree.float().mean() > 0.97
+
+
+def test_similarity_to_above_follows_the_given_order() -> None:
+    vectors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.0, -1.0]])
+    sims = similarity_to_above(vectors, order=torch.tensor([1, 0, 2, 3]))
+    assert sims[1] == 0  # placed first
+    assert torch.isclose(sims[0], torch.tensor(0.0))  # orthogonal to item 1
+    assert sims[2] > 0.99  # nearly parallel to item 0, placed above it
+    assert torch.isclose(sims[3], torch.tensor(0.0), atol=1e-6)  # best of -1, 0, ~-0.1
+
+
+def test_greedy_rerank_recomputes_similarity_at_each_step() -> None:
+    # a scorer that prefers high base score and penalizes similarity to what is placed
+    def score(features: torch.Tensor) -> torch.Tensor:
+        return features[:, 0] - 2.0 * features[:, SIMILARITY_COLUMN]
+
+    base = torch.zeros(3, len(RERANK_FEATURES))
+    base[:, 0] = torch.tensor([1.0, 0.9, 0.5])
+    vectors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # 1 duplicates 0
+    placed, scores = greedy_rerank(score, base, vectors, k=3)
+    assert placed.tolist() == [0, 2, 1]  # the duplicate drops below the dissimilar item
+    assert torch.allclose(scores, torch.tensor([1.0, 0.5, 0.9 - 2.0]))
+
+    plain, _ = greedy_rerank(score, base, None, k=3)
+    assert plain.tolist() == [0, 1, 2]
+
+
+def test_greedy_rerank_honours_the_veto_and_stops_when_nothing_is_allowed() -> None:
+    base = torch.zeros(4, len(RERANK_FEATURES))
+    base[:, 0] = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    vetoed = torch.tensor([False, True, False, True])
+    placed, _ = greedy_rerank(lambda f: f[:, 0], base, None, k=4, allowed_fn=lambda _: ~vetoed)
+    assert placed.tolist() == [0, 2]
+
+
+def test_rerank_features_column_order() -> None:
+    columns = [torch.full((3,), float(i)) for i in range(len(RERANK_FEATURES))]
+    features = rerank_features(*columns)
+    assert features.shape == (3, len(RERANK_FEATURES))
+    assert torch.equal(features[0], torch.arange(len(RERANK_FEATURES), dtype=torch.float32))

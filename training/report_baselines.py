@@ -1,0 +1,235 @@
+"""``python -m training.report_baselines``: every baseline on one leak-free time split.
+
+Prints a Markdown report and writes ``reports/baselines.json``. The main table is the
+protocol of :mod:`training.split` (80/10/10 by default, the test period only, every user
+with a relevant test item, new users included). A second table re-scores the
+non-learned baselines under protocol variants, so numbers quoted from elsewhere can be
+matched to the protocol that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamrec.settings import load_settings
+from training.baselines import (
+    BPRConfig,
+    bpr_scorer,
+    item_knn_scorer,
+    popularity_scorer,
+    recent_popularity_scorer,
+)
+from training.evaluate import DEFAULT_KS, Scorer, evaluate, evaluate_seeds
+from training.split import SplitConfig, TimeSplit, event_log_path, load_events, restrict_target
+from training.split import time_split as make_split
+
+RECENT_DAYS = (1, 3, 7, 14)
+KNN_NEIGHBOURS = (20, 50, 100, 200)  # chosen on validation NDCG@10
+TABLE_COLUMNS = (
+    ("R@10", "recall@10"),
+    ("R@20", "recall@20"),
+    ("R@50", "recall@50"),
+    ("R@100", "recall@100"),
+    ("R@200", "recall@200"),
+    ("N@10", "ndcg@10"),
+    ("N@20", "ndcg@20"),
+    ("Cov@10", "coverage@10"),
+    ("PopBias@10", "popularity_bias@10"),
+)
+SLICE_NAMES = ("new", "light", "heavy")
+
+
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def split_summary(split: TimeSplit) -> dict[str, Any]:
+    test = split.test
+    return {
+        "train_end": _date(split.train_end_ms),
+        "validation_end": _date(split.validation_end_ms),
+        "train_events": len(split.train_user),
+        "train_users": split.n_train_users,
+        "candidates": split.n_items,
+        "validation_users": len(split.validation.users),
+        "test_events": test.n_events,
+        "test_users": len(test.users),
+        "test_new_users": int((test.users >= split.n_train_users).sum()),
+        "test_users_skipped": test.n_skipped_users,
+        "test_pairs_not_candidate": test.n_not_candidate,
+        "test_pairs_seen_in_training": test.n_seen_in_training,
+        "test_relevant_per_user_median": float(np.median(test.n_relevant)),
+    }
+
+
+def _non_learned(split: TimeSplit, knn_neighbours: int) -> dict[str, Scorer]:
+    scorers = {"popularity (all training)": popularity_scorer(split)}
+    for days in RECENT_DAYS:
+        scorers[f"recent popularity {days}d"] = recent_popularity_scorer(split, days)
+    scorers[f"ItemKNN (N={knn_neighbours})"] = item_knn_scorer(split, knn_neighbours)
+    return scorers
+
+
+def choose_knn_neighbours(split: TimeSplit) -> int:
+    scores = {
+        n: evaluate(item_knn_scorer(split, n), split, ks=(10,), target="validation")["ndcg@10"]
+        for n in KNN_NEIGHBOURS
+    }
+    return max(scores, key=lambda n: (scores[n], -n))
+
+
+def protocol_variants(
+    events: Any, config: SplitConfig, knn_neighbours: int
+) -> list[dict[str, Any]]:
+    """NDCG@10 of the non-learned baselines under the standard protocol and variants."""
+    rows = []
+    variants: list[tuple[str, SplitConfig]] = [
+        (f"{config.train_fraction:.0%} train, test period only", config),
+        (
+            f"{config.train_fraction:.0%} train, test = everything after the cut",
+            SplitConfig(config.train_fraction, 0.0),
+        ),
+    ]
+    for label, variant_config in variants:
+        split = make_split(events, variant_config)
+        returning = split.test.users < split.n_train_users
+        for users_label, keep in (
+            ("all users", np.ones_like(returning)),
+            ("returning users only", returning),
+            ("new users only", ~returning),
+        ):
+            restricted = replace(split, test=restrict_target(split.test, keep))
+            row: dict[str, Any] = {
+                "protocol": label,
+                "users": users_label,
+                "n_users": int(keep.sum()),
+            }
+            for name, scorer in (
+                ("popularity", popularity_scorer(restricted)),
+                ("recent 14d", recent_popularity_scorer(restricted, 14)),
+                ("ItemKNN", item_knn_scorer(restricted, knn_neighbours)),
+            ):
+                row[name] = evaluate(scorer, restricted, ks=(10,))["ndcg@10"]
+            rows.append(row)
+    return rows
+
+
+def _fmt(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if spread is None else f"{value:.4f} ± {spread:.4f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    summary = report["split"]
+    lines = [
+        f"## Baselines on {report['source']} (test period, full ranking)",
+        "",
+        f"Train before {summary['train_end']} UTC, validation until "
+        f"{summary['validation_end']} UTC. {summary['train_events']} training events, "
+        f"{summary['train_users']} training users, {summary['candidates']} candidates. "
+        f"Test: {summary['test_users']} users evaluated ({summary['test_new_users']} new), "
+        f"{summary['test_users_skipped']} skipped without a relevant item, median "
+        f"{summary['test_relevant_per_user_median']:.0f} relevant items per user. "
+        f"Light/heavy threshold: {report['light_heavy_threshold']:.0f} training events.",
+        "",
+    ]
+    slice_sizes = report["slice_sizes"]
+    header = [name for name, _ in TABLE_COLUMNS] + [
+        f"N@10 {name} ({slice_sizes[name]})" for name in SLICE_NAMES
+    ]
+    lines.append("| baseline | " + " | ".join(header) + " |")
+    lines.append("|---" * (len(header) + 1) + "|")
+    for name, entry in report["baselines"].items():
+        mean, std = entry["mean"], entry.get("std")
+        cells = [_fmt(mean.get(key), std.get(key) if std else None) for _, key in TABLE_COLUMNS]
+        for slice_name in SLICE_NAMES:
+            slice_mean = mean["slices"][slice_name].get("ndcg@10")
+            slice_std = std["slices"][slice_name].get("ndcg@10") if std else None
+            cells.append(_fmt(slice_mean, slice_std))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "### NDCG@10 under protocol variants (non-learned baselines)",
+        "",
+        "| protocol | users | n | popularity | recent 14d | ItemKNN |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["protocol_variants"]:
+        lines.append(
+            f"| {row['protocol']} | {row['users']} | {row['n_users']} | "
+            f"{_fmt(row['popularity'])} | {_fmt(row['recent 14d'])} | {_fmt(row['ItemKNN'])} |"
+        )
+    return "\n".join(lines)
+
+
+def build_report(
+    events: Any,
+    source: str,
+    config: SplitConfig,
+    seeds: Sequence[int],
+    bpr_config: BPRConfig,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, Any]:
+    split = make_split(events, config)
+    knn_neighbours = choose_knn_neighbours(split)
+    baselines: dict[str, dict[str, Any]] = {}
+    for name, scorer in _non_learned(split, knn_neighbours).items():
+        baselines[name] = {"mean": evaluate(scorer, split, ks=ks)}
+    started = time.monotonic()
+
+    def build_bpr(seed: int) -> Scorer:
+        return bpr_scorer(split, bpr_config, seed)
+
+    bpr = evaluate_seeds(build_bpr, split, seeds=seeds, ks=ks)
+    baselines[f"BPR-MF ({len(seeds)} seeds)"] = {"mean": bpr["mean"], "std": bpr["std"]}
+    first = next(iter(baselines.values()))["mean"]
+    return {
+        "source": source,
+        "split_config": asdict(config),
+        "split": split_summary(split),
+        "light_heavy_threshold": first["light_heavy_threshold"],
+        "slice_sizes": {name: first["slices"][name]["n_users"] for name in SLICE_NAMES},
+        "knn_neighbours": knn_neighbours,
+        "bpr_config": asdict(bpr_config),
+        "bpr_seconds": time.monotonic() - started,
+        "bpr_runs": bpr["runs"],
+        "baselines": baselines,
+        "protocol_variants": protocol_variants(events, config, knn_neighbours),
+    }
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.report_baselines")
+    parser.add_argument("--source", default="movielens-100k", help="prepared log under data_dir")
+    parser.add_argument("--train-fraction", type=float, default=0.8)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, default=5, help="BPR-MF seeds")
+    parser.add_argument("--output", type=Path, default=Path("reports/baselines.json"))
+    args = parser.parse_args(argv)
+
+    path = event_log_path(load_settings().data_dir, args.source)
+    if not path.exists():
+        parser.error(f"no event log at {path}; run `streamrec data prepare` for {args.source}")
+    config = SplitConfig(args.train_fraction, args.validation_fraction)
+    report = build_report(
+        load_events(path), args.source, config, list(range(args.seeds)), BPRConfig()
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    out(markdown(report))
+    out(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
