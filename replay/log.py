@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from streams.events import ACTIONS
+from streams.log_schema import EVENT_LOG_SCHEMA
 
 # What a loader yields: one row per interaction, before cleaning. `row` is the position of
 # the row in the source (line number or generated index); it makes event ids stable even
@@ -30,16 +31,7 @@ RAW_SCHEMA = pa.schema(
     ]
 )
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("event_time", pa.int64(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("action", pa.string(), nullable=False),
-        pa.field("rating", pa.float64()),
-    ]
-)
+EVENTS_SCHEMA = EVENT_LOG_SCHEMA
 
 ITEMS_SCHEMA = pa.schema(
     [

@@ -52,6 +52,7 @@ from streams.events import (
     Topics,
     decode,
 )
+from streams.log_schema import EVENT_LOG_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,7 @@ _KAFKA_FIELDS = [
     pa.field("kafka_offset", pa.int64(), nullable=False),
 ]
 INTERACTION_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("event_time", pa.int64(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("action", pa.string(), nullable=False),
-        pa.field("rating", pa.float64()),
-        pa.field("source", pa.string(), nullable=False),
-        *_KAFKA_FIELDS,
-    ]
+    [*EVENT_LOG_SCHEMA, pa.field("source", pa.string(), nullable=False), *_KAFKA_FIELDS]
 )
 RECOMMENDED_ITEM = pa.struct(
     [
