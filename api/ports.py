@@ -31,6 +31,7 @@ class ItemStats:
     click_count: int = 0
     purchase_count: int = 0
     last_event_time: int | None = None
+    trend_score: float = 0.0  # decayed interaction count as of last_event_time
 
 
 class PortUnavailable(RuntimeError):

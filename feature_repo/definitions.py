@@ -9,7 +9,7 @@ the offline files stay the history that training reads.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
-from feast.types import Array, Int64, String
+from feast.types import Array, Float64, Int64, String
 from feast.value_type import ValueType
 
 # A shopper or reader; Amazon and MovieLens ids are both kept as strings.
@@ -63,6 +63,8 @@ item_stats = FeatureView(
         Field(name="click_count", dtype=Int64),
         Field(name="purchase_count", dtype=Int64),
         Field(name="last_event_time", dtype=Int64),
+        # decayed interaction count as of last_event_time (streams.folding.TREND_HALF_LIFE_MS)
+        Field(name="trend_score", dtype=Float64),
     ],
     online=True,
     source=item_stats_push,

@@ -13,6 +13,20 @@ from typing import Any
 
 from streams.events import Click, Interaction
 
+# An item's trend score is an exponentially decayed count of its interactions: each
+# interaction adds 1, and the sum halves every TREND_HALF_LIFE_MS of event time. It is
+# stored as of the item's last_event_time; a reader decays it to its own "now". The sum is
+# order-independent, so late events and batches from interleaved partitions fold to the
+# same value (up to float rounding) whatever order they arrive in.
+TREND_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
+
+
+def decayed(
+    score: float, from_ms: int, to_ms: int, half_life_ms: int = TREND_HALF_LIFE_MS
+) -> float:
+    """``score`` as of ``from_ms`` seen from ``to_ms`` (grows when ``to_ms`` is earlier)."""
+    return score * 2.0 ** (-(to_ms - from_ms) / half_life_ms)
+
 
 @dataclass
 class UserState:
@@ -81,15 +95,17 @@ class ItemState:
     click_count: int = 0  # clicks on served recommendations (the clicks topic)
     purchase_count: int = 0
     last_event_time: int = 0
+    trend_score: float = 0.0  # decayed interaction count as of last_event_time
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "feature_time": self.feature_time,
             "interaction_count": self.interaction_count,
             "click_count": self.click_count,
             "purchase_count": self.purchase_count,
             "last_event_time": self.last_event_time,
+            "trend_score": self.trend_score,
         }
 
     @classmethod
@@ -110,6 +126,7 @@ class ItemDelta:
     purchases: int = 0
     rec_clicks: int = 0  # Click events: clicks on served recommendations
     last_event_time: int = 0
+    trend: float = 0.0  # the interactions' decayed count as of last_event_time
 
     def add(self, event: Interaction | Click) -> None:
         if isinstance(event, Click):
@@ -118,7 +135,14 @@ class ItemDelta:
             self.interactions += 1
             if event.action == "purchase":
                 self.purchases += 1
+            self._add_trend(1.0, event.event_time)
         self.last_event_time = max(self.last_event_time, event.event_time)
+
+    def _add_trend(self, score: float, at_ms: int) -> None:
+        if at_ms > self.last_event_time:  # move the reference time forward first
+            self.trend = decayed(self.trend, self.last_event_time, at_ms)
+            self.last_event_time = at_ms
+        self.trend += decayed(score, at_ms, self.last_event_time)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +151,7 @@ class ItemDelta:
             "purchases": self.purchases,
             "rec_clicks": self.rec_clicks,
             "last_event_time": self.last_event_time,
+            "trend": self.trend,
         }
 
     @classmethod
@@ -137,6 +162,7 @@ class ItemDelta:
             purchases=int(data["purchases"]),
             rec_clicks=int(data["rec_clicks"]),
             last_event_time=int(data["last_event_time"]),
+            trend=float(data.get("trend", 0.0)),
         )
 
 
@@ -151,7 +177,11 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.interaction_count += delta.interactions
     state.purchase_count += delta.purchases
     state.click_count += delta.rec_clicks
-    state.last_event_time = max(state.last_event_time, delta.last_event_time)
+    reference = max(state.last_event_time, delta.last_event_time)
+    state.trend_score = decayed(state.trend_score, state.last_event_time, reference) + decayed(
+        delta.trend, delta.last_event_time, reference
+    )
+    state.last_event_time = reference
 
 
 def stamp(state: UserState | ItemState) -> int:
@@ -195,11 +225,18 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
         "click_count": [],
         "purchase_count": [],
         "last_event_time": [],
+        "trend_score": [],
         "event_timestamp": [],
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
-        for name in ("interaction_count", "click_count", "purchase_count", "last_event_time"):
+        for name in (
+            "interaction_count",
+            "click_count",
+            "purchase_count",
+            "last_event_time",
+            "trend_score",
+        ):
             columns[name].append(getattr(state, name))
         columns["event_timestamp"].append(state.feature_time)
     return columns

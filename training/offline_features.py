@@ -67,6 +67,7 @@ ITEM_STATS_SCHEMA = pa.schema(
         pa.field("click_count", pa.int64()),
         pa.field("purchase_count", pa.int64()),
         pa.field("last_event_time", pa.int64()),
+        pa.field("trend_score", pa.float64()),
         pa.field("event_timestamp", EVENT_TIMESTAMP, nullable=False),
     ]
 )

@@ -26,6 +26,7 @@ ITEM_FEATURES = [
     "item_stats:click_count",
     "item_stats:purchase_count",
     "item_stats:last_event_time",
+    "item_stats:trend_score",
 ]
 # Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
 # and a bounded batch keeps one refresh from holding a thread for long.
@@ -65,6 +66,7 @@ class FeastFeatureReader:
                     click_count=int(columns["click_count"][row] or 0),
                     purchase_count=int(columns["purchase_count"][row] or 0),
                     last_event_time=_int_or_none(columns["last_event_time"][row]),
+                    trend_score=float(columns["trend_score"][row] or 0.0),
                 )
         return found
 

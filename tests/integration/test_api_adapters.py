@@ -98,6 +98,7 @@ def _item_state(item_id: str, stats: ItemStats) -> ItemState:
         click_count=stats.click_count,
         purchase_count=stats.purchase_count,
         last_event_time=stats.last_event_time,
+        trend_score=stats.trend_score,
     )
     stamp(state)
     return state

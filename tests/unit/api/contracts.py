@@ -71,7 +71,13 @@ class FeatureReaderContract:
         self, reader: FeatureReader, seed: SeedFeatures
     ) -> None:
         known, other, unknown = unique("item"), unique("item"), unique("item")
-        stats = ItemStats(interaction_count=7, click_count=2, purchase_count=1, last_event_time=5)
+        stats = ItemStats(
+            interaction_count=7,
+            click_count=2,
+            purchase_count=1,
+            last_event_time=5,
+            trend_score=3.25,
+        )
         await seed({}, {known: stats, other: ItemStats(interaction_count=1, last_event_time=1)})
         found = await reader.item_stats([known, unknown])
         assert found == {known: stats}

@@ -88,6 +88,7 @@ class TestFeastFeatureReaderOnSqlite(FeatureReaderContract):
                             "click_count": [s.click_count for s in items.values()],
                             "purchase_count": [s.purchase_count for s in items.values()],
                             "last_event_time": [s.last_event_time for s in items.values()],
+                            "trend_score": [s.trend_score for s in items.values()],
                             "event_timestamp": now,
                         }
                     ),

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import math
+
 from streams.events import Click, Interaction
 from streams.folding import (
+    TREND_HALF_LIFE_MS,
     ItemDelta,
     ItemState,
     UserState,
+    decayed,
     fold_interaction,
     fold_item,
     item_deltas,
@@ -113,3 +117,29 @@ def test_row_timestamps_always_move_forward() -> None:
     fold_interaction(user, _view("b", 5), keep=5)  # same millisecond, next batch
     assert stamp(user) == first + 1
     assert UserState.from_dict(user.to_dict()) == user
+
+
+def test_trend_score_halves_per_half_life_and_ignores_arrival_order() -> None:
+    day = 24 * 3600 * 1000
+    start = 1_700_000_000_000
+    times = [start + t for t in (0, TREND_HALF_LIFE_MS, 3 * day, 5 * day, 2 * day)]
+    events = [Interaction(user_id="u", item_id="i", action="view", event_time=t) for t in times]
+    events.append(
+        Click(request_id="r", user_id="u", item_id="i", rank=1, event_time=start + 4 * day)
+    )
+    newest = max(times)
+    expected = sum(2.0 ** (-(newest - t) / TREND_HALF_LIFE_MS) for t in times)
+
+    one_by_one = ItemState()
+    for event in reversed(events):
+        fold_item(one_by_one, item_deltas([event])["i"])
+    batched = ItemState()
+    fold_item(batched, item_deltas(events[3:])["i"])  # a later batch arrives first
+    fold_item(batched, item_deltas(events[:3])["i"])
+    for state in (one_by_one, batched):
+        assert state.last_event_time == newest
+        assert math.isclose(state.trend_score, expected, rel_tol=1e-12)
+        assert ItemState.from_dict(state.to_dict()) == state
+    # A reader a half-life later sees half of it; clicks on recommendations do not count.
+    later = decayed(batched.trend_score, newest, newest + TREND_HALF_LIFE_MS)
+    assert math.isclose(later, expected / 2)

@@ -1,0 +1,114 @@
+"""The contract between training and serving: how a trained cascade is stored and found.
+
+A *model set* is the three stages trained together in one ``streamrec train`` run; they
+share one item index (DIN's and RankNet's inputs only mean something next to the LightGCN
+that produced their candidates), so they are promoted and served together.
+
+Each stage is registered in MLflow under :data:`REGISTERED_NAMES` as a folder artifact:
+
+- ``state_dict.pt``: ``torch.save`` of the module's state dict;
+- ``config.json``: ``{"model": <the stage's config dataclass as a dict>, "model_set": <id>,
+  ...}`` plus whatever else the stage needs to be rebuilt (see below);
+- the LightGCN folder also holds ``vocab.json``: ``{"item_ids": [...], "user_ids": [...]}``
+  (item index -> item id, user index -> user id, the order of the embedding rows), and its
+  ``config.json`` carries ``"cascade"`` (a :class:`models.cascade.CascadeConfig` as a dict)
+  and ``"features"`` (``{"trend_half_life_ms": ...}``) that serving must reproduce.
+
+Every version carries the tag ``model_set`` (the same value on the three stages of one
+run). The alias ``champion`` marks the serving set; promotion moves it on all three, one
+after the other, so a reader that sees champions from two different sets is looking in the
+middle of a promotion and should keep what it has and look again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STAGES: tuple[str, ...] = ("lightgcn", "din", "ranknet")
+REGISTERED_NAMES: dict[str, str] = {stage: f"streamrec-{stage}" for stage in STAGES}
+CHAMPION = "champion"
+SET_TAG = "model_set"
+STATE_FILE = "state_dict.pt"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+
+
+def write_folder(
+    folder: Path,
+    state_dict: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    vocab: dict[str, list[str]] | None = None,
+) -> Path:
+    """Write one stage's folder (created if missing) and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, folder / STATE_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    if vocab is not None:
+        (folder / VOCAB_FILE).write_text(json.dumps(vocab))
+    return folder
+
+
+@dataclass(frozen=True)
+class StageFolder:
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    vocab: dict[str, list[str]] | None
+
+
+def read_folder(folder: Path) -> StageFolder:
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    vocab_path = folder / VOCAB_FILE
+    vocab = json.loads(vocab_path.read_text()) if vocab_path.exists() else None
+    return StageFolder(state, config, vocab)
+
+
+@dataclass(frozen=True)
+class ChampionSet:
+    """Where the serving set lives: one registry version per stage, all of one model set."""
+
+    set_id: str
+    versions: dict[str, str]  # stage -> registered version
+    sources: dict[str, str]  # stage -> artifact URI of the folder
+
+    @property
+    def label(self) -> str:
+        """What responses report as ``model_version``."""
+        return "cascade-" + "-".join(f"{stage}.v{self.versions[stage]}" for stage in STAGES)
+
+
+def find_champion_set(client: Any) -> ChampionSet | None:
+    """The current champion set, or None when some stage has no champion or the stages'
+    champions come from different sets (a promotion is under way). ``client`` is an
+    ``mlflow.MlflowClient``."""
+    from mlflow.exceptions import MlflowException
+
+    versions: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    sets: set[str] = set()
+    for stage in STAGES:
+        try:
+            version = client.get_model_version_by_alias(REGISTERED_NAMES[stage], CHAMPION)
+        except MlflowException:
+            return None
+        versions[stage] = str(version.version)
+        sources[stage] = str(version.source)
+        sets.add(str(version.tags.get(SET_TAG, "")))
+    if len(sets) != 1 or "" in sets:
+        return None
+    return ChampionSet(sets.pop(), versions, sources)
+
+
+def download_stage(source: str, destination: Path | None = None) -> StageFolder:
+    """Fetch one stage's folder from its artifact URI and read it."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(destination) if destination else None
+    )
+    return read_folder(Path(local))
