@@ -12,7 +12,7 @@ STREAMREC := $(VENV)/bin/streamrec
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
 
-.PHONY: help install install-uv install-python install-redis install-kafka demo stop test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-kafka install-spark demo stop test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -20,7 +20,7 @@ help:
 	@echo "make stop   stop the demo's worker, API and services"
 	@echo "make lint   ruff and mypy"
 
-install: install-uv install-python install-redis install-kafka
+install: install-uv install-python install-redis install-kafka install-spark
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
@@ -40,6 +40,13 @@ install-kafka: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
 	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streamrec.services import KafkaBroker; print('kafka jars:', KafkaBroker(load_settings()).ensure_jars())"
+
+# Spark's Kafka connector (deploy/spark/pom.xml) into ~/.cache/streamrec/spark-jars; Maven
+# runs only when the pom changed, so later runs work offline.
+install-spark: install-python
+	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
+	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streams.spark.jars import ensure_spark_jars; jars = ensure_spark_jars(load_settings()); print('spark jars:', jars[0].parent, len(jars))"
 
 demo: install
 	bash scripts/demo.sh

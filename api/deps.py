@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.champion import ChampionWatcher
 from api.metrics import ApiMetrics
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.service import RecommendationService, ServedLog
@@ -25,6 +26,7 @@ class Services:
     changes: ChangeFeed
     state: RecommenderState
     served_log: ServedLog
+    champion: ChampionWatcher
     recommendations: RecommendationService
 
 

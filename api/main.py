@@ -7,7 +7,10 @@ Adapters come from the settings unless passed in (tests pass in-memory ones):
   ``STREAMREC_REDIS_URL=none``);
 * sink — Kafka at ``settings.bootstrap_servers`` under ``settings.topic_prefix``;
 * changes — Redis pub/sub on ``user_changed_channel(prefix)``; with no Redis, an in-memory
-  feed nobody notifies (streams then send their first list and pings only).
+  feed nobody notifies (streams then send their first list and pings only);
+* models — the ``champion`` set of the MLflow registry at ``settings.mlflow_uri``, looked
+  for every ``model_poll_seconds`` (``api/champion.py``); the heuristic serves until one
+  is loaded.
 
 The lifespan closes only what it opened itself.
 """
@@ -20,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -27,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from api.adapters.memory_changes import InMemoryChangeFeed
+from api.champion import ChampionWatcher
 from api.deps import Services
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
@@ -44,6 +49,9 @@ logger = logging.getLogger(__name__)
 LOG_REFRESH_SECONDS = 60.0
 # Served events still in flight at shutdown get this long to reach the broker.
 DRAIN_SECONDS = 5.0
+# Intra-op threads per inference. On a 2-core machine shared with the worker and the
+# event loop, a second thread made the cascade slower, not faster (bench/cascade_request.py).
+TORCH_THREADS = 1
 
 
 def create_app(
@@ -75,7 +83,9 @@ def create_app(
                 if changes is not None
                 else await stack.enter_async_context(_open_change_feed(settings))
             )
-            state = RecommenderState(settings.event_log_dir, reader, api_metrics)
+            torch.set_num_threads(TORCH_THREADS)
+            champion = ChampionWatcher(settings, api_metrics)
+            state = RecommenderState(settings.event_log_dir, reader, api_metrics, champion)
             served_log = ServedLog(event_sink, api_metrics)
             app.state.services = Services(
                 settings=settings,
@@ -85,12 +95,19 @@ def create_app(
                 changes=change_feed,
                 state=state,
                 served_log=served_log,
-                recommendations=RecommendationService(reader, state, served_log, api_metrics),
+                champion=champion,
+                recommendations=RecommendationService(
+                    reader, state, served_log, api_metrics, champion
+                ),
             )
             tasks = [
                 asyncio.create_task(state.run_log_refresh(log_refresh_seconds), name="log-refresh"),
                 asyncio.create_task(
                     state.run_item_refresh(settings.item_cache_seconds), name="item-refresh"
+                ),
+                asyncio.create_task(
+                    champion.run(settings.model_poll_seconds, lambda: state.online_stats),
+                    name="model-poll",
                 ),
             ]
             for task in tasks:

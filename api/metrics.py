@@ -117,6 +117,41 @@ class ApiMetrics:
             "Items known from the event log and catalogue",
             registry=r,
         )
+        self.model_loads = Counter(
+            "streamrec_api_model_loads_total",
+            "Champion model sets loaded from the registry, by outcome (loaded or failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.model_registry_failures = Counter(
+            "streamrec_api_model_registry_failures_total",
+            "Registry polls that got no answer (the served set was kept)",
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "streamrec_api_model_load_seconds",
+            "Time the last champion set took to download and build",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "streamrec_api_model_info",
+            "1 for the set being served, 0 for sets served before; none while the heuristic serves",
+            ["model_version", "model_set"],
+            registry=r,
+        )
+        self.stage_fallbacks = Counter(
+            "streamrec_api_stage_fallbacks_total",
+            "Cascade stages that fell back on a request, by stage and the source that answered",
+            ["stage", "source"],
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "streamrec_api_inference_seconds",
+            "Model compute of one request (the cascade, or the heuristic's scoring)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
 
 class RequestMetricsMiddleware:

@@ -17,10 +17,17 @@ from streams.events import Event
 
 @dataclass(frozen=True)
 class RecentItems:
-    """What a user did last, newest first; ``times`` (epoch ms) is parallel to ``items``."""
+    """What a user did last, newest first; ``times`` (epoch ms) is parallel to ``items``.
+
+    ``interaction_count`` counts every interaction the user ever had (``items`` keeps only
+    the latest few) and ``last_event_time`` is the newest one's time; None where a store
+    does not hold them. Both feed the user context features of the ranking model.
+    """
 
     items: tuple[str, ...]
     times: tuple[int, ...]
+    interaction_count: int | None = None
+    last_event_time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class EventSinkError(PortUnavailable):
 
 class FeatureReader(Protocol):
     async def user_recent(self, user_id: str) -> RecentItems | None:
-        """The user's recent items, or None for a user the store has never seen."""
+        """The user's recent items and counts, or None for a user the store has never seen."""
         ...
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:

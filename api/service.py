@@ -1,5 +1,8 @@
 """Serving one recommendation list: read the user's features, score, record what was served.
 
+Scored by the champion cascade when a model set is loaded (``api/cascade_serving.py``),
+by the heuristic (``api/recommender.py``) otherwise; ``model_version`` says which.
+
 Used by both GET /recommend and the SSE stream. User features are read on every call (no
 per-user cache): the stream's "user changed" notice means the store already holds the
 new state, so reading it then is what makes the stream current.
@@ -12,16 +15,25 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from functools import partial
 
+import anyio
+
+from api.cascade_serving import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
+from api.champion import ChampionWatcher
 from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
-from api.recommender import MODEL_VERSION, reason, recommend
+from api.recommender import MODEL_VERSION, Scored, reason, recommend
 from api.state import RecommenderState
 from streams.events import RecommendationServed, RecommendedItem
 
 logger = logging.getLogger(__name__)
 
 VARIANT = "default"
+# Cascade inferences at once. One: the cascade's many small kernels hold the GIL between
+# them, so two callers in threads got less done than one (bench/cascade_request.py), and
+# the other core stays free for the event loop and the feature reads.
+INFERENCE_THREADS = 1
 
 
 class ServedLog:
@@ -76,38 +88,79 @@ class RecommendationService:
         state: RecommenderState,
         served_log: ServedLog,
         metrics: ApiMetrics,
+        champion: ChampionWatcher | None = None,
     ) -> None:
         self._reader = reader
         self._state = state
         self._served_log = served_log
         self._metrics = metrics
+        self._champion = champion
+        # Inference runs off the event loop; a burst queues here instead of thrashing.
+        self._inference_limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
         recent = await self._user_recent(user_id)
-        state = self._state
-        scored = recommend(
-            recent.items if recent is not None else (),
-            k,
-            index=state.index,
-            popularity=state.popularity,
-        )
-        titles = state.catalogue.titles
+        titles = self._state.catalogue.titles
+        # Read once: a set swapped in during this request serves the next one.
+        serving = self._champion.current if self._champion is not None else None
+        answer = await self._cascade(serving, user_id, recent, k) if serving else None
+        if answer is not None:
+            model_version = answer.model_version
+            items = [(p.item_id, p.score, p.reason) for p in answer.picks]
+        else:
+            model_version = MODEL_VERSION
+            items = [(s.item_id, s.score, reason(s, titles)) for s in self._heuristic(recent, k)]
         served = RecommendationServed(
             request_id=uuid.uuid4().hex,
             user_id=user_id,
             variant=VARIANT,
-            model_version=MODEL_VERSION,
+            model_version=model_version,
             items=tuple(
-                RecommendedItem(
-                    item_id=s.item_id, rank=rank, score=round(s.score, 6), reason=reason(s, titles)
-                )
-                for rank, s in enumerate(scored, start=1)
+                RecommendedItem(item_id=item_id, rank=rank, score=round(score, 6), reason=why)
+                for rank, (item_id, score, why) in enumerate(items, start=1)
             ),
         )
         kind = "personal" if recent is not None else "cold_start"
         self._metrics.recommendations.labels(kind, channel).inc()
         self._served_log.record(served)
         return served
+
+    def _heuristic(self, recent: RecentItems | None, k: int) -> list[Scored]:
+        started = time.perf_counter()
+        scored = recommend(
+            recent.items if recent is not None else (),
+            k,
+            index=self._state.index,
+            popularity=self._state.popularity,
+        )
+        self._metrics.inference_seconds.labels("heuristic").observe(time.perf_counter() - started)
+        return scored
+
+    async def _cascade(
+        self, serving: ServingSet, user_id: str, recent: RecentItems | None, k: int
+    ) -> CascadeAnswer | None:
+        """The cascade's answer, or None (heuristic) if inference itself failed."""
+        started = time.perf_counter()
+        try:
+            answer = await anyio.to_thread.run_sync(
+                partial(serve, serving, user_id, recent, k, self._state.catalogue.titles),
+                limiter=self._inference_limiter,
+            )
+        except (RuntimeError, IndexError, ValueError) as exc:
+            # A set whose tensors disagree with its own config: serve, and say so loudly.
+            self._metrics.stage_fallbacks.labels("cascade", "heuristic").inc()
+            logger.error(
+                "model set %s failed for user %s, serving the heuristic: %s",
+                serving.cascade.label,
+                user_id,
+                exc,
+            )
+            return None
+        self._metrics.inference_seconds.labels("cascade").observe(time.perf_counter() - started)
+        for stage, source in answer.sources.items():
+            if source not in (LEARNED_SOURCES[stage], "none"):
+                self._metrics.stage_fallbacks.labels(stage, source).inc()
+        return answer
 
     async def _user_recent(self, user_id: str) -> RecentItems | None:
         """The user's recent items; a store failure degrades to the cold-start list."""

@@ -4,7 +4,9 @@
   from the Parquet event log in a worker thread at startup and again whenever the files
   change;
 * item features from the online store, refreshed every ``item_cache_seconds``: item
-  popularity moves slowly, so no request reads item rows.
+  popularity moves slowly, so no request reads item rows. The items read are the log's
+  and the served model set's; each refresh also re-aligns the set's item features
+  (:class:`api.champion.ChampionWatcher`).
 
 Requests read whatever is current; each refresh swaps in a whole new value, so a reader
 never sees half an update. Until the log is read the API answers from what it has.
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import anyio
 
+from api.champion import ChampionWatcher
 from api.event_log import LogCatalogue, log_signature, read_catalogue, read_cooccurrence
 from api.metrics import ApiMetrics
 from api.ports import FeatureReader, ItemStats, PortUnavailable
@@ -40,10 +43,17 @@ class StateSummary:
 
 
 class RecommenderState:
-    def __init__(self, log_dir: Path, reader: FeatureReader, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        reader: FeatureReader,
+        metrics: ApiMetrics,
+        champion: ChampionWatcher | None = None,
+    ) -> None:
         self._log_dir = log_dir
         self._reader = reader
         self._metrics = metrics
+        self._champion = champion
         self.catalogue = LogCatalogue()
         self.index = CooccurrenceIndex()
         self.popularity = PopularityRanking()
@@ -94,7 +104,8 @@ class RecommenderState:
     # -- item features ---------------------------------------------------------------------
 
     async def refresh_items(self) -> None:
-        item_ids = list(self.catalogue.item_counts)
+        model_items = self._champion.item_ids() if self._champion is not None else ()
+        item_ids = list(dict.fromkeys([*self.catalogue.item_counts, *model_items]))
         if not item_ids:
             return
         started = time.perf_counter()
@@ -112,6 +123,8 @@ class RecommenderState:
         self._last_item_error = None
         self.online_stats = stats
         self._rank_popularity()
+        if self._champion is not None:
+            await self._champion.refresh_items(stats)
 
     async def run_item_refresh(self, period_seconds: float) -> None:
         await self.catalogue_loaded.wait()

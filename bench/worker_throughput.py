@@ -1,16 +1,19 @@
-"""Worker throughput: events/s folded into Feast by one `streamrec worker` process.
+"""Worker throughput: events/s folded into Feast by 1 and by 2 `streamrec worker` processes.
 
-    .venv/bin/python bench/worker_throughput.py [--source movielens-100k] [--repeats 3]
+    .venv/bin/python bench/worker_throughput.py [--events 1000000] [--workers 1 2] [--repeats 3]
 
-Needs the services (`streamrec services up`) and a prepared log (`streamrec data prepare`).
-Each run uses fresh topics: the log is first replayed into Kafka at max speed with the
-worker stopped, then the worker starts and the clock runs from its first committed offset
-until its consumer group has no lag left (interactions and the item-activity topic).
+Needs the services (`streamrec services up`). A synthetic log of ``--events`` events is
+prepared once (or ``--source NAME`` uses a prepared log). Each run uses fresh topics
+(``topic_partitions``, 3 by default): the log is first replayed into Kafka at max speed
+with the workers stopped, then N workers of one consumer group start and the clock runs
+from their first committed offset until the group has no lag left (interactions and the
+item-activity topic). Prints events/s per run and median and p95 per worker count.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 import uuid
@@ -25,7 +28,7 @@ from streams.lag import consumer_lag
 from streams.topics import delete_topics, ensure_topics
 
 
-def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:
+def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[int, float]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     settings = base.model_copy(
         update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
@@ -34,10 +37,25 @@ def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:
     ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
     apply_definitions(open_store(settings))
     try:
-        run_streamrec(settings, "replay", source, "--speed", "max")
+        run_streamrec(settings, "replay", source, "--speed", "max", timeout=3600)
         group = f"{prefix}worker"
         first_commit: tuple[float, int] | None = None
-        with streamrec_process(settings, "worker", log=scratch / f"{prefix}worker.log") as proc:
+        with contextlib.ExitStack() as stack:
+            procs = [
+                stack.enter_context(
+                    streamrec_process(
+                        settings.model_copy(
+                            update={
+                                "worker_port": free_port(),
+                                "state_dir": scratch / prefix / str(n),
+                            }
+                        ),
+                        "worker",
+                        log=scratch / f"{prefix}worker{n}.log",
+                    )
+                )
+                for n in range(workers)
+            ]
             while True:
                 rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
                 now = time.perf_counter()
@@ -50,8 +68,9 @@ def one_run(base: Settings, source: str, scratch: Path) -> tuple[int, float]:
                 if done and first_commit is not None and folded == total:
                     start, already = first_commit
                     return total - already, now - start
-                if proc.poll() is not None:
-                    raise SystemExit(f"worker exited with {proc.returncode}")
+                for proc in procs:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"worker exited with {proc.returncode}")
                 time.sleep(0.1)
     finally:
         names = [t for t in _topic_names(settings) if t.startswith(prefix)]
@@ -67,20 +86,33 @@ def _topic_names(settings: Settings) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="movielens-100k")
+    parser.add_argument("--source", default=None, help="a prepared log instead of synthetic")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     base = load_settings()
-    rates = []
     with tempfile.TemporaryDirectory() as scratch:
-        for run in range(args.repeats):
-            events, seconds = one_run(base, args.source, Path(scratch))
-            rates.append(events / seconds)
-            print(
-                f"run {run + 1}: {events:,} events in {seconds:.2f}s = {rates[-1]:,.0f} events/s",
-                flush=True,
-            )
-    print(summary("worker throughput", rates, "events/s"))
+        source = args.source
+        if source is None:
+            base = base.model_copy(update={"data_dir": Path(scratch) / "data"})
+            spec = f"synthetic:users=20000,items=10000,events={args.events},seed=1"
+            run_streamrec(base, "data", "prepare", spec, timeout=3600)
+            source = "synthetic"
+        results = {}
+        for workers in args.workers:
+            rates = []
+            for run in range(args.repeats):
+                events, seconds = one_run(base, source, Path(scratch), workers)
+                rates.append(events / seconds)
+                print(
+                    f"{workers} worker(s), run {run + 1}: {events:,} events in {seconds:.2f}s "
+                    f"= {rates[-1]:,.0f} events/s",
+                    flush=True,
+                )
+            results[workers] = rates
+    for workers, rates in results.items():
+        print(summary(f"worker throughput, {workers} process(es)", rates, "events/s"))
 
 
 if __name__ == "__main__":

@@ -70,8 +70,94 @@ item_stats = FeatureView(
     source=item_stats_push,
 )
 
+# History of the Spark job's short-window item rows (`streamrec spark`).
+item_windows_1h_source = FileSource(
+    name="item_windows_1h_file",
+    path="features/item_windows_1h.parquet",
+    timestamp_field="event_timestamp",
+)
+
+# The Spark job pushes each item's current short-window row here from foreachBatch.
+item_windows_1h_push = PushSource(name="item_windows_1h_push", batch_source=item_windows_1h_source)
+
+# History of the Spark job's long-window item rows.
+item_windows_24h_source = FileSource(
+    name="item_windows_24h_file",
+    path="features/item_windows_24h.parquet",
+    timestamp_field="event_timestamp",
+)
+
+# The Spark job pushes each item's current long-window row here.
+item_windows_24h_push = PushSource(
+    name="item_windows_24h_push", batch_source=item_windows_24h_source
+)
+
+# History of the Spark job's per-user category interests.
+user_interests_source = FileSource(
+    name="user_interests_file",
+    path="features/user_interests.parquet",
+    timestamp_field="event_timestamp",
+)
+
+# The Spark job pushes each user's current interest vector here.
+user_interests_push = PushSource(name="user_interests_push", batch_source=user_interests_source)
+
+# What is hot right now: action-weighted interactions in the trailing short window (default
+# 1 hour sliding every 5 minutes); window_end_1h (epoch ms) says which window it is.
+item_windows_1h = FeatureView(
+    name="item_windows_1h",
+    entities=[item],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="trending_1h", dtype=Float64),
+        Field(name="window_end_1h", dtype=Int64),
+    ],
+    online=True,
+    source=item_windows_1h_push,
+)
+
+# The day's view of an item (default 24 hours sliding every hour): trending score, and the
+# click-through rate of its impressions (items served in recommendations) and clicks.
+item_windows_24h = FeatureView(
+    name="item_windows_24h",
+    entities=[item],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="trending_24h", dtype=Float64),
+        Field(name="impressions_24h", dtype=Int64),
+        Field(name="clicks_24h", dtype=Int64),
+        Field(name="ctr_24h", dtype=Float64),
+        Field(name="window_end_24h", dtype=Int64),
+    ],
+    online=True,
+    source=item_windows_24h_push,
+)
+
+# Each user's top catalogue categories over the long window, weights summing to at most 1
+# (the categories beyond the top few hold the rest).
+user_interests = FeatureView(
+    name="user_interests",
+    entities=[user],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="interest_categories", dtype=Array(String)),
+        Field(name="interest_weights", dtype=Array(Float64)),
+        Field(name="interests_window_end", dtype=Int64),
+    ],
+    online=True,
+    source=user_interests_push,
+)
+
 # What /recommend reads per request for the user; versioned so models can pin it.
 recommend_user_v1 = FeatureService(name="recommend_user_v1", features=[user_recent])
 
 # Item features the API keeps in process and refreshes from the store.
 recommend_item_v1 = FeatureService(name="recommend_item_v1", features=[item_stats])
+
+# The Spark job's windowed item features, both windows in one read.
+item_windows_v1 = FeatureService(
+    name="item_windows_v1", features=[item_windows_1h, item_windows_24h]
+)
+
+# The Spark job's per-user category interests.
+user_interests_v1 = FeatureService(name="user_interests_v1", features=[user_interests])

@@ -66,6 +66,12 @@ class LightGCN(nn.Module):
         final = total / (self.config.layers + 1)  # (U+I, D)
         return final[: self.config.n_users], final[self.config.n_users :]  # (U, D), (I, D)
 
+    def forward(
+        self, adj: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The BPR loss (see :meth:`bpr_loss`): a forward that DistributedDataParallel wraps."""
+        return self.bpr_loss(adj, users, pos_items, neg_items)
+
     def bpr_loss(
         self, adj: Tensor, users: Tensor, pos_items: Tensor, neg_items: Tensor
     ) -> tuple[Tensor, Tensor]:
@@ -91,3 +97,22 @@ class LightGCN(nn.Module):
         """Detached final (user (U, D), item (I, D)) embeddings: what recall serves."""
         user_final, item_final = self.propagate(adj)
         return user_final.detach().clone(), item_final.detach().clone()
+
+    @torch.no_grad()
+    def store_exports(self, adj: Tensor) -> None:
+        """Keep the exported embeddings as buffers ``user_embeddings`` / ``item_embeddings``,
+        so the state dict carries what recall serves (the propagated embeddings need the
+        training graph, which serving does not have)."""
+        users, items = self.export_embeddings(adj)
+        self.register_buffer("user_embeddings", users, persistent=True)
+        self.register_buffer("item_embeddings", items, persistent=True)
+
+    def exported(self) -> tuple[Tensor, Tensor]:
+        """The (user (U, D), item (I, D)) embeddings kept by :meth:`store_exports`."""
+        users, items = (
+            getattr(self, "user_embeddings", None),
+            getattr(self, "item_embeddings", None),
+        )
+        if not isinstance(users, Tensor) or not isinstance(items, Tensor):
+            raise ValueError("no exported embeddings: call store_exports(adj) after training")
+        return users, items

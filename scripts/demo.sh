@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: services, MovieLens-100K replayed into Kafka, the worker, and the API.
+# `make demo`: services, MovieLens-100K replayed into Kafka, the worker, the archive, the
+# trained cascade (`streamrec train`, a few minutes) and the API serving its champion.
 # `scripts/demo.sh stop` stops the worker, the API and the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,28 @@ start_bg() {  # name, command...
 "$STREAMREC" features apply
 start_bg worker "$STREAMREC" worker
 "$STREAMREC" replay movielens-100k --speed max
+
+echo "waiting for the worker to fold the replayed log (up to 10 minutes)..."
+.venv/bin/python - <<'PY'
+import sys, time
+from streamrec.settings import load_settings
+from streams.lag import consumer_lag
+settings = load_settings()
+group = f"{settings.topic_prefix}worker"
+topic = f"{settings.topic_prefix}interactions"
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group and r.topic == topic]
+    if rows and all(r.committed >= 0 for r in rows) and sum(r.lag for r in rows) == 0:
+        sys.exit(0)
+    time.sleep(2)
+print("the worker is still catching up; training from the archive anyway", file=sys.stderr)
+PY
+
+# The trained cascade: archive the topics, train from the archive, register the champion.
+# STREAMREC_DEMO_TRAIN_ARGS adds `streamrec train` options (e.g. "--seeds 5 --workers 2").
+"$STREAMREC" archive --once
+"$STREAMREC" train --workers 1 --streaming-events 500 --report-dir reports ${STREAMREC_DEMO_TRAIN_ARGS:-}
 start_bg api "$STREAMREC" serve
 
 for _ in $(seq 1 120); do
@@ -52,9 +75,10 @@ streamrec is running.
                      -d '{"user_id": "196", "item_id": "50", "action": "click"}'
   API docs         http://127.0.0.1:$PORT/docs
   metrics          http://127.0.0.1:$PORT/metrics
+  evaluation       reports/eval.md  (reports/eval.json; MLflow runs under $STATE/mlflow)
   services + lag   $STREAMREC services status
   logs             $STATE/worker.log  $STATE/api.log  $STATE/kafka/kafka.log
   stop everything  make stop
 
-The worker folds the replayed log for a minute or so; `services status` shows its lag.
+The API serves the champion cascade trained above; `model_version` in each response names it.
 MSG

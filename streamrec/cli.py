@@ -119,8 +119,56 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.feast_store import apply_definitions, open_store
+    from streams.backfill import run_backfill
+    from streams.sinks import FeastFeatureSink
+
+    store = open_store(settings)
+    apply_definitions(store)
+    report = run_backfill(
+        settings, FeastFeatureSink(store), since_ms=args.since, reset_worker=args.reset_worker
+    )
+    print(report.summary())
+    return 0
+
+
+def _spark(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.feast_store import apply_definitions, open_store
+    from streams.archiver import install_stop_signals
+    from streams.sinks import FeastFeatureSink
+    from streams.spark.jars import SparkJarsError
+    from streams.spark.job import JobConfig, SparkJobError, run_spark_job
+
+    try:
+        config = JobConfig.from_settings(settings)
+    except ValueError as exc:
+        print(f"streamrec spark: bad window settings: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per callback
+    store = open_store(settings)
+    apply_definitions(store)
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    try:
+        report = run_spark_job(
+            settings,
+            FeastFeatureSink(store),
+            available_now=args.available_now,
+            stop=stop,
+            config=config,
+        )
+    except (SparkJarsError, SparkJobError) as exc:
+        print(f"streamrec spark: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        restore()
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from replay.commands import add_data_parser, add_replay_parser
+    from replay.commands import _time_arg, add_data_parser, add_replay_parser
 
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -191,6 +239,52 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--flush-records", type=int, default=50_000, metavar="N")
     archive.add_argument("--flush-seconds", type=float, default=10.0, metavar="T")
     archive.set_defaults(func=_archive)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="rebuild the online store by folding the event topics from the log",
+        description="Read interactions and clicks from the beginning of their topics up to "
+        "their current end, fold them with the worker's functions and push every user's and "
+        "item's features to the online store. --since keeps only events at or after a time.",
+    )
+    when = backfill.add_mutually_exclusive_group()
+    when.add_argument(
+        "--from-beginning", action="store_true", help="every event in the log (the default)"
+    )
+    when.add_argument(
+        "--since",
+        type=_time_arg,
+        default=None,
+        metavar="T",
+        help="only events with event time >= T (ISO 8601 or epoch seconds)",
+    )
+    backfill.add_argument(
+        "--reset-worker",
+        action="store_true",
+        help="also delete the stopped worker's consumer group and table changelogs, so its "
+        "next start rebuilds the Faust tables from the log",
+    )
+    backfill.set_defaults(func=_backfill)
+
+    spark = sub.add_parser(
+        "spark",
+        help="run the Spark Structured Streaming windows (sliding windows → Feast)",
+        description="Read interactions, recommendations and clicks with Spark's Kafka source "
+        "and push sliding-window features (item trending score, click-through rate, user "
+        "category interests) to the Feast online store. Checkpoints live under "
+        "STREAMREC_STATE_DIR/spark/; STREAMREC_SPARK_MASTER picks a cluster. Runs until "
+        "SIGTERM unless --available-now.",
+    )
+    spark.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process what the topics hold now, then exit",
+    )
+    spark.set_defaults(func=_spark)
+
+    from training.pipeline import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

@@ -49,6 +49,24 @@ class Settings(BaseSettings):
     worker_host: str = Field("127.0.0.1", description="Faust web host (/metrics)")
     worker_port: int = Field(6066, description="Faust web port (/metrics)")
 
+    # Spark windows (`streamrec spark`). The feature names (trending_1h, ..._24h) are those
+    # of the default window lengths below.
+    spark_master: str = Field("local[*]", description="local[*], or a cluster master URL")
+    spark_jars_dir: Path = Field(
+        Path.home() / ".cache" / "streamrec" / "spark-jars",
+        description="Spark's Kafka connector jars fetched by Maven; outside the repository",
+    )
+    spark_driver_memory: str = "1g"
+    spark_shuffle_partitions: int = Field(4, ge=1)
+    spark_trigger_seconds: float = Field(5.0, gt=0, description="micro-batch interval")
+    spark_max_offsets_per_trigger: int = Field(200_000, ge=1)
+    spark_watermark_seconds: int = Field(900, ge=0, description="allowed event lateness")
+    spark_short_window_seconds: int = Field(3600, gt=0)
+    spark_short_slide_seconds: int = Field(300, gt=0)
+    spark_long_window_seconds: int = Field(86_400, gt=0)
+    spark_long_slide_seconds: int = Field(3600, gt=0)
+    spark_interest_categories: int = Field(10, ge=1, description="top categories kept per user")
+
     # Ray: empty means a local Ray started by the training command; else a cluster address.
     ray_address: str = ""
 
@@ -61,6 +79,9 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="admin routes are closed while unset")
     item_cache_seconds: float = Field(5.0, gt=0, description="refresh period of item features")
     sse_ping_seconds: float = Field(15.0, gt=0)
+    model_poll_seconds: float = Field(
+        10.0, gt=0, description="how often the API asks the registry whether the champion moved"
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -106,6 +127,7 @@ class Settings(BaseSettings):
                 "data_dir": self.data_dir.resolve(),
                 "state_dir": self.state_dir.resolve(),
                 "kafka_jars_dir": self.kafka_jars_dir.resolve(),
+                "spark_jars_dir": self.spark_jars_dir.resolve(),
             }
         )
 

@@ -1,12 +1,16 @@
 """The worker's agents: short ``async for`` loops over batches that call plain functions.
 
 - ``fold_interactions``: interactions → per-user recent items (Faust table) → Feast push,
-  a "user changed" notice, and per-item deltas re-keyed by item_id.
-- ``fold_clicks``: clicks on served recommendations → per-item deltas.
-- ``fold_items``: item deltas → per-item running counts (Faust table) → Feast push.
+  a "user changed" notice, and per-item entries re-keyed by item_id.
+- ``fold_clicks``: clicks on served recommendations → per-item entries.
+- ``fold_items``: item entries → per-item running counts (Faust table) → Feast push.
 
 State is written once per user or item per batch, not once per event: the table
 changelog and the activity topic then carry one record per key per batch.
+
+Every fold is idempotent by log position (see ``streams.folding``): the user table
+remembers the offset it folded up to, and the item entries carry the offsets of the
+events they add, so redelivery after a crash changes no feature.
 
 Agents keep ``concurrency=1``: faust-streaming #606 commits offsets past in-flight
 messages at higher concurrency, and a crash then loses them.
@@ -17,24 +21,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from faust.types import TableT
 from prometheus_client import generate_latest
 
 from streamrec.settings import Settings
 from streams.app import WorkerMetrics
 from streams.events import Click, Event, EventRejected, Interaction, Topics, dead_letter, decode
 from streams.folding import (
-    ItemDelta,
+    Fold,
+    ItemEntries,
     ItemState,
     UserState,
-    fold_interaction,
-    fold_item,
-    item_deltas,
+    fold_interaction_at,
+    fold_item_entries,
+    item_entries,
     item_rows,
+    source_key,
     stamp,
     user_rows,
 )
@@ -58,13 +66,28 @@ def _batches(
     return cast(faust.Stream, stream).take_events(size, within=within)
 
 
-def _make_current(stream: faust.StreamT, event: faust.EventT) -> None:
-    """Make ``event`` the stream's current event.
+def _write_states(
+    stream: faust.StreamT,
+    table: TableT,
+    states: dict[str, UserState] | dict[str, ItemState],
+    last_event: dict[str, faust.EventT],
+) -> None:
+    """Write each changed state to the table, one changelog record per key.
 
     A table write goes to the changelog partition of the stream's current event; in a
-    batch that is whichever came last, so before writing a key, make its own event current.
+    batch that is whichever came last, so each key's own last event is made current
+    before its write. The stream's own current event is put back afterwards: take_events
+    reads it when it resumes buffering the event that was arriving meanwhile, and would
+    otherwise buffer one of ours in its place, losing that event (seen as missing counts).
+    There is no await in here, so nothing else runs in between.
     """
-    cast(faust.Stream, stream)._set_current_event(event)
+    typed = cast(faust.Stream, stream)
+    arriving = typed.current_event
+    for key, state in states.items():
+        typed._set_current_event(last_event[key])
+        stamp(state)
+        table[key] = state.to_dict()
+    typed._set_current_event(arriving)
 
 
 async def _in_thread(func: Any, *args: Any) -> Any:
@@ -123,73 +146,104 @@ def attach(
         with metrics.push_seconds.labels(source).time():
             await _in_thread(features.push, source, columns)
 
-    async def send_deltas(deltas: dict[str, ItemDelta]) -> None:
-        for item_id, delta in deltas.items():
-            await item_activity.send(key=item_id, value=delta.to_dict())
+    async def send_entries(messages: list[ItemEntries]) -> None:
+        for message in messages:
+            await item_activity.send(key=message.item_id, value=message.to_dict())
 
     @app.agent(interactions, concurrency=1)
     async def fold_interactions(stream: faust.StreamT) -> None:
         async for events in _batches(stream, batch, within):
-            folded: list[Interaction] = []
+            started = time.perf_counter()
+            for_items: list[tuple[str, int, Interaction | Click]] = []
             changed: dict[str, UserState] = {}
             last_event: dict[str, faust.EventT] = {}
+            new = 0
             for event in events:
                 interaction = await decode_or_dead_letter(event, Interaction)
                 if not isinstance(interaction, Interaction):
                     continue
+                message = event.message
+                source = source_key(message.topic, message.partition)
                 user_id = interaction.user_id
                 state = changed.get(user_id) or UserState.from_dict(user_table.get(user_id))
-                if not fold_interaction(state, interaction, settings.recent_items_max):
+                fold = fold_interaction_at(
+                    state, interaction, settings.recent_items_max, source, message.offset
+                )
+                if fold is Fold.DUPLICATE:
                     metrics.duplicates.inc()
                     continue
+                # A redelivered event goes to the item side again: its entry may never
+                # have arrived there, and the item side skips it if it did.
+                for_items.append((source, message.offset, interaction))
+                if fold is Fold.REDELIVERED:
+                    metrics.redelivered.labels(message.topic).inc()
+                    continue
+                new += 1
                 changed[user_id] = state
                 last_event[user_id] = event
-                folded.append(interaction)
-            for user_id, state in changed.items():
-                _make_current(stream, last_event[user_id])
-                stamp(state)
-                user_table[user_id] = state.to_dict()
+            _write_states(stream, user_table, changed, last_event)
             if changed:
                 await push(USER_PUSH_SOURCE, user_rows(changed.items()))
                 await _in_thread(notifier.users_changed, list(changed))
-                await send_deltas(item_deltas(folded))
-                metrics.events.labels(topics.interactions).inc(len(folded))
+            await send_entries(item_entries(for_items))
+            metrics.events.labels(topics.interactions).inc(new)
+            metrics.batch_seconds.labels(topics.interactions).observe(time.perf_counter() - started)
 
     @app.agent(clicks, concurrency=1)
     async def fold_clicks(stream: faust.StreamT) -> None:
         async for events in _batches(stream, batch, within):
-            folded = [
-                click
-                for event in events
-                if isinstance(click := await decode_or_dead_letter(event, Click), Click)
-            ]
-            await send_deltas(item_deltas(folded))
-            metrics.events.labels(topics.clicks).inc(len(folded))
+            for_items: list[tuple[str, int, Interaction | Click]] = []
+            for event in events:
+                click = await decode_or_dead_letter(event, Click)
+                if isinstance(click, Click):
+                    message = event.message
+                    source = source_key(message.topic, message.partition)
+                    for_items.append((source, message.offset, click))
+            await send_entries(item_entries(for_items))
+            metrics.events.labels(topics.clicks).inc(len(for_items))
 
     @app.agent(item_activity, concurrency=1)
     async def fold_items(stream: faust.StreamT) -> None:
         async for events in _batches(stream, batch, within):
+            started = time.perf_counter()
             changed: dict[str, ItemState] = {}
             last_event: dict[str, faust.EventT] = {}
             for event in events:
-                delta = ItemDelta.from_dict(cast(dict[str, Any], event.value))
-                item_id = delta.item_id
+                message = ItemEntries.from_dict(cast(dict[str, Any], event.value))
+                item_id = message.item_id
                 state = changed.get(item_id) or ItemState.from_dict(item_table.get(item_id))
-                fold_item(state, delta)
-                changed[item_id] = state
-                last_event[item_id] = event
-            for item_id, state in changed.items():
-                _make_current(stream, last_event[item_id])
-                stamp(state)
-                item_table[item_id] = state.to_dict()
+                total = len(message.entries)
+                applied = fold_item_entries(state, message)
+                if applied < total:
+                    metrics.redelivered.labels(item_activity.get_topic_name()).inc(total - applied)
+                if applied:
+                    changed[item_id] = state
+                    last_event[item_id] = event
+            _write_states(stream, item_table, changed, last_event)
             if changed:
                 await push(ITEM_PUSH_SOURCE, item_rows(changed.items()))
+            metrics.batch_seconds.labels(item_activity.get_topic_name()).observe(
+                time.perf_counter() - started
+            )
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        _update_lag(app, metrics)
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
 
     return Worker(app=app, metrics=metrics)
+
+
+def _update_lag(app: faust.App, metrics: WorkerMetrics) -> None:
+    """Set the lag gauge from the consumer's view: log end minus committed offset."""
+    consumer = app.consumer
+    committed = cast(Any, consumer)._committed_offset  # the offsets faust last committed
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        done = committed.get(tp)
+        metrics.lag.labels(tp.topic, str(tp.partition)).set(end - (done or 0))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.settings import Settings
 from streams.events import Topics
@@ -22,7 +22,10 @@ class WorkerMetrics:
     events: Counter
     dead_letters: Counter
     duplicates: Counter
+    redelivered: Counter
     push_seconds: Histogram
+    batch_seconds: Histogram
+    lag: Gauge
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -41,6 +44,26 @@ class WorkerMetrics:
             duplicates=Counter(
                 "streamrec_worker_duplicates",
                 "Redelivered events recognised by event_id and skipped",
+                registry=registry,
+            ),
+            redelivered=Counter(
+                "streamrec_worker_redelivered",
+                "Records at or below an already folded offset (redelivery after a crash), skipped",
+                ["topic"],
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "streamrec_worker_batch_seconds",
+                "Time to fold one batch, pushes included",
+                ["topic"],
+                registry=registry,
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ),
+            lag=Gauge(
+                "streamrec_worker_consumer_lag",
+                "Records between the committed offset and the log end, per partition "
+                "(set when /metrics is read)",
+                ["topic", "partition"],
                 registry=registry,
             ),
             push_seconds=Histogram(
@@ -67,6 +90,10 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.worker_host,
         web_port=settings.worker_port,
         broker_commit_every=settings.worker_batch_size,
+        # A worker killed without leaving its group holds its partitions until the session
+        # times out; faust's 60 s default keeps a restarted worker idle that long.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         # Let aiokafka gather the per-batch sends into few produce requests.
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,

@@ -2,11 +2,21 @@
 
 The Faust agents (streams/agents.py) call these on each batch; the state objects are
 what the Faust tables hold, and ``*_row`` turns them into the rows pushed to Feast.
+
+Exactly-once effect: a crash between folding and committing the consumer offset makes
+Kafka redeliver events, and the item side also gets whole re-sent messages. Every state
+therefore remembers, per source partition of the log, the highest offset it has folded
+(``offsets``), and skips anything at or below it. Offsets only grow within a partition
+and each partition is folded in offset order, so that one number per partition is an
+exact memory of everything folded, however batches were cut before and after a crash.
+A repeated ``event_id`` at a new offset (a producer retried a send) is caught by the
+user side's kept event ids, as the offline history does.
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +29,19 @@ from streams.events import Click, Interaction
 # order-independent, so late events and batches from interleaved partitions fold to the
 # same value (up to float rounding) whatever order they arrive in.
 TREND_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
+
+
+def source_key(topic: str, partition: int) -> str:
+    """Names one partition of the log in a state's ``offsets``."""
+    return f"{topic}:{partition}"
+
+
+class Fold(enum.Enum):
+    """What folding one positioned event did."""
+
+    NEW = "new"  # folded now
+    REDELIVERED = "redelivered"  # at or below the partition's folded offset: already in
+    DUPLICATE = "duplicate"  # a new offset but an event_id already kept: a repeated send
 
 
 def decayed(
@@ -42,6 +65,7 @@ class UserState:
     interaction_count: int = 0
     last_event_time: int = 0
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
+    offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +75,7 @@ class UserState:
             "event_ids": self.event_ids,
             "interaction_count": self.interaction_count,
             "last_event_time": self.last_event_time,
+            "offsets": self.offsets,
         }
 
     @classmethod
@@ -64,6 +89,7 @@ class UserState:
             interaction_count=int(data["interaction_count"]),
             last_event_time=int(data["last_event_time"]),
             feature_time=int(data.get("feature_time", 0)),
+            offsets=dict(data.get("offsets", {})),
         )
 
 
@@ -89,6 +115,16 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
     return True
 
 
+def fold_interaction_at(
+    state: UserState, event: Interaction, keep: int, source: str, offset: int
+) -> Fold:
+    """``fold_interaction`` for an event read at ``offset`` of partition ``source``."""
+    if offset <= state.offsets.get(source, -1):
+        return Fold.REDELIVERED
+    state.offsets[source] = offset
+    return Fold.NEW if fold_interaction(state, event, keep) else Fold.DUPLICATE
+
+
 @dataclass
 class ItemState:
     interaction_count: int = 0
@@ -97,6 +133,7 @@ class ItemState:
     last_event_time: int = 0
     trend_score: float = 0.0  # decayed interaction count as of last_event_time
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
+    offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,11 +143,14 @@ class ItemState:
             "purchase_count": self.purchase_count,
             "last_event_time": self.last_event_time,
             "trend_score": self.trend_score,
+            "offsets": self.offsets,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ItemState:
-        return cls(**data) if data else cls()
+        if not data:
+            return cls()
+        return cls(**{**data, "offsets": dict(data.get("offsets", {}))})
 
 
 @dataclass
@@ -129,14 +169,18 @@ class ItemDelta:
     trend: float = 0.0  # the interactions' decayed count as of last_event_time
 
     def add(self, event: Interaction | Click) -> None:
-        if isinstance(event, Click):
+        self.add_kind(entry_kind(event), event.event_time)
+
+    def add_kind(self, kind: str, event_time: int) -> None:
+        """Add one event of ``kind`` (VIEW, PURCHASE or REC_CLICK) at ``event_time``."""
+        if kind == REC_CLICK:
             self.rec_clicks += 1
         else:
             self.interactions += 1
-            if event.action == "purchase":
+            if kind == PURCHASE:
                 self.purchases += 1
-            self._add_trend(1.0, event.event_time)
-        self.last_event_time = max(self.last_event_time, event.event_time)
+            self._add_trend(1.0, event_time)
+        self.last_event_time = max(self.last_event_time, event_time)
 
     def _add_trend(self, score: float, at_ms: int) -> None:
         if at_ms > self.last_event_time:  # move the reference time forward first
@@ -171,6 +215,70 @@ def item_deltas(events: Iterable[Interaction | Click]) -> dict[str, ItemDelta]:
     for event in events:
         deltas.setdefault(event.item_id, ItemDelta(event.item_id)).add(event)
     return deltas
+
+
+# Kinds of entry in an ItemEntries message.
+VIEW, PURCHASE, REC_CLICK = "v", "p", "c"  # VIEW: any interaction that is not a purchase
+
+
+@dataclass
+class ItemEntries:
+    """What one batch adds to one item from one partition of the log, event by event.
+
+    The item side folds only the entries above its folded offset for ``source``, so a
+    message sent again after a crash, or cut differently, adds nothing twice. One message
+    per item and partition per batch; an entry is ``[offset, kind, event_time]``.
+    """
+
+    item_id: str
+    source: str
+    entries: list[list[Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "source": self.source, "entries": self.entries}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ItemEntries:
+        return cls(
+            item_id=str(data["item_id"]),
+            source=str(data["source"]),
+            entries=[list(entry) for entry in data["entries"]],
+        )
+
+
+def entry_kind(event: Interaction | Click) -> str:
+    if isinstance(event, Click):
+        return REC_CLICK
+    return PURCHASE if event.action == "purchase" else VIEW
+
+
+def item_entries(positioned: Iterable[tuple[str, int, Interaction | Click]]) -> list[ItemEntries]:
+    """Group ``(source, offset, event)`` (in offset order per source) by item and source."""
+    grouped: dict[tuple[str, str], ItemEntries] = {}
+    for source, offset, event in positioned:
+        key = (event.item_id, source)
+        message = grouped.get(key)
+        if message is None:
+            message = grouped[key] = ItemEntries(event.item_id, source)
+        message.entries.append([offset, entry_kind(event), event.event_time])
+    return list(grouped.values())
+
+
+def fold_item_entries(state: ItemState, message: ItemEntries) -> int:
+    """Fold the entries above the folded offset of their source; returns how many."""
+    folded_up_to = state.offsets.get(message.source, -1)
+    delta = ItemDelta(message.item_id)
+    applied = 0
+    for offset, kind, event_time in message.entries:
+        if offset <= folded_up_to:
+            continue
+        folded_up_to = offset
+        applied += 1
+        delta.add_kind(kind, int(event_time))
+    if applied:
+        state.offsets[message.source] = folded_up_to
+        fold_item(state, delta)
+    return applied
 
 
 def fold_item(state: ItemState, delta: ItemDelta) -> None:

@@ -4,7 +4,9 @@ A model is a folder artifact (``state_dict.pt`` + ``config.json``) rather than a
 module, so loading it needs only the class and the config, never the training code's
 import paths. Promotion is a gate: a registered version gets the ``champion`` alias only
 when its validation metric beats the current champion's; the comparison is written as
-tags on the candidate version, promoted or not.
+tags on the candidate version, promoted or not. A cascade is gated as a set
+(:func:`register_set_and_gate`): its three stages move to ``champion`` together or not at
+all (see ``streamrec.model_store``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from streamrec.model_store import REGISTERED_NAMES, SET_TAG, STAGES, find_champion_set
 from streamrec.settings import Settings
 
 CHAMPION = "champion"
@@ -62,6 +65,15 @@ def log_model_folder(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_model_folder needs an active MLflow run")
+    return LoggedModel(run.info.run_id, mlflow.get_artifact_uri(name))
+
+
+def log_folder(folder: Path, name: str) -> LoggedModel:
+    """Log an already written model folder under the active run as artifact ``name``."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_folder needs an active MLflow run")
+    mlflow.log_artifacts(str(folder), artifact_path=name)
     return LoggedModel(run.info.run_id, mlflow.get_artifact_uri(name))
 
 
@@ -144,3 +156,108 @@ def _champion(client: MlflowClient, name: str) -> tuple[str | None, float | None
         return None, None
     value = current.tags.get(METRIC_TAG)
     return str(current.version), float(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class SetDecision:
+    """The gate's verdict on a whole model set (the three stages of one run)."""
+
+    set_id: str
+    versions: dict[str, str]  # stage -> the candidate's registered version
+    metric_name: str
+    candidate: float
+    champion: float | None  # the champion set's metric, None when there was none
+    champion_set: str | None
+    champion_versions: dict[str, str] | None
+    promoted: bool
+
+    @property
+    def reason(self) -> str:
+        if self.champion is None:
+            return f"no champion set yet: {self.metric_name}={self.candidate:.4f} promoted"
+        verdict = "beats" if self.promoted else "does not beat"
+        return (
+            f"{self.metric_name}={self.candidate:.4f} {verdict} champion set "
+            f"{self.champion_set} ({self.champion:.4f})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "set_id": self.set_id,
+            "versions": self.versions,
+            "metric_name": self.metric_name,
+            "candidate": self.candidate,
+            "champion": self.champion,
+            "champion_set": self.champion_set,
+            "champion_versions": self.champion_versions,
+            "promoted": self.promoted,
+            "reason": self.reason,
+        }
+
+
+def gate_passes(candidate: float, champion: float | None, higher_is_better: bool = True) -> bool:
+    """The gate's rule: promote when there is no champion, or on a strict improvement."""
+    if champion is None:
+        return True
+    return candidate > champion if higher_is_better else candidate < champion
+
+
+def register_set_and_gate(
+    client: MlflowClient,
+    *,
+    set_id: str,
+    models: dict[str, LoggedModel],
+    metric_name: str,
+    metric: float,
+    higher_is_better: bool = True,
+) -> SetDecision:
+    """Register one version per stage (names of ``streamrec.model_store``), all tagged
+    ``model_set=set_id``, and move ``champion`` to the three together only if ``metric``
+    beats the current champion SET's. The set is compared whole because its stages share
+    one item index; stages are never promoted one by one.
+    """
+    missing = set(STAGES) - set(models)
+    if missing:
+        raise ValueError(f"a model set needs every stage; missing {sorted(missing)}")
+    current = find_champion_set(client)
+    champion_metric: float | None = None
+    if current is not None:
+        tag = client.get_model_version(
+            REGISTERED_NAMES[STAGES[0]], current.versions[STAGES[0]]
+        ).tags.get(METRIC_TAG)
+        champion_metric = float(tag) if tag is not None else None
+    promoted = gate_passes(float(metric), champion_metric, higher_is_better)
+    versions: dict[str, str] = {}
+    for stage in STAGES:
+        name = REGISTERED_NAMES[stage]
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        logged = models[stage]
+        version = str(
+            client.create_model_version(name, logged.artifact_uri, run_id=logged.run_id).version
+        )
+        versions[stage] = version
+        client.set_model_version_tag(name, version, SET_TAG, set_id)
+        client.set_model_version_tag(name, version, METRIC_TAG, repr(float(metric)))
+        client.set_model_version_tag(name, version, METRIC_NAME_TAG, metric_name)
+    decision = SetDecision(
+        set_id=set_id,
+        versions=versions,
+        metric_name=metric_name,
+        candidate=float(metric),
+        champion=champion_metric,
+        champion_set=current.set_id if current is not None else None,
+        champion_versions=dict(current.versions) if current is not None else None,
+        promoted=promoted,
+    )
+    for stage in STAGES:
+        name, version = REGISTERED_NAMES[stage], versions[stage]
+        client.set_model_version_tag(name, version, "gate", decision.reason)
+        client.set_model_version_tag(name, version, "promoted", str(promoted).lower())
+    if promoted:
+        for stage in STAGES:
+            client.set_registered_model_alias(REGISTERED_NAMES[stage], CHAMPION, versions[stage])
+    return decision

@@ -20,6 +20,8 @@ T = TypeVar("T")
 USER_FEATURES = [
     "user_recent:recent_items",
     "user_recent:recent_times",
+    "user_recent:interaction_count",
+    "user_recent:last_event_time",
 ]
 ITEM_FEATURES = [
     "item_stats:interaction_count",
@@ -49,6 +51,8 @@ class FeastFeatureReader:
         return RecentItems(
             items=tuple(str(item) for item in items),
             times=tuple(int(t) for t in times),
+            interaction_count=_int_or_none(columns.get("interaction_count", [None])[0]),
+            last_event_time=_int_or_none(columns.get("last_event_time", [None])[0]),
         )
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:

@@ -2,7 +2,9 @@
 
 /healthz answers whenever the process serves HTTP. /readyz checks what a useful answer
 needs: the broker (events can be written), the online store (features can be read), the
-change feed (streams will update) and the recommender state (the log has been read);
+change feed (streams will update), the recommender state (the log has been read) and
+the models (the champion set's label, or "no champion: heuristic": never a failure, since
+the heuristic answers without models);
 each check is bounded by a timeout, and a 503 names the checks that failed.
 """
 
@@ -36,6 +38,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         "online_store": services.features.ping,
         "change_feed": services.changes.ping,
         "recommender": lambda: _recommender_ready(services),
+        "models": lambda: _models_ready(services),
     }
     results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
     by_name = dict(zip(checks, results, strict=True))
@@ -62,6 +65,11 @@ async def _recommender_ready(services: ServicesDep) -> str:
     if summary.items_known == 0:
         return f"no items in the event log under {services.settings.event_log_dir}; {index}"
     return f"{summary.items_known} items, {index}"
+
+
+async def _models_ready(services: ServicesDep) -> str:
+    """Always ready (the heuristic answers without models); the detail says what serves."""
+    return services.champion.status
 
 
 async def _run_check(check: Callable[[], Awaitable[str | None]]) -> CheckResult:

@@ -83,8 +83,8 @@ def _user_state(user_id: str, recent: RecentItems) -> UserState:
         items=list(recent.items),
         times=list(recent.times),
         event_ids=[f"{user_id}-{n}" for n in range(len(recent.items))],
-        interaction_count=len(recent.items),
-        last_event_time=max(recent.times, default=0),
+        interaction_count=recent.interaction_count or len(recent.items),
+        last_event_time=recent.last_event_time or max(recent.times, default=0),
     )
     stamp(state)
     return state

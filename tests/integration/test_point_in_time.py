@@ -21,8 +21,9 @@ def _send(settings: Settings, events: list[Interaction]) -> None:
             future.result(timeout=30)
 
 
+@pytest.mark.parametrize("engine", ["feast", "asof"])
 def test_a_later_event_in_the_log_does_not_change_earlier_examples(
-    live_settings: Settings,
+    live_settings: Settings, engine: str
 ) -> None:
     settings = live_settings
     events = [
@@ -31,7 +32,7 @@ def test_a_later_event_in_the_log_does_not_change_earlier_examples(
     ]
     _send(settings, events)
     Archiver(settings).run_once()
-    before, report = build_training_set(settings, negatives=2, seed=3)
+    before, report = build_training_set(settings, negatives=2, seed=3, engine=engine)
     assert report.interactions == 30
     assert (before["label"] == 1).sum() == 30
 
@@ -44,7 +45,7 @@ def test_a_later_event_in_the_log_does_not_change_earlier_examples(
         settings, [Interaction(user_id="u0", item_id="i9", action="purchase", event_time=T0 + 99)]
     )
     Archiver(settings).run_once()
-    after, _ = build_training_set(settings, negatives=2, seed=3)
+    after, _ = build_training_set(settings, negatives=2, seed=3, engine=engine)
     assert len(after) > len(before)
     earlier = after[after.event_time < T0 + 99].reset_index(drop=True)
     pd.testing.assert_frame_equal(before, earlier)

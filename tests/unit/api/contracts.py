@@ -63,7 +63,13 @@ class FeatureReaderContract:
 
     async def test_user_recent_round_trip(self, reader: FeatureReader, seed: SeedFeatures) -> None:
         user = unique("user")
-        recent = RecentItems(items=("i3", "i2", "i1"), times=(3_000, 2_000, 1_000))
+        # The store keeps the latest few items but counts every interaction.
+        recent = RecentItems(
+            items=("i3", "i2", "i1"),
+            times=(3_000, 2_000, 1_000),
+            interaction_count=7,
+            last_event_time=3_000,
+        )
         await seed({user: recent}, {})
         assert await reader.user_recent(user) == recent
 

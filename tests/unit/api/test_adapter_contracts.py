@@ -72,8 +72,8 @@ class TestFeastFeatureReaderOnSqlite(FeatureReaderContract):
                             "user_id": list(users),
                             "recent_items": [list(r.items) for r in users.values()],
                             "recent_times": [list(r.times) for r in users.values()],
-                            "interaction_count": [len(r.items) for r in users.values()],
-                            "last_event_time": [max(r.times) for r in users.values()],
+                            "interaction_count": [r.interaction_count for r in users.values()],
+                            "last_event_time": [r.last_event_time for r in users.values()],
                             "event_timestamp": now,
                         }
                     ),

@@ -34,7 +34,13 @@ async def test_ready_when_every_check_passes(api: RunningApp) -> None:
     body = response.json()
     assert body["status"] == "ready"
     assert body["failed"] == []
-    assert set(body["checks"]) == {"broker", "online_store", "change_feed", "recommender"}
+    assert set(body["checks"]) == {
+        "broker",
+        "online_store",
+        "change_feed",
+        "recommender",
+        "models",
+    }
     assert "7 items" in body["checks"]["recommender"]["detail"]
 
 

@@ -5,14 +5,20 @@ import math
 from streams.events import Click, Interaction
 from streams.folding import (
     TREND_HALF_LIFE_MS,
+    Fold,
     ItemDelta,
+    ItemEntries,
     ItemState,
     UserState,
     decayed,
     fold_interaction,
+    fold_interaction_at,
     fold_item,
+    fold_item_entries,
     item_deltas,
+    item_entries,
     item_rows,
+    source_key,
     stamp,
     user_rows,
 )
@@ -123,7 +129,9 @@ def test_trend_score_halves_per_half_life_and_ignores_arrival_order() -> None:
     day = 24 * 3600 * 1000
     start = 1_700_000_000_000
     times = [start + t for t in (0, TREND_HALF_LIFE_MS, 3 * day, 5 * day, 2 * day)]
-    events = [Interaction(user_id="u", item_id="i", action="view", event_time=t) for t in times]
+    events: list[Interaction | Click] = [
+        Interaction(user_id="u", item_id="i", action="view", event_time=t) for t in times
+    ]
     events.append(
         Click(request_id="r", user_id="u", item_id="i", rank=1, event_time=start + 4 * day)
     )
@@ -143,3 +151,59 @@ def test_trend_score_halves_per_half_life_and_ignores_arrival_order() -> None:
     # A reader a half-life later sees half of it; clicks on recommendations do not count.
     later = decayed(batched.trend_score, newest, newest + TREND_HALF_LIFE_MS)
     assert math.isclose(later, expected / 2)
+
+
+def test_positioned_folds_skip_everything_at_or_below_the_folded_offset() -> None:
+    state = UserState()
+    source = source_key("t.interactions", 2)
+    assert fold_interaction_at(state, _view("a", 1), 5, source, 10) is Fold.NEW
+    assert fold_interaction_at(state, _view("b", 2), 5, source, 11) is Fold.NEW
+    # redelivered after a crash: same offsets, whatever the event ids
+    assert fold_interaction_at(state, _view("a", 1), 5, source, 10) is Fold.REDELIVERED
+    assert fold_interaction_at(state, _view("b", 2), 5, source, 11) is Fold.REDELIVERED
+    # a repeated send of a kept event at a new offset
+    repeat = _view("c", 3, event_id="e-c")
+    assert fold_interaction_at(state, repeat, 5, source, 12) is Fold.NEW
+    assert fold_interaction_at(state, repeat, 5, source, 13) is Fold.DUPLICATE
+    # another partition has its own offsets
+    other = source_key("t.interactions", 0)
+    assert fold_interaction_at(state, _view("d", 4), 5, other, 10) is Fold.NEW
+    assert state.interaction_count == 4
+    assert UserState.from_dict(state.to_dict()) == state
+
+
+def test_item_entries_fold_once_however_the_batches_were_cut() -> None:
+    base = 1_700_000_000_000
+    events: list[tuple[str, int, Interaction | Click]] = []
+    for offset in range(12):
+        event: Interaction | Click = Interaction(
+            user_id="u",
+            item_id="i",
+            action="purchase" if offset % 4 == 0 else "view",
+            event_time=base + 1000 * offset,
+        )
+        if offset % 5 == 0:
+            event = Click(user_id="u", item_id="i", request_id="r", rank=1, event_time=base)
+        source = "t.clicks:0" if isinstance(event, Click) else "t.interactions:1"
+        events.append((source, offset, event))
+
+    once = ItemState()
+    for message in item_entries(events):
+        fold_item_entries(once, ItemEntries.from_dict(message.to_dict()))
+
+    # A crash: the first batch (offsets 0-6) was applied, then everything is redelivered
+    # in batches cut elsewhere, and one message arrives twice.
+    crashed = ItemState()
+    for message in item_entries(events[:7]):
+        fold_item_entries(crashed, message)
+    for cut in (events[:4], events[4:9], events[4:9], events[9:]):
+        for message in item_entries(cut):
+            fold_item_entries(crashed, message)
+
+    for state in (once, crashed):
+        assert state.click_count == 3  # offsets 0, 5, 10
+        assert state.interaction_count == 9
+        assert state.purchase_count == 2  # offsets 4 and 8 (0 is a click)
+        assert state.offsets == {"t.clicks:0": 10, "t.interactions:1": 11}
+    assert math.isclose(once.trend_score, crashed.trend_score, rel_tol=1e-12)
+    assert ItemState.from_dict(crashed.to_dict()) == crashed

@@ -1,0 +1,251 @@
+"""Backfill: rebuild the online store from the log with the worker's own folding functions.
+
+The event topics keep their full history, so every online feature is a function of the
+log. ``backfill`` reads the interactions and clicks topics from the beginning up to their
+end offsets at the start (events after that are the running worker's), folds them
+partition by partition in offset order exactly as the agents do
+(``fold_interaction_at``, ``item_entries``, ``fold_item_entries``), and pushes one row
+per user and per item through the same Feast push sources.
+
+``since_ms`` keeps only events whose event time is at or after it: the features then
+describe that slice of the log, as a worker started on it would.
+
+``reset_worker`` also throws away the worker's Faust state (its consumer group, table
+changelogs and item-activity topic), so that a worker started afterwards rebuilds its
+tables by re-folding the whole log. Only with the worker stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streamrec.settings import Settings
+from streams.events import Click, EventRejected, Interaction, Topics, decode
+from streams.folding import (
+    Fold,
+    ItemState,
+    UserState,
+    fold_interaction_at,
+    fold_item_entries,
+    item_entries,
+    item_rows,
+    source_key,
+    stamp,
+    user_rows,
+)
+from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
+
+log = logging.getLogger(__name__)
+
+# Rows per Feast push: large enough to amortise a push, small enough to stay in memory.
+PUSH_ROWS = 5_000
+# Records decoded and folded per consumer call.
+READ_BATCH = 10_000
+
+
+@dataclass
+class BackfillReport:
+    records: int = 0
+    interactions: int = 0
+    clicks: int = 0
+    rejected: int = 0  # records the worker dead-letters; skipped here too
+    duplicates: int = 0  # repeated event ids at new offsets
+    before_since: int = 0  # skipped because their event time is before ``since_ms``
+    users: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    pushes: int = 0
+    end_offsets: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        return (
+            f"backfilled {self.users:,} users and {self.items:,} items from "
+            f"{self.records:,} records ({self.interactions:,} interactions, {self.clicks:,} "
+            f"clicks, {self.rejected:,} rejected, {self.duplicates:,} duplicates, "
+            f"{self.before_since:,} before --since) in {self.seconds:.1f}s "
+            f"({rate:,.0f} records/s, {self.pushes} pushes)"
+        )
+
+
+def _end_offsets(consumer: Consumer, topics: list[str], timeout: float) -> list[TopicPartition]:
+    """Every partition of ``topics`` with its current end offset (to read up to)."""
+    metadata = consumer.list_topics(timeout=timeout)
+    ends = []
+    for topic in topics:
+        if topic not in metadata.topics:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"no topic {topic}"))
+        for partition in sorted(metadata.topics[topic].partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout
+            )
+            if high > low:
+                ends.append(TopicPartition(topic, partition, high))
+    return ends
+
+
+# One record of the log: topic, partition, offset, value.
+Record = tuple[str, int, int, bytes | None]
+
+
+def read_log(
+    bootstrap_servers: str, topics: list[str], timeout: float = 30.0
+) -> Iterator[list[Record]]:
+    """Batches of records of ``topics`` from the beginning to the end offsets as of now;
+    within a partition in offset order."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"streamrec-backfill-{time.time_ns()}",  # never commits
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
+    try:
+        ends = _end_offsets(consumer, topics, timeout)
+        remaining = {(tp.topic, tp.partition): tp.offset for tp in ends}
+        consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in ends])
+        idle_since = time.monotonic()
+        while remaining:
+            messages = consumer.consume(READ_BATCH, timeout=1.0)
+            if not messages:
+                if time.monotonic() - idle_since > timeout:
+                    raise TimeoutError(f"no records for {timeout:.0f}s; still to read: {remaining}")
+                continue
+            idle_since = time.monotonic()
+            batch: list[Record] = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    raise KafkaException(error)
+                topic, partition = cast(str, message.topic()), cast(int, message.partition())
+                offset = cast(int, message.offset())
+                end = remaining.get((topic, partition))
+                if end is None or offset >= end:
+                    continue  # past the end offset as of the start: the worker's
+                batch.append((topic, partition, offset, message.value()))
+                if offset >= end - 1:
+                    del remaining[(topic, partition)]
+            yield batch
+    finally:
+        consumer.close()
+
+
+def fold_log(
+    settings: Settings, since_ms: int | None = None
+) -> tuple[dict[str, UserState], dict[str, ItemState], BackfillReport]:
+    """Fold the interactions and clicks topics into user and item states, as the worker does."""
+    topics = Topics(settings.topic_prefix)
+    keep = settings.recent_items_max
+    users: dict[str, UserState] = {}
+    items: dict[str, ItemState] = {}
+    report = BackfillReport()
+    started = time.perf_counter()
+    for batch in read_log(settings.bootstrap_servers, [topics.interactions, topics.clicks]):
+        for_items: list[tuple[str, int, Interaction | Click]] = []
+        for topic, partition, offset, value in batch:
+            report.records += 1
+            kind = Interaction if topic == topics.interactions else Click
+            try:
+                event = decode(kind, value)
+            except EventRejected:
+                report.rejected += 1
+                continue
+            if since_ms is not None and event.event_time < since_ms:
+                report.before_since += 1
+                continue
+            source = source_key(topic, partition)
+            if isinstance(event, Interaction):
+                user = users.get(event.user_id)
+                if user is None:
+                    user = users[event.user_id] = UserState()
+                fold = fold_interaction_at(user, event, keep, source, offset)
+                if fold is Fold.DUPLICATE:
+                    report.duplicates += 1
+                    continue
+                report.interactions += 1
+                for_items.append((source, offset, event))
+            elif isinstance(event, Click):
+                report.clicks += 1
+                for_items.append((source, offset, event))
+        for entries in item_entries(for_items):
+            item = items.get(entries.item_id)
+            if item is None:
+                item = items[entries.item_id] = ItemState()
+            fold_item_entries(item, entries)
+    report.users, report.items = len(users), len(items)
+    report.seconds = time.perf_counter() - started
+    return users, items, report
+
+
+def push_states(sink: FeatureSink, users: dict[str, UserState], items: dict[str, ItemState]) -> int:
+    """Push one row per user and item, in chunks; returns the number of pushes."""
+    pushes = 0
+    for user in users.values():
+        stamp(user)
+    for item in items.values():
+        stamp(item)
+    user_list, item_list = list(users.items()), list(items.items())
+    for start in range(0, len(user_list), PUSH_ROWS):
+        sink.push(USER_PUSH_SOURCE, user_rows(user_list[start : start + PUSH_ROWS]))
+        pushes += 1
+    for start in range(0, len(item_list), PUSH_ROWS):
+        sink.push(ITEM_PUSH_SOURCE, item_rows(item_list[start : start + PUSH_ROWS]))
+        pushes += 1
+    return pushes
+
+
+def reset_worker_state(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Delete the worker's consumer group, table changelogs and item-activity topic.
+
+    A worker started afterwards re-folds the whole log into fresh tables. Returns what
+    was deleted. Refuses while the group has members (a worker is running).
+    """
+    group = f"{settings.topic_prefix}worker"
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
+    if description.members:
+        raise RuntimeError(f"consumer group {group} has running members: stop the worker first")
+    deleted: list[str] = []
+    try:
+        admin.delete_consumer_groups([group], request_timeout=timeout)[group].result()
+        deleted.append(f"group {group}")
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+            raise
+    names = [
+        name
+        for name in admin.list_topics(timeout=timeout).topics
+        if name.startswith(f"{group}-") or name == f"{settings.topic_prefix}worker-item-activity"
+    ]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            future.result()
+        deleted.extend(f"topic {name}" for name in sorted(names))
+    return deleted
+
+
+def run_backfill(
+    settings: Settings,
+    sink: FeatureSink,
+    *,
+    since_ms: int | None = None,
+    reset_worker: bool = False,
+) -> BackfillReport:
+    started = time.perf_counter()
+    users, items, report = fold_log(settings, since_ms)
+    report.pushes = push_states(sink, users, items)
+    if reset_worker:
+        for what in reset_worker_state(settings):
+            log.info("deleted %s", what)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,302 @@
+"""Faults against real services: a private broker and Redis of this module (started on
+free ports with their own state directory), so killing and restarting them disturbs no
+other test.
+
+- the worker killed with SIGKILL mid-fold, twice, and restarted: every feature equals
+  the fold of the log (no event lost, none counted twice);
+- the broker stopped and restarted mid-replay: the replayer and the API's producer
+  retry, and every accepted event is in the log exactly once;
+- malformed, oversized and wrong-version records are dead-lettered with a reason, the
+  worker keeps folding, and its counters move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from api.adapters.kafka_sink import open_kafka_sink
+from api.ports import EventSinkError
+from streamrec.feast_store import apply_definitions, open_store
+from streamrec.processes import free_port, run_streamrec, streamrec_process
+from streamrec.services import LocalServices
+from streamrec.settings import Settings
+from streams.backfill import fold_log, read_log
+from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
+from streams.lag import consumer_lag
+from streams.producer import EventProducer
+from tests.integration.test_backfill import (
+    ITEM_FEATURES,
+    USER_FEATURES,
+    assert_same_features,
+    online,
+    produce_log,
+)
+from tests.support import isolated_settings, wait_until
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    """A broker and a Redis of this module alone."""
+    root = tmp_path_factory.mktemp("faults")
+    settings = isolated_settings(
+        root,
+        state_dir=root / "services",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        redis_port=free_port(),
+        kafka_bootstrap="",
+        redis_url="",
+    )
+    services = LocalServices(settings)
+    try:
+        services.up()
+        yield services
+    finally:
+        services.down()
+
+
+@pytest.fixture
+def settings(private: LocalServices, tmp_path: Path) -> Settings:
+    """This test's topics and folders on the private services."""
+    base = private.settings
+    fresh = isolated_settings(
+        tmp_path,
+        kafka_port=base.kafka_port,
+        kafka_controller_port=base.kafka_controller_port,
+        redis_port=base.redis_port,
+        kafka_bootstrap="",
+        redis_url="",
+    )
+    from streams.topics import ensure_topics
+
+    ensure_topics(fresh.bootstrap_servers, Topics(fresh.topic_prefix), fresh.topic_partitions)
+    return fresh
+
+
+def _committed(settings: Settings, topic: str) -> int:
+    group = f"{settings.topic_prefix}worker"
+    return sum(
+        max(r.committed, 0)
+        for r in consumer_lag(settings.bootstrap_servers)
+        if r.group == group and r.topic == topic
+    )
+
+
+def _log_end(settings: Settings, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
+    try:
+        return sum(
+            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in range(settings.topic_partitions)
+        )
+    finally:
+        probe.close()
+
+
+def _kill(proc: Any) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _metric(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+@pytest.mark.timeout(600)
+def test_worker_killed_mid_fold_loses_and_doubles_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    sent = produce_log(settings, users=200, items=300, events=10_000, seed=23)
+    interactions = [e for e in sent if isinstance(e, Interaction)]
+    store = open_store(settings)
+    apply_definitions(store)
+    log = tmp_path / "worker.log"
+    # Small batches: more commits, so each kill lands between some of them.
+    settings = settings.model_copy(update={"worker_batch_size": 250})
+
+    for stop_at in (0.2, 0.55):
+        with streamrec_process(settings, "worker", log=log) as worker:
+            goal = stop_at * len(interactions)
+
+            def far_enough(goal: float = goal) -> bool:
+                return _committed(settings, topics.interactions) >= goal
+
+            wait_until(
+                far_enough,
+                120,
+                f"{stop_at:.0%} folded",
+                proc=worker,
+                log=log,
+            )
+            _kill(worker)
+    users, items, report = fold_log(settings)
+    assert report.interactions == len(interactions)
+    want_users = {
+        u: {
+            "recent_items": s.items,
+            "recent_times": s.times,
+            "interaction_count": s.interaction_count,
+            "last_event_time": s.last_event_time,
+        }
+        for u, s in users.items()
+    }
+    want_items = {i: {name: getattr(s, name) for name in ITEM_FEATURES} for i, s in items.items()}
+    # and, independently of the folding code, the counts from what was sent
+    assert {u: w["interaction_count"] for u, w in want_users.items()} == Counter(
+        e.user_id for e in interactions
+    )
+    assert {i: w["click_count"] for i, w in want_items.items() if w["click_count"]} == Counter(
+        e.item_id for e in sent if isinstance(e, Click)
+    )
+
+    with streamrec_process(settings, "worker", log=log) as worker:
+        user_ids, item_ids = sorted(want_users), sorted(want_items)
+
+        def settled() -> bool:
+            got = online(store, "item_stats", "item_id", item_ids, ["interaction_count"])
+            views = {i: r["interaction_count"] for i, r in got.items()}
+            return views == {i: w["interaction_count"] for i, w in want_items.items()}
+
+        wait_until(settled, 180, "item counts after the restarts", proc=worker, log=log)
+        assert_same_features(
+            online(store, "user_recent", "user_id", user_ids, USER_FEATURES), want_users
+        )
+        assert_same_features(
+            online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), want_items
+        )
+        # the restarted worker did meet records it had folded before the kill
+        assert _metric(settings.worker_port, "streamrec_worker_redelivered") > 0
+
+
+def _event_ids(settings: Settings, topic: str) -> Counter[str]:
+    ids: Counter[str] = Counter()
+    for batch in read_log(settings.bootstrap_servers, [topic]):
+        for _topic, _partition, _offset, value in batch:
+            ids[json.loads(value or b"{}")["event_id"]] += 1
+    return ids
+
+
+@pytest.mark.timeout(600)
+def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
+    private: LocalServices, settings: Settings, tmp_path: Path
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    run_streamrec(settings, "data", "prepare", "synthetic:users=400,items=300,events=60000,seed=9")
+    expected = pq.read_table(
+        settings.data_dir / "log" / "synthetic" / "events.parquet", columns=["event_id"]
+    )["event_id"].to_pylist()
+
+    accepted: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def api_writes() -> None:
+        async def loop() -> None:
+            async with open_kafka_sink(
+                settings.bootstrap_servers, topics, delivery_timeout_seconds=30
+            ) as sink:
+                n = 0
+                while not stop.is_set():
+                    event = Interaction(user_id=f"api{n % 17}", item_id=f"x{n}", action="view")
+                    try:
+                        await sink.publish(event)
+                        accepted.append(event.event_id)
+                    except EventSinkError:
+                        refused.append(event.event_id)
+                    n += 1
+                    await asyncio.sleep(0.01)
+
+        asyncio.run(loop())
+
+    writer = threading.Thread(target=api_writes)
+    replay_log = tmp_path / "replay.log"
+    try:
+        with streamrec_process(
+            settings, "replay", "synthetic", "--speed", "max", log=replay_log
+        ) as replay:
+            broker = private.kafka
+
+            def replaying() -> bool:
+                return _log_end(settings, topics.interactions) > 0 or replay.poll() is not None
+
+            wait_until(replaying, 120, "the replay to start writing", interval=0.05)
+            writer.start()  # after the replay's first records: it counts the log end above
+            time.sleep(0.5)
+            assert replay.poll() is None, "the replay ended before the broker stopped"
+            assert broker.proc.stop(), "the broker was not running"
+            time.sleep(5.0)
+            broker.up()
+            assert replay.wait(300) == 0, replay_log.read_text()[-3000:]
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join(120)
+    replayed = _event_ids(settings, topics.interactions)
+    live = {i for i in replayed if i in set(accepted) | set(refused)}
+    replay_ids = Counter({i: n for i, n in replayed.items() if i not in live})
+    assert sorted(replay_ids) == sorted(expected)
+    assert set(replay_ids.values()) == {1}, "a replayed event was written twice"
+    assert accepted, "the API wrote nothing"
+    assert all(replayed[i] == 1 for i in accepted), "an accepted API event is missing or doubled"
+    assert all(replayed[i] <= 1 for i in refused)
+
+
+def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    store = open_store(settings)
+    apply_definitions(store)
+    log = tmp_path / "worker.log"
+    bad = {
+        b"{not json": "not JSON",
+        json.dumps({"schema": 2, "user_id": "u"}).encode(): "unsupported schema version 2",
+        b'{"schema": 1, "user_id": "u", "pad": "' + b"x" * MAX_RECORD_BYTES + b'"}': "exceeds",
+        json.dumps({"schema": 1, "user_id": "u", "item_id": "i"}).encode(): "invalid Interaction",
+    }
+    with (
+        streamrec_process(settings, "worker", log=log) as worker,
+        EventProducer(settings.bootstrap_servers, topics) as producer,
+    ):
+        for value in bad:
+            producer.send_raw(topics.interactions, b"u", value)
+        producer.send_raw(topics.clicks, b"u", b"[1, 2]")
+        after = Interaction(user_id="u", item_id="good", action="view")
+        producer.send(after)
+        producer.flush()
+
+        def folded() -> bool:
+            got = online(store, "user_recent", "user_id", ["u"], ["interaction_count"])
+            return got["u"]["interaction_count"] == 1
+
+        wait_until(folded, 90, "the good event after the bad ones", proc=worker, log=log)
+        dead: list[dict[str, Any]] = []
+        for batch in read_log(settings.bootstrap_servers, [topics.dead_letters]):
+            dead.extend(json.loads(value or b"{}") for *_, value in batch)
+        reasons = sorted(d["reason"] for d in dead)
+        assert len(dead) == len(bad) + 1
+        for expected in [*bad.values(), "not a JSON object"]:
+            assert any(expected in reason for reason in reasons), (expected, reasons)
+        assert _metric(settings.worker_port, "streamrec_worker_dead_letters_total") == len(bad) + 1
+        assert worker.poll() is None

@@ -1,0 +1,136 @@
+"""Building a served set from stage folders, and one request's inputs: pure, no registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from api.cascade_loading import LoadedCascade, SetLoadError, build_cascade, config_from
+from api.cascade_serving import ItemFeatures, ServingSet, build_request, serve, user_now
+from api.ports import ItemStats, RecentItems
+from models import context
+from models.din import DINConfig
+from streamrec.model_store import read_folder
+from tests.unit.api.model_sets import ITEMS, USERS, TinySet, item_embeddings, stage_folders
+
+# 1998-01-01: a replayed MovieLens log lives in its own time, far from the wall clock.
+NINETY_EIGHT = 883_612_800_000
+DAY = context.DAY_MS
+
+
+def _loaded(tmp_path: Path, spec: TinySet | None = None) -> LoadedCascade:
+    folders = stage_folders(spec or TinySet(seed=5), tmp_path)
+    return build_cascade(
+        "cascade-test", "set-test", {s: read_folder(f) for s, f in folders.items()}
+    )
+
+
+def test_configs_are_read_tolerantly() -> None:
+    config = config_from(
+        DINConfig, {"item_dim": 4, "mlp_hidden": [8, 4], "added_later": True}, n_items=9
+    )
+    assert config == DINConfig(n_items=9, item_dim=4, mlp_hidden=(8, 4))
+    # A value in the folder wins over the caller's default.
+    assert config_from(DINConfig, {"n_items": 3}, n_items=9).n_items == 3
+
+
+def test_a_set_is_built_from_its_folders(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path)
+    assert loaded.item_ids == ITEMS and loaded.item_index["b"] == 1
+    assert loaded.user_index == {user: n for n, user in enumerate(USERS)}
+    assert loaded.stages == {"lightgcn": True, "din": True, "ranknet": True}
+    assert loaded.models.item_embeddings is not None
+    assert torch.equal(loaded.models.item_embeddings, item_embeddings(5))
+    assert loaded.user_context_dim == 2
+    assert loaded.trend_half_life_ms == 3 * DAY
+    assert loaded.config.n_candidates == 3
+    assert loaded.categories is not None and loaded.categories.tolist()[:4] == [0, 0, 0, 1]
+    assert loaded.models.din is not None and not loaded.models.din.training
+
+
+def test_a_folder_without_exported_embeddings_serves_layer_zero(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path, TinySet(seed=5, export_embeddings=False))
+    assert loaded.models.item_embeddings is not None
+    assert loaded.models.item_embeddings.shape == (len(ITEMS), 8)
+
+
+@pytest.mark.parametrize("broken", ["din", "ranknet"])
+def test_a_broken_stage_is_left_out(tmp_path: Path, broken: str) -> None:
+    loaded = _loaded(tmp_path, TinySet(seed=5, break_stage=broken))
+    assert loaded.stages[broken] is False and broken in loaded.stage_errors
+    assert loaded.stages["lightgcn"] is True
+
+
+def test_a_set_without_a_vocabulary_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SetLoadError, match="no items"):
+        _loaded(tmp_path, TinySet(seed=5, break_stage="lightgcn"))
+
+
+def _stats() -> dict[str, ItemStats]:
+    return {
+        "a": ItemStats(interaction_count=5, last_event_time=NINETY_EIGHT, trend_score=4.0),
+        "b": ItemStats(
+            interaction_count=2,
+            click_count=3,
+            last_event_time=NINETY_EIGHT - 2 * DAY,
+            trend_score=2.0,
+        ),
+        "not-in-vocab": ItemStats(interaction_count=1, last_event_time=NINETY_EIGHT + DAY),
+    }
+
+
+def test_now_is_the_stream_event_time_not_the_wall_clock() -> None:
+    items = ItemFeatures.build(ITEMS, _stats())
+    # Every item the store knows sets the clock, in the vocabulary or not.
+    assert items.latest_event_time == NINETY_EIGHT + DAY
+    assert items.with_stats == 2
+    assert user_now(None, items) == NINETY_EIGHT + DAY
+    later = RecentItems(("a",), (NINETY_EIGHT + 3 * DAY,), 4, NINETY_EIGHT + 3 * DAY)
+    assert user_now(later, items) == NINETY_EIGHT + 3 * DAY
+
+    now = NINETY_EIGHT + DAY
+    table = items.table(now, half_life_ms=DAY, categories=None)
+    a, b = ITEMS.index("a"), ITEMS.index("b")
+    # a: 4 interactions decayed over one half-life -> log1p(2); b: 2 over three -> log1p(.25)
+    assert table.popularity[a].item() == pytest.approx(torch.log1p(torch.tensor(2.0)).item())
+    assert table.popularity[b].item() == pytest.approx(torch.log1p(torch.tensor(0.25)).item())
+    assert table.recency[a].item() == pytest.approx(0.5)
+    assert table.recency[b].item() == pytest.approx(0.25)
+    assert table.ctr[b].item() == pytest.approx(4 / 20)
+    unseen = ITEMS.index("m0")
+    assert table.popularity[unseen] == 0 and table.recency[unseen] == 0
+
+
+def test_request_inputs_from_the_user_features(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path)
+    recent = RecentItems(
+        ("c", "gone", "a"), (NINETY_EIGHT, NINETY_EIGHT - 1, NINETY_EIGHT - 2), 40, NINETY_EIGHT
+    )
+    request = build_request(loaded, "u3", recent, 4, now_ms=NINETY_EIGHT + DAY)
+    assert request.recent_items.tolist() == [ITEMS.index("c"), ITEMS.index("a")]
+    assert sorted(request.seen_items.tolist()) == sorted([ITEMS.index("c"), ITEMS.index("a")])
+    assert request.user_index == USERS.index("u3") and request.k == 4
+    expected = context.user_context(
+        torch.tensor(40), torch.tensor(NINETY_EIGHT), NINETY_EIGHT + DAY
+    )
+    assert torch.allclose(request.user_context, expected)
+    stranger = build_request(loaded, "stranger", None, 4, now_ms=NINETY_EIGHT)
+    assert stranger.user_index is None and stranger.recent_items.numel() == 0
+    assert stranger.user_context.tolist() == [0.0, 0.0]
+
+
+def test_serving_names_sources_and_reasons(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path)
+    serving = ServingSet(loaded, ItemFeatures.build(ITEMS, _stats()))
+    recent = RecentItems(("p",), (NINETY_EIGHT,), 1, NINETY_EIGHT)
+    answer = serve(serving, "u1", recent, 3, {"p": "Psycho"})
+    assert answer.model_version == "cascade-test"
+    assert answer.sources == {"recall": "lightgcn", "rank": "din", "rerank": "ranknet"}
+    assert "q" in {pick.item_id for pick in answer.picks}
+    assert {pick.reason for pick in answer.picks} == {"because you interacted with Psycho"}
+    cold = serve(serving, "stranger", None, 3, {})
+    assert cold.model_version == "cascade-test+recall:popularity"
+    # Recall by popularity at the stream's now: the two items the store knows lead.
+    assert {"a", "b"} <= {pick.item_id for pick in cold.picks}

@@ -1,0 +1,254 @@
+"""The API serves the champion cascade from a real MLflow registry (SQLite + local files).
+
+The in-memory adapters stand in for the online store and the broker; the registry,
+the artifacts and the models are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from api.champion import NO_CHAMPION
+from api.ports import ItemStats, RecentItems
+from api.recommender import MODEL_VERSION
+from streamrec.model_store import ChampionSet
+from streamrec.settings import Settings
+from streams.events import RecommendationServed
+from tests.unit.api.helpers import (
+    BASE_TIME,
+    TINY_SEQUENCES,
+    TINY_TITLES,
+    Adapters,
+    RunningApp,
+    running_app,
+    write_log,
+)
+from tests.unit.api.model_sets import (
+    GROUPS,
+    ITEMS,
+    TinySet,
+    open_registry,
+    promote_set,
+    register_set,
+)
+
+LOAD_SECONDS = 30.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _settings(root: Path) -> Settings:
+    return Settings(
+        data_dir=root / "data",
+        state_dir=root / "state",
+        redis_url="none",
+        item_cache_seconds=0.05,
+        model_poll_seconds=0.1,
+        api_key=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Settings, MlflowClient, ChampionSet]:
+    """One registry for the module (creating one runs MLflow's migrations): set 1 is champion."""
+    settings = _settings(tmp_path_factory.mktemp("registry")).resolved()
+    client = open_registry(settings)
+    champion = register_set(client, TinySet(seed=1))
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    return settings, client, champion
+
+
+def _online_items() -> dict[str, ItemStats]:
+    # Event times from the tiny log's era, not today: "now" must come from these.
+    return {
+        item: ItemStats(
+            interaction_count=10 - n % 5,
+            click_count=n % 3,
+            last_event_time=BASE_TIME + n * 60_000,
+            trend_score=float(10 - n % 5),
+        )
+        for n, item in enumerate(ITEMS)
+    }
+
+
+async def _wait_for_set(api: RunningApp, label: str) -> None:
+    async def loaded() -> None:
+        while True:
+            current = api.services.champion.current
+            if current is not None and current.cascade.label == label:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(loaded(), LOAD_SECONDS)
+
+
+@pytest.fixture
+async def served(
+    registry: tuple[Settings, MlflowClient, ChampionSet], adapters: Adapters
+) -> AsyncIterator[tuple[RunningApp, ChampionSet]]:
+    settings, _client, champion = registry
+    adapters.features.items.update(_online_items())
+    async with running_app(settings, adapters) as api:
+        await _wait_for_set(api, champion.label)
+        yield api, champion
+
+
+def _recent(*items: str, count: int | None = None) -> RecentItems:
+    times = tuple(BASE_TIME + 10_000_000 - n * 1000 for n in range(len(items)))
+    return RecentItems(items, times, interaction_count=count, last_event_time=max(times))
+
+
+async def test_known_user_is_served_by_the_champion_set(
+    served: tuple[RunningApp, ChampionSet],
+) -> None:
+    api, champion = served
+    api.adapters.features.users["u1"] = _recent("a", "c", count=12)
+    response = await api.client.get("/recommend", params={"user_id": "u1", "k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == champion.label
+    items = [item["item_id"] for item in body["items"]]
+    assert len(items) == 3 and set(items) <= set(ITEMS)
+    assert not {"a", "c"} & set(items), "seen items are never recommended"
+    assert [item["rank"] for item in body["items"]] == [1, 2, 3]
+    # The reason names the recent item DIN attended to most, by its title.
+    assert {item["reason"] for item in body["items"]} <= {
+        "because you interacted with Alien",
+        "because you interacted with Casablanca",
+    }
+    await api.services.served_log.drain()
+    served_event = api.adapters.sink.events[-1]
+    assert isinstance(served_event, RecommendationServed)
+    assert served_event.model_version == champion.label
+
+
+async def test_a_new_user_gets_recall_from_recent_items(
+    served: tuple[RunningApp, ChampionSet],
+) -> None:
+    api, champion = served
+    # Not in the set's vocabulary: no trained vector, recall from the recent items alone.
+    for user, recent, group in (("newcomer-1", "a", "a"), ("newcomer-2", "c", "c")):
+        api.adapters.features.users[user] = _recent(recent, "not-in-vocab")
+        body = (await api.client.get("/recommend", params={"user_id": user, "k": 3})).json()
+        assert body["model_version"] == champion.label, "recall by LightGCN, no fallback"
+        items = {item["item_id"] for item in body["items"]}
+        assert set(GROUPS[group]) - {recent} <= items, f"{user}: {items}"
+        assert recent not in items
+
+
+async def test_a_user_with_no_history_gets_the_popularity_fallback(
+    served: tuple[RunningApp, ChampionSet],
+) -> None:
+    api, champion = served
+    body = (await api.client.get("/recommend", params={"user_id": "stranger", "k": 3})).json()
+    assert body["model_version"] == champion.label + "+recall:popularity"
+    assert len(body["items"]) == 3
+    assert {item["reason"] for item in body["items"]} == {"popular right now"}
+    metrics = (await api.client.get("/metrics")).text
+    assert 'streamrec_api_stage_fallbacks_total{source="popularity",stage="recall"} 1.0' in metrics
+
+
+async def test_readiness_and_metrics_name_the_set(served: tuple[RunningApp, ChampionSet]) -> None:
+    api, champion = served
+    body = (await api.client.get("/readyz")).json()
+    assert body["checks"]["models"] == {"ok": True, "detail": champion.label}
+    metrics = (await api.client.get("/metrics")).text
+    assert f'model_version="{champion.label}"' in metrics
+    assert 'streamrec_api_model_loads_total{outcome="loaded"} 1.0' in metrics
+
+
+async def test_without_a_champion_the_heuristic_serves(tmp_path: Path, adapters: Adapters) -> None:
+    settings = _settings(tmp_path)
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    async with running_app(settings, adapters) as api:
+        await asyncio.wait_for(api.services.champion.checked.wait(), LOAD_SECONDS)
+        api.adapters.features.users["u1"] = _recent("a")
+        body = (await api.client.get("/recommend", params={"user_id": "u1", "k": 3})).json()
+        assert body["model_version"] == MODEL_VERSION
+        ready = (await api.client.get("/readyz")).json()
+        assert ready["checks"]["models"] == {"ok": True, "detail": NO_CHAMPION}
+
+
+async def test_a_stage_that_does_not_load_falls_back(tmp_path: Path, adapters: Adapters) -> None:
+    settings = _settings(tmp_path)
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    champion = register_set(open_registry(settings), TinySet(seed=3, break_stage="din"))
+    async with running_app(settings, adapters) as api:
+        await _wait_for_set(api, champion.label)
+        api.adapters.features.users["u1"] = _recent("a")
+        body = (await api.client.get("/recommend", params={"user_id": "u1", "k": 3})).json()
+        # Without DIN the recall order stands, and RankNet (trained on DIN scores) sits out.
+        assert body["model_version"] == champion.label + "+rank:recall+rerank:rank_order"
+        assert {item["item_id"] for item in body["items"][:2]} == {"b", "x"}
+        ready = (await api.client.get("/readyz")).json()
+        assert "falling back for din" in ready["checks"]["models"]["detail"]
+
+
+async def test_the_api_switches_when_the_alias_moves_without_failing_a_request(
+    tmp_path: Path, adapters: Adapters
+) -> None:
+    settings = _settings(tmp_path)
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    client = open_registry(settings)
+    first = register_set(client, TinySet(seed=1))
+    second = register_set(client, TinySet(seed=2), promote=False)
+    adapters.features.items.update(_online_items())
+    adapters.features.users["u2"] = _recent("c", "p")
+    async with running_app(settings, adapters) as api:
+        await _wait_for_set(api, first.label)
+        versions: list[str] = []
+        statuses: list[int] = []
+        stop = asyncio.Event()
+
+        async def fire() -> None:
+            while not stop.is_set():
+                response = await api.client.get("/recommend", params={"user_id": "u2", "k": 3})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.append(response.json()["model_version"])
+                await asyncio.sleep(0)
+
+        firing = [asyncio.create_task(fire()) for _ in range(4)]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(promote_set, client, second.versions)
+        await _wait_for_set(api, second.label)
+        swapped_at = len(versions)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*firing)
+
+    assert statuses and set(statuses) == {200}, "no request failed during the switch"
+    assert versions[:10] == [first.label] * 10
+    # Requests in flight at the swap (at most one per firing task) finish on the old set;
+    # every later one is served by the new set.
+    after = versions[swapped_at + len(firing) :]
+    assert len(after) > 10 and set(after) == {second.label}
+
+
+async def test_a_registry_created_while_the_api_runs_is_picked_up(
+    tmp_path: Path, adapters: Adapters
+) -> None:
+    settings = _settings(tmp_path)
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    async with running_app(settings, adapters) as api:
+        await asyncio.wait_for(api.services.champion.checked.wait(), LOAD_SECONDS)
+        # Training creates the registry (MLflow's migrations run) while the API polls it.
+        champion = await asyncio.to_thread(
+            lambda: register_set(open_registry(settings), TinySet(seed=6))
+        )
+        await _wait_for_set(api, champion.label)
+        body = (await api.client.get("/recommend", params={"user_id": "u1", "k": 3})).json()
+        assert body["model_version"].startswith(champion.label)

@@ -1,0 +1,112 @@
+"""Report writing: aggregation over seeds, the targets, and the Markdown tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.report import check_targets, markdown, mean_and_spread, write_report
+
+
+def _stage_result(cascade_ndcg: float, lightgcn_ndcg: float, delta: float) -> dict[str, Any]:
+    return {
+        "target": "test",
+        "lightgcn": {
+            "ndcg@10": lightgcn_ndcg,
+            "recall@50": 0.3,
+            "slices": {"new": {"ndcg@10": 0.1}},
+        },
+        "din": {"auc": 0.8, "gauc": 0.7},
+        "ranknet": {"delta_ndcg@10": delta, "wilcoxon_p": 0.01},
+        "cascade": {"ndcg@10": cascade_ndcg, "recall@10": 0.2, "n_users": 90},
+    }
+
+
+def _report(runs: list[dict[str, Any]], live: float, frozen: float) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "set_id": "abc",
+        "source": {"topic_prefix": "t.", "interactions": 1000, "until": None},
+        "config": {"workers": 2},
+        "split": {
+            "train_end": "1998-01-01 00:00",
+            "validation_end": "1998-02-01 00:00",
+            "test_users": 90,
+            "test_new_users": 10,
+            "candidates": 500,
+        },
+        "baselines": {
+            "popularity (all training)": {"mean": {"ndcg@10": 0.10, "recall@10": 0.1}},
+            "recent popularity 14d": {"mean": {"ndcg@10": 0.20}},
+            "BPR-MF (2 seeds)": {"mean": {"ndcg@10": 0.15}, "std": {"ndcg@10": 0.01}},
+        },
+        "cascade": {**mean_and_spread(runs), "runs": runs},
+        "streaming": {
+            "n_events": 100,
+            "n_eligible": 400,
+            "seed": 0,
+            "live": {"ndcg@10": live, "recall@10": 0.3},
+            "frozen": {"ndcg@10": frozen, "recall@10": 0.2},
+            "delta_ndcg@10": live - frozen,
+            "paired": {"wilcoxon_p": 0.001, "ttest_p": 0.002},
+        },
+        "gate": {
+            "metric_name": "validation_cascade_ndcg@10",
+            "candidate": 0.3,
+            "champion": 0.25,
+            "champion_set": "old",
+            "promoted": True,
+            "reason": "beats",
+            "versions": {"lightgcn": "2", "din": "2", "ranknet": "2"},
+        },
+        "timings": {"train": 12.5},
+    }
+    report["targets"] = check_targets(report)
+    return report
+
+
+def test_mean_and_spread_over_seeds() -> None:
+    summary = mean_and_spread([_stage_result(0.20, 0.1, 0.01), _stage_result(0.30, 0.2, 0.03)])
+    assert summary["n"] == 2
+    assert summary["mean"]["cascade"]["ndcg@10"] == pytest.approx(0.25)
+    assert summary["std"]["cascade"]["ndcg@10"] == pytest.approx(0.0707107, rel=1e-4)
+    assert "target" not in summary["mean"]  # strings are not averaged
+    with pytest.raises(ValueError):
+        mean_and_spread([])
+
+
+def test_targets_hold_or_fail_on_the_numbers() -> None:
+    passing = {
+        c["target"]: c for c in check_targets(_report([_stage_result(0.23, 0.14, 0.02)], 0.3, 0.2))
+    }
+    assert all(c["passed"] for c in passing.values())
+    cascade = passing["cascade NDCG@10 >= 1.10 x best baseline"]
+    assert cascade["goal"] == pytest.approx(0.22) and "recent popularity 14d" in cascade["note"]
+
+    failing = {
+        c["target"]: c for c in check_targets(_report([_stage_result(0.21, 0.12, -0.01)], 0.2, 0.3))
+    }
+    assert not any(c["passed"] for c in failing.values())
+
+
+def test_written_report_has_every_table(tmp_path: Path) -> None:
+    report = _report([_stage_result(0.23, 0.14, 0.02), _stage_result(0.25, 0.16, 0.02)], 0.3, 0.2)
+    json_path, md_path = write_report(report, tmp_path / "reports")
+    assert json.loads(json_path.read_text())["cascade"]["mean"]["cascade"][
+        "ndcg@10"
+    ] == pytest.approx(0.24)
+    text = md_path.read_text()
+    assert text == markdown(report)
+    for heading in (
+        "## Test period",
+        "## Per stage",
+        "## Streaming evaluation",
+        "## Targets",
+        "## Registry gate",
+    ):
+        assert heading in text
+    assert "| **Cascade** (k=10) | 0.2000 ± 0.0000 | 0.2400 ± 0.0141 |" in text
+    assert "| recent popularity 14d | – | 0.2000 |" in text
+    assert "**Promoted**" in text
