@@ -7,4 +7,4 @@ STREAMREC=.venv/bin/streamrec
 cleanup() { "$STREAMREC" services down || true; }
 trap cleanup EXIT
 "$STREAMREC" services up
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider --durations=15 "$@"

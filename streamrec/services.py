@@ -120,6 +120,26 @@ def _require(tool: str, hint: str) -> str:
     return path
 
 
+def fetch_maven_dependencies(pom: Path, jars: Path, what: str) -> None:
+    """Copy ``pom``'s runtime dependencies into ``jars`` with Maven, unless a stamp of the
+    pom's hash says they are already there (so later calls work offline, without Maven)."""
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+    stamp = jars / ".pom-sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    _require("java", "Install Java 17 (Debian: apt-get install openjdk-17-jre-headless).")
+    mvn = _require("mvn", "Install Maven (Debian: apt-get install maven).")
+    if jars.exists():
+        shutil.rmtree(jars)
+    jars.mkdir(parents=True)
+    command = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies"]
+    command += [f"-DoutputDirectory={jars}", "-DincludeScope=runtime"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ServiceError(f"Maven could not fetch {what}:\n{result.stdout}{result.stderr}")
+    stamp.write_text(digest)
+
+
 class KafkaBroker:
     """A single-node KRaft broker (broker and controller in one process)."""
 
@@ -135,36 +155,8 @@ class KafkaBroker:
 
     def ensure_jars(self) -> Path:
         """Fetch the broker jars with Maven once per pom version; returns the jar folder."""
-        jars = self.settings.kafka_jars_dir
-        digest = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:16]
-        stamp = jars / ".pom-sha256"
-        if stamp.exists() and stamp.read_text() == digest:
-            return jars
-        _require("java", "Install Java 17 (Debian: apt-get install openjdk-17-jre-headless).")
-        mvn = _require("mvn", "Install Maven (Debian: apt-get install maven).")
-        if jars.exists():
-            shutil.rmtree(jars)
-        jars.mkdir(parents=True)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(KAFKA_POM),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={jars}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"Maven could not fetch the Kafka jars:\n{result.stdout}{result.stderr}"
-            )
-        stamp.write_text(digest)
-        return jars
+        fetch_maven_dependencies(KAFKA_POM, self.settings.kafka_jars_dir, "the Kafka jars")
+        return self.settings.kafka_jars_dir
 
     def _write_config(self) -> None:
         s = self.settings
