@@ -102,13 +102,3 @@ def find_champion_set(client: Any) -> ChampionSet | None:
     if len(sets) != 1 or "" in sets:
         return None
     return ChampionSet(sets.pop(), versions, sources)
-
-
-def download_stage(source: str, destination: Path | None = None) -> StageFolder:
-    """Fetch one stage's folder from its artifact URI and read it."""
-    import mlflow
-
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=source, dst_path=str(destination) if destination else None
-    )
-    return read_folder(Path(local))

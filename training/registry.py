@@ -11,7 +11,6 @@ all (see ``streamrec.model_store``).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,14 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from streamrec.model_store import REGISTERED_NAMES, SET_TAG, STAGES, find_champion_set
+from streamrec.model_store import (
+    REGISTERED_NAMES,
+    SET_TAG,
+    STAGES,
+    find_champion_set,
+    read_folder,
+    write_folder,
+)
 from streamrec.settings import Settings
 
 CHAMPION = "champion"
@@ -56,16 +62,11 @@ def log_model_folder(
     module: torch.nn.Module, config: dict[str, Any], name: str = "model"
 ) -> LoggedModel:
     """Log a module's weights and config under the active run."""
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / name
-        folder.mkdir()
-        torch.save(module.state_dict(), folder / "state_dict.pt")
-        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        mlflow.log_artifacts(str(folder), artifact_path=name)
-    run = mlflow.active_run()
-    if run is None:
+    if mlflow.active_run() is None:
         raise RuntimeError("log_model_folder needs an active MLflow run")
-    return LoggedModel(run.info.run_id, mlflow.get_artifact_uri(name))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_folder(Path(scratch) / name, module.state_dict(), config)
+        return log_folder(folder, name)
 
 
 def log_folder(folder: Path, name: str) -> LoggedModel:
@@ -79,10 +80,8 @@ def log_folder(folder: Path, name: str) -> LoggedModel:
 
 def load_model_folder(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, config) of a logged model folder, e.g. ``models:/lightgcn@champion``."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    state = torch.load(local / "state_dict.pt", map_location="cpu", weights_only=True)
-    config = json.loads((local / "config.json").read_text())
-    return state, config
+    stage = read_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
+    return stage.state_dict, stage.config
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,7 @@ def register_and_gate(
     client.set_model_version_tag(name, version, METRIC_TAG, repr(float(metric)))
     client.set_model_version_tag(name, version, METRIC_NAME_TAG, metric_name)
     champion_version, champion_metric = _champion(client, name)
-    if champion_metric is None:
-        promoted = True
-    else:
-        promoted = metric > champion_metric if higher_is_better else metric < champion_metric
+    promoted = gate_passes(metric, champion_metric, higher_is_better)
     decision = GateDecision(
         name, str(version), metric_name, float(metric), champion_metric, champion_version, promoted
     )
