@@ -12,12 +12,13 @@ STREAMREC := $(VENV)/bin/streamrec
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
 
-.PHONY: help install install-uv install-python install-redis install-kafka install-spark demo stop test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-kafka install-spark demo stop api-check test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
 	@echo "make test   install, start the test services, run the whole suite, stop the services"
 	@echo "make stop   stop the demo's worker, API and services"
+	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff and mypy"
 
 install: install-uv install-python install-redis install-kafka install-spark
@@ -53,6 +54,11 @@ demo: install
 
 stop:
 	bash scripts/demo.sh stop
+
+# Issue 3's check of the running API: replay MovieLens-100K up to T, train --until T,
+# serve, score /recommend on users' later events (own services and ports; ~10 minutes).
+api-check: install
+	bash scripts/api_check.sh
 
 test: install
 	$(TEST_ENV) bash scripts/test.sh

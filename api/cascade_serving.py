@@ -128,9 +128,14 @@ def build_request(
         # A model trained with fewer user features takes the leading ones, more get zeros.
         width = cascade.user_context_dim
         user_context = torch.cat([features, torch.zeros(max(width - features.numel(), 0))])[:width]
+    seen = (
+        [cascade.item_index[i] for i in recent.seen if i in cascade.item_index]
+        if recent is not None
+        else []
+    )
     return CascadeRequest(
         recent_items=recent_items,
-        seen_items=torch.unique(recent_items),
+        seen_items=torch.unique(torch.cat([recent_items, torch.tensor(seen, dtype=torch.long)])),
         user_index=cascade.user_index.get(user_id),
         user_context=user_context,
         k=k,

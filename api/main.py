@@ -168,9 +168,12 @@ async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]
     # Feast is a heavy import; only a process that reads the real store pays for it.
     from api.adapters.feast_features import FeastFeatureReader
     from streamrec.feast_store import open_store
+    from streams.seen import RedisSeenItems
 
     store = await anyio.to_thread.run_sync(open_store, settings)
-    yield FeastFeatureReader(store)
+    redis_url = settings.redis_connection_url
+    seen = RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None
+    yield FeastFeatureReader(store, seen=seen)
 
 
 @asynccontextmanager

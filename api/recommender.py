@@ -13,7 +13,7 @@ items fill the rest of the list. Items the user interacted with are never recomm
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,13 +131,15 @@ def recommend(
     recent_depth: int = 10,
     recency_decay: float = 0.8,
     popularity_weight: float = 0.1,
+    exclude: Collection[str] = (),
 ) -> list[Scored]:
     """Up to ``k`` items for a user whose recent items are ``recent_items``, newest first.
 
     Score = co-occurrence score normalised to 1 at the best candidate, plus
-    ``popularity_weight`` x normalised popularity. Every recent item is excluded.
+    ``popularity_weight`` x normalised popularity. Every recent item is excluded, and so
+    is every item in ``exclude`` (what the user already has).
     """
-    seen = set(recent_items)
+    seen = set(recent_items).union(exclude)
     votes: dict[str, dict[str, float]] = {}
     for position, source in enumerate(recent_items[:recent_depth]):
         decay = recency_decay**position

@@ -132,6 +132,7 @@ class RecommendationService:
             k,
             index=self._state.index,
             popularity=self._state.popularity,
+            exclude=recent.seen if recent is not None else (),
         )
         self._metrics.inference_seconds.labels("heuristic").observe(time.perf_counter() - started)
         return scored

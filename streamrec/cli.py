@@ -122,12 +122,18 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.feast_store import apply_definitions, open_store
     from streams.backfill import run_backfill
+    from streams.seen import RedisSeenItems
     from streams.sinks import FeastFeatureSink
 
     store = open_store(settings)
     apply_definitions(store)
+    redis_url = settings.redis_connection_url
     report = run_backfill(
-        settings, FeastFeatureSink(store), since_ms=args.since, reset_worker=args.reset_worker
+        settings,
+        FeastFeatureSink(store),
+        since_ms=args.since,
+        reset_worker=args.reset_worker,
+        seen_writer=RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None,
     )
     print(report.summary())
     return 0
@@ -282,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spark.set_defaults(func=_spark)
 
+    from training.api_check import add_api_check_parser
     from training.pipeline import add_train_parser
 
     add_train_parser(sub)
+    add_api_check_parser(sub)
     return parser
 
 

@@ -46,6 +46,7 @@ from streams.folding import (
     stamp,
     user_rows,
 )
+from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,11 @@ async def _in_thread(func: Any, *args: Any) -> Any:
 
 
 def attach(
-    app: faust.App, settings: Settings, features: FeatureSink, notifier: ChangeNotifier
+    app: faust.App,
+    settings: Settings,
+    features: FeatureSink,
+    notifier: ChangeNotifier,
+    seen: SeenWriter | None = None,
 ) -> Worker:
     topics = Topics(settings.topic_prefix)
     metrics = WorkerMetrics.create()
@@ -158,6 +163,7 @@ def attach(
             changed: dict[str, UserState] = {}
             last_event: dict[str, faust.EventT] = {}
             new = 0
+            seen_now: dict[str, set[str]] = {}
             for event in events:
                 interaction = await decode_or_dead_letter(event, Interaction)
                 if not isinstance(interaction, Interaction):
@@ -165,6 +171,8 @@ def attach(
                 message = event.message
                 source = source_key(message.topic, message.partition)
                 user_id = interaction.user_id
+                # Idempotent, so even a duplicate or redelivered event is (re)recorded.
+                seen_now.setdefault(user_id, set()).add(interaction.item_id)
                 state = changed.get(user_id) or UserState.from_dict(user_table.get(user_id))
                 fold = fold_interaction_at(
                     state, interaction, settings.recent_items_max, source, message.offset
@@ -182,6 +190,8 @@ def attach(
                 changed[user_id] = state
                 last_event[user_id] = event
             _write_states(stream, user_table, changed, last_event)
+            if seen is not None and seen_now:
+                await _in_thread(seen.add, seen_now)
             if changed:
                 await push(USER_PUSH_SOURCE, user_rows(changed.items()))
                 await _in_thread(notifier.users_changed, list(changed))
@@ -250,6 +260,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build the app with the real Feast and Redis adapters and run it until stopped."""
     from streamrec.feast_store import apply_definitions, open_store
     from streams.app import create_app
+    from streams.seen import RedisSeenItems
     from streams.sinks import FeastFeatureSink, RedisChangeNotifier
 
     redis_url = settings.redis_connection_url
@@ -263,6 +274,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         settings,
         FeastFeatureSink(store),
         RedisChangeNotifier(redis_url, settings.topic_prefix),
+        RedisSeenItems(redis_url, settings.topic_prefix),
     )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -40,6 +40,7 @@ from streams.folding import (
     stamp,
     user_rows,
 )
+from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,12 @@ def read_log(
 
 
 def fold_log(
-    settings: Settings, since_ms: int | None = None
+    settings: Settings, since_ms: int | None = None, seen: dict[str, set[str]] | None = None
 ) -> tuple[dict[str, UserState], dict[str, ItemState], BackfillReport]:
-    """Fold the interactions and clicks topics into user and item states, as the worker does."""
+    """Fold the interactions and clicks topics into user and item states, as the worker does.
+
+    ``seen``, when given, collects every item of every user's interactions (``streams.seen``).
+    """
     topics = Topics(settings.topic_prefix)
     keep = settings.recent_items_max
     users: dict[str, UserState] = {}
@@ -165,6 +169,8 @@ def fold_log(
                 continue
             source = source_key(topic, partition)
             if isinstance(event, Interaction):
+                if seen is not None:
+                    seen.setdefault(event.user_id, set()).add(event.item_id)
                 user = users.get(event.user_id)
                 if user is None:
                     user = users[event.user_id] = UserState()
@@ -240,10 +246,16 @@ def run_backfill(
     *,
     since_ms: int | None = None,
     reset_worker: bool = False,
+    seen_writer: SeenWriter | None = None,
 ) -> BackfillReport:
     started = time.perf_counter()
-    users, items, report = fold_log(settings, since_ms)
+    seen: dict[str, set[str]] | None = {} if seen_writer is not None else None
+    users, items, report = fold_log(settings, since_ms, seen)
     report.pushes = push_states(sink, users, items)
+    if seen_writer is not None and seen:
+        users_seen = list(seen.items())
+        for start in range(0, len(users_seen), PUSH_ROWS):
+            seen_writer.add(dict(users_seen[start : start + PUSH_ROWS]))
     if reset_worker:
         for what in reset_worker_state(settings):
             log.info("deleted %s", what)

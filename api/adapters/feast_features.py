@@ -14,6 +14,7 @@ import anyio
 from feast import FeatureStore
 
 from api.ports import ItemStats, PortUnavailable, RecentItems
+from streams.seen import RedisSeenItems
 
 T = TypeVar("T")
 
@@ -38,12 +39,15 @@ PING_USER = "__streamrec_readyz__"
 
 
 class FeastFeatureReader:
-    def __init__(self, store: FeatureStore, *, max_threads: int = 8) -> None:
+    def __init__(
+        self, store: FeatureStore, *, seen: RedisSeenItems | None = None, max_threads: int = 8
+    ) -> None:
         self._store = store
+        self._seen = seen
         self._limiter = anyio.CapacityLimiter(max_threads)
 
     async def user_recent(self, user_id: str) -> RecentItems | None:
-        columns = await self._run(partial(self._read, USER_FEATURES, "user_id", [user_id]))
+        columns, seen = await self._run(partial(self._read_user, user_id))
         items = columns.get("recent_items", [None])[0]
         if not items:
             return None
@@ -53,7 +57,14 @@ class FeastFeatureReader:
             times=tuple(int(t) for t in times),
             interaction_count=_int_or_none(columns.get("interaction_count", [None])[0]),
             last_event_time=_int_or_none(columns.get("last_event_time", [None])[0]),
+            seen=seen,
         )
+
+    def _read_user(self, user_id: str) -> tuple[dict[str, list[Any]], frozenset[str]]:
+        """The user's features and seen set, in one trip to the thread pool."""
+        columns = self._read(USER_FEATURES, "user_id", [user_id])
+        seen = self._seen.read(user_id) if self._seen is not None else frozenset()
+        return columns, seen
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
         found: dict[str, ItemStats] = {}

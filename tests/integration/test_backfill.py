@@ -19,6 +19,7 @@ from streams.backfill import run_backfill
 from streams.events import ACTIONS, Click, Interaction, Topics
 from streams.lag import wait_until_caught_up
 from streams.producer import EventProducer
+from streams.seen import RedisSeenItems, seen_key
 from streams.sinks import InMemoryFeatureSink
 from tests.support import wait_until
 
@@ -84,6 +85,7 @@ def wipe_online_store(settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_connection_url or "")
     project = feast_project(settings.topic_prefix).encode()
     keys = list(client.scan_iter(match=b"*" + project, count=1000))
+    keys += client.scan_iter(match=seen_key(settings.topic_prefix, "*").encode(), count=1000)
     if keys:
         client.delete(*keys)
     return len(keys)
@@ -119,6 +121,11 @@ def test_backfill_rebuilds_every_online_feature_after_a_wipe(
     before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
     counts = Counter(e.user_id for e in interactions)
     assert {u: r["interaction_count"] for u, r in before_users.items()} == counts
+    # The seen sets (streams.seen): every item of every user, beyond the 50 recent ones.
+    want_seen = {u: frozenset(e.item_id for e in interactions if e.user_id == u) for u in user_ids}
+    seen = RedisSeenItems(settings.redis_connection_url or "", settings.topic_prefix)
+    assert {u: seen.read(u) for u in user_ids} == want_seen
+    assert max(map(len, want_seen.values())) > settings.recent_items_max
 
     assert wipe_online_store(settings) >= len(user_ids) + len(item_ids)
     wiped = online(store, "user_recent", "user_id", user_ids, ["interaction_count"])
@@ -134,6 +141,7 @@ def test_backfill_rebuilds_every_online_feature_after_a_wipe(
     assert_same_features(
         online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), before_items
     )
+    assert {u: seen.read(u) for u in user_ids} == want_seen
 
 
 def test_backfill_since_folds_only_the_later_slice(live_settings: Settings) -> None:

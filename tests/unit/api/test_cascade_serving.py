@@ -116,6 +116,11 @@ def test_request_inputs_from_the_user_features(tmp_path: Path) -> None:
         torch.tensor(40), torch.tensor(NINETY_EIGHT), NINETY_EIGHT + DAY
     )
     assert torch.allclose(request.user_context, expected)
+    # Older items the user has (the seen set) are excluded too, unknown ones ignored.
+    had = RecentItems(recent.items, recent.times, 40, NINETY_EIGHT, frozenset({"b", "c", "gone"}))
+    with_seen = build_request(loaded, "u3", had, 4, now_ms=NINETY_EIGHT + DAY)
+    assert with_seen.recent_items.tolist() == request.recent_items.tolist()
+    assert sorted(with_seen.seen_items.tolist()) == sorted(ITEMS.index(i) for i in "abc")
     stranger = build_request(loaded, "stranger", None, 4, now_ms=NINETY_EIGHT)
     assert stranger.user_index is None and stranger.recent_items.numel() == 0
     assert stranger.user_context.tolist() == [0.0, 0.0]
@@ -130,6 +135,8 @@ def test_serving_names_sources_and_reasons(tmp_path: Path) -> None:
     assert answer.sources == {"recall": "lightgcn", "rank": "din", "rerank": "ranknet"}
     assert "q" in {pick.item_id for pick in answer.picks}
     assert {pick.reason for pick in answer.picks} == {"because you interacted with Psycho"}
+    has_q = RecentItems(("p",), (NINETY_EIGHT,), 2, NINETY_EIGHT, frozenset({"q"}))
+    assert "q" not in {pick.item_id for pick in serve(serving, "u1", has_q, 3, {}).picks}
     cold = serve(serving, "stranger", None, 3, {})
     assert cold.model_version == "cascade-test+recall:popularity"
     # Recall by popularity at the stream's now: the two items the store knows lead.

@@ -112,6 +112,12 @@ def test_seen_items_are_never_recommended() -> None:
     assert set(ids) == {"b", "c", "p"}
 
 
+def test_items_the_user_already_has_are_excluded_even_when_no_longer_recent() -> None:
+    picks = recommend(("a",), 10, index=INDEX, popularity=POPULAR, exclude={"b", "p"})
+    # b (a's neighbour) and p (the most popular) are had; a is recent: only c is left.
+    assert [s.item_id for s in picks] == ["c"]
+
+
 def test_neighbours_of_recent_items_outrank_popular_items() -> None:
     picks = recommend(("a",), 3, index=INDEX, popularity=POPULAR)
     assert [s.item_id for s in picks][:2] == ["b", "c"]
