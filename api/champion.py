@@ -35,6 +35,8 @@ from streamrec.settings import Settings
 logger = logging.getLogger(__name__)
 
 NO_CHAMPION = "no champion: heuristic"
+# The longest wait before a champion that failed to load is tried again.
+RETRY_MAX_SECONDS = 600.0
 # What can go wrong between the registry and a built set: MLflow's own errors (imported
 # lazily, below), a missing or unreadable file, a state dict that does not fit its config.
 _LOAD_ERRORS: tuple[type[BaseException], ...] = (
@@ -61,7 +63,9 @@ class ChampionWatcher:
         self._client: Any = None
         self.current: ServingSet | None = None
         self.status = f"{NO_CHAMPION} (registry not read yet)"
-        self._failed_label: str | None = None
+        self._failed_label: str | None = None  # the set that last failed to load
+        self._failures = 0  # consecutive failures of that set
+        self._retry_at = 0.0  # monotonic time before which it is not tried again
         self.checked = asyncio.Event()  # set once the registry was first asked
         self._errors: tuple[type[BaseException], ...] | None = None
 
@@ -126,7 +130,7 @@ class ChampionWatcher:
         serving = self.current
         if serving is not None and serving.cascade.label == champion.label:
             return False
-        if champion.label == self._failed_label:
+        if champion.label == self._failed_label and time.monotonic() < self._retry_at:
             return False
         started = time.perf_counter()
         load_errors: tuple[type[BaseException], ...] = (SetLoadError, *errors)
@@ -139,14 +143,26 @@ class ChampionWatcher:
                 ItemFeatures.build, cascade.item_ids, online_stats
             )
         except load_errors as exc:
-            self._failed_label = champion.label
+            # Tried again later, less often each time: the artifact store may be down for
+            # a while, or the set may be broken for good (then a new champion is needed).
+            if champion.label != self._failed_label:
+                self._failed_label, self._failures = champion.label, 0
+            self._failures += 1
+            delay = min(RETRY_MAX_SECONDS, self._settings.model_poll_seconds * 2**self._failures)
+            self._retry_at = time.monotonic() + delay
             self._metrics.model_loads.labels("failed").inc()
-            logger.error("champion %s could not be loaded: %s", champion.label, exc)
+            logger.error(
+                "champion %s could not be loaded (attempt %d, next in %.0fs): %s",
+                champion.label,
+                self._failures,
+                delay,
+                exc,
+            )
             serving_now = serving.cascade.label if serving is not None else NO_CHAMPION
             self.status = f"{serving_now} (champion {champion.label} failed to load: {exc})"
             return False
         self.current = ServingSet(cascade, items)  # the swap: one reference assignment
-        self._failed_label = None
+        self._failed_label, self._failures = None, 0
         seconds = time.perf_counter() - started
         self._metrics.model_loads.labels("loaded").inc()
         self._metrics.model_load_seconds.set(seconds)

@@ -61,10 +61,22 @@ PY
 "$STREAMREC" train --workers 1 --streaming-events 500 --report-dir reports ${STREAMREC_DEMO_TRAIN_ARGS:-}
 start_bg api "$STREAMREC" serve
 
-for _ in $(seq 1 120); do
-  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  sleep 0.5
-done
+echo "waiting for the API to load the champion set..."
+PORT="$PORT" .venv/bin/python - <<'PY'
+import os, time
+import httpx
+url = f"http://127.0.0.1:{os.environ['PORT']}/readyz"
+deadline, detail = time.monotonic() + 180, "no answer"
+while time.monotonic() < deadline:
+    try:
+        detail = httpx.get(url, timeout=5).json()["checks"]["models"]["detail"]
+        if not detail.startswith("no champion"):
+            break
+    except (httpx.HTTPError, KeyError, ValueError):
+        pass
+    time.sleep(1)
+print(f"models: {detail}")
+PY
 
 cat <<MSG
 
@@ -80,5 +92,5 @@ streamrec is running.
   logs             $STATE/worker.log  $STATE/api.log  $STATE/kafka/kafka.log
   stop everything  make stop
 
-The API serves the champion cascade trained above; `model_version` in each response names it.
+The API serves the champion cascade trained above; \`model_version\` in each response names it.
 MSG

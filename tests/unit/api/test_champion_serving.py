@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from api.champion import NO_CHAMPION
+from api.cascade_loading import SetLoadError
+from api.champion import NO_CHAMPION, ChampionWatcher
 from api.ports import ItemStats, RecentItems
 from api.recommender import MODEL_VERSION
 from streamrec.model_store import ChampionSet
@@ -252,3 +254,26 @@ async def test_a_registry_created_while_the_api_runs_is_picked_up(
         await _wait_for_set(api, champion.label)
         body = (await api.client.get("/recommend", params={"user_id": "u1", "k": 3})).json()
         assert body["model_version"].startswith(champion.label)
+
+
+async def test_a_champion_that_failed_to_load_is_tried_again(
+    tmp_path: Path, adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path)
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    champion = register_set(open_registry(settings), TinySet(seed=7))
+    download = ChampionWatcher._download
+    attempts: list[str] = []
+
+    def flaky(self: ChampionWatcher, wanted: ChampionSet) -> Any:
+        attempts.append(wanted.label)
+        if len(attempts) == 1:  # the artifact store is briefly away
+            raise SetLoadError("artifact store unreachable")
+        return download(self, wanted)
+
+    monkeypatch.setattr(ChampionWatcher, "_download", flaky)
+    async with running_app(settings, adapters) as api:
+        await _wait_for_set(api, champion.label)
+        assert attempts == [champion.label, champion.label]
+        ready = (await api.client.get("/readyz")).json()
+        assert ready["checks"]["models"]["detail"] == champion.label
