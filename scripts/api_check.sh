@@ -50,23 +50,6 @@ echo "T = $UNTIL"
 
 "$STREAMREC" serve >"$STREAMREC_STATE_DIR/api.log" 2>&1 &
 api_pid=$!
-.venv/bin/python - <<'PY'
-import os, sys, time
-import httpx
-url = f"http://127.0.0.1:{os.environ['STREAMREC_API_PORT']}/readyz"
-deadline, last = time.monotonic() + 240, "no answer"
-while time.monotonic() < deadline:
-    try:
-        body = httpx.get(url, timeout=5).json()
-        models = body["checks"]["models"]["detail"] or ""
-        last = f"{body['status']}; models: {models}"
-        if body["status"] == "ready" and not models.startswith("no champion"):
-            print(f"API ready, serving {models}")
-            sys.exit(0)
-    except (httpx.HTTPError, KeyError, ValueError):
-        pass
-    time.sleep(1)
-sys.exit(f"the API did not serve the champion within 240 s ({last})")
-PY
+.venv/bin/python -m streamrec.api_wait --port "$STREAMREC_API_PORT" --timeout 240
 "$STREAMREC" evaluate-api --until "$UNTIL" --source movielens-100k \
   --url "http://127.0.0.1:$STREAMREC_API_PORT" --out "$REPORTS/api_check.json"

@@ -62,21 +62,8 @@ PY
 start_bg api "$STREAMREC" serve
 
 echo "waiting for the API to load the champion set..."
-PORT="$PORT" .venv/bin/python - <<'PY'
-import os, time
-import httpx
-url = f"http://127.0.0.1:{os.environ['PORT']}/readyz"
-deadline, detail = time.monotonic() + 180, "no answer"
-while time.monotonic() < deadline:
-    try:
-        detail = httpx.get(url, timeout=5).json()["checks"]["models"]["detail"]
-        if not detail.startswith("no champion"):
-            break
-    except (httpx.HTTPError, KeyError, ValueError):
-        pass
-    time.sleep(1)
-print(f"models: {detail}")
-PY
+.venv/bin/python -m streamrec.api_wait --port "$PORT" --timeout 180 ||
+  echo "the API still serves the heuristic; see $STATE/api.log"
 
 cat <<MSG
 
