@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import tempfile
 import time
@@ -93,6 +94,9 @@ class ChampionWatcher:
     def _download(self, champion: ChampionSet) -> dict[str, StageFolder]:
         """Blocking: every stage's folder, read into memory."""
         import mlflow
+
+        # A server log is no terminal: no progress bars per download (read per call).
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         folders: dict[str, StageFolder] = {}
         with tempfile.TemporaryDirectory(prefix="streamrec-set-") as scratch:
