@@ -1,13 +1,14 @@
 """Event-to-SSE freshness: from `POST /events` to the new list on `/recommend/stream`.
 
     .venv/bin/python bench/sse_freshness.py [--source movielens-100k] [--samples 30]
-        [--background-speed 0]
+        [--background-speed 0 | --background-rate 1000]
 
 Starts its own worker and API on fresh topics with the log replayed (bench/stack.py),
 then for each sample opens a stream for a fresh user, posts one event and times: the
 POST itself (broker ack), the "user changed" notice on Redis, and the new SSE list.
 With --background-speed X a second replay of the log runs at X times real time
-meanwhile (rebased to now), so the worker is busy while freshness is measured.
+meanwhile (rebased to now), so the worker is busy while freshness is measured;
+--background-rate N picks the speed at which that replay averages N events/s.
 """
 
 from __future__ import annotations
@@ -17,15 +18,28 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import redis
 
 from bench.stack import running_stack
 from bench.stats import summary
+from replay.log import events_path
 from streamrec.processes import REPO_ROOT, settings_env
 from streamrec.sse_client import SseStream
 from streams.notify import user_changed_channel
+
+
+def _speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
+    """The replay speed (times real time) at which the log averages ``rate`` events/s."""
+    times = pq.read_table(events_path(data_dir, source), columns=["event_time"]).column(0)
+    span_s = (pc.max(times).as_py() - pc.min(times).as_py()) / 1000  # event_time: epoch ms
+    if span_s <= 0:
+        raise SystemExit(f"the log {source!r} spans no time; use --background-speed")
+    return rate * span_s / len(times)
 
 
 def main() -> None:
@@ -38,7 +52,15 @@ def main() -> None:
         default=0.0,
         help="replay the log again at this speed while measuring (0: no background load)",
     )
+    parser.add_argument(
+        "--background-rate",
+        type=float,
+        default=0.0,
+        help="replay the log again at the speed that averages this many events/s",
+    )
     args = parser.parse_args()
+    if args.background_speed > 0 and args.background_rate > 0:
+        parser.error("give --background-speed or --background-rate, not both")
     post_ms: list[float] = []
     notice_ms: list[float] = []
     sse_ms: list[float] = []
@@ -47,6 +69,11 @@ def main() -> None:
         warm = http.get("/recommend", params={"user_id": "warm", "k": 50}).json()
         items = [item["item_id"] for item in warm["items"]]
         background = None
+        if args.background_rate > 0:
+            args.background_speed = _speed_for_rate(
+                settings.data_dir, args.source, args.background_rate
+            )
+            print(f"background replay at {args.background_speed:,.0f}x real time", flush=True)
         if args.background_speed > 0:
             background = subprocess.Popen(
                 [

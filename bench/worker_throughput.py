@@ -8,12 +8,19 @@ prepared once (or ``--source NAME`` uses a prepared log). Each run uses fresh to
 with the workers stopped, then N workers of one consumer group start and the clock runs
 from their first committed offset until the group has no lag left (interactions and the
 item-activity topic). Prints events/s per run and median and p95 per worker count.
+
+Beside the wall-clock rate it prints events per CPU-second of the worker processes (user +
+system time over the same span, from /proc): on a shared machine the wall-clock rate
+drops with every other busy process, while the CPU cost of an event does not. A worker is
+one Python process and mostly holds the GIL, so events per CPU-second is about the rate
+one worker reaches on a core of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -28,7 +35,14 @@ from streams.lag import consumer_lag
 from streams.topics import delete_topics, ensure_topics
 
 
-def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[int, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[int, float, float]:
+    """Events folded, wall seconds and worker CPU seconds, from the first commit to no lag."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     settings = base.model_copy(
         update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
@@ -39,7 +53,7 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
     try:
         run_streamrec(settings, "replay", source, "--speed", "max", timeout=3600)
         group = f"{prefix}worker"
-        first_commit: tuple[float, int] | None = None
+        first_commit: tuple[float, int, float] | None = None
         with contextlib.ExitStack() as stack:
             procs = [
                 stack.enter_context(
@@ -61,13 +75,14 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
                 now = time.perf_counter()
                 folded = sum(max(r.committed, 0) for r in rows if r.topic == topics.interactions)
                 if first_commit is None and folded > 0:
-                    first_commit = (now, folded)
+                    first_commit = (now, folded, sum(_cpu_seconds(p.pid) for p in procs))
                 activity = [r for r in rows if r.topic.endswith("worker-item-activity")]
                 done = rows and activity and all(r.lag == 0 for r in rows)
                 total = sum(r.end for r in rows if r.topic == topics.interactions)
                 if done and first_commit is not None and folded == total:
-                    start, already = first_commit
-                    return total - already, now - start
+                    start, already, cpu = first_commit
+                    cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu
+                    return total - already, now - start, cpu
                 for proc in procs:
                     if proc.poll() is not None:
                         raise SystemExit(f"worker exited with {proc.returncode}")
@@ -101,18 +116,21 @@ def main() -> None:
             source = "synthetic"
         results = {}
         for workers in args.workers:
-            rates = []
+            rates, per_cpu = [], []
             for run in range(args.repeats):
-                events, seconds = one_run(base, source, Path(scratch), workers)
+                events, seconds, cpu = one_run(base, source, Path(scratch), workers)
                 rates.append(events / seconds)
+                per_cpu.append(events / cpu)
                 print(
                     f"{workers} worker(s), run {run + 1}: {events:,} events in {seconds:.2f}s "
-                    f"= {rates[-1]:,.0f} events/s",
+                    f"= {rates[-1]:,.0f} events/s; {cpu:.1f} worker CPU-s "
+                    f"= {per_cpu[-1]:,.0f} events per CPU-second",
                     flush=True,
                 )
-            results[workers] = rates
-    for workers, rates in results.items():
+            results[workers] = rates, per_cpu
+    for workers, (rates, per_cpu) in results.items():
         print(summary(f"worker throughput, {workers} process(es)", rates, "events/s"))
+        print(summary(f"worker CPU cost, {workers} process(es)", per_cpu, "events/CPU-s"))
 
 
 if __name__ == "__main__":

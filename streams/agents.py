@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import TableT
 from prometheus_client import generate_latest
 
@@ -38,6 +39,7 @@ from streams.folding import (
     ItemEntries,
     ItemState,
     UserState,
+    entries_of,
     fold_interaction_at,
     fold_item_entries,
     item_entries,
@@ -91,6 +93,29 @@ def _write_states(
     typed._set_current_event(arriving)
 
 
+class _Laps:
+    """Observes the time since the previous lap as one stage of a batch."""
+
+    def __init__(self, metrics: WorkerMetrics, topic: str) -> None:
+        self._histogram = metrics.stage_seconds
+        self._topic = topic
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._histogram.labels(self._topic, stage).observe(now - self._last)
+        self._last = now
+
+
+def item_partition(item_id: str, partitions: int) -> int:
+    """The item-activity partition of an item: Kafka's default partitioner on its id.
+
+    The same partition the producer chose when the id was the message key, so item state
+    already in the table changelogs stays with the partition that folds the item.
+    """
+    return (murmur2(item_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 async def _in_thread(func: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args))
 
@@ -121,6 +146,7 @@ def attach(
     )
     user_table = app.Table("user_recent", default=None, partitions=partitions, schema=table_schema)
     item_table = app.Table("item_stats", default=None, partitions=partitions, schema=table_schema)
+    activity_name = item_activity.get_topic_name()
     batch, within = settings.worker_batch_size, settings.worker_batch_seconds
 
     async def decode_or_dead_letter(event: faust.EventT, kind: type[Event]) -> Event | None:
@@ -152,8 +178,14 @@ def attach(
             await _in_thread(features.push, source, columns)
 
     async def send_entries(messages: list[ItemEntries]) -> None:
+        # One message per destination partition, not per item: a batch touches hundreds
+        # of items, and each message costs the event loop a produce and a decode.
+        by_partition: dict[int, list[dict[str, Any]]] = {}
         for message in messages:
-            await item_activity.send(key=message.item_id, value=message.to_dict())
+            destination = item_partition(message.item_id, partitions)
+            by_partition.setdefault(destination, []).append(message.to_dict())
+        for destination, items in by_partition.items():
+            await item_activity.send(value={"items": items}, partition=destination)
 
     @app.agent(interactions, concurrency=1)
     async def fold_interactions(stream: faust.StreamT) -> None:
@@ -164,6 +196,7 @@ def attach(
             last_event: dict[str, faust.EventT] = {}
             new = 0
             seen_now: dict[str, set[str]] = {}
+            lap = _Laps(metrics, topics.interactions)
             for event in events:
                 interaction = await decode_or_dead_letter(event, Interaction)
                 if not isinstance(interaction, Interaction):
@@ -189,13 +222,23 @@ def attach(
                 new += 1
                 changed[user_id] = state
                 last_event[user_id] = event
+            lap("decode_fold")
             _write_states(stream, user_table, changed, last_event)
+            lap("table_write")
+            # The seen sets and the features are independent writes: both in flight at once.
+            writes = []
             if seen is not None and seen_now:
-                await _in_thread(seen.add, seen_now)
+                writes.append(_in_thread(seen.add, seen_now))
             if changed:
-                await push(USER_PUSH_SOURCE, user_rows(changed.items()))
+                writes.append(push(USER_PUSH_SOURCE, user_rows(changed.items())))
+            await asyncio.gather(*writes)
+            lap("feast_push_and_seen")
+            if changed:
+                # After the push: a notice tells the API that fresh features are readable.
                 await _in_thread(notifier.users_changed, list(changed))
+            lap("notify")
             await send_entries(item_entries(for_items))
+            lap("send_entries")
             metrics.events.labels(topics.interactions).inc(new)
             metrics.batch_seconds.labels(topics.interactions).observe(time.perf_counter() - started)
 
@@ -218,20 +261,24 @@ def attach(
             started = time.perf_counter()
             changed: dict[str, ItemState] = {}
             last_event: dict[str, faust.EventT] = {}
+            lap = _Laps(metrics, activity_name)
             for event in events:
-                message = ItemEntries.from_dict(cast(dict[str, Any], event.value))
-                item_id = message.item_id
-                state = changed.get(item_id) or ItemState.from_dict(item_table.get(item_id))
-                total = len(message.entries)
-                applied = fold_item_entries(state, message)
-                if applied < total:
-                    metrics.redelivered.labels(item_activity.get_topic_name()).inc(total - applied)
-                if applied:
-                    changed[item_id] = state
-                    last_event[item_id] = event
+                for message in entries_of(cast(dict[str, Any], event.value)):
+                    item_id = message.item_id
+                    state = changed.get(item_id) or ItemState.from_dict(item_table.get(item_id))
+                    total = len(message.entries)
+                    applied = fold_item_entries(state, message)
+                    if applied < total:
+                        metrics.redelivered.labels(activity_name).inc(total - applied)
+                    if applied:
+                        changed[item_id] = state
+                        last_event[item_id] = event
+            lap("fold_entries")
             _write_states(stream, item_table, changed, last_event)
+            lap("table_write")
             if changed:
                 await push(ITEM_PUSH_SOURCE, item_rows(changed.items()))
+            lap("feast_push")
             metrics.batch_seconds.labels(item_activity.get_topic_name()).observe(
                 time.perf_counter() - started
             )

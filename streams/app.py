@@ -25,6 +25,7 @@ class WorkerMetrics:
     redelivered: Counter
     push_seconds: Histogram
     batch_seconds: Histogram
+    stage_seconds: Histogram
     lag: Gauge
 
     @classmethod
@@ -58,6 +59,15 @@ class WorkerMetrics:
                 ["topic"],
                 registry=registry,
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ),
+            stage_seconds=Histogram(
+                "streamrec_worker_stage_seconds",
+                "Time of one stage of a batch: decode_fold, table_write, feast_push_and_seen, "
+                "notify, send_entries (interactions); fold_entries, table_write, feast_push "
+                "(item activity)",
+                ["topic", "stage"],
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             ),
             lag=Gauge(
                 "streamrec_worker_consumer_lag",

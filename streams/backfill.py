@@ -40,6 +40,7 @@ from streams.folding import (
     stamp,
     user_rows,
 )
+from streams.readiness import KeyValue, mark_pushed
 from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
 
@@ -247,6 +248,7 @@ def run_backfill(
     since_ms: int | None = None,
     reset_worker: bool = False,
     seen_writer: SeenWriter | None = None,
+    marker: KeyValue | None = None,
 ) -> BackfillReport:
     started = time.perf_counter()
     seen: dict[str, set[str]] | None = {} if seen_writer is not None else None
@@ -256,6 +258,8 @@ def run_backfill(
         users_seen = list(seen.items())
         for start in range(0, len(users_seen), PUSH_ROWS):
             seen_writer.add(dict(users_seen[start : start + PUSH_ROWS]))
+    if marker is not None:  # the online store holds features again: /readyz may say ready
+        mark_pushed(marker, settings.topic_prefix, "backfill")
     if reset_worker:
         for what in reset_worker_state(settings):
             log.info("deleted %s", what)

@@ -246,6 +246,18 @@ class ItemEntries:
         )
 
 
+def entries_of(value: dict[str, Any]) -> list[ItemEntries]:
+    """The ``ItemEntries`` of one item-activity message.
+
+    The worker sends one message per destination partition per batch, ``{"items": [...]}``
+    with one ``ItemEntries`` per item; a single ``ItemEntries`` (the earlier format, one
+    message per item) is still read, so messages already in the topic fold after an upgrade.
+    """
+    if "items" in value:
+        return [ItemEntries.from_dict(item) for item in value["items"]]
+    return [ItemEntries.from_dict(value)]
+
+
 def entry_kind(event: Interaction | Click) -> str:
     if isinstance(event, Click):
         return REC_CLICK

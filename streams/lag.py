@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 
@@ -50,10 +56,17 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
             # A partition the group has not committed on yet is all lag: include every
             # partition of each topic the group has committed anything on.
             for topic in sorted({t for t, _ in committed}):
+                if topic not in metadata.topics:
+                    continue  # deleted since the group committed on it: nothing left to lag
                 for partition in sorted(metadata.topics[topic].partitions):
-                    _low, high = probe.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=timeout
-                    )
+                    try:
+                        _low, high = probe.get_watermark_offsets(
+                            TopicPartition(topic, partition), timeout=timeout
+                        )
+                    except KafkaException as error:
+                        if error.args[0].code() == KafkaError._UNKNOWN_PARTITION:
+                            break  # the topic was deleted while we looked
+                        raise
                     offset = committed.get((topic, partition), -1)
                     rows.append(PartitionLag(group, topic, partition, offset, high))
     finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import pandas as pd
-
 from streams.notify import user_changed_channel
 
 USER_PUSH_SOURCE = "user_recent_push"
@@ -27,17 +25,18 @@ class ChangeNotifier(Protocol):
 
 
 class FeastFeatureSink:
-    """Writes rows through a Feast push source to the online store."""
+    """Writes the rows of a Feast push source to the views it feeds, in the online store.
+
+    ``streamrec.feast_store.OnlineWriter`` says why this is not ``FeatureStore.push``.
+    """
 
     def __init__(self, store: Any) -> None:
-        self._store = store
+        from streamrec.feast_store import OnlineWriter
+
+        self._writer = OnlineWriter(store)
 
     def push(self, push_source: str, columns: dict[str, list[Any]]) -> None:
-        from feast.data_source import PushMode
-
-        frame = pd.DataFrame(columns)
-        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], unit="ms", utc=True)
-        self._store.push(push_source, frame, to=PushMode.ONLINE)
+        self._writer.write(push_source, columns)
 
 
 class RedisChangeNotifier:
@@ -46,9 +45,16 @@ class RedisChangeNotifier:
 
         self._client = redis.Redis.from_url(redis_url)
         self._channel = user_changed_channel(topic_prefix)
+        self._prefix = topic_prefix
+        self._marked = False  # readiness marker, written with the first notification
 
     def users_changed(self, user_ids: Iterable[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
+        if not self._marked:
+            from streams.readiness import mark_pushed
+
+            mark_pushed(pipe, self._prefix, "worker")
+            self._marked = True
         for user_id in user_ids:
             pipe.publish(self._channel, user_id)
         pipe.execute()

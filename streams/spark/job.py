@@ -1,6 +1,7 @@
 """`streamrec spark`: the sliding-window queries, from Kafka to the Feast online store.
 
-Three streaming queries, each with its own checkpoint under ``state_dir/spark/<query>``:
+Three streaming queries, each with its own checkpoint under
+``state_dir/spark/<topic prefix>/<query>`` (see ``checkpoint_dir``):
 
 * ``item_windows_short`` — interactions → trending score per item over the short window
   (default 1 hour sliding every 5 minutes) → push source ``item_windows_1h_push``;
@@ -20,7 +21,9 @@ feature says how old that value is.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,8 +85,25 @@ class JobConfig:
         )
 
 
+_SAFE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def prefix_folder(topic_prefix: str) -> str:
+    """The folder name for one topic prefix: the prefix itself when it is a plain file name,
+    else its safe characters plus a short hash of the prefix, so two prefixes never share a
+    folder (and so never resume each other's Kafka offsets)."""
+    if _SAFE_PREFIX.fullmatch(topic_prefix):
+        return topic_prefix
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", topic_prefix).strip(".") or "prefix"
+    digest = hashlib.sha256(topic_prefix.encode()).hexdigest()[:10]
+    return f"{safe}~{digest}"
+
+
 def checkpoint_dir(settings: Settings, query: str) -> Path:
-    return settings.state_dir / "spark" / query
+    """One query's checkpoint (Kafka offsets, window state, batch ledger), kept per topic
+    prefix: two projects, or a test and the demo, sharing a state directory each resume
+    their own offsets."""
+    return settings.state_dir / "spark" / prefix_folder(settings.topic_prefix) / query
 
 
 class WindowWriter:

@@ -6,15 +6,20 @@ import base64
 import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import redis
 from confluent_kafka import Consumer
 from feast import FeatureStore
+from feast.data_source import PushMode
 
-from streamrec.feast_store import apply_definitions, open_store
+from streamrec.feast_store import apply_definitions, feast_project, open_store
 from streamrec.settings import Settings
 from streams.events import Interaction, Topics
+from streams.folding import ItemState, UserState, item_rows, user_rows
 from streams.notify import user_changed_channel
 from streams.producer import EventProducer
+from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink
 from tests.support import streamrec_process, wait_until
 
 T0 = 1_700_000_000_000
@@ -142,3 +147,93 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
                 break
         assert {"user0", "user1", "user2"} <= seen
         assert worker.poll() is None, "the worker must still be running"
+
+
+def _online(store: FeatureStore, view: str, key: str, ids: list[str], names: list[str]) -> dict:
+    result = store.get_online_features(
+        features=[f"{view}:{name}" for name in names], entity_rows=[{key: i} for i in ids]
+    ).to_dict()
+    return {name: result[name] for name in [key, *names]}
+
+
+def test_the_sink_writes_what_feast_push_writes(live_settings: Settings) -> None:
+    """The worker's sink skips FeatureStore.push; the online rows must not change."""
+    store = open_store(live_settings)
+    apply_definitions(store)
+    users = [
+        (
+            f"user{n}",
+            UserState(
+                items=[f"item{n}-{k}" for k in range(n)],
+                times=[T0 - k for k in range(n)],
+                interaction_count=n * 3,
+                last_event_time=T0 + n,
+                feature_time=T0 + n,
+            ),
+        )
+        for n in range(5)
+    ]
+    items = [
+        (
+            f"item{n}",
+            ItemState(
+                interaction_count=n,
+                click_count=n // 2,
+                purchase_count=1,
+                last_event_time=T0 - n,
+                trend_score=0.25 * n,
+                feature_time=T0 - n,
+            ),
+        )
+        for n in range(5)
+    ]
+    user_ids, item_ids = [u for u, _ in users], [i for i, _ in items]
+    user_names = ["recent_items", "recent_times", "interaction_count", "last_event_time"]
+    item_names = ["interaction_count", "click_count", "purchase_count", "trend_score"]
+
+    def push_with_feast(source: str, columns: dict[str, list[object]]) -> None:
+        frame = pd.DataFrame(columns)
+        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], unit="ms", utc=True)
+        store.push(source, frame, to=PushMode.ONLINE)
+
+    push_with_feast(USER_PUSH_SOURCE, user_rows(users))
+    push_with_feast(ITEM_PUSH_SOURCE, item_rows(items))
+    by_feast = (
+        _online(store, "user_recent", "user_id", user_ids, user_names),
+        _online(store, "item_stats", "item_id", item_ids, item_names),
+    )
+    assert by_feast[0]["interaction_count"] == [0, 3, 6, 9, 12]
+    # Wipe this test's keys, then write the same rows through the sink.
+    client = redis.Redis.from_url(live_settings.redis_connection_url or "")
+    keys = list(client.scan_iter(match=b"*" + feast_project(live_settings.topic_prefix).encode()))
+    assert len(keys) == len(users) + len(items)
+    client.delete(*keys)
+    assert _online(store, "user_recent", "user_id", user_ids, ["interaction_count"])[
+        "interaction_count"
+    ] == [None] * len(users)
+
+    sink = FeastFeatureSink(store)
+    sink.push(USER_PUSH_SOURCE, user_rows(users))
+    sink.push(ITEM_PUSH_SOURCE, item_rows(items))
+    assert (
+        _online(store, "user_recent", "user_id", user_ids, user_names),
+        _online(store, "item_stats", "item_id", item_ids, item_names),
+    ) == by_feast
+    # Feast's keep-the-newer-row rule still applies: an older row changes nothing.
+    older = UserState(interaction_count=99, last_event_time=T0 - 10, feature_time=T0 - 10)
+    sink.push(USER_PUSH_SOURCE, user_rows([("user1", older)]))
+    assert _online(store, "user_recent", "user_id", ["user1"], ["interaction_count"])[
+        "interaction_count"
+    ] == [3]
+
+
+def test_the_sink_rejects_rows_it_cannot_write(live_settings: Settings) -> None:
+    store = open_store(live_settings)
+    apply_definitions(store)
+    sink = FeastFeatureSink(store)
+    columns = user_rows([("user1", UserState(feature_time=T0))])
+    with pytest.raises(ValueError, match="no feature view reads the push source 'nowhere'"):
+        sink.push("nowhere", columns)
+    del columns["interaction_count"]
+    with pytest.raises(ValueError, match="no column 'interaction_count'"):
+        sink.push(USER_PUSH_SOURCE, columns)

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import math
 
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams.agents import item_partition
 from streams.events import Click, Interaction
 from streams.folding import (
     TREND_HALF_LIFE_MS,
@@ -11,6 +14,7 @@ from streams.folding import (
     ItemState,
     UserState,
     decayed,
+    entries_of,
     fold_interaction,
     fold_interaction_at,
     fold_item,
@@ -207,3 +211,27 @@ def test_item_entries_fold_once_however_the_batches_were_cut() -> None:
         assert state.offsets == {"t.clicks:0": 10, "t.interactions:1": 11}
     assert math.isclose(once.trend_score, crashed.trend_score, rel_tol=1e-12)
     assert ItemState.from_dict(crashed.to_dict()) == crashed
+
+
+def test_item_activity_messages_of_either_format_give_the_same_entries() -> None:
+    base = 1_700_000_000_000
+    events: list[tuple[str, int, Interaction | Click]] = [
+        ("t.interactions:0", offset, _view(f"i{offset % 3}", offset)) for offset in range(9)
+    ]
+    messages = item_entries(events)
+    assert len(messages) == 3
+    grouped = entries_of({"items": [message.to_dict() for message in messages]})
+    one_by_one = [entry for m in messages for entry in entries_of(m.to_dict())]
+    assert grouped == one_by_one == messages
+    assert [e[0] for e in grouped[0].entries] == [0, 3, 6]
+    assert grouped[0].entries[1][2] == base + 3
+
+
+def test_an_item_goes_to_the_partition_kafka_gives_its_id_as_key() -> None:
+    partitions = list(range(3))
+    for n in range(200):
+        item_id = f"item{n}"
+        assert item_partition(item_id, 3) == DefaultPartitioner()(
+            item_id.encode(), partitions, partitions
+        )
+    assert {item_partition(f"item{n}", 3) for n in range(200)} == {0, 1, 2}
