@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.adapters.features_marker import FeaturesMarker
 from api.champion import ChampionWatcher
 from api.metrics import ApiMetrics
 from api.ports import ChangeFeed, EventSink, FeatureReader
@@ -28,6 +29,8 @@ class Services:
     served_log: ServedLog
     champion: ChampionWatcher
     recommendations: RecommendationService
+    # None: no marker to check (an injected reader in tests, or a non-Redis online store).
+    features_marker: FeaturesMarker | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -30,6 +30,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
+from api.adapters.features_marker import FeaturesMarker
 from api.adapters.memory_changes import InMemoryChangeFeed
 from api.champion import ChampionWatcher
 from api.deps import Services
@@ -41,6 +42,7 @@ from api.state import RecommenderState
 from streamrec.settings import Settings
 from streams.events import Topics
 from streams.notify import user_changed_channel
+from streams.readiness import redis_store
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def create_app(
     changes: ChangeFeed | None = None,
     metrics: ApiMetrics | None = None,
     log_refresh_seconds: float = LOG_REFRESH_SECONDS,
+    features_marker: FeaturesMarker | None = None,
 ) -> FastAPI:
     api_metrics = metrics if metrics is not None else ApiMetrics()
 
@@ -98,6 +101,11 @@ def create_app(
                 champion=champion,
                 recommendations=RecommendationService(
                     reader, state, served_log, api_metrics, champion
+                ),
+                features_marker=(
+                    features_marker
+                    if features_marker is not None or features is not None
+                    else _default_features_marker(settings)
                 ),
             )
             tasks = [
@@ -174,6 +182,13 @@ async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]
     redis_url = settings.redis_connection_url
     seen = RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None
     yield FeastFeatureReader(store, seen=seen)
+
+
+def _default_features_marker(settings: Settings) -> FeaturesMarker | None:
+    redis_url = settings.redis_connection_url
+    if redis_url is None:
+        return None
+    return FeaturesMarker(redis_store(redis_url), settings.topic_prefix)
 
 
 @asynccontextmanager

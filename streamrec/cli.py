@@ -122,6 +122,7 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.feast_store import apply_definitions, open_store
     from streams.backfill import run_backfill
+    from streams.readiness import redis_store
     from streams.seen import RedisSeenItems
     from streams.sinks import FeastFeatureSink
 
@@ -134,6 +135,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         since_ms=args.since,
         reset_worker=args.reset_worker,
         seen_writer=RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None,
+        marker=redis_store(redis_url) if redis_url else None,
     )
     print(report.summary())
     return 0

@@ -1,7 +1,8 @@
 """Liveness, readiness and Prometheus metrics.
 
 /healthz answers whenever the process serves HTTP. /readyz checks what a useful answer
-needs: the broker (events can be written), the online store (features can be read), the
+needs: the broker (events can be written), the online store (features can be read), its
+features (the worker or backfill has pushed since the store was last empty), the
 change feed (streams will update), the recommender state (the log has been read) and
 the models (the champion set's label, or "no champion: heuristic": never a failure, since
 the heuristic answers without models);
@@ -36,6 +37,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     checks = {
         "broker": services.sink.ping,
         "online_store": services.features.ping,
+        "features": lambda: _features_ready(services),
         "change_feed": services.changes.ping,
         "recommender": lambda: _recommender_ready(services),
         "models": lambda: _models_ready(services),
@@ -65,6 +67,14 @@ async def _recommender_ready(services: ServicesDep) -> str:
     if summary.items_known == 0:
         return f"no items in the event log under {services.settings.event_log_dir}; {index}"
     return f"{summary.items_known} items, {index}"
+
+
+async def _features_ready(services: ServicesDep) -> str:
+    """Fails while the online store holds no pushed features (Redis restarted empty or
+    wiped): the marker ``streams.readiness`` keeps, written by the worker and backfill."""
+    if services.features_marker is None:
+        return "no readiness marker to check (test reader or non-Redis online store)"
+    return await services.features_marker.check()
 
 
 async def _models_ready(services: ServicesDep) -> str:

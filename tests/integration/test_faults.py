@@ -300,3 +300,73 @@ def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
             assert any(expected in reason for reason in reasons), (expected, reasons)
         assert _metric(settings.worker_port, "streamrec_worker_dead_letters_total") == len(bad) + 1
         assert worker.poll() is None
+
+
+@pytest.mark.timeout(300)
+async def test_redis_restarted_empty_is_not_ready_until_backfill(
+    private: LocalServices, settings: Settings
+) -> None:
+    """Redis comes back empty: /recommend still answers, /readyz names the features as not
+    ready, and `streamrec backfill --from-beginning` brings back features and readiness."""
+    import httpx
+
+    from api.main import create_app
+
+    sent = produce_log(settings, users=15, items=20, events=600, seed=5)
+    interactions = [e for e in sent if isinstance(e, Interaction)]
+    user_ids = sorted({e.user_id for e in interactions})
+    item_ids = sorted({e.item_id for e in sent})
+    store = open_store(settings)
+    apply_definitions(store)
+    await asyncio.to_thread(run_streamrec, settings, "backfill", "--from-beginning")
+    before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
+    before_items = online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES)
+    assert {u: r["interaction_count"] for u, r in before_users.items()} == Counter(
+        e.user_id for e in interactions
+    )
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ready = (await client.get("/readyz")).json()
+            assert ready["checks"]["features"]["ok"], ready
+            assert "backfill" in ready["checks"]["features"]["detail"]
+
+            # Restart the private Redis with its data files removed: it comes back empty.
+            private.redis.proc.stop()
+            for data in private.redis.proc.dir.glob("appendonly*"):
+                if data.is_dir():
+                    for part in data.iterdir():
+                        part.unlink()
+                    data.rmdir()
+                else:
+                    data.unlink()
+            private.redis.up()
+            wiped = online(store, "user_recent", "user_id", user_ids, ["interaction_count"])
+            assert all(row["interaction_count"] is None for row in wiped.values())
+
+            response = await client.get("/readyz")
+            assert response.status_code == 503
+            body = response.json()
+            assert "features" in body["failed"]
+            assert "empty or wiped" in body["checks"]["features"]["detail"]
+            recommend = await client.get("/recommend", params={"user_id": user_ids[0]})
+            assert recommend.status_code == 200, recommend.text
+            assert recommend.json()["model_version"]
+
+            await asyncio.to_thread(run_streamrec, settings, "backfill", "--from-beginning")
+            assert_same_features(
+                online(store, "user_recent", "user_id", user_ids, USER_FEATURES), before_users
+            )
+            assert_same_features(
+                online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), before_items
+            )
+            deadline = time.monotonic() + 30
+            while True:
+                response = await client.get("/readyz")
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert response.status_code == 200, response.json()
+            assert response.json()["checks"]["features"]["ok"]

@@ -37,6 +37,7 @@ async def test_ready_when_every_check_passes(api: RunningApp) -> None:
     assert set(body["checks"]) == {
         "broker",
         "online_store",
+        "features",
         "change_feed",
         "recommender",
         "models",

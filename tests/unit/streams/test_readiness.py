@@ -1,0 +1,56 @@
+"""The online-store readiness marker, with a dict-backed store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.readiness import features_status, mark_pushed, marker_key
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        self.data[name] = value.encode()  # redis-py returns bytes
+
+
+def test_empty_store_is_not_ready_and_says_why() -> None:
+    status = features_status(DictStore(), "p1.")
+    assert not status.ready
+    assert "empty or wiped" in status.detail and "backfill" in status.detail
+
+
+def test_marker_makes_ready_and_wipe_makes_not_ready() -> None:
+    store = DictStore()
+    mark_pushed(store, "p1.", "backfill", now=100.0)
+    status = features_status(store, "p1.", now=130.0)
+    assert status.ready and "backfill" in status.detail and "30s" in status.detail
+    store.data.clear()  # Redis restarted empty
+    assert not features_status(store, "p1.").ready
+
+
+def test_markers_are_per_prefix() -> None:
+    store = DictStore()
+    mark_pushed(store, "p1.", "worker")
+    assert features_status(store, "p1.").ready
+    assert not features_status(store, "p2.").ready
+    assert marker_key("p1.") != marker_key("p2.")
+
+
+def test_corrupt_marker_is_not_ready() -> None:
+    store = DictStore()
+    store.set(marker_key("p1."), "not json")
+    status = features_status(store, "p1.")
+    assert not status.ready and "unreadable" in status.detail
+
+
+@pytest.mark.parametrize(("prefix", "source"), [("", "worker"), ("p1.", "")])
+def test_bad_arguments_are_rejected(prefix: str, source: str) -> None:
+    with pytest.raises(ValueError):
+        mark_pushed(DictStore(), prefix, source)
