@@ -119,6 +119,26 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _materialize(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from streamrec.materialize import BATCH_VIEWS, materialize
+
+    try:
+        report = materialize(
+            settings,
+            end_ms=args.end if args.end is not None else int(time.time() * 1000),
+            start_ms=None if args.incremental else args.start,
+            views=tuple(args.views) if args.views else BATCH_VIEWS,
+            build_history=not args.no_build,
+        )
+    except ValueError as exc:
+        print(f"streamrec materialize: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.feast_store import apply_definitions, open_store
     from streams.backfill import run_backfill
@@ -233,6 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     features.add_argument("action", choices=["apply"])
     features.set_defaults(func=_features)
+
+    materialize = sub.add_parser(
+        "materialize",
+        help="fill the online store from the offline store (Feast materialize)",
+        description="Fold the archived log into the Feast batch sources, then copy each "
+        "entity's latest row stamped in [--start, --end] (or, with --incremental, since the "
+        "previous run of each view) to the online store.",
+    )
+    materialize.add_argument("--end", type=_time_arg, metavar="T", help="default: now")
+    span = materialize.add_mutually_exclusive_group(required=True)
+    span.add_argument("--start", type=_time_arg, metavar="T")
+    span.add_argument("--incremental", action="store_true")
+    materialize.add_argument(
+        "--views", nargs="+", metavar="VIEW", help="feature views (default: the batch views)"
+    )
+    materialize.add_argument(
+        "--no-build", action="store_true", help="use the batch sources as they are"
+    )
+    materialize.set_defaults(func=_materialize)
 
     archive = sub.add_parser(
         "archive",
