@@ -46,9 +46,11 @@ from streamrec.model_store import ChampionSet, read_folder, write_folder
 from streamrec.settings import Settings
 from streams.folding import TREND_HALF_LIFE_MS
 from training.registry import configure, log_folder, register_set_and_gate
+from training.stages import default_hyper
 
 SOURCE = "movielens-100k"
-CASCADE = CascadeConfig(n_candidates=200, rerank_depth=50, max_history=50, max_per_category=3)
+# The trained default (training.stages.default_hyper), with the diversity rule on.
+CASCADE = CascadeConfig(**{**default_hyper()["cascade"], "max_per_category": 3})
 
 
 def write_set(root: Path, users: list[str], items: list[str], din_steps: int) -> dict[str, Path]:

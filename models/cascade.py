@@ -41,6 +41,9 @@ class CascadeConfig:
     recency_decay: float = 0.8  # weight of the i-th most recent item is decay**i
     max_history: int = 50  # recent items DIN attends over (and recall averages)
     max_per_category: int = 0  # diversity rule: at most this many per category in top k; 0 off
+    # second recall channel: this many of the n_candidates are the top items by trend score
+    # (recent popularity), so the ranker can rank recent-popular items LightGCN misses; 0 off
+    trend_candidates: int = 0
 
 
 @dataclass
@@ -136,8 +139,20 @@ def recall(
         source = "popularity"
     scores[request.seen_items] = float("-inf")
     n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
-    top = torch.topk(scores, n)
-    return top.indices, top.values, source, query
+    m = min(config.trend_candidates, n)
+    if source != "lightgcn" or m <= 0:
+        top = torch.topk(scores, n)
+        return top.indices, top.values, source, query
+    trend = items.popularity.clone().float()  # (I,)
+    trend[~torch.isfinite(scores)] = float("-inf")
+    chosen = torch.zeros_like(scores, dtype=torch.bool)  # (I,)
+    chosen[torch.topk(trend, m).indices] = True
+    by_recall = torch.topk(scores, n).indices  # (n,)
+    fill = by_recall[~chosen[by_recall]][: n - m]
+    chosen[fill] = True
+    candidates = chosen.nonzero().squeeze(-1)
+    order = torch.argsort(scores[candidates], descending=True)
+    return candidates[order], scores[candidates][order], source, query
 
 
 def rank(

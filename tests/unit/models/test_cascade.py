@@ -194,3 +194,20 @@ def test_reason_names_the_planted_behaviour(trained_din) -> None:
     assert int(result.items[0]) == TARGET
     assert int(result.reasons[0]) == TRIGGER
     assert set(result.reasons.tolist()) <= set(recent.tolist())
+
+
+def test_the_trend_channel_adds_recent_popular_items_lightgcn_misses() -> None:
+    # Recent items all in group 3 (items 30..39): LightGCN's top 10 is group 3, while the
+    # most popular items are 0, 1, 2 (popularity falls with the index).
+    request = _request(recent_items=torch.tensor([31, 32]), seen_items=torch.tensor([31, 32, 1]))
+    models = CascadeModels(None, _item_embeddings())
+    plain, _, _, _ = recall(models, _items(), request, CascadeConfig(n_candidates=10))
+    assert not {0, 2} & set(plain.tolist())
+    mixed, scores, source, _ = recall(
+        models, _items(), request, CascadeConfig(n_candidates=10, trend_candidates=2)
+    )
+    assert source == "lightgcn" and len(mixed) == 10 and len(set(mixed.tolist())) == 10
+    assert {0, 2} <= set(mixed.tolist())  # the top trend items that were not seen
+    assert 1 not in set(mixed.tolist())  # seen items stay out of every channel
+    assert set(plain.tolist()[:8]) <= set(mixed.tolist())  # the rest is LightGCN's best
+    assert torch.all(scores[:-1] >= scores[1:])  # ordered by the recall score
