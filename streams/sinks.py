@@ -54,10 +54,10 @@ class RedisChangeNotifier:
             from streams.readiness import mark_pushed
 
             mark_pushed(pipe, self._prefix, "worker")
-            self._marked = True
         for user_id in user_ids:
             pipe.publish(self._channel, user_id)
         pipe.execute()
+        self._marked = True  # only once the marker is surely written
 
 
 class InMemoryFeatureSink:
