@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +92,39 @@ def wipe_online_store(settings: Settings) -> int:
     return len(keys)
 
 
+@dataclass
+class LoggedEvents:
+    sent: list[Any]  # every good event, interactions and clicks
+    interactions: list[Interaction]
+    user_ids: list[str]
+    item_ids: list[str]
+    store: FeatureStore  # this test's Feast store, definitions applied
+
+
+def logged_events(
+    settings: Settings, users: int, items: int, events: int, seed: int
+) -> LoggedEvents:
+    """`produce_log`, plus the ids to read back and the store to read them from."""
+    sent = produce_log(settings, users=users, items=items, events=events, seed=seed)
+    interactions = [e for e in sent if isinstance(e, Interaction)]
+    store = open_store(settings)
+    apply_definitions(store)
+    return LoggedEvents(
+        sent,
+        interactions,
+        sorted({e.user_id for e in interactions}),
+        sorted({e.item_id for e in sent}),
+        store,
+    )
+
+
 def test_backfill_rebuilds_every_online_feature_after_a_wipe(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     settings = live_settings
-    sent = produce_log(settings, users=40, items=60, events=4000, seed=11)
-    interactions = [e for e in sent if isinstance(e, Interaction)]
-    user_ids = sorted({e.user_id for e in interactions})
-    item_ids = sorted({e.item_id for e in sent})
-    store = open_store(settings)
-    apply_definitions(store)
+    logged = logged_events(settings, users=40, items=60, events=4000, seed=11)
+    sent, interactions, store = logged.sent, logged.interactions, logged.store
+    user_ids, item_ids = logged.user_ids, logged.item_ids
 
     log = tmp_path / "worker.log"
     with streamrec_process(settings, "worker", log=log) as worker:

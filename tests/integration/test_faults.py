@@ -35,12 +35,13 @@ from streamrec.services import LocalServices
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
 from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
-from streams.lag import consumer_lag
+from streams.lag import consumer_lag, wait_until_caught_up
 from streams.producer import EventProducer
 from tests.integration.test_backfill import (
     ITEM_FEATURES,
     USER_FEATURES,
     assert_same_features,
+    logged_events,
     online,
     produce_log,
 )
@@ -114,7 +115,12 @@ def _kill(proc: Any) -> None:
 
 
 def _metric(port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    """The sum of a metric's samples on a worker's /metrics page; 0 while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            body = page.read().decode()
+    except OSError:  # URLError included: the web server is not up yet
+        return 0.0
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in body.splitlines()
@@ -172,6 +178,10 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
 
     with streamrec_process(settings, "worker", log=log) as worker:
         user_ids, item_ids = sorted(want_users), sorted(want_items)
+        # The killed worker may have pushed features past its last commit, so the store can
+        # look complete before this one starts: wait until it has committed everything, so
+        # the comparison below also covers what it folded again.
+        wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 180)
 
         def settled() -> bool:
             got = online(store, "item_stats", "item_id", item_ids, ["interaction_count"])
@@ -186,7 +196,13 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
             online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), want_items
         )
         # the restarted worker did meet records it had folded before the kill
-        assert _metric(settings.worker_port, "streamrec_worker_redelivered") > 0
+        wait_until(
+            lambda: _metric(settings.worker_port, "streamrec_worker_redelivered") > 0,
+            60,
+            "the restarted worker to count redelivered records",
+            proc=worker,
+            log=log,
+        )
 
 
 def _event_ids(settings: Settings, topic: str) -> Counter[str]:
@@ -312,12 +328,9 @@ async def test_redis_restarted_empty_is_not_ready_until_backfill(
 
     from api.main import create_app
 
-    sent = produce_log(settings, users=15, items=20, events=600, seed=5)
-    interactions = [e for e in sent if isinstance(e, Interaction)]
-    user_ids = sorted({e.user_id for e in interactions})
-    item_ids = sorted({e.item_id for e in sent})
-    store = open_store(settings)
-    apply_definitions(store)
+    logged = logged_events(settings, users=15, items=20, events=600, seed=5)
+    interactions, store = logged.interactions, logged.store
+    user_ids, item_ids = logged.user_ids, logged.item_ids
     await asyncio.to_thread(run_streamrec, settings, "backfill", "--from-beginning")
     before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
     before_items = online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES)
