@@ -30,7 +30,7 @@ from bench.stats import summary
 from replay.log import events_path
 from streamrec.processes import REPO_ROOT, settings_env
 from streamrec.sse_client import SseStream
-from streams.notify import user_changed_channel
+from streams.notify import changed_users, user_changed_channel
 
 
 def _speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
@@ -109,7 +109,7 @@ def main() -> None:
                         if (
                             message
                             and message["type"] == "message"
-                            and message["data"].decode() == user
+                            and user in changed_users(message["data"])
                         ):
                             noticed = time.perf_counter()
                             break

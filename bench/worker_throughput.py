@@ -23,8 +23,11 @@ import contextlib
 import os
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.stats import summary
 from streamrec.feast_store import apply_definitions, open_store
@@ -54,21 +57,19 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
         run_streamrec(settings, "replay", source, "--speed", "max", timeout=3600)
         group = f"{prefix}worker"
         first_commit: tuple[float, int, float] | None = None
+        ports = [free_port() for _ in range(workers)]
         with contextlib.ExitStack() as stack:
             procs = [
                 stack.enter_context(
                     streamrec_process(
                         settings.model_copy(
-                            update={
-                                "worker_port": free_port(),
-                                "state_dir": scratch / prefix / str(n),
-                            }
+                            update={"worker_port": port, "state_dir": scratch / prefix / str(n)}
                         ),
                         "worker",
                         log=scratch / f"{prefix}worker{n}.log",
                     )
                 )
-                for n in range(workers)
+                for n, port in enumerate(ports)
             ]
             while True:
                 rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
@@ -82,6 +83,7 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
                 if done and first_commit is not None and folded == total:
                     start, already, cpu = first_commit
                     cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu
+                    _print_stages(ports, total)
                     return total - already, now - start, cpu
                 for proc in procs:
                     if proc.poll() is not None:
@@ -90,6 +92,29 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
     finally:
         names = [t for t in _topic_names(settings) if t.startswith(prefix)]
         delete_topics(settings.bootstrap_servers, names)
+
+
+def _print_stages(ports: list[int], events: int) -> None:
+    """Where a batch's time went: each stage's total over all workers, per folded event.
+
+    From the workers' ``streamrec_worker_stage_seconds`` histograms (wall time inside the
+    agent, so a stage waiting on Redis or a thread counts too); the whole run, including
+    the part before the clock started.
+    """
+    totals: dict[tuple[str, str], float] = {}
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name != "streamrec_worker_stage_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    key = (sample.labels["topic"].rsplit(".", 1)[-1], sample.labels["stage"])
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    for (topic, stage), seconds in sorted(totals.items()):
+        per_event = seconds / events * 1e6
+        print(f"  {topic:>22} {stage:<20} {seconds:7.2f} s = {per_event:6.1f} us/event")
 
 
 def _topic_names(settings: Settings) -> list[str]:

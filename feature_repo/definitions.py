@@ -65,6 +65,14 @@ item_stats = FeatureView(
         Field(name="last_event_time", dtype=Int64),
         # decayed interaction count as of last_event_time (streams.folding.TREND_HALF_LIFE_MS)
         Field(name="trend_score", dtype=Float64),
+        # the impression-click join by request_id (streams.joins): times served, clicks on
+        # it in a request that served it, and their ratio smoothed by a Beta(1, 19) prior
+        Field(name="impression_count", dtype=Int64),
+        Field(name="attributed_click_count", dtype=Int64),
+        Field(name="attributed_ctr", dtype=Float64),
+        # interactions in the event-time hour ending at interactions_1h_end (epoch ms)
+        Field(name="interactions_1h", dtype=Int64),
+        Field(name="interactions_1h_end", dtype=Int64),
     ],
     online=True,
     source=item_stats_push,

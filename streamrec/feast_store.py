@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import yaml
 from feast import FeatureStore, FeatureView, RepoConfig
+from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
@@ -84,29 +84,39 @@ _PROTO_FIELDS = {
     ValueType.BOOL: "bool_val",
 }
 _PROTO_LIST_FIELDS = {
-    ValueType.STRING_LIST: ("string_list_val", StringList),
-    ValueType.INT64_LIST: ("int64_list_val", Int64List),
-    ValueType.DOUBLE_LIST: ("double_list_val", DoubleList),
+    ValueType.STRING_LIST: "string_list_val",
+    ValueType.INT64_LIST: "int64_list_val",
+    ValueType.DOUBLE_LIST: "double_list_val",
 }
 
 
 class OnlineWriter:
-    """Writes push-source rows to the Feast online store, through Feast's online store.
+    """Writes push-source rows to the Feast online store in Feast's layout.
 
     ``FeatureStore.push`` costs the worker most of its time per batch: it reloads the
     feature views from the registry on every call (and refreshes the whole registry,
     uncached, to look for pre-computed feature services), builds a DataFrame, converts
     it to Arrow and then to protobuf value by value with run-time type checks. Here the
     feature views of each push source are read from the registry once, and the columns
-    become protobuf values directly; the rows then go to the provider's
-    ``online_write_batch``, the same call ``push`` ends in, so Feast's key layout and its
-    keep-only-newer-rows rule are unchanged. Views declared after this writer is built
-    are not seen: the worker applies the declarations before it starts.
+    become protobuf values directly. On a plain Redis online store the rows go out in
+    one script per batch (``streamrec.feast_redis``: Feast's keys, fields and
+    keep-only-newer-rows rule, one round trip instead of two with a command per row);
+    on any other store to the provider's ``online_write_batch``, the same call ``push``
+    ends in. Views declared after this writer is built are not seen: the worker applies
+    the declarations before it starts.
     """
 
     def __init__(self, store: FeatureStore) -> None:
+        from streamrec import feast_redis
+
         self._store = store
         self._views: dict[str, list[FeatureView]] = {}
+        self._redis: feast_redis.RedisRowWriter | None = None
+        if feast_redis.supports(store.config):
+            # The client Feast's own Redis store reads with: same connection options.
+            online: Any = store._get_provider().online_store
+            client = online._get_client(store.config.online_store)
+            self._redis = feast_redis.RedisRowWriter(store.config, client)
 
     def _views_of(self, push_source: str) -> list[FeatureView]:
         views = self._views.get(push_source)
@@ -123,33 +133,84 @@ class OnlineWriter:
 
     def write(self, push_source: str, columns: dict[str, list[Any]]) -> None:
         """Write one row per entity; ``event_timestamp`` is epoch milliseconds."""
-        times = [datetime.fromtimestamp(ms / 1000, tz=UTC) for ms in columns["event_timestamp"]]
         for view in self._views_of(push_source):
-            keys = _entity_keys(view, columns)
+            features = [feature.name for feature in view.features]
             values = {
                 feature.name: _proto_values(feature.name, feature.dtype.to_value_type(), columns)
                 for feature in view.features
             }
-            rows: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]] = [
-                (key, {name: column[row] for name, column in values.items()}, times[row], None)
-                for row, key in enumerate(keys)
-            ]
-            if rows:
-                self._store._get_provider().online_write_batch(
-                    self._store.config, view, rows, progress=None
-                )
+            rows = [list(row) for row in zip(*values.values(), strict=True)]
+            if self._redis is not None:
+                self._write_redis(view, columns, features, rows)
+            else:
+                self._write_provider(view, columns, features, rows)
+
+    def _write_redis(
+        self,
+        view: FeatureView,
+        columns: dict[str, list[Any]],
+        features: list[str],
+        rows: list[list[ValueProto]],
+    ) -> None:
+        assert self._redis is not None
+        names = _join_keys(view, columns)
+        ids = [(*names, *row) for row in zip(*(columns[name] for name in names), strict=True)]
+        keys: list[EntityKeyProto] | None = None
+
+        def entity(row: int) -> EntityKeyProto:
+            nonlocal keys
+            if keys is None:  # only when some key is not cached yet: then all at once
+                keys = _entity_keys(view, columns)
+            return keys[row]
+
+        name = compute_versioned_name(
+            view, self._store.config.registry.enable_online_feature_view_versioning
+        )
+        self._redis.write(name, ids, entity, features, rows, columns["event_timestamp"])
+
+    def _write_provider(
+        self,
+        view: FeatureView,
+        columns: dict[str, list[Any]],
+        features: list[str],
+        rows: list[list[ValueProto]],
+    ) -> None:
+        times = [datetime.fromtimestamp(ms / 1000, tz=UTC) for ms in columns["event_timestamp"]]
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]] = [
+            (key, dict(zip(features, row, strict=True)), times[n], None)
+            for n, (key, row) in enumerate(zip(_entity_keys(view, columns), rows, strict=True))
+        ]
+        if data:
+            self._store._get_provider().online_write_batch(
+                self._store.config, view, data, progress=None
+            )
 
 
-def _entity_keys(view: FeatureView, columns: dict[str, list[Any]]) -> list[EntityKeyProto]:
+def _join_keys(view: FeatureView, columns: dict[str, list[Any]]) -> list[str]:
     names = [column.name for column in view.entity_columns]
     missing = [name for name in names if name not in columns]
     if missing:
         raise ValueError(f"rows for feature view {view.name!r} lack the join keys {missing}")
+    return names
+
+
+def _entity_keys(view: FeatureView, columns: dict[str, list[Any]]) -> list[EntityKeyProto]:
+    names = _join_keys(view, columns)
     values = [_proto_values(c.name, c.dtype.to_value_type(), columns) for c in view.entity_columns]
     return [
         EntityKeyProto(join_keys=names, entity_values=[column[row] for column in values])
         for row in range(len(columns[names[0]]))
     ]
+
+
+def _list_value(field: str, values: list[Any]) -> ValueProto:
+    # Extending the list of an empty message is 3x faster than building the list
+    # message and passing it in (what a user row's 50 recent items cost most of).
+    proto = ValueProto()
+    holder = getattr(proto, field)
+    holder.SetInParent()  # an empty list is still a list, not a missing value
+    holder.val.extend(values)
+    return proto
 
 
 def _proto_values(name: str, kind: ValueType, columns: dict[str, list[Any]]) -> list[ValueProto]:
@@ -159,6 +220,6 @@ def _proto_values(name: str, kind: ValueType, columns: dict[str, list[Any]]) -> 
         field = _PROTO_FIELDS[kind]
         return [ValueProto(**{field: value}) for value in columns[name]]
     if kind in _PROTO_LIST_FIELDS:
-        field, wrapper = _PROTO_LIST_FIELDS[kind]
-        return [ValueProto(**{field: wrapper(val=value)}) for value in columns[name]]
+        field = _PROTO_LIST_FIELDS[kind]
+        return [_list_value(field, value) for value in columns[name]]
     raise ValueError(f"column {name!r}: feature type {kind.name} is not supported for writes")

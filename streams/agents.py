@@ -33,7 +33,16 @@ from prometheus_client import generate_latest
 
 from streamrec.settings import Settings
 from streams.app import WorkerMetrics
-from streams.events import Click, Event, EventRejected, Interaction, Topics, dead_letter, decode
+from streams.events import (
+    Click,
+    Event,
+    EventRejected,
+    Interaction,
+    RecommendationServed,
+    Topics,
+    dead_letter,
+    decode,
+)
 from streams.folding import (
     Fold,
     ItemEntries,
@@ -42,12 +51,14 @@ from streams.folding import (
     entries_of,
     fold_interaction_at,
     fold_item_entries,
+    group_entries,
     item_entries,
     item_rows,
     source_key,
     stamp,
     user_rows,
 )
+from streams.joins import FaustJoin, JoinMetrics
 from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
 
@@ -132,7 +143,10 @@ def attach(
     partitions = settings.topic_partitions
     raw: faust.Schema = faust.Schema(key_serializer="raw", value_serializer="raw")
     interactions = app.topic(topics.interactions, partitions=partitions, schema=raw)
-    clicks = app.topic(topics.clicks, partitions=partitions, schema=raw)
+    # The impression-click join reads both: they are co-partitioned (streams.joins).
+    clicks_and_served = app.topic(
+        topics.clicks, topics.recommendations, partitions=partitions, schema=raw
+    )
     dead_letters = app.topic(topics.dead_letters, partitions=partitions, schema=raw)
     item_activity = app.topic(
         f"{topics.prefix}worker-item-activity",
@@ -146,6 +160,10 @@ def attach(
     )
     user_table = app.Table("user_recent", default=None, partitions=partitions, schema=table_schema)
     item_table = app.Table("item_stats", default=None, partitions=partitions, schema=table_schema)
+    request_table = app.Table(
+        "served_requests", default=None, partitions=partitions, schema=table_schema
+    )
+    join = FaustJoin(request_table, JoinMetrics.create(metrics.registry))
     activity_name = item_activity.get_topic_name()
     batch, within = settings.worker_batch_size, settings.worker_batch_seconds
 
@@ -242,18 +260,25 @@ def attach(
             metrics.events.labels(topics.interactions).inc(new)
             metrics.batch_seconds.labels(topics.interactions).observe(time.perf_counter() - started)
 
-    @app.agent(clicks, concurrency=1)
+    @app.agent(clicks_and_served, concurrency=1)
     async def fold_clicks(stream: faust.StreamT) -> None:
+        """Clicks → REC_CLICK entries; clicks and served recommendations → the join's."""
         async for events in _batches(stream, batch, within):
             for_items: list[tuple[str, int, Interaction | Click]] = []
+            to_join: list[tuple[faust.EventT, RecommendationServed | Click]] = []
             for event in events:
-                click = await decode_or_dead_letter(event, Click)
-                if isinstance(click, Click):
-                    message = event.message
+                message = event.message
+                kind = Click if message.topic == topics.clicks else RecommendationServed
+                decoded = await decode_or_dead_letter(event, kind)
+                if isinstance(decoded, Click):
                     source = source_key(message.topic, message.partition)
-                    for_items.append((source, message.offset, click))
-            await send_entries(item_entries(for_items))
+                    for_items.append((source, message.offset, decoded))
+                if isinstance(decoded, Click | RecommendationServed):
+                    to_join.append((event, decoded))
+            joined = join.fold_batch(stream, to_join)
+            await send_entries(item_entries(for_items) + group_entries(joined))
             metrics.events.labels(topics.clicks).inc(len(for_items))
+            metrics.events.labels(topics.recommendations).inc(len(to_join) - len(for_items))
 
     @app.agent(item_activity, concurrency=1)
     async def fold_items(stream: faust.StreamT) -> None:

@@ -1,11 +1,12 @@
 """Backfill: rebuild the online store from the log with the worker's own folding functions.
 
 The event topics keep their full history, so every online feature is a function of the
-log. ``backfill`` reads the interactions and clicks topics from the beginning up to their
-end offsets at the start (events after that are the running worker's), folds them
-partition by partition in offset order exactly as the agents do
-(``fold_interaction_at``, ``item_entries``, ``fold_item_entries``), and pushes one row
-per user and per item through the same Feast push sources.
+log. ``backfill`` reads the interactions, recommendations and clicks topics from the
+beginning up to their end offsets at the start (events after that are the running
+worker's), folds them partition by partition in offset order exactly as the agents do
+(``fold_interaction_at``, ``item_entries``, the impression-click join of
+``streams.joins``, ``fold_item_entries``), and pushes one row per user and per item
+through the same Feast push sources.
 
 ``since_ms`` keeps only events whose event time is at or after it: the features then
 describe that slice of the log, as a worker started on it would.
@@ -27,19 +28,22 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamrec.settings import Settings
-from streams.events import Click, EventRejected, Interaction, Topics, decode
+from streams.events import Click, EventRejected, Interaction, RecommendationServed, Topics, decode
 from streams.folding import (
+    Entry,
     Fold,
     ItemState,
     UserState,
     fold_interaction_at,
     fold_item_entries,
+    group_entries,
     item_entries,
     item_rows,
     source_key,
     stamp,
     user_rows,
 )
+from streams.joins import RequestJoin
 from streams.readiness import KeyValue, mark_pushed
 from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
@@ -57,6 +61,9 @@ class BackfillReport:
     records: int = 0
     interactions: int = 0
     clicks: int = 0
+    recommendations: int = 0
+    attributed_clicks: int = 0  # joined to an impression of their request
+    pending_clicks_given_up: int = 0  # their request never came within the bound
     rejected: int = 0  # records the worker dead-letters; skipped here too
     duplicates: int = 0  # repeated event ids at new offsets
     before_since: int = 0  # skipped because their event time is before ``since_ms``
@@ -71,7 +78,9 @@ class BackfillReport:
         return (
             f"backfilled {self.users:,} users and {self.items:,} items from "
             f"{self.records:,} records ({self.interactions:,} interactions, {self.clicks:,} "
-            f"clicks, {self.rejected:,} rejected, {self.duplicates:,} duplicates, "
+            f"clicks, {self.recommendations:,} recommendations, {self.attributed_clicks:,} "
+            f"attributed clicks, {self.pending_clicks_given_up:,} pending clicks given up, "
+            f"{self.rejected:,} rejected, {self.duplicates:,} duplicates, "
             f"{self.before_since:,} before --since) in {self.seconds:.1f}s "
             f"({rate:,.0f} records/s, {self.pushes} pushes)"
         )
@@ -145,7 +154,8 @@ def read_log(
 def fold_log(
     settings: Settings, since_ms: int | None = None, seen: dict[str, set[str]] | None = None
 ) -> tuple[dict[str, UserState], dict[str, ItemState], BackfillReport]:
-    """Fold the interactions and clicks topics into user and item states, as the worker does.
+    """Fold the interactions, recommendations and clicks topics into user and item states,
+    as the worker does.
 
     ``seen``, when given, collects every item of every user's interactions (``streams.seen``).
     """
@@ -154,12 +164,19 @@ def fold_log(
     users: dict[str, UserState] = {}
     items: dict[str, ItemState] = {}
     report = BackfillReport()
+    join = RequestJoin()
+    kinds: dict[str, type[Interaction | RecommendationServed | Click]] = {
+        topics.interactions: Interaction,
+        topics.recommendations: RecommendationServed,
+        topics.clicks: Click,
+    }
     started = time.perf_counter()
-    for batch in read_log(settings.bootstrap_servers, [topics.interactions, topics.clicks]):
+    for batch in read_log(settings.bootstrap_servers, list(kinds)):
         for_items: list[tuple[str, int, Interaction | Click]] = []
+        joined: list[Entry] = []
         for topic, partition, offset, value in batch:
             report.records += 1
-            kind = Interaction if topic == topics.interactions else Click
+            kind = kinds[topic]
             try:
                 event = decode(kind, value)
             except EventRejected:
@@ -184,12 +201,19 @@ def fold_log(
             elif isinstance(event, Click):
                 report.clicks += 1
                 for_items.append((source, offset, event))
-        for entries in item_entries(for_items):
+                joined.extend(join.fold(event, source, partition, offset))
+            elif isinstance(event, RecommendationServed):
+                report.recommendations += 1
+                joined.extend(join.fold(event, source, partition, offset))
+        join.expire()
+        for entries in item_entries(for_items) + group_entries(joined):
             item = items.get(entries.item_id)
             if item is None:
                 item = items[entries.item_id] = ItemState()
             fold_item_entries(item, entries)
     report.users, report.items = len(users), len(items)
+    report.attributed_clicks = sum(item.attributed_click_count for item in items.values())
+    report.pending_clicks_given_up = join.given_up.get("pending_click", 0)
     report.seconds = time.perf_counter() - started
     return users, items, report
 

@@ -30,6 +30,24 @@ from streams.events import Click, Interaction
 # same value (up to float rounding) whatever order they arrive in.
 TREND_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
 
+# The short-window count is a hopping window by event time: an item's interactions in the
+# hour ending at the 5-minute boundary after its newest interaction. It is kept as counts
+# per 5-minute bucket (``ItemState.window``); buckets that fall out of the hour behind the
+# newest one are dropped. The newest bucket only moves forward, and a bucket is dropped
+# only once no later window can include it, so the count is the same whatever order the
+# events arrive in; an event later than the hour behind the newest one is outside every
+# window still to come and counts for nothing. (Why not a Faust windowed table: see
+# ``streams.joins``.)
+WINDOW_MS = 3600 * 1000
+WINDOW_STEP_MS = 5 * 60 * 1000
+
+# The attributed click-through rate is smoothed towards a prior of 1 click per 20
+# impressions (a Beta(1, 19) prior, mean 0.05): an item served 3 times and clicked once
+# reads (1 + 1) / (3 + 20) = 0.087, not 0.33, and an item never served reads 0.05. Twenty
+# impressions is about two requests' worth, so the prior fades after a few requests.
+CTR_PRIOR_CLICKS = 1.0
+CTR_PRIOR_IMPRESSIONS = 20.0
+
 
 def source_key(topic: str, partition: int) -> str:
     """Names one partition of the log in a state's ``offsets``."""
@@ -125,6 +143,21 @@ def fold_interaction_at(
     return Fold.NEW if fold_interaction(state, event, keep) else Fold.DUPLICATE
 
 
+def window_bucket(event_time: int) -> int:
+    """Start of the 5-minute bucket (``WINDOW_STEP_MS``) that holds ``event_time``."""
+    return event_time - event_time % WINDOW_STEP_MS
+
+
+def merge_window(window: dict[int, int], more: dict[int, int]) -> None:
+    """Add ``more``'s bucket counts to ``window`` and drop the buckets out of its hour."""
+    for start, count in more.items():
+        window[start] = window.get(start, 0) + count
+    if window:
+        oldest_kept = max(window) - WINDOW_MS + WINDOW_STEP_MS
+        for start in [s for s in window if s < oldest_kept]:
+            del window[start]
+
+
 @dataclass
 class ItemState:
     interaction_count: int = 0
@@ -132,8 +165,31 @@ class ItemState:
     purchase_count: int = 0
     last_event_time: int = 0
     trend_score: float = 0.0  # decayed interaction count as of last_event_time
+    # The impression-click join (streams.joins): times the item was served in a
+    # recommendation, and clicks on it in a request that served it (at most one per request).
+    impression_count: int = 0
+    attributed_click_count: int = 0
+    join_time: int = 0  # newest event time of the joined entries (row timestamps cover it)
+    window: dict[int, int] = field(default_factory=dict)  # bucket start -> interactions
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
     offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
+
+    @property
+    def attributed_ctr(self) -> float:
+        """Attributed clicks per impression, smoothed by the prior (``CTR_PRIOR_*``)."""
+        return (self.attributed_click_count + CTR_PRIOR_CLICKS) / (
+            self.impression_count + CTR_PRIOR_IMPRESSIONS
+        )
+
+    @property
+    def interactions_1h(self) -> int:
+        """Interactions in the hour ending at ``interactions_1h_end``."""
+        return sum(self.window.values())
+
+    @property
+    def interactions_1h_end(self) -> int:
+        """End (epoch ms, exclusive) of the hour ``interactions_1h`` counts; 0 if none."""
+        return max(self.window) + WINDOW_STEP_MS if self.window else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +199,10 @@ class ItemState:
             "purchase_count": self.purchase_count,
             "last_event_time": self.last_event_time,
             "trend_score": self.trend_score,
+            "impression_count": self.impression_count,
+            "attributed_click_count": self.attributed_click_count,
+            "join_time": self.join_time,
+            "window": sorted([start, count] for start, count in self.window.items()),
             "offsets": self.offsets,
         }
 
@@ -150,7 +210,8 @@ class ItemState:
     def from_dict(cls, data: dict[str, Any] | None) -> ItemState:
         if not data:
             return cls()
-        return cls(**{**data, "offsets": dict(data.get("offsets", {}))})
+        window = {int(start): int(count) for start, count in data.get("window", [])}
+        return cls(**{**data, "window": window, "offsets": dict(data.get("offsets", {}))})
 
 
 @dataclass
@@ -167,19 +228,38 @@ class ItemDelta:
     rec_clicks: int = 0  # Click events: clicks on served recommendations
     last_event_time: int = 0
     trend: float = 0.0  # the interactions' decayed count as of last_event_time
+    impressions: int = 0
+    attributed_clicks: int = 0
+    join_time: int = 0  # newest event time of the IMPRESSION and ATTRIBUTED_CLICK entries
+    window: dict[int, int] = field(default_factory=dict)  # interactions per bucket start
 
     def add(self, event: Interaction | Click) -> None:
         self.add_kind(entry_kind(event), event.event_time)
 
     def add_kind(self, kind: str, event_time: int) -> None:
-        """Add one event of ``kind`` (VIEW, PURCHASE or REC_CLICK) at ``event_time``."""
+        """Add one event of ``kind`` (an ``ENTRY_KINDS`` letter) at ``event_time``.
+
+        The joined kinds are not interactions of the item: they leave its
+        ``last_event_time`` (its recency) alone and move ``join_time`` instead.
+        """
+        if kind in (IMPRESSION, ATTRIBUTED_CLICK):
+            if kind == IMPRESSION:
+                self.impressions += 1
+            else:
+                self.attributed_clicks += 1
+            self.join_time = max(self.join_time, event_time)
+            return
         if kind == REC_CLICK:
             self.rec_clicks += 1
-        else:
+        elif kind in (VIEW, PURCHASE):
             self.interactions += 1
             if kind == PURCHASE:
                 self.purchases += 1
             self._add_trend(1.0, event_time)
+            bucket = window_bucket(event_time)
+            self.window[bucket] = self.window.get(bucket, 0) + 1
+        else:
+            raise ValueError(f"unknown item entry kind {kind!r}")
         self.last_event_time = max(self.last_event_time, event_time)
 
     def _add_trend(self, score: float, at_ms: int) -> None:
@@ -196,6 +276,10 @@ class ItemDelta:
             "rec_clicks": self.rec_clicks,
             "last_event_time": self.last_event_time,
             "trend": self.trend,
+            "impressions": self.impressions,
+            "attributed_clicks": self.attributed_clicks,
+            "join_time": self.join_time,
+            "window": sorted([start, count] for start, count in self.window.items()),
         }
 
     @classmethod
@@ -207,6 +291,10 @@ class ItemDelta:
             rec_clicks=int(data["rec_clicks"]),
             last_event_time=int(data["last_event_time"]),
             trend=float(data.get("trend", 0.0)),
+            impressions=int(data.get("impressions", 0)),
+            attributed_clicks=int(data.get("attributed_clicks", 0)),
+            join_time=int(data.get("join_time", 0)),
+            window={int(start): int(count) for start, count in data.get("window", [])},
         )
 
 
@@ -219,6 +307,10 @@ def item_deltas(events: Iterable[Interaction | Click]) -> dict[str, ItemDelta]:
 
 # Kinds of entry in an ItemEntries message.
 VIEW, PURCHASE, REC_CLICK = "v", "p", "c"  # VIEW: any interaction that is not a purchase
+# From the impression-click join (streams.joins): the item was served in a request, and a
+# click on it in that request.
+IMPRESSION, ATTRIBUTED_CLICK = "i", "a"
+ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK)
 
 
 @dataclass
@@ -266,25 +358,46 @@ def entry_kind(event: Interaction | Click) -> str:
 
 def item_entries(positioned: Iterable[tuple[str, int, Interaction | Click]]) -> list[ItemEntries]:
     """Group ``(source, offset, event)`` (in offset order per source) by item and source."""
+    return group_entries(
+        (source, offset, event.item_id, entry_kind(event), event.event_time)
+        for source, offset, event in positioned
+    )
+
+
+# One entry for the item side: source, offset, item_id, kind, event_time.
+Entry = tuple[str, int, str, str, int]
+
+
+def group_entries(entries: Iterable[Entry]) -> list[ItemEntries]:
+    """Group entries (in offset order per source) by item and source.
+
+    One event may give an item several entries at its offset (the join's impression and a
+    click waiting for it); they are in the same batch, so in the same message.
+    """
     grouped: dict[tuple[str, str], ItemEntries] = {}
-    for source, offset, event in positioned:
-        key = (event.item_id, source)
+    for source, offset, item_id, kind, event_time in entries:
+        key = (item_id, source)
         message = grouped.get(key)
         if message is None:
-            message = grouped[key] = ItemEntries(event.item_id, source)
-        message.entries.append([offset, entry_kind(event), event.event_time])
+            message = grouped[key] = ItemEntries(item_id, source)
+        message.entries.append([offset, kind, event_time])
     return list(grouped.values())
 
 
 def fold_item_entries(state: ItemState, message: ItemEntries) -> int:
-    """Fold the entries above the folded offset of their source; returns how many."""
-    folded_up_to = state.offsets.get(message.source, -1)
+    """Fold the entries above the folded offset of their source; returns how many.
+
+    Entries of one offset all travel in one message (``group_entries``), so comparing
+    each with the offset folded before this message keeps them all, once.
+    """
+    folded_before = state.offsets.get(message.source, -1)
+    folded_up_to = folded_before
     delta = ItemDelta(message.item_id)
     applied = 0
     for offset, kind, event_time in message.entries:
-        if offset <= folded_up_to:
+        if offset <= folded_before:
             continue
-        folded_up_to = offset
+        folded_up_to = max(folded_up_to, offset)
         applied += 1
         delta.add_kind(kind, int(event_time))
     if applied:
@@ -297,6 +410,10 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.interaction_count += delta.interactions
     state.purchase_count += delta.purchases
     state.click_count += delta.rec_clicks
+    state.impression_count += delta.impressions
+    state.attributed_click_count += delta.attributed_clicks
+    state.join_time = max(state.join_time, delta.join_time)
+    merge_window(state.window, delta.window)
     reference = max(state.last_event_time, delta.last_event_time)
     state.trend_score = decayed(state.trend_score, state.last_event_time, reference) + decayed(
         delta.trend, delta.last_event_time, reference
@@ -311,9 +428,14 @@ def stamp(state: UserState | ItemState) -> int:
     Event time alone does not always move forward: an item gets deltas from batches of
     different partitions whose times interleave, and two of a user's events can share a
     millisecond. So the row time is the last event time, or one millisecond after the
-    previous row's, whichever is later.
+    previous row's, whichever is later. An item's joined entries (impressions) do not move
+    its last event time, so its row time covers their ``join_time`` too: a row stamped
+    ``s`` then holds only events at or before ``s``.
     """
-    state.feature_time = max(state.last_event_time, state.feature_time + 1)
+    newest = state.last_event_time
+    if isinstance(state, ItemState):
+        newest = max(newest, state.join_time)
+    state.feature_time = max(newest, state.feature_time + 1)
     return state.feature_time
 
 
@@ -337,6 +459,21 @@ def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
     return columns
 
 
+# The item_stats feature view's fields, in the order of the rows.
+ITEM_FEATURES = (
+    "interaction_count",
+    "click_count",
+    "purchase_count",
+    "last_event_time",
+    "trend_score",
+    "impression_count",
+    "attributed_click_count",
+    "attributed_ctr",
+    "interactions_1h",
+    "interactions_1h_end",
+)
+
+
 def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     """Columns for the `item_stats_push` source (one row per item)."""
     columns: dict[str, list[Any]] = {
@@ -346,17 +483,16 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
         "purchase_count": [],
         "last_event_time": [],
         "trend_score": [],
+        "impression_count": [],
+        "attributed_click_count": [],
+        "attributed_ctr": [],
+        "interactions_1h": [],
+        "interactions_1h_end": [],
         "event_timestamp": [],
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
-        for name in (
-            "interaction_count",
-            "click_count",
-            "purchase_count",
-            "last_event_time",
-            "trend_score",
-        ):
+        for name in ITEM_FEATURES:
             columns[name].append(getattr(state, name))
         columns["event_timestamp"].append(state.feature_time)
     return columns

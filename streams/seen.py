@@ -15,7 +15,25 @@ which masks every training item of a user.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+# SADD to each of KEYS; ARGV holds, per key in order, its member count and then members.
+# Members go 1,000 at a time: unpack is limited by Lua's stack (a backfill batch can hold
+# thousands of one user's items).
+_ADD_ALL = """
+local at = 1
+for index = 1, #KEYS do
+  local last = at + tonumber(ARGV[at])
+  local first = at + 1
+  while first <= last do
+    local upto = math.min(first + 999, last)
+    redis.call('SADD', KEYS[index], unpack(ARGV, first, upto))
+    first = upto + 1
+  end
+  at = last + 1
+end
+return #KEYS
+"""
 
 
 def seen_key(topic_prefix: str, user_id: str) -> str:
@@ -34,13 +52,19 @@ class RedisSeenItems:
 
         self._client = redis.Redis.from_url(redis_url)
         self._prefix = topic_prefix
+        self._add_all = self._client.register_script(_ADD_ALL)
 
     def add(self, items_by_user: Mapping[str, Collection[str]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
+        """One script call for the whole batch: a pipeline costs a command per user."""
+        keys: list[str] = []
+        args: list[Any] = []
         for user_id, items in items_by_user.items():
             if items:
-                pipe.sadd(seen_key(self._prefix, user_id), *items)
-        pipe.execute()
+                keys.append(seen_key(self._prefix, user_id))
+                args.append(len(items))
+                args.extend(items)
+        if keys:
+            self._add_all(keys=keys, args=args)
 
     def read(self, user_id: str) -> frozenset[str]:
         members = self._client.smembers(seen_key(self._prefix, user_id))

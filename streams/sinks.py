@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from streams.notify import user_changed_channel
+from streams.notify import changed_message, user_changed_channel
 
 USER_PUSH_SOURCE = "user_recent_push"
 ITEM_PUSH_SOURCE = "item_stats_push"
@@ -54,8 +54,9 @@ class RedisChangeNotifier:
             from streams.readiness import mark_pushed
 
             mark_pushed(pipe, self._prefix, "worker")
-        for user_id in user_ids:
-            pipe.publish(self._channel, user_id)
+        users = list(user_ids)
+        if users:
+            pipe.publish(self._channel, changed_message(users))
         pipe.execute()
         self._marked = True  # only once the marker is surely written
 

@@ -1,8 +1,9 @@
 """Feature history from the archived log: the Feast batch sources that training reads.
 
-The archived interactions and clicks are folded in event-time order with the worker's own
-functions (``streams.folding``: ``fold_interaction``, ``ItemDelta``, ``fold_item``,
-``stamp``, ``user_rows``, ``item_rows``), so offline and online features are the same
+The archived interactions, served recommendations and clicks are folded in event-time
+order with the worker's own functions (``streams.folding``: ``fold_interaction``,
+``ItemDelta``, ``fold_item``, ``stamp``, ``user_rows``, ``item_rows``; the
+impression-click join of ``streams.joins``), so offline and online features are the same
 function of the log. Each state change is one row, stamped as the worker stamps it: the
 last event time, or one millisecond after the previous row of that entity when event time
 does not move forward (two events in one millisecond). A row stamped ``s`` therefore only
@@ -10,7 +11,9 @@ ever holds events with ``event_time <= s``, which is what point-in-time lookups 
 
 Differences from the worker, both about *when* rows exist, never about their values:
 the worker writes one row per entity per batch (here: one per event), and it folds in
-arrival order (here: event-time order; interactions before clicks in the same millisecond).
+arrival order (here: event-time order; in the same millisecond interactions, then served
+recommendations, then clicks). The join's rules are by event time, so its counts are the
+worker's unless an event arrived there more than ``streams.joins.GRACE_MS`` out of order.
 
 Output (``<data_dir>/features/``, the paths of ``feature_repo/definitions.py``):
 ``user_recent.parquet`` and ``item_stats.parquet``, written in row groups of
@@ -20,6 +23,7 @@ the fold state plus one chunk, and Feast never reads half a file.
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamrec.settings import Settings
-from streams.archiver import read_clicks, read_interactions
-from streams.events import Click, Interaction
+from streams.archiver import read_clicks, read_interactions, read_recommendations
+from streams.events import Click, Interaction, RecommendationServed, RecommendedItem
 from streams.folding import (
     ItemDelta,
     ItemState,
@@ -42,11 +46,13 @@ from streams.folding import (
     stamp,
     user_rows,
 )
+from streams.joins import RequestJoin
 
 FEATURES_DIR = "features"
 USER_RECENT_FILE = "user_recent.parquet"
 ITEM_STATS_FILE = "item_stats.parquet"
 CHUNK_ROWS = 50_000
+EXPIRE_EVERY = 10_000  # events between sweeps of the join's expired requests
 
 # Column types of the Feast batch sources; they match the feature views' schemas.
 EVENT_TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -68,6 +74,11 @@ ITEM_STATS_SCHEMA = pa.schema(
         pa.field("purchase_count", pa.int64()),
         pa.field("last_event_time", pa.int64()),
         pa.field("trend_score", pa.float64()),
+        pa.field("impression_count", pa.int64()),
+        pa.field("attributed_click_count", pa.int64()),
+        pa.field("attributed_ctr", pa.float64()),
+        pa.field("interactions_1h", pa.int64()),
+        pa.field("interactions_1h_end", pa.int64()),
         pa.field("event_timestamp", EVENT_TIMESTAMP, nullable=False),
     ]
 )
@@ -85,6 +96,7 @@ def item_stats_path(data_dir: Path) -> Path:
 class FeatureHistoryReport:
     interactions: int = 0
     clicks: int = 0
+    recommendations: int = 0
     duplicates: int = 0
     user_rows: int = 0
     item_rows: int = 0
@@ -94,40 +106,75 @@ class FeatureHistoryReport:
     item_path: str = ""
 
 
-def _events(interactions: pa.Table, clicks: pa.Table) -> Iterator[Interaction | Click]:
-    """Interactions and clicks merged by event time (interactions first on ties).
+def _columns(table: pa.Table) -> dict[str, list[Any]]:
+    return {name: table[name].to_pylist() for name in table.column_names}
 
-    ``model_construct`` skips validation: the archiver only wrote events that decoded.
-    """
-    n_interactions, n_clicks = interactions.num_rows, clicks.num_rows
-    i_cols = {name: interactions[name].to_pylist() for name in interactions.column_names}
-    c_cols = {name: clicks[name].to_pylist() for name in clicks.column_names}
-    i = c = 0
-    while i < n_interactions or c < n_clicks:
-        take_click = c < n_clicks and (
-            i >= n_interactions or c_cols["event_time"][c] < i_cols["event_time"][i]
+
+def _interactions(table: pa.Table) -> Iterator[tuple[int, int, Interaction]]:
+    """``(event_time, 0, event)``; ``model_construct`` skips validation: the archiver
+    only wrote events that decoded."""
+    cols = _columns(table)
+    for n in range(table.num_rows):
+        yield (
+            cols["event_time"][n],
+            0,
+            Interaction.model_construct(
+                event_id=cols["event_id"][n],
+                event_time=cols["event_time"][n],
+                user_id=cols["user_id"][n],
+                item_id=cols["item_id"][n],
+                action=cols["action"][n],
+                rating=cols["rating"][n],
+                source=cols["source"][n],
+            ),
         )
-        if take_click:
-            yield Click.model_construct(
-                event_id=c_cols["event_id"][c],
-                event_time=c_cols["event_time"][c],
-                user_id=c_cols["user_id"][c],
-                request_id=c_cols["request_id"][c],
-                item_id=c_cols["item_id"][c],
-                rank=c_cols["rank"][c],
-            )
-            c += 1
-        else:
-            yield Interaction.model_construct(
-                event_id=i_cols["event_id"][i],
-                event_time=i_cols["event_time"][i],
-                user_id=i_cols["user_id"][i],
-                item_id=i_cols["item_id"][i],
-                action=i_cols["action"][i],
-                rating=i_cols["rating"][i],
-                source=i_cols["source"][i],
-            )
-            i += 1
+
+
+def _recommendations(table: pa.Table) -> Iterator[tuple[int, int, RecommendationServed]]:
+    cols = _columns(table)
+    for n in range(table.num_rows):
+        yield (
+            cols["event_time"][n],
+            1,
+            RecommendationServed.model_construct(
+                event_id=cols["event_id"][n],
+                event_time=cols["event_time"][n],
+                user_id=cols["user_id"][n],
+                request_id=cols["request_id"][n],
+                variant=cols["variant"][n],
+                model_version=cols["model_version"][n],
+                items=tuple(RecommendedItem.model_construct(**item) for item in cols["items"][n]),
+            ),
+        )
+
+
+def _clicks(table: pa.Table) -> Iterator[tuple[int, int, Click]]:
+    cols = _columns(table)
+    for n in range(table.num_rows):
+        yield (
+            cols["event_time"][n],
+            2,
+            Click.model_construct(
+                event_id=cols["event_id"][n],
+                event_time=cols["event_time"][n],
+                user_id=cols["user_id"][n],
+                request_id=cols["request_id"][n],
+                item_id=cols["item_id"][n],
+                rank=cols["rank"][n],
+            ),
+        )
+
+
+def _events(
+    interactions: pa.Table, clicks: pa.Table, recommendations: pa.Table | None = None
+) -> Iterator[Interaction | RecommendationServed | Click]:
+    """The three topics merged by event time (interactions, then recommendations, then
+    clicks on ties); each table is sorted by event time."""
+    streams: list[Iterator[tuple[int, int, Any]]] = [_interactions(interactions), _clicks(clicks)]
+    if recommendations is not None:
+        streams.append(_recommendations(recommendations))
+    for _, _, event in heapq.merge(*streams, key=lambda entry: (entry[0], entry[1])):
+        yield event
 
 
 class _ChunkedWriter:
@@ -174,23 +221,47 @@ def write_feature_history(
     data_dir: Path,
     interactions: pa.Table,
     clicks: pa.Table | None = None,
+    recommendations: pa.Table | None = None,
     *,
     keep: int = 50,
     chunk_rows: int = CHUNK_ROWS,
 ) -> FeatureHistoryReport:
-    """Fold ``interactions`` (and ``clicks``), both sorted by event time and free of
-    repeated event ids (``read_interactions`` gives that), into the two batch sources.
+    """Fold ``interactions`` (and ``clicks`` and ``recommendations``), each sorted by event
+    time and free of repeated event ids (``read_interactions`` gives that), into the two
+    batch sources.
 
     ``keep`` is the worker's ``recent_items_max``.
     """
     clicks = clicks if clicks is not None else pa.table({"event_time": pa.array([], pa.int64())})
     report = FeatureHistoryReport(interactions=interactions.num_rows, clicks=clicks.num_rows)
+    report.recommendations = recommendations.num_rows if recommendations is not None else 0
     users: dict[str, UserState] = {}
     items: dict[str, ItemState] = {}
+    # Event-time order has no late events, so the join's rules give exactly what the worker
+    # folds; expiring now and then keeps only the requests still in their window in memory.
+    join = RequestJoin()
     user_out = _ChunkedWriter(user_recent_path(data_dir), USER_RECENT_SCHEMA, chunk_rows)
     item_out = _ChunkedWriter(item_stats_path(data_dir), ITEM_STATS_SCHEMA, chunk_rows)
+
+    def fold_into_item(item_id: str, delta: ItemDelta) -> None:
+        item = items.get(item_id)
+        if item is None:
+            item = items[item_id] = ItemState()
+        fold_item(item, delta)
+        stamp(item)
+        item_out.append(item_rows([(item_id, item)]))
+
     try:
-        for event in _events(interactions, clicks):
+        for position, event in enumerate(_events(interactions, clicks, recommendations), start=1):
+            if isinstance(event, RecommendationServed | Click):
+                for _, _, item_id, kind, at in join.fold(event, "archive", 0, position):
+                    delta = ItemDelta(item_id)
+                    delta.add_kind(kind, at)
+                    fold_into_item(item_id, delta)
+                if position % EXPIRE_EVERY == 0:
+                    join.expire()
+                if isinstance(event, RecommendationServed):
+                    continue
             if isinstance(event, Interaction):
                 user = users.get(event.user_id)
                 if user is None:
@@ -202,12 +273,7 @@ def write_feature_history(
                 user_out.append(user_rows([(event.user_id, user)]))
             delta = ItemDelta(event.item_id)
             delta.add(event)
-            item = items.get(event.item_id)
-            if item is None:
-                item = items[event.item_id] = ItemState()
-            fold_item(item, delta)
-            stamp(item)
-            item_out.append(item_rows([(event.item_id, item)]))
+            fold_into_item(event.item_id, delta)
         user_out.close()
         item_out.close()
     except BaseException:
@@ -230,10 +296,12 @@ def build_feature_history(
     write the feature history under ``settings.data_dir``."""
     interactions = read_interactions(settings.data_dir, settings.topic_prefix, until_ms)
     clicks = read_clicks(settings.data_dir, settings.topic_prefix, until_ms)
+    recommendations = read_recommendations(settings.data_dir, settings.topic_prefix, until_ms)
     return write_feature_history(
         settings.data_dir,
         interactions,
         clicks,
+        recommendations,
         keep=settings.recent_items_max,
         chunk_rows=chunk_rows,
     )

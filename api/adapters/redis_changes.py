@@ -1,8 +1,9 @@
 """ChangeFeed over Redis pub/sub: one connection per process, fanned out to clients.
 
-The stream worker publishes a user_id on ``user_changed_channel(prefix)`` after writing
-that user's features. One listener task per process reads the channel and wakes the
-subscriptions of that user; SSE clients never open Redis connections of their own.
+The stream worker publishes the user_ids of a batch on ``user_changed_channel(prefix)``
+after writing their features (``streams.notify``). One listener task per process reads
+the channel and wakes the subscriptions of those users; SSE clients never open Redis
+connections of their own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 
 from api.adapters.fanout import QueueSubscription, UserChangeHub
 from api.ports import PortUnavailable
+from streams.notify import changed_users
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,8 @@ class RedisChangeFeed:
                         ignore_subscribe_messages=True, timeout=self._poll_seconds
                     )
                     if message is not None and message.get("type") == "message":
-                        self._hub.notify(_as_text(message["data"]))
+                        for user_id in changed_users(message["data"]):
+                            self._hub.notify(user_id)
             except (RedisError, OSError) as exc:
                 self._listening.clear()
                 self._last_error = f"{type(exc).__name__}: {exc}"
@@ -104,10 +107,6 @@ class RedisChangeFeed:
             finally:
                 with suppress(RedisError, OSError):
                     await pubsub.aclose()
-
-
-def _as_text(data: bytes | str) -> str:
-    return data.decode() if isinstance(data, bytes) else data
 
 
 @asynccontextmanager

@@ -17,7 +17,15 @@ from streamrec.feast_store import apply_definitions, feast_project, open_store
 from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from streams.backfill import run_backfill
-from streams.events import ACTIONS, Click, Interaction, Topics
+from streams.events import (
+    ACTIONS,
+    Click,
+    Interaction,
+    RecommendationServed,
+    RecommendedItem,
+    Topics,
+)
+from streams.joins import attributable
 from streams.lag import wait_until_caught_up
 from streams.producer import EventProducer
 from streams.seen import RedisSeenItems, seen_key
@@ -32,20 +40,31 @@ ITEM_FEATURES = [
     "purchase_count",
     "last_event_time",
     "trend_score",
+    "impression_count",
+    "attributed_click_count",
+    "attributed_ctr",
+    "interactions_1h",
+    "interactions_1h_end",
 ]
 
 
 def produce_log(settings: Settings, users: int, items: int, events: int, seed: int) -> list[Any]:
-    """Interactions (late, out-of-order and same-millisecond ones included), clicks and
-    a few bad records; returns the good events sent."""
+    """Interactions (late, out-of-order and same-millisecond ones included), clicks,
+    served recommendations with clicks on them (some sent before their recommendation,
+    some on items it did not serve) and a few bad records; returns the good events sent."""
     rng = random.Random(seed)
     topics = Topics(settings.topic_prefix)
     sent: list[Any] = []
     with EventProducer(settings.bootstrap_servers, topics) as producer:
         for n in range(events):
             # mostly moving forward, sometimes hours late, often on the same millisecond
-            when = T0 + 1000 * (n // 3) - (rng.random() < 0.1) * rng.randrange(3_600_000)
+            now = T0 + 1000 * (n // 3)
+            when = now - (rng.random() < 0.1) * rng.randrange(3_600_000)
             user, item = f"u{rng.randrange(users)}", f"i{rng.randrange(items)}"
+            if rng.random() < 0.05:
+                for joined in _served_with_clicks(rng, user, items, f"req{n}", now):
+                    producer.send(joined)
+                    sent.append(joined)
             event: Interaction | Click = Interaction(
                 user_id=user, item_id=item, action=rng.choice(ACTIONS), event_time=when
             )
@@ -59,6 +78,58 @@ def produce_log(settings: Settings, users: int, items: int, events: int, seed: i
                 producer.send_raw(topics.interactions, user.encode(), b'{"schema": 7}')
         producer.flush()
     return sent
+
+
+def _served_with_clicks(
+    rng: random.Random, user: str, items: int, request_id: str, now: int
+) -> list[RecommendationServed | Click]:
+    """A served request and 0-3 clicks on it, in the order to send them: a click may go
+    first (a reader of both topics can see it before its impression), may be on an item
+    the request did not serve, and rarely comes after the attribution window."""
+    served = RecommendationServed(
+        user_id=user,
+        request_id=request_id,
+        variant="v",
+        model_version="m",
+        event_time=now,
+        items=tuple(
+            RecommendedItem(item_id=item_id, rank=rank, score=1.0, reason="r")
+            for rank, item_id in enumerate(
+                dict.fromkeys(f"i{rng.randrange(items)}" for _ in range(5)), start=1
+            )
+        ),
+    )
+    order: list[RecommendationServed | Click] = [served]
+    for _ in range(rng.randrange(4)):
+        pick = rng.choice([*served.items, None])
+        item_id = pick.item_id if pick is not None else f"i{rng.randrange(items)}"
+        click = Click(
+            user_id=user,
+            request_id=request_id,
+            item_id=item_id,
+            rank=pick.rank if pick is not None else 1,
+            event_time=now + rng.choice([-30_000, 0, 2_000, 20_000, 3_700_000]),
+        )
+        order.insert(rng.randrange(len(order) + 1), click)
+    return order
+
+
+def want_join_counts(sent: list[Any]) -> tuple[Counter[str], Counter[str]]:
+    """Impressions and attributed clicks per item, by the join's rules, from what was sent."""
+    served = {e.request_id: e for e in sent if isinstance(e, RecommendationServed)}
+    impressions = Counter(i.item_id for e in served.values() for i in e.items)
+    attributed: Counter[str] = Counter()
+    counted: set[tuple[str, str]] = set()
+    for click in (e for e in sent if isinstance(e, Click)):
+        request = served.get(click.request_id)
+        if request is None or (click.request_id, click.item_id) in counted:
+            continue
+        if click.item_id in {i.item_id for i in request.items} and attributable(
+            request.event_time, click.event_time
+        ):
+            counted.add((click.request_id, click.item_id))
+            attributed[click.item_id] += 1
+    return impressions, attributed
 
 
 def online(store: FeatureStore, view: str, key: str, ids: list[str], names: list[str]) -> Any:
@@ -109,11 +180,12 @@ def logged_events(
     interactions = [e for e in sent if isinstance(e, Interaction)]
     store = open_store(settings)
     apply_definitions(store)
+    served = {i.item_id for e in sent if isinstance(e, RecommendationServed) for i in e.items}
     return LoggedEvents(
         sent,
         interactions,
         sorted({e.user_id for e in interactions}),
-        sorted({e.item_id for e in sent}),
+        sorted({e.item_id for e in sent if not isinstance(e, RecommendationServed)} | served),
         store,
     )
 
@@ -131,15 +203,30 @@ def test_backfill_rebuilds_every_online_feature_after_a_wipe(
         wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 180)
         want_clicks = Counter(e.item_id for e in sent if isinstance(e, Click))
         want_views = Counter(e.item_id for e in interactions)
+        want_impressions, want_attributed = want_join_counts(sent)
+        assert sum(want_attributed.values()) > 10 and sum(want_impressions.values()) > 500
 
         def items_done() -> dict[str, Any] | None:
             rows = online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES)
-            clicks = {i: r["click_count"] or 0 for i, r in rows.items()}
-            views = {i: r["interaction_count"] or 0 for i, r in rows.items()}
-            done = clicks == {i: want_clicks[i] for i in item_ids} and views == {
-                i: want_views[i] for i in item_ids
+            got = {
+                name: {i: r[name] or 0 for i, r in rows.items()}
+                for name in (
+                    "click_count",
+                    "interaction_count",
+                    "impression_count",
+                    "attributed_click_count",
+                )
             }
-            return rows if done else None
+            want = {
+                name: {i: counts[i] for i in item_ids}
+                for name, counts in (
+                    ("click_count", want_clicks),
+                    ("interaction_count", want_views),
+                    ("impression_count", want_impressions),
+                    ("attributed_click_count", want_attributed),
+                )
+            }
+            return rows if got == want else None
 
         before_items = wait_until(items_done, 90, "item features", proc=worker, log=log)
     before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
@@ -157,7 +244,8 @@ def test_backfill_rebuilds_every_online_feature_after_a_wipe(
 
     output = run_streamrec(settings, "backfill", "--from-beginning")
     assert f"{len(user_ids):,} users and {len(item_ids):,} items" in output
-    assert "rejected" in output and f"{len(sent) // 997 + 1:,} rejected" in output
+    assert "rejected" in output and f"{4000 // 997 + 1:,} rejected" in output
+    assert f"{sum(want_attributed.values()):,} attributed clicks" in output
 
     assert_same_features(
         online(store, "user_recent", "user_id", user_ids, USER_FEATURES), before_users

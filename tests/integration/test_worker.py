@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -15,11 +16,13 @@ from feast.data_source import PushMode
 
 from streamrec.feast_store import apply_definitions, feast_project, open_store
 from streamrec.settings import Settings
-from streams.events import Interaction, Topics
+from streams.events import Click, Interaction, RecommendationServed, RecommendedItem, Topics
 from streams.folding import ItemState, UserState, item_rows, user_rows
-from streams.notify import user_changed_channel
+from streams.notify import changed_users, user_changed_channel
 from streams.producer import EventProducer
+from streams.seen import RedisSeenItems
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink
+from tests.integration.test_backfill import online
 from tests.support import streamrec_process, wait_until
 
 T0 = 1_700_000_000_000
@@ -54,7 +57,7 @@ def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 20) 
     def poll() -> bool:
         message = consumer.poll(0.5)
         if message is not None and message.error() is None:
-            values.append(message.value())
+            values.append(message.value() or b"")
         return len(values) >= expect
 
     try:
@@ -113,11 +116,11 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
         assert recent[1] == f"item{(0 * 7 + 59) % 13}"
         # other users sit on other partitions: each is complete in its own time
         for user in ("user1", "user2"):
-            wait_until(
-                lambda user=user: _online_user(store, user)["interaction_count"] == 60,
-                30,
-                f"{user}'s 60 interactions online",
-            )
+
+            def folded(user: str = user) -> bool:
+                return _online_user(store, user)["interaction_count"] == 60
+
+            wait_until(folded, 30, f"{user}'s 60 interactions online")
 
         # item counts come through the re-keyed activity topic: 180 views over 13 items
         def item_counts() -> list[int] | None:
@@ -142,7 +145,7 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
         for _ in range(200):
             message = notices.get_message(timeout=0.1)
             if message and message["type"] == "message":
-                seen.add(message["data"].decode())
+                seen.update(changed_users(message["data"]))
             if {"user0", "user1", "user2"} <= seen:
                 break
         assert {"user0", "user1", "user2"} <= seen
@@ -157,7 +160,11 @@ def _online(store: FeatureStore, view: str, key: str, ids: list[str], names: lis
 
 
 def test_the_sink_writes_what_feast_push_writes(live_settings: Settings) -> None:
-    """The worker's sink skips FeatureStore.push; the online rows must not change."""
+    """The worker's sink skips FeatureStore.push; the online rows must not change.
+
+    Compared both as Feast reads them and byte for byte in Redis (keys, hash fields,
+    protobuf values and timestamps), since the sink writes Feast's layout itself.
+    """
     store = open_store(live_settings)
     apply_definitions(store)
     users = [
@@ -207,6 +214,7 @@ def test_the_sink_writes_what_feast_push_writes(live_settings: Settings) -> None
     client = redis.Redis.from_url(live_settings.redis_connection_url or "")
     keys = list(client.scan_iter(match=b"*" + feast_project(live_settings.topic_prefix).encode()))
     assert len(keys) == len(users) + len(items)
+    stored_by_feast = {key: client.hgetall(key) for key in keys}
     client.delete(*keys)
     assert _online(store, "user_recent", "user_id", user_ids, ["interaction_count"])[
         "interaction_count"
@@ -219,12 +227,20 @@ def test_the_sink_writes_what_feast_push_writes(live_settings: Settings) -> None
         _online(store, "user_recent", "user_id", user_ids, user_names),
         _online(store, "item_stats", "item_id", item_ids, item_names),
     ) == by_feast
-    # Feast's keep-the-newer-row rule still applies: an older row changes nothing.
-    older = UserState(interaction_count=99, last_event_time=T0 - 10, feature_time=T0 - 10)
-    sink.push(USER_PUSH_SOURCE, user_rows([("user1", older)]))
+    assert {key: client.hgetall(key) for key in keys} == stored_by_feast
+    # Feast's keep-the-newer-row rule still applies: an older row, or one of the same
+    # instant, changes nothing; a newer one replaces the row.
+    for feature_time in (T0 - 10, T0 + 1):  # user1's row is at T0 + 1
+        stale = UserState(interaction_count=99, last_event_time=T0 - 10, feature_time=feature_time)
+        sink.push(USER_PUSH_SOURCE, user_rows([("user1", stale)]))
+        assert _online(store, "user_recent", "user_id", ["user1"], ["interaction_count"])[
+            "interaction_count"
+        ] == [3]
+    newer = UserState(interaction_count=7, last_event_time=T0 + 5, feature_time=T0 + 5)
+    sink.push(USER_PUSH_SOURCE, user_rows([("user1", newer)]))
     assert _online(store, "user_recent", "user_id", ["user1"], ["interaction_count"])[
         "interaction_count"
-    ] == [3]
+    ] == [7]
 
 
 def test_the_sink_rejects_rows_it_cannot_write(live_settings: Settings) -> None:
@@ -237,3 +253,148 @@ def test_the_sink_rejects_rows_it_cannot_write(live_settings: Settings) -> None:
     del columns["interaction_count"]
     with pytest.raises(ValueError, match="no column 'interaction_count'"):
         sink.push(USER_PUSH_SOURCE, columns)
+
+
+def _metric(port: int, name: str, label: str = "") -> float:
+    """The sum of a metric's samples (whose line contains ``label``) on the worker's page."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            body = page.read().decode()
+    except OSError:  # the web server is not up yet
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name) and label in line and not line.startswith("#")
+    )
+
+
+def _served(request_id: str, items: list[str], at: int) -> RecommendationServed:
+    return RecommendationServed(
+        user_id="joiner",
+        request_id=request_id,
+        variant="v",
+        model_version="m",
+        event_time=at,
+        items=tuple(
+            RecommendedItem(item_id=item, rank=rank, score=1.0, reason="r")
+            for rank, item in enumerate(items, start=1)
+        ),
+    )
+
+
+def _click(request_id: str, item_id: str, at: int) -> Click:
+    return Click(user_id="joiner", request_id=request_id, item_id=item_id, rank=1, event_time=at)
+
+
+def test_impressions_join_their_clicks_and_the_hour_window_counts_by_event_time(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    settings = live_settings
+    topics = Topics(settings.topic_prefix)
+    log = tmp_path / "worker.log"
+    store = open_store(settings)
+    apply_definitions(store)
+    port = settings.worker_port
+    names = [
+        "impression_count",
+        "attributed_click_count",
+        "attributed_ctr",
+        "click_count",
+        "interactions_1h",
+        "interactions_1h_end",
+    ]
+    minute = 60_000
+    with (
+        streamrec_process(settings, "worker", log=log) as worker,
+        EventProducer(settings.bootstrap_servers, topics) as producer,
+    ):
+        # Clicks read before their impression: one on a served item, one on an item the
+        # request did not serve, and one whose request is never served.
+        for click in (
+            _click("early", "a1", T0 + 2000),
+            _click("early", "zz", T0 + 3000),
+            _click("never", "a1", T0 + 4000),
+        ):
+            producer.send(click)
+        producer.flush()
+        wait_until(
+            lambda: _metric(port, "streamrec_join_events_total", 'outcome="pending"') == 3,
+            90,
+            "three clicks pending",
+            proc=worker,
+            log=log,
+        )
+        producer.send(_served("early", ["a1", "a2"], T0 + 1000))
+        # In order: a served request, a click on it, the same click again, a click after
+        # the attribution window.
+        producer.send(_served("inorder", ["a1", "b1"], T0 + 5000))
+        producer.flush()
+        wait_until(
+            lambda: _metric(port, "streamrec_join_events_total", 'outcome="impressions"') == 2,
+            60,
+            "two requests served",
+        )
+        for click in (
+            _click("inorder", "b1", T0 + 6000),
+            _click("inorder", "b1", T0 + 7000),
+            _click("inorder", "a1", T0 + 5000 + 61 * minute),
+        ):
+            producer.send(click)
+        # A request served long after: the recommendations clock passes the pending
+        # click of "never", which is given up.
+        producer.send(_served("later", ["c1"], T0 + 20 * minute))
+        # The hour window: c1's interactions at 0, 10, 50 and 70 minutes.
+        for at in (0, 10, 50, 70):
+            producer.send(
+                Interaction(
+                    user_id="joiner", item_id="c1", action="view", event_time=T0 + at * minute
+                )
+            )
+        producer.flush()
+
+        want = {
+            "a1": (2, 1, 3),  # served twice; of 3 clicks one counts (others: late, never served)
+            "a2": (1, 0, 0),
+            "b1": (1, 1, 2),  # two clicks, one impression: attributed once
+            "zz": (0, 0, 1),
+            "c1": (1, 0, 0),
+        }
+
+        def joined() -> dict[str, dict[str, object]] | None:
+            rows = online(store, "item_stats", "item_id", sorted(want), names)
+            got = {
+                i: (r["impression_count"], r["attributed_click_count"], r["click_count"])
+                for i, r in rows.items()
+            }
+            last.update(got, c1_1h=rows["c1"]["interactions_1h"])
+            return rows if got == want and rows["c1"]["interactions_1h"] == 2 else None
+
+        last: dict[str, object] = {}
+
+        try:
+            rows = wait_until(joined, 90, "joined counts online", proc=worker, log=log)
+        except AssertionError as exc:
+            raise AssertionError(f"last online: {last}") from exc
+        assert rows["a1"]["attributed_ctr"] == (1 + 1) / (2 + 20)
+        assert rows["a2"]["attributed_ctr"] == 1 / 21
+        # 70 minutes falls in the bucket [70, 75): the hour [15, 75) holds 50 and 70.
+        assert rows["c1"]["interactions_1h_end"] == T0 - T0 % (5 * minute) + 75 * minute
+        wait_until(
+            lambda: _metric(port, "streamrec_join_expired_total", 'what="pending_click"') == 1,
+            30,
+            "the pending click of a request never served given up",
+        )
+        assert worker.poll() is None
+
+
+def test_seen_sets_take_a_whole_batch_in_one_call(live_settings: Settings) -> None:
+    """Many users and members at once (beyond Lua's unpack limit), empty ones skipped."""
+    url = live_settings.redis_connection_url or ""
+    seen = RedisSeenItems(url, live_settings.topic_prefix)
+    many = [f"item{n}" for n in range(20_000)]
+    seen.add({"reader": many, "light": ["item1"], "idle": []})
+    seen.add({"light": ["item1", "item2"]})
+    assert seen.read("reader") == frozenset(many)
+    assert seen.read("light") == {"item1", "item2"}
+    assert seen.read("idle") == frozenset()

@@ -89,6 +89,12 @@ class TestFeastFeatureReaderOnSqlite(FeatureReaderContract):
                             "purchase_count": [s.purchase_count for s in items.values()],
                             "last_event_time": [s.last_event_time for s in items.values()],
                             "trend_score": [s.trend_score for s in items.values()],
+                            # the worker's join and window; the API does not read them
+                            "impression_count": 0,
+                            "attributed_click_count": 0,
+                            "attributed_ctr": 0.05,
+                            "interactions_1h": 0,
+                            "interactions_1h_end": 0,
                             "event_timestamp": now,
                         }
                     ),

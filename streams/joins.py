@@ -1,0 +1,380 @@
+"""The impression-click join by ``request_id``: which clicks were on items a request served.
+
+Both topics are keyed by ``user_id`` through the one producer (``streams.producer``) and
+have the same partition count, so a request's RecommendationServed and its Clicks are in
+partitions with the same number: one agent reading both topics sees them together, and a
+table keyed by ``request_id`` (``RequestState``) holds what each request served.
+
+Rules, all by event time, so the result is a function of the log and not of the order in
+which the two topics happen to be read:
+
+- every item served in a request is one IMPRESSION of that item;
+- a click is an ATTRIBUTED_CLICK of its item when that request served the item and the
+  click's event time is within ``[served - CLOCK_SKEW_MS, served + ATTRIBUTION_WINDOW_MS]``;
+  at most one per item and request (a second click on the same impression adds nothing,
+  so the click-through rate stays a share of impressions);
+- a click whose request is not known yet is kept pending in the request's state and
+  joined when the impression arrives (the topics are read independently, and a click can
+  be read first).
+
+State is bounded by two event-time clocks per partition, one per topic (the highest event
+time read there; kept in memory, so after a restart they start low and expire later,
+never earlier):
+
+- a pending click is given up once the recommendations clock of its partition passes
+  ``click + CLOCK_SKEW_MS + GRACE_MS``: its impression would be more than ``GRACE_MS``
+  out of order within its own partition. The click is dropped from the join and counted
+  (``streamrec_join_expired{what="pending_click"}``); it still counts in the item's
+  ``click_count``, only not as attributed. If the impression does arrive later, its
+  impressions count and that click does not.
+- a served request is forgotten once the clicks clock of its partition passes
+  ``served + ATTRIBUTION_WINDOW_MS + GRACE_MS``; a click on it arriving later than that
+  finds no request, waits as pending and is given up as above.
+
+Only events more than ``GRACE_MS`` out of order within their own partition can make the
+live worker and a backfill disagree.
+
+Exactly-once: the request state remembers, per source partition, the offset it has
+folded up to (``streams.folding``'s rule), and every entry it has sent to the item side
+(``emitted``). An event at or below that offset (redelivered after a crash) sends its
+entries again; the item side keeps each (source, offset) once, so the re-send repairs an
+entry lost in the crash and doubles nothing. The join's entries use their own sources
+(``join:<topic>:<partition>``) so they never share an offset sequence with the
+REC_CLICK entries of the same click.
+
+Why not a Faust windowed table for the short-window count (faust-streaming 0.15.3,
+``faust/tables/base.py``): windows expire by wall-clock time (``_del_old_keys`` compares
+with ``time.time()``), so a replay of old events expires its windows at once; the event
+time it can window by is the Kafka record timestamp (``relative_to_stream``) or a field of
+a ``faust.Record`` value (``relative_to_field``), not our raw JSON; expired windows are
+popped locally with no changelog tombstone, and windows restored from the changelog are
+never registered for expiry, so after a restart they are kept forever. The window is
+plain item state instead (``streams.folding.ItemState.window``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from faust.types import EventT, TableT
+from prometheus_client import CollectorRegistry, Counter
+
+from streams.events import Click, RecommendationServed
+from streams.folding import ATTRIBUTED_CLICK, IMPRESSION, Entry, source_key
+
+ATTRIBUTION_WINDOW_MS = 3600 * 1000  # a click counts for an impression up to 1 h after it
+CLOCK_SKEW_MS = 60 * 1000  # or up to 1 min before it: a client's clock can run behind
+GRACE_MS = 10 * 60 * 1000  # how far out of event-time order an event may arrive
+
+
+def join_source(source: str) -> str:
+    """The item-side source of the join's entries caused by events of ``source``."""
+    return f"join:{source}"
+
+
+def attributable(served_time: int, click_time: int) -> bool:
+    return served_time - CLOCK_SKEW_MS <= click_time <= served_time + ATTRIBUTION_WINDOW_MS
+
+
+class Joined(enum.Enum):
+    """What folding one positioned event into the join did."""
+
+    IMPRESSIONS = "impressions"  # a request's items, with any pending clicks it joined
+    ATTRIBUTED = "attributed"  # a click on an item its request served
+    UNATTRIBUTED = "unattributed"  # a click on an item not served, too late, or repeated
+    PENDING = "pending"  # a click whose request is not known yet
+    REPEATED_REQUEST = "repeated_request"  # a second RecommendationServed of a request id
+    REDELIVERED = "redelivered"  # at or below the folded offset: its entries sent again
+
+
+@dataclass
+class RequestState:
+    """One request: what it served, which of its items were clicked, what waits for it."""
+
+    partition: int  # of both topics: where the request's events are, and its changelog
+    served_time: int | None = None  # None until the RecommendationServed is read
+    items: list[str] = field(default_factory=list)  # served, in rank order, once each
+    clicked: list[str] = field(default_factory=list)  # items with an attributed click
+    pending: list[list[Any]] = field(default_factory=list)  # [item_id, event_time] clicks
+    emitted: list[list[Any]] = field(default_factory=list)  # entries sent (``Entry``)
+    offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "served_time": self.served_time,
+            "items": self.items,
+            "clicked": self.clicked,
+            "pending": self.pending,
+            "emitted": self.emitted,
+            "offsets": self.offsets,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestState:
+        served = data.get("served_time")
+        return cls(
+            partition=int(data["partition"]),
+            served_time=None if served is None else int(served),
+            items=list(data["items"]),
+            clicked=list(data["clicked"]),
+            pending=[list(click) for click in data["pending"]],
+            emitted=[list(entry) for entry in data["emitted"]],
+            offsets=dict(data["offsets"]),
+        )
+
+    def _emit(self, source: str, offset: int, item_id: str, kind: str, at: int) -> Entry:
+        entry: Entry = (join_source(source), offset, item_id, kind, at)
+        self.emitted.append(list(entry))
+        return entry
+
+    def _sent_at(self, source: str, offset: int) -> list[Entry]:
+        name = join_source(source)
+        return [
+            (str(s), int(o), str(i), str(k), int(t))
+            for s, o, i, k, t in self.emitted
+            if s == name and o == offset
+        ]
+
+    def _attribute(self, source: str, offset: int, item_id: str, click_time: int) -> Entry | None:
+        assert self.served_time is not None
+        if item_id not in self.items or item_id in self.clicked:
+            return None
+        if not attributable(self.served_time, click_time):
+            return None
+        self.clicked.append(item_id)
+        # At the later of the two times: the row that counts it is never before either.
+        at = max(click_time, self.served_time)
+        return self._emit(source, offset, item_id, ATTRIBUTED_CLICK, at)
+
+
+def join_served(
+    state: RequestState, served: RecommendationServed, source: str, offset: int
+) -> tuple[Joined, list[Entry]]:
+    """Fold a RecommendationServed read at ``offset`` of ``source``; the entries to send."""
+    if offset <= state.offsets.get(source, -1):
+        return Joined.REDELIVERED, state._sent_at(source, offset)
+    state.offsets[source] = offset
+    if state.served_time is not None:
+        return Joined.REPEATED_REQUEST, []
+    state.served_time = served.event_time
+    entries: list[Entry] = []
+    for recommended in sorted(served.items, key=lambda item: item.rank):
+        if recommended.item_id in state.items:
+            continue
+        state.items.append(recommended.item_id)
+        entries.append(
+            state._emit(source, offset, recommended.item_id, IMPRESSION, served.event_time)
+        )
+    for item_id, click_time in state.pending:
+        entry = state._attribute(source, offset, str(item_id), int(click_time))
+        if entry is not None:
+            entries.append(entry)
+    state.pending = []
+    return Joined.IMPRESSIONS, entries
+
+
+def join_click(
+    state: RequestState, click: Click, source: str, offset: int
+) -> tuple[Joined, list[Entry]]:
+    """Fold a Click read at ``offset`` of ``source``; the entries to send."""
+    if offset <= state.offsets.get(source, -1):
+        return Joined.REDELIVERED, state._sent_at(source, offset)
+    state.offsets[source] = offset
+    if state.served_time is None:
+        state.pending.append([click.item_id, click.event_time])
+        return Joined.PENDING, []
+    entry = state._attribute(source, offset, click.item_id, click.event_time)
+    if entry is None:
+        return Joined.UNATTRIBUTED, []
+    return Joined.ATTRIBUTED, [entry]
+
+
+@dataclass
+class JoinClocks:
+    """The highest event time read per partition of each topic (``served``, ``clicks``)."""
+
+    served: dict[int, int] = field(default_factory=dict)
+    clicks: dict[int, int] = field(default_factory=dict)
+
+    def saw(self, event: RecommendationServed | Click, partition: int) -> None:
+        clock = self.served if isinstance(event, RecommendationServed) else self.clicks
+        clock[partition] = max(clock.get(partition, 0), event.event_time)
+
+
+def expiry(state: RequestState, clocks: JoinClocks) -> str | None:
+    """Why ``state`` can be forgotten now (``pending_click`` or ``request``), or None."""
+    if state.served_time is None:
+        newest_click = max((int(t) for _, t in state.pending), default=0)
+        served_clock = clocks.served.get(state.partition, 0)
+        if served_clock > newest_click + CLOCK_SKEW_MS + GRACE_MS:
+            return "pending_click"
+        return None
+    clicks_clock = clocks.clicks.get(state.partition, 0)
+    if clicks_clock > state.served_time + ATTRIBUTION_WINDOW_MS + GRACE_MS:
+        return "request"
+    return None
+
+
+def expired(
+    states: Iterable[tuple[str, dict[str, Any]]], clocks: JoinClocks, partitions: set[int]
+) -> Iterator[tuple[str, RequestState, str]]:
+    """``(request_id, state, why)`` of the states of ``partitions`` that can be forgotten."""
+    for request_id, data in states:
+        if data is None or int(data["partition"]) not in partitions:
+            continue
+        state = RequestState.from_dict(data)
+        why = expiry(state, clocks)
+        if why is not None:
+            yield request_id, state, why
+
+
+@dataclass
+class RequestJoin:
+    """The join over a plain dict of request states: what backfill and the tests run.
+
+    The worker runs the same functions over its Faust table (``streams.agents``).
+    """
+
+    requests: dict[str, RequestState] = field(default_factory=dict)
+    clocks: JoinClocks = field(default_factory=JoinClocks)
+    outcomes: dict[Joined, int] = field(default_factory=dict)
+    given_up: dict[str, int] = field(default_factory=dict)  # expired, by reason
+
+    def fold(
+        self, event: RecommendationServed | Click, source: str, partition: int, offset: int
+    ) -> list[Entry]:
+        state = self.requests.get(event.request_id)
+        if state is None:
+            state = self.requests[event.request_id] = RequestState(partition)
+        self.clocks.saw(event, partition)
+        if isinstance(event, RecommendationServed):
+            outcome, entries = join_served(state, event, source, offset)
+        else:
+            outcome, entries = join_click(state, event, source, offset)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return entries
+
+    def expire(self) -> None:
+        """Forget the requests the clocks have passed (``expiry``)."""
+        for request_id, state in list(self.requests.items()):
+            why = expiry(state, self.clocks)
+            if why is not None:
+                del self.requests[request_id]
+                self.given_up[why] = self.given_up.get(why, 0) + given_up_count(state, why)
+
+
+def given_up_count(state: RequestState, why: str) -> int:
+    """What forgetting ``state`` gives up: its pending clicks, or one request."""
+    return len(state.pending) if why == "pending_click" else 1
+
+
+# Sweep a partition's requests for expiry once its clocks have moved this far.
+SWEEP_EVERY_MS = 60 * 1000
+
+
+@dataclass
+class JoinMetrics:
+    outcomes: Counter
+    given_up: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> JoinMetrics:
+        return cls(
+            outcomes=Counter(
+                "streamrec_join_events",
+                "Recommendations and clicks folded into the impression-click join, by outcome",
+                ["outcome"],
+                registry=registry,
+            ),
+            given_up=Counter(
+                "streamrec_join_expired",
+                "Join state forgotten by event time: pending clicks whose request never came "
+                "(pending_click), and served requests past their attribution window (request)",
+                ["what"],
+                registry=registry,
+            ),
+        )
+
+
+class FaustJoin:
+    """The join over the worker's Faust table of request states, one batch at a time."""
+
+    def __init__(self, table: TableT, metrics: JoinMetrics) -> None:
+        self._table = table
+        self._metrics = metrics
+        self._clocks = JoinClocks()
+        self._swept_at: dict[int, int] = {}  # partition -> sum of its clocks at last sweep
+
+    def fold_batch(
+        self, stream: faust.StreamT, events: list[tuple[EventT, RecommendationServed | Click]]
+    ) -> list[Entry]:
+        """Fold a batch's decoded events; write and expire their requests; the entries."""
+        changed: dict[str, RequestState] = {}
+        last_event: dict[str, EventT] = {}
+        last_of_partition: dict[int, EventT] = {}
+        entries: list[Entry] = []
+        for event, decoded in events:
+            message = event.message
+            partition = message.partition
+            source = source_key(message.topic, partition)
+            request_id = decoded.request_id
+            state = changed.get(request_id)
+            if state is None:
+                data = self._table.get(request_id)
+                state = RequestState.from_dict(data) if data else RequestState(partition)
+            self._clocks.saw(decoded, partition)
+            if isinstance(decoded, RecommendationServed):
+                outcome, new = join_served(state, decoded, source, message.offset)
+            else:
+                outcome, new = join_click(state, decoded, source, message.offset)
+            self._metrics.outcomes.labels(outcome.value).inc()
+            entries.extend(new)
+            last_of_partition[partition] = event
+            if outcome is not Joined.REDELIVERED:
+                changed[request_id] = state
+                last_event[request_id] = event
+        forgotten = self._due_for_expiry(changed, set(last_of_partition))
+        typed = cast(faust.Stream, stream)
+        arriving = typed.current_event
+        # A table write goes to the changelog partition of the stream's current event
+        # (see streams.agents._write_states): make each key's own event current first.
+        for request_id, state in changed.items():
+            if request_id in forgotten:
+                continue
+            typed._set_current_event(last_event[request_id])
+            self._table[request_id] = state.to_dict()
+        for request_id, (state, why) in forgotten.items():
+            typed._set_current_event(last_of_partition[state.partition])
+            if request_id in self._table:
+                del self._table[request_id]
+            self._metrics.given_up.labels(why).inc(given_up_count(state, why))
+        typed._set_current_event(arriving)
+        return entries
+
+    def _due_for_expiry(
+        self, changed: dict[str, RequestState], partitions: set[int]
+    ) -> dict[str, tuple[RequestState, str]]:
+        """Requests of ``partitions`` to forget, swept when the partition's clocks moved on."""
+        due = set()
+        for partition in partitions:
+            moved = self._clocks.served.get(partition, 0) + self._clocks.clicks.get(partition, 0)
+            if moved - self._swept_at.get(partition, 0) >= SWEEP_EVERY_MS:
+                self._swept_at[partition] = moved
+                due.add(partition)
+        if not due:
+            return {}
+        forgotten: dict[str, tuple[RequestState, str]] = {}
+        for request_id, state in changed.items():
+            if state.partition in due:
+                why = expiry(state, self._clocks)
+                if why is not None:
+                    forgotten[request_id] = (state, why)
+        stored = [(k, v) for k, v in self._table.items() if k not in changed]
+        for request_id, state, why in expired(stored, self._clocks, due):
+            forgotten[request_id] = (state, why)
+        return forgotten
