@@ -19,8 +19,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import cast
 
 from bench.stats import summary
@@ -29,8 +31,10 @@ from streams.events import Topics
 from streams.topics import delete_topics, ensure_topics
 
 
-def _agent(bootstrap: str, topic: str, events: int, batch: int, within: float) -> None:
-    """The child process: consume ``events`` records, print rate and CPU rate as JSON."""
+def _agent(
+    bootstrap: str, topic: str, events: int, batch: int, within: float, result: Path
+) -> None:
+    """The child process: consume ``events`` records, write the times to ``result``."""
     import faust
 
     app = faust.App(
@@ -58,7 +62,7 @@ def _agent(bootstrap: str, topic: str, events: int, batch: int, within: float) -
             if seen[0] >= events:
                 wall = time.perf_counter() - started[0]
                 cpu = time.process_time() - started[1]
-                print(json.dumps({"events": seen[0], "wall": wall, "cpu": cpu}), flush=True)
+                result.write_text(json.dumps({"events": seen[0], "wall": wall, "cpu": cpu}))
                 os._exit(0)
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "error"]
@@ -78,7 +82,8 @@ def one_run(bootstrap: str, events: int, batch: int, within: float) -> tuple[flo
             if n % 10000 == 0:
                 producer.poll(0)
         producer.flush(60)
-        child = subprocess.run(
+        result = Path(tempfile.mkdtemp()) / "result.json"
+        subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -91,14 +96,15 @@ def one_run(bootstrap: str, events: int, batch: int, within: float) -> tuple[flo
                 str(batch),
                 "--within",
                 str(within),
+                "--result",
+                str(result),
             ],
             capture_output=True,
-            text=True,
             timeout=600,
             check=True,
         )
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        return result["events"] / result["wall"], result["events"] / result["cpu"]
+        times = json.loads(result.read_text())
+        return times["events"] / times["wall"], times["events"] / times["cpu"]
     finally:
         delete_topics(bootstrap, topics.all())
 
@@ -110,10 +116,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="take_events size")
     parser.add_argument("--within", type=float, default=0.05, help="take_events timeout")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     bootstrap = load_settings().bootstrap_servers
     if args.child:
-        _agent(bootstrap, args.child, args.events, args.batch, args.within)
+        _agent(bootstrap, args.child, args.events, args.batch, args.within, args.result)
         return
     rates, per_cpu = [], []
     for run in range(args.repeats):
