@@ -16,6 +16,7 @@ from feast import FeatureStore
 from streamrec.feast_store import apply_definitions, feast_project, open_store
 from streamrec.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
+from streams import folding
 from streams.backfill import run_backfill
 from streams.events import (
     ACTIONS,
@@ -34,18 +35,7 @@ from tests.support import wait_until
 
 T0 = 1_700_000_000_000
 USER_FEATURES = ["recent_items", "recent_times", "interaction_count", "last_event_time"]
-ITEM_FEATURES = [
-    "interaction_count",
-    "click_count",
-    "purchase_count",
-    "last_event_time",
-    "trend_score",
-    "impression_count",
-    "attributed_click_count",
-    "attributed_ctr",
-    "interactions_1h",
-    "interactions_1h_end",
-]
+ITEM_FEATURES = list(folding.ITEM_FEATURES)  # every field of the item_stats view
 
 
 def produce_log(settings: Settings, users: int, items: int, events: int, seed: int) -> list[Any]:
