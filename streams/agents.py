@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -81,27 +82,39 @@ def _batches(
 
 
 def _write_states(
-    stream: faust.StreamT,
     table: TableT,
     states: dict[str, UserState] | dict[str, ItemState],
     last_event: dict[str, faust.EventT],
-) -> None:
-    """Write each changed state to the table, one changelog record per key.
+) -> list[asyncio.Future[Any]]:
+    """Write each changed state to the table; returns its changelog records' deliveries.
 
-    A table write goes to the changelog partition of the stream's current event; in a
-    batch that is whichever came last, so each key's own last event is made current
-    before its write. The stream's own current event is put back afterwards: take_events
-    reads it when it resumes buffering the event that was arriving meanwhile, and would
-    otherwise buffer one of ours in its place, losing that event (seen as missing counts).
-    There is no await in here, so nothing else runs in between.
+    One record per key, in the changelog partition of the key's own last event: the
+    partition a restarted worker reads the key's events from. The caller waits for the
+    deliveries before pushing the states' rows: a row pushed before its state is saved
+    would outlive a crash that loses the state, and the restarted worker, recovering an
+    older state with older row times, could not replace that row (the store keeps the
+    newer one), so the events it folds again would never show.
     """
-    typed = cast(faust.Stream, stream)
-    arriving = typed.current_event
+    saved: list[asyncio.Future[Any]] = []
     for key, state in states.items():
-        typed._set_current_event(last_event[key])
         stamp(state)
-        table[key] = state.to_dict()
-    typed._set_current_event(arriving)
+        value = state.to_dict()
+        partition = last_event[key].message.partition
+        saved.append(cast(Any, table).send_changelog(partition, key, value))
+        cast(Any, table).data[key] = value
+    return saved
+
+
+def _unpushed(redelivered: dict[str, Any], changed: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The states that met only redelivered records in a batch, to push again as they stand.
+
+    A worker killed after its table write reached the changelog but before its Feast push
+    leaves a state whose row never arrived; its restart meets those records as redelivered
+    and changes nothing, so only pushing the state again brings the row. The state keeps
+    its row time, and the store keeps a row only if it is newer: a row that did arrive is
+    left as it is.
+    """
+    return [(key, state) for key, state in redelivered.items() if key not in changed]
 
 
 class _Laps:
@@ -211,6 +224,7 @@ def attach(
             started = time.perf_counter()
             for_items: list[tuple[str, int, Interaction | Click]] = []
             changed: dict[str, UserState] = {}
+            redelivered: dict[str, UserState] = {}
             last_event: dict[str, faust.EventT] = {}
             new = 0
             seen_now: dict[str, set[str]] = {}
@@ -231,24 +245,30 @@ def attach(
                 if fold is Fold.DUPLICATE:
                     metrics.duplicates.inc()
                     continue
+                if fold is Fold.REDELIVERED_DUPLICATE:
+                    metrics.redelivered.labels(message.topic).inc()
+                    redelivered[user_id] = state
+                    continue
                 # A redelivered event goes to the item side again: its entry may never
                 # have arrived there, and the item side skips it if it did.
                 for_items.append((source, message.offset, interaction))
                 if fold is Fold.REDELIVERED:
                     metrics.redelivered.labels(message.topic).inc()
+                    redelivered[user_id] = state
                     continue
                 new += 1
                 changed[user_id] = state
                 last_event[user_id] = event
             lap("decode_fold")
-            _write_states(stream, user_table, changed, last_event)
+            await asyncio.gather(*_write_states(user_table, changed, last_event))
             lap("table_write")
             # The seen sets and the features are independent writes: both in flight at once.
             writes = []
             if seen is not None and seen_now:
                 writes.append(_in_thread(seen.add, seen_now))
-            if changed:
-                writes.append(push(USER_PUSH_SOURCE, user_rows(changed.items())))
+            rows = [*changed.items(), *_unpushed(redelivered, changed)]
+            if rows:
+                writes.append(push(USER_PUSH_SOURCE, user_rows(rows)))
             await asyncio.gather(*writes)
             lap("feast_push_and_seen")
             if changed:
@@ -285,6 +305,7 @@ def attach(
         async for events in _batches(stream, batch, within):
             started = time.perf_counter()
             changed: dict[str, ItemState] = {}
+            redelivered: dict[str, ItemState] = {}
             last_event: dict[str, faust.EventT] = {}
             lap = _Laps(metrics, activity_name)
             for event in events:
@@ -295,14 +316,16 @@ def attach(
                     applied = fold_item_entries(state, message)
                     if applied < total:
                         metrics.redelivered.labels(activity_name).inc(total - applied)
+                        redelivered[item_id] = state
                     if applied:
                         changed[item_id] = state
                         last_event[item_id] = event
             lap("fold_entries")
-            _write_states(stream, item_table, changed, last_event)
+            await asyncio.gather(*_write_states(item_table, changed, last_event))
             lap("table_write")
-            if changed:
-                await push(ITEM_PUSH_SOURCE, item_rows(changed.items()))
+            rows = [*changed.items(), *_unpushed(redelivered, changed)]
+            if rows:
+                await push(ITEM_PUSH_SOURCE, item_rows(rows))
             lap("feast_push")
             metrics.batch_seconds.labels(item_activity.get_topic_name()).observe(
                 time.perf_counter() - started
@@ -349,4 +372,28 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         RedisSeenItems(redis_url, settings.topic_prefix),
     )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+
+    @app.task
+    async def dump_tasks_on_signal() -> None:
+        # `kill -USR1 <pid>` logs where every coroutine waits: a stalled worker is an idle
+        # event loop, which a thread sampler such as py-spy cannot see into.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_tasks)
+
     worker.execute_from_commandline()
+
+
+def _log_tasks() -> None:
+    """Log each task's chain of awaits, innermost last: where it waits."""
+    for task in asyncio.all_tasks():
+        where = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                where.append(
+                    f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+                )
+            else:
+                where.append(f"  {awaited!r}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        log.warning("task %s\n%s", task.get_name(), "\n".join(where))

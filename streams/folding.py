@@ -30,6 +30,11 @@ from streams.events import Click, Interaction
 # same value (up to float rounding) whatever order they arrive in.
 TREND_HALF_LIFE_MS = 7 * 24 * 3600 * 1000
 
+# How many of a user's latest repeated sends (same event_id, new offset) the state keeps
+# the positions of. Only a repeat redelivered after a restart is looked up, so the bound
+# is on the repeats of one user between two commits of the worker (a batch or two).
+DUPLICATES_KEPT = 50
+
 # The short-window count is a hopping window by event time: an item's interactions in the
 # hour ending at the 5-minute boundary after its newest interaction. It is kept as counts
 # per 5-minute bucket (``ItemState.window``); buckets that fall out of the hour behind the
@@ -60,6 +65,7 @@ class Fold(enum.Enum):
     NEW = "new"  # folded now
     REDELIVERED = "redelivered"  # at or below the partition's folded offset: already in
     DUPLICATE = "duplicate"  # a new offset but an event_id already kept: a repeated send
+    REDELIVERED_DUPLICATE = "redelivered duplicate"  # a DUPLICATE met again after a restart
 
 
 def decayed(
@@ -73,8 +79,11 @@ def decayed(
 class UserState:
     """A user's most recent interactions, newest first, plus counts.
 
-    ``event_ids`` remembers the ids of the kept items so that a redelivered event (the
-    worker restarted before committing its offset) is not folded twice.
+    ``event_ids`` remembers the ids of the kept items so that an event sent twice is
+    folded once. ``offsets`` remembers how far each partition is folded, so that an event
+    redelivered after a restart (the worker stopped before committing its offset) is known
+    as such; ``duplicates`` remembers where the latest repeated sends were, so that a
+    redelivered one is still known as a repeat and never reaches the item side.
     """
 
     items: list[str] = field(default_factory=list)
@@ -84,6 +93,7 @@ class UserState:
     last_event_time: int = 0
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
     offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
+    duplicates: list[tuple[str, int]] = field(default_factory=list)  # (partition, offset)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,7 @@ class UserState:
             "interaction_count": self.interaction_count,
             "last_event_time": self.last_event_time,
             "offsets": self.offsets,
+            "duplicates": self.duplicates,
         }
 
     @classmethod
@@ -108,6 +119,7 @@ class UserState:
             last_event_time=int(data["last_event_time"]),
             feature_time=int(data.get("feature_time", 0)),
             offsets=dict(data.get("offsets", {})),
+            duplicates=[(source, offset) for source, offset in data.get("duplicates", [])],
         )
 
 
@@ -136,11 +148,23 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
 def fold_interaction_at(
     state: UserState, event: Interaction, keep: int, source: str, offset: int
 ) -> Fold:
-    """``fold_interaction`` for an event read at ``offset`` of partition ``source``."""
+    """``fold_interaction`` for an event read at ``offset`` of partition ``source``.
+
+    A redelivered event that was a repeated send the first time is told apart: the item
+    side must get the entries of redelivered events again (their first sending may never
+    have arrived), but never those of a repeat, which it would count as new.
+    """
+    position = (source, offset)
     if offset <= state.offsets.get(source, -1):
+        if position in state.duplicates:
+            return Fold.REDELIVERED_DUPLICATE
         return Fold.REDELIVERED
     state.offsets[source] = offset
-    return Fold.NEW if fold_interaction(state, event, keep) else Fold.DUPLICATE
+    if fold_interaction(state, event, keep):
+        return Fold.NEW
+    state.duplicates.append(position)
+    del state.duplicates[:-DUPLICATES_KEPT]
+    return Fold.DUPLICATE
 
 
 def window_bucket(event_time: int) -> int:

@@ -341,8 +341,9 @@ class FaustJoin:
         forgotten = self._due_for_expiry(changed, set(last_of_partition))
         typed = cast(faust.Stream, stream)
         arriving = typed.current_event
-        # A table write goes to the changelog partition of the stream's current event
-        # (see streams.agents._write_states): make each key's own event current first.
+        # A table write goes to the changelog partition of the stream's current event:
+        # make each key's own event current first, so a restart recovers it with the
+        # partition that holds its events.
         for request_id, state in changed.items():
             if request_id in forgotten:
                 continue

@@ -35,7 +35,7 @@ from streamrec.services import LocalServices
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
 from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
-from streams.lag import consumer_lag, wait_until_caught_up
+from streams.lag import consumer_lag
 from streams.producer import EventProducer
 from tests.integration.test_backfill import (
     ITEM_FEATURES,
@@ -87,15 +87,6 @@ def settings(private: LocalServices, tmp_path: Path) -> Settings:
     return fresh
 
 
-def _committed(settings: Settings, topic: str) -> int:
-    group = f"{settings.topic_prefix}worker"
-    return sum(
-        max(r.committed, 0)
-        for r in consumer_lag(settings.bootstrap_servers)
-        if r.group == group and r.topic == topic
-    )
-
-
 def _log_end(settings: Settings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -114,8 +105,12 @@ def _kill(proc: Any) -> None:
     proc.wait()
 
 
-def _metric(port: int, name: str) -> float:
-    """The sum of a metric's samples on a worker's /metrics page; 0 while it does not answer."""
+def _metric(port: int, name: str, label: str = "") -> float:
+    """The sum of a metric's samples (those holding ``label``) on a worker's /metrics page.
+
+    0 while the page does not answer. ``name`` is the sample's full name, such as
+    ``..._total``: a prefix would also sum the ``_created`` timestamps.
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
             body = page.read().decode()
@@ -124,8 +119,81 @@ def _metric(port: int, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in body.splitlines()
-        if line.startswith(name) and not line.startswith("#")
+        if line.partition("{")[0].partition(" ")[0] == name and label in line
     )
+
+
+class _SavedAhead:
+    """Whether a worker's saved user state is ahead of its committed interactions.
+
+    It follows the user table's changelog (what a restarted worker recovers) for the
+    offsets the states written since ``forget`` have folded. A worker killed while that
+    is true leaves events that its restart meets again: redelivered, already in the
+    recovered state. Quick to ask, so a probe can catch the moment between a batch's
+    table write and its commit.
+    """
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self._topic = topics.interactions
+        self._partitions = [
+            TopicPartition(self._topic, p) for p in range(settings.topic_partitions)
+        ]
+        changelog = f"{topics.prefix}worker-user_recent-changelog"
+        servers = settings.bootstrap_servers
+        self._changelog = Consumer({"bootstrap.servers": servers, "group.id": f"watch.{changelog}"})
+        self._changelog.assign(
+            [
+                TopicPartition(changelog, p, OFFSET_BEGINNING)
+                for p in range(settings.topic_partitions)
+            ]
+        )
+        # asks for the worker group's committed offsets; never joins it or commits
+        self._offsets = Consumer(
+            {
+                "bootstrap.servers": servers,
+                "group.id": f"{settings.topic_prefix}worker",
+                "enable.auto.commit": False,
+            }
+        )
+        self._folded: dict[int, int] = {}
+        self._committed = 0
+
+    def forget(self) -> None:
+        """From now on, only states written after this call count."""
+        self._read_changelog()
+        self._folded.clear()
+
+    def __call__(self) -> tuple[bool, int]:
+        """(ahead, committed): whether it is ahead, and the committed offsets' sum."""
+        from confluent_kafka import KafkaException
+
+        self._read_changelog()
+        try:
+            offsets = self._offsets.committed(self._partitions, timeout=10)
+        except KafkaException:  # the group's coordinator is not ready (yet): ask again later
+            return False, self._committed
+        committed = {tp.partition: max(tp.offset, 0) for tp in offsets}  # next offset to read
+        self._committed = sum(committed.values())
+        ahead = any(offset >= committed.get(p, 0) for p, offset in self._folded.items())
+        return ahead, self._committed
+
+    def _read_changelog(self) -> None:
+        while messages := self._changelog.consume(500, timeout=0.005):
+            for message in messages:
+                value = message.value()
+                if message.error() or value is None:
+                    continue  # the topic may not exist yet
+                for source, offset in json.loads(value)["offsets"].items():
+                    topic, _, partition = source.rpartition(":")
+                    if topic == self._topic:
+                        p = int(partition)
+                        self._folded[p] = max(self._folded.get(p, -1), offset)
+
+    def close(self) -> None:
+        self._changelog.close()
+        self._offsets.close()
 
 
 @pytest.mark.timeout(600)
@@ -141,25 +209,34 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
     # Small batches: more commits, so each kill lands between some of them.
     settings = settings.model_copy(update={"worker_batch_size": 250})
 
-    # What each worker counted as redelivered (records at or below a folded offset) just
-    # before it was killed: the second one meets what the first folded but never committed.
+    # Each worker is killed once its saved state is ahead of its commit, at least 20% of
+    # the way further; kept: whether that still held once it was dead, and what it had met
+    # again by then (the second one meets what the first folded but never committed).
+    landed: list[bool] = []
     redelivered: list[float] = []
-    for stop_at in (0.2, 0.55):
-        with streamrec_process(settings, "worker", log=log) as worker:
-            goal = stop_at * len(interactions)
+    on_interactions = f'topic="{topics.interactions}"'
+    ahead = _SavedAhead(settings, topics)
+    try:
+        for stop_at in (0.2, 0.55):
+            ahead.forget()
+            goal = max(stop_at, ahead()[1] / len(interactions) + 0.2) * len(interactions)
+            with streamrec_process(settings, "worker", log=log) as worker:
+                counts: dict[str, float] = {}
 
-            def far_enough(goal: float = goal) -> bool:
-                return _committed(settings, topics.interactions) >= goal
+                def mid_fold(goal: float = goal, counts: dict[str, float] = counts) -> bool:
+                    counts["redelivered"] = _metric(
+                        settings.worker_port, "streamrec_worker_redelivered_total", on_interactions
+                    )
+                    is_ahead, committed = ahead()
+                    return is_ahead and committed >= goal
 
-            wait_until(
-                far_enough,
-                120,
-                f"{stop_at:.0%} folded",
-                proc=worker,
-                log=log,
-            )
-            redelivered.append(_metric(settings.worker_port, "streamrec_worker_redelivered"))
-            _kill(worker)
+                wait_until(mid_fold, 120, f"{stop_at:.0%} folded", 0.01, proc=worker, log=log)
+                _kill(worker)
+                redelivered.append(counts["redelivered"])
+                landed.append(ahead()[0])
+    finally:
+        ahead.close()
+    assert any(landed), "both kills came after a commit: nothing was left to fold again"
     users, items, report = fold_log(settings)
     assert report.interactions == len(interactions)
     want_users = {
@@ -185,31 +262,57 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
         # The killed worker may have pushed features past its last commit, so the store can
         # look complete before this one starts: wait until it has committed everything, so
         # the comparison below also covers what it folded again.
-        wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 180)
+        group = f"{settings.topic_prefix}worker"
+        behind: list[str] = []
+
+        def caught_up() -> bool:
+            rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
+            behind[:] = [f"{r.topic}[{r.partition}] lag {r.lag}" for r in rows if r.lag]
+            return bool(rows) and not behind
+
+        try:
+            wait_until(
+                caught_up, 180, "the restarted worker to commit everything", 0.5, worker, log
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nstill behind: {', '.join(behind)}") from None
+
+        wrong: list[str] = []
 
         def settled() -> bool:
             got = online(store, "item_stats", "item_id", item_ids, ["interaction_count"])
-            views = {i: r["interaction_count"] for i, r in got.items()}
-            return views == {i: w["interaction_count"] for i, w in want_items.items()}
+            wrong[:] = [
+                f"{i}: {got[i]['interaction_count']} != {w['interaction_count']}"
+                for i, w in want_items.items()
+                if got[i]["interaction_count"] != w["interaction_count"]
+            ]
+            return not wrong
 
-        wait_until(settled, 180, "item counts after the restarts", proc=worker, log=log)
+        try:
+            wait_until(settled, 180, "item counts after the restarts", proc=worker, log=log)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{len(wrong)} items wrong: {wrong[:10]}") from None
         assert_same_features(
             online(store, "user_recent", "user_id", user_ids, USER_FEATURES), want_users
         )
         assert_same_features(
             online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), want_items
         )
-        # a restarted worker did meet records folded before a kill: one of the kills landed
-        # between a fold and its commit (a kill right after a commit leaves nothing to redo)
-        wait_until(
-            lambda: (
-                max(redelivered) + _metric(settings.worker_port, "streamrec_worker_redelivered") > 0
-            ),
-            60,
-            "a restarted worker to count redelivered records",
-            proc=worker,
-            log=log,
-        )
+        # a kill that left folded events uncommitted: the next worker met them again
+        final = 0.0
+        if landed[-1]:
+            final = wait_until(
+                lambda: _metric(
+                    settings.worker_port, "streamrec_worker_redelivered_total", on_interactions
+                ),
+                30,
+                "the last worker to count redelivered records",
+                proc=worker,
+                log=log,
+            )
+        met_again = [*redelivered[1:], final]
+        for kill, was_ahead in enumerate(landed, start=1):
+            assert met_again[kill - 1] > 0 or not was_ahead, f"kill {kill}: nothing met again"
 
 
 def _event_ids(settings: Settings, topic: str) -> Counter[str]:

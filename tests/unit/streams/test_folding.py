@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -169,6 +170,11 @@ def test_positioned_folds_skip_everything_at_or_below_the_folded_offset() -> Non
     repeat = _view("c", 3, event_id="e-c")
     assert fold_interaction_at(state, repeat, 5, source, 12) is Fold.NEW
     assert fold_interaction_at(state, repeat, 5, source, 13) is Fold.DUPLICATE
+    # after a restart (the state read back from its changelog) the original is redelivered
+    # and so is the repeat, which must stay a repeat: its entry never went to the item side
+    state = UserState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert fold_interaction_at(state, repeat, 5, source, 12) is Fold.REDELIVERED
+    assert fold_interaction_at(state, repeat, 5, source, 13) is Fold.REDELIVERED_DUPLICATE
     # another partition has its own offsets
     other = source_key("t.interactions", 0)
     assert fold_interaction_at(state, _view("d", 4), 5, other, 10) is Fold.NEW
