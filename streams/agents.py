@@ -243,7 +243,12 @@ def attach(
                     state, interaction, settings.recent_items_max, source, message.offset
                 )
                 if fold is Fold.DUPLICATE:
+                    # Saved like a change: the state now knows where the repeat was, which
+                    # a redelivery of it has to find (and a later fetch of the user's state
+                    # in this batch would otherwise not see).
                     metrics.duplicates.inc()
+                    changed[user_id] = state
+                    last_event[user_id] = event
                     continue
                 if fold is Fold.REDELIVERED_DUPLICATE:
                     metrics.redelivered.labels(message.topic).inc()
