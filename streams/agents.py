@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TableT
 from prometheus_client import generate_latest
 
@@ -348,7 +349,11 @@ def _update_lag(app: faust.App, metrics: WorkerMetrics) -> None:
     """Set the lag gauge from the consumer's view: log end minus committed offset."""
     consumer = app.consumer
     committed = cast(Any, consumer)._committed_offset  # the offsets faust last committed
-    for tp in consumer.assignment():
+    try:
+        assigned = consumer.assignment()
+    except ConsumerNotStarted:  # /metrics answers before the consumer has started
+        return
+    for tp in assigned:
         end = consumer.highwater(tp)
         if end is None:
             continue
