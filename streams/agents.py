@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2
 from faust.exceptions import ConsumerNotStarted
+from faust.serializers import codecs
 from faust.types import TableT
-from prometheus_client import generate_latest
+from prometheus_client import Counter, generate_latest
 
 from streamrec.settings import Settings
 from streams.app import WorkerMetrics
@@ -75,18 +77,44 @@ class Worker:
     metrics: WorkerMetrics
 
 
-def _batches(
-    stream: faust.StreamT, size: int, within: float
-) -> AsyncIterator[Sequence[faust.EventT]]:
-    """Batches of whole events (with their messages), acknowledged after each batch."""
-    return cast(faust.Stream, stream).take_events(size, within=within)
+async def _batches(
+    stream: faust.StreamT, size: int, within: float, repeats: Counter
+) -> AsyncIterator[list[faust.EventT]]:
+    """Batches of whole events (with their messages), acknowledged after each batch.
+
+    A record handed over twice in one batch is kept once (and counted in ``repeats``).
+    At the end of recovery the stream partitions are sought back to their committed
+    offsets (``streams.app._seek_with_flow_stopped``), and records read before the seek
+    come again, possibly into the batch that already holds them. Every fold is idempotent
+    across batches, but a record met twice in one batch would put its item entries twice
+    into one message, and the item side keeps every entry of an offset it has not folded
+    (``fold_item_entries``): it would count the event twice (the kill test saw it).
+    """
+    async for events in cast(faust.Stream, stream).take_events(size, within=within):
+        yield _once(events, repeats)
 
 
-def _write_states(
+def _once(events: Sequence[faust.EventT], repeats: Counter) -> list[faust.EventT]:
+    """``events`` without a second delivery of the same record (topic, partition, offset)."""
+    seen: set[tuple[str, int, int]] = set()
+    distinct = []
+    for event in events:
+        message = event.message
+        position = (message.topic, message.partition, message.offset)
+        if position in seen:
+            repeats.labels(message.topic).inc()
+            continue
+        seen.add(position)
+        distinct.append(event)
+    return distinct
+
+
+async def _write_states(
+    app: faust.App,
     table: TableT,
     states: dict[str, UserState] | dict[str, ItemState],
     last_event: dict[str, faust.EventT],
-) -> list[asyncio.Future[Any]]:
+) -> list[Awaitable[Any]]:
     """Write each changed state to the table; returns its changelog records' deliveries.
 
     One record per key, in the changelog partition of the key's own last event: the
@@ -95,15 +123,80 @@ def _write_states(
     would outlive a crash that loses the state, and the restarted worker, recovering an
     older state with older row times, could not replace that row (the store keeps the
     newer one), so the events it folds again would never show.
+
+    The records go straight to the producer, in the table's own key and value formats,
+    rather than through ``Table.send_changelog``: its buffered send costs more than the
+    fold of an event, and its completion hook keeps an offset only a RocksDB store uses.
     """
-    saved: list[asyncio.Future[Any]] = []
+    topic = table.changelog_topic.get_topic_name()
+    collection = cast(Any, table)
+    key_format, value_format = collection.key_serializer, collection.value_serializer
+    data = collection.data
+    saved: list[Awaitable[Any]] = []
     for key, state in states.items():
         stamp(state)
         value = state.to_dict()
         partition = last_event[key].message.partition
-        saved.append(cast(Any, table).send_changelog(partition, key, value))
-        cast(Any, table).data[key] = value
+        saved.append(
+            await app.producer.send(
+                topic,
+                codecs.dumps(key_format, key),
+                codecs.dumps(value_format, value),
+                partition,
+                None,
+                None,
+            )
+        )
+        data[key] = value
     return saved
+
+
+# A delivery slower than this is logged with the producer's state, then waited for still.
+DELIVERY_WARN_SECONDS = 30.0
+
+
+async def _delivered(app: faust.App, deliveries: list[Awaitable[Any]]) -> None:
+    """Wait for the changelog records' deliveries; log the producer's state while it lags.
+
+    A worker once waited here 100 s with every agent idle and the Kafka client's sender
+    asleep over undelivered batches (the kill test, rarely, right after a start). The log
+    line says which partitions hold batches, how old, whether muted or in flight, and
+    their leaders, so the next occurrence shows where the client stands.
+    """
+    waiting = asyncio.gather(*deliveries)
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), DELIVERY_WARN_SECONDS)
+            return
+        except TimeoutError:
+            log.warning(
+                "changelog records undelivered after %.0f s: %s",
+                DELIVERY_WARN_SECONDS,
+                _producer_state(app),
+            )
+
+
+def _producer_state(app: faust.App) -> str:
+    client: Any = getattr(app.producer, "_producer", None)  # the aiokafka producer
+    if client is None:
+        return "no producer"
+    sender, accumulator = client._sender, client._message_accumulator
+    now = time.monotonic()
+    batches = {
+        f"{tp.topic}[{tp.partition}]": (
+            len(queue),
+            round(now - queue[0]._ctime, 1) if queue else None,
+            client.client.cluster.leader_for_partition(tp),
+        )
+        for tp, queue in accumulator._batches.items()
+    }
+    muted = sorted(map(str, sender._muted_partitions))
+    return (
+        f"batches (count, age s, leader) {batches}; pending {len(accumulator._pending_batches)}; "
+        f"in flight {sorted(sender._in_flight)}; muted {muted}; "
+        f"waiter done {accumulator._waiter_future.done()}; "
+        f"wakeup {accumulator._wakeup_handle is not None}; sender task {sender.sender_task!r}"
+    )
 
 
 def _unpushed(redelivered: dict[str, Any], changed: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -221,7 +314,7 @@ def attach(
 
     @app.agent(interactions, concurrency=1)
     async def fold_interactions(stream: faust.StreamT) -> None:
-        async for events in _batches(stream, batch, within):
+        async for events in _batches(stream, batch, within, metrics.redelivered):
             started = time.perf_counter()
             for_items: list[tuple[str, int, Interaction | Click]] = []
             changed: dict[str, UserState] = {}
@@ -251,22 +344,20 @@ def attach(
                     changed[user_id] = state
                     last_event[user_id] = event
                     continue
-                if fold is Fold.REDELIVERED_DUPLICATE:
+                if fold is not Fold.REDELIVERED_DUPLICATE:
+                    # A redelivered event goes to the item side again: its entry may never
+                    # have arrived there, and the item side skips it if it did. A repeat's
+                    # never went: the item side would count it as new.
+                    for_items.append((source, message.offset, interaction))
+                if fold is Fold.NEW:
+                    new += 1
+                    changed[user_id] = state
+                    last_event[user_id] = event
+                else:
                     metrics.redelivered.labels(message.topic).inc()
                     redelivered[user_id] = state
-                    continue
-                # A redelivered event goes to the item side again: its entry may never
-                # have arrived there, and the item side skips it if it did.
-                for_items.append((source, message.offset, interaction))
-                if fold is Fold.REDELIVERED:
-                    metrics.redelivered.labels(message.topic).inc()
-                    redelivered[user_id] = state
-                    continue
-                new += 1
-                changed[user_id] = state
-                last_event[user_id] = event
             lap("decode_fold")
-            await asyncio.gather(*_write_states(user_table, changed, last_event))
+            await _delivered(app, await _write_states(app, user_table, changed, last_event))
             lap("table_write")
             # The seen sets and the features are independent writes: both in flight at once.
             writes = []
@@ -289,7 +380,7 @@ def attach(
     @app.agent(clicks_and_served, concurrency=1)
     async def fold_clicks(stream: faust.StreamT) -> None:
         """Clicks → REC_CLICK entries; clicks and served recommendations → the join's."""
-        async for events in _batches(stream, batch, within):
+        async for events in _batches(stream, batch, within, metrics.redelivered):
             for_items: list[tuple[str, int, Interaction | Click]] = []
             to_join: list[tuple[faust.EventT, RecommendationServed | Click]] = []
             for event in events:
@@ -308,7 +399,7 @@ def attach(
 
     @app.agent(item_activity, concurrency=1)
     async def fold_items(stream: faust.StreamT) -> None:
-        async for events in _batches(stream, batch, within):
+        async for events in _batches(stream, batch, within, metrics.redelivered):
             started = time.perf_counter()
             changed: dict[str, ItemState] = {}
             redelivered: dict[str, ItemState] = {}
@@ -327,7 +418,7 @@ def attach(
                         changed[item_id] = state
                         last_event[item_id] = event
             lap("fold_entries")
-            await asyncio.gather(*_write_states(item_table, changed, last_event))
+            await _delivered(app, await _write_states(app, item_table, changed, last_event))
             lap("table_write")
             rows = [*changed.items(), *_unpushed(redelivered, changed)]
             if rows:
@@ -381,23 +472,80 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         RedisChangeNotifier(redis_url, settings.topic_prefix),
         RedisSeenItems(redis_url, settings.topic_prefix),
     )
+    _tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
 
     @app.task
     async def dump_tasks_on_signal() -> None:
         # `kill -USR1 <pid>` logs where every coroutine waits: a stalled worker is an idle
         # event loop, which a thread sampler such as py-spy cannot see into.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_tasks)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_tasks, app)
 
     worker.execute_from_commandline()
 
 
-def _log_tasks() -> None:
-    """Log each task's chain of awaits, innermost last: where it waits."""
-    for task in asyncio.all_tasks():
-        where = []
+# Allocations between collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a worker that allocates per event.
+
+    Every event allocates futures, tasks, messages and state copies, so with Python's
+    default thresholds the collector ran every few events and walked everything the
+    imports (Feast, torch, pyarrow) left alive: about a third of the worker's time
+    (`bench/worker_throughput.py`, 3,760 events/s before, about 5,000 after). Freezing
+    moves what exists at start out of every later collection, and a larger threshold
+    collects young cycles less often; reference counting still frees everything else at
+    once, so memory is not held longer.
+    """
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
+def _log_tasks(app: faust.App) -> None:
+    """Log the consumer's flow state and each task's chain of awaits, innermost last.
+
+    The tasks of the consumer thread's own event loop (where the Kafka client fetches)
+    are logged too, each marked so.
+    """
+    consumer: Any = app.consumer
+    log.warning(
+        "consumer: flow active %s, suspended %s, active %s, paused %s",
+        getattr(consumer, "flow_active", None),
+        consumer.suspend_flow.is_set() if hasattr(consumer, "suspend_flow") else None,
+        sorted(map(str, getattr(consumer, "_active_partitions", None) or ())),
+        sorted(map(str, getattr(consumer, "_paused_partitions", None) or ())),
+    )
+    # Per partition: committed and read offsets, the log end, the head of the acked
+    # offsets waiting to be committed (a hole there holds every later commit back) and
+    # the gaps Faust skips.
+    for tp in sorted(getattr(consumer, "_acked", {}) or {}, key=str):
+        acked = sorted(consumer._acked[tp])
+        gaps = consumer._gap.get(tp)
+        log.warning(
+            "consumer %s[%s]: committed %s, read %s, end %s, %d acked from %s (%s), gaps %s",
+            tp.topic,
+            tp.partition,
+            consumer._committed_offset.get(tp),
+            consumer._read_offset.get(tp),
+            consumer.highwater(tp),
+            len(acked),
+            acked[:5],
+            "..." if len(acked) > 5 else "",
+            sorted(gaps)[:5] if gaps else None,
+        )
+    unacked = sorted((m.topic, m.partition, m.offset) for m in list(consumer._unacked_messages))
+    log.warning("consumer: %d unacked messages, first %s", len(unacked), unacked[:10])
+    thread_loop = getattr(getattr(consumer, "_thread", None), "thread_loop", None)
+    tasks = [(task, "") for task in asyncio.all_tasks()]
+    if thread_loop is not None and thread_loop is not asyncio.get_running_loop():
+        tasks += [(task, "consumer thread ") for task in asyncio.all_tasks(thread_loop)]
+    for task, marker in tasks:
+        where: list[str] = []
         awaited: Any = task.get_coro()
-        while awaited is not None:
+        while awaited is not None and len(where) < 50:
             frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
             if frame is not None:
                 where.append(
@@ -405,5 +553,22 @@ def _log_tasks() -> None:
                 )
             else:
                 where.append(f"  {awaited!r}")
-            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
-        log.warning("task %s\n%s", task.get_name(), "\n".join(where))
+            awaited = _awaited_by(awaited)
+        log.warning("%stask %s\n%s", marker, task.get_name(), "\n".join(where))
+
+
+def _awaited_by(awaiting: Any) -> Any:
+    """What a coroutine, async generator or future-iterator waits on, if it can be told."""
+    for name in ("cr_await", "ag_await"):
+        if hasattr(awaiting, name):
+            return getattr(awaiting, name)
+    if isinstance(awaiting, asyncio.Future):
+        return None  # its repr names it and the callbacks of whoever waits on it
+    # An async generator's ``asend``, a coroutine's ``__await__`` wrapper and a future's
+    # iterator expose what they wrap only to the collector.
+    for referent in gc.get_referents(awaiting):
+        if hasattr(referent, "cr_frame") or hasattr(referent, "ag_frame"):
+            return referent
+        if isinstance(referent, asyncio.Future):
+            return referent
+    return None

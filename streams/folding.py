@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,8 +135,7 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
     state.interaction_count += 1
     state.last_event_time = max(state.last_event_time, event.event_time)
     # times are descending; find the slot among equal-or-newer times (stable for ties).
-    negated = [-t for t in state.times]
-    slot = bisect.bisect_right(negated, -event.event_time)
+    slot = bisect.bisect_right(state.times, -event.event_time, key=operator.neg)
     if slot >= keep:
         return True
     state.items.insert(slot, event.item_id)

@@ -74,12 +74,26 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     return rows
 
 
+def partitions_behind(bootstrap_servers: str, group: str) -> list[PartitionLag] | None:
+    """The partitions ``group`` has not committed to the end; None before its first commit."""
+    rows = [r for r in consumer_lag(bootstrap_servers) if r.group == group]
+    return [r for r in rows if r.lag] if rows else None
+
+
+def describe_behind(behind: list[PartitionLag] | None) -> str:
+    if behind is None:
+        return "nothing committed yet"
+    return ", ".join(f"{r.topic}[{r.partition}] lag {r.lag}" for r in behind) or "none"
+
+
 def wait_until_caught_up(bootstrap_servers: str, group: str, timeout: float = 600.0) -> None:
     """Block until ``group`` has committed everything on every topic it consumes."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = [r for r in consumer_lag(bootstrap_servers) if r.group == group]
-        if rows and all(r.lag == 0 for r in rows):
-            return
+    behind = partitions_behind(bootstrap_servers, group)
+    while behind != []:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"consumer group {group} still lags after {timeout:.0f}s: {describe_behind(behind)}"
+            )
         time.sleep(0.5)
-    raise TimeoutError(f"consumer group {group} still lags after {timeout:.0f}s")
+        behind = partitions_behind(bootstrap_servers, group)

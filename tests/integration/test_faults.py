@@ -35,7 +35,7 @@ from streamrec.services import LocalServices
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
 from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
-from streams.lag import consumer_lag
+from streams.lag import PartitionLag, describe_behind, partitions_behind
 from streams.producer import EventProducer
 from tests.integration.test_backfill import (
     ITEM_FEATURES,
@@ -263,19 +263,18 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
         # look complete before this one starts: wait until it has committed everything, so
         # the comparison below also covers what it folded again.
         group = f"{settings.topic_prefix}worker"
-        behind: list[str] = []
+        behind: list[list[PartitionLag] | None] = [None]
 
         def caught_up() -> bool:
-            rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
-            behind[:] = [f"{r.topic}[{r.partition}] lag {r.lag}" for r in rows if r.lag]
-            return bool(rows) and not behind
+            behind[0] = partitions_behind(settings.bootstrap_servers, group)
+            return behind[0] == []
 
         try:
             wait_until(
                 caught_up, 180, "the restarted worker to commit everything", 0.5, worker, log
             )
         except AssertionError as error:
-            raise AssertionError(f"{error}\nstill behind: {', '.join(behind)}") from None
+            raise AssertionError(f"{error}\nstill behind: {describe_behind(behind[0])}") from None
 
         wrong: list[str] = []
 

@@ -1,0 +1,78 @@
+"""The worker's Faust app commits an offset only once its record is acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from faust.types import TP
+
+from streamrec.settings import Settings
+from streams.app import create_app
+
+
+def _acked(consumer: Any, tp: TP, offsets: range) -> None:
+    for offset in offsets:
+        consumer._acked[tp].append(offset)
+        consumer._acked_index[tp].add(offset)
+
+
+def test_a_jump_in_read_offsets_commits_nothing_unacknowledged(tmp_path: Path) -> None:
+    consumer: Any = create_app(Settings(state_dir=tmp_path, topic_prefix="t.")).consumer
+    tp = TP("t.interactions", 0)
+    _acked(consumer, tp, range(0, 10))
+    # Recovery's seek put the read offset back to 4 after 0..9 were read; the next record
+    # the fetcher hands over is 12. Faust's consumer calls this with the offsets between.
+    asyncio.run(consumer._add_gap(tp, 5, 12))
+    assert consumer._new_offset(tp) == 10  # not 13: 10..12 are not processed yet
+
+    _acked(consumer, tp, range(10, 20))
+    assert consumer._new_offset(tp) == 20  # one commit covers the whole run, no creeping
+
+
+def _seek_seeing_flow(consumer: Any, tp: TP, committed: int, during: list[bool]) -> None:
+    async def seek_to_committed() -> dict[TP, int]:
+        during.append(consumer.flow_active)
+        return {tp: committed}
+
+    consumer.seek_to_committed = seek_to_committed
+
+
+def test_the_seek_to_committed_offsets_runs_with_the_flow_stopped(tmp_path: Path) -> None:
+    app = create_app(Settings(state_dir=tmp_path, topic_prefix="t."))
+    consumer: Any = app.consumer
+    tp = TP("t.interactions", 0)
+    consumer._read_offset[tp] = 40  # records up to 40 were read before the seek
+    during: list[bool] = []
+    _seek_seeing_flow(consumer, tp, 25, during)
+    assert consumer.flow_active
+
+    asyncio.run(consumer.perform_seek())
+    assert during == [False]  # no record was handed over while the offsets moved back
+    assert consumer.flow_active  # and the flow runs again, from the committed offset
+    assert consumer._read_offset[tp] == 25
+
+
+def test_a_seek_during_a_rebalance_leaves_the_flow_stopped(tmp_path: Path) -> None:
+    app = create_app(Settings(state_dir=tmp_path, topic_prefix="t."))
+    consumer: Any = app.consumer
+    tp = TP("t.interactions", 0)
+    during: list[bool] = []
+    _seek_seeing_flow(consumer, tp, 25, during)
+    consumer.stop_flow()  # Faust's own rebalance path: it resumes the flow itself
+    asyncio.run(consumer.perform_seek())
+    assert during == [False]
+    assert not consumer.flow_active
+
+    # A rebalance that starts while the seek runs keeps the flow stopped too.
+    consumer.resume_flow()
+    generation = app.consumer_generation_id
+
+    async def seek_then_rebalance() -> dict[TP, int]:
+        app.consumer_generation_id = generation + 1
+        return {tp: 25}
+
+    consumer.seek_to_committed = seek_then_rebalance
+    asyncio.run(consumer.perform_seek())
+    assert not consumer.flow_active
