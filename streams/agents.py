@@ -492,9 +492,10 @@ def _tune_gc() -> None:
     """Make the cyclic garbage collector cheap for a worker that allocates per event.
 
     Every event allocates futures, tasks, messages and state copies, so with Python's
-    default thresholds the collector ran every few events and walked everything the
-    imports (Feast, torch, pyarrow) left alive: about a third of the worker's time
-    (`bench/worker_throughput.py`, 3,760 events/s before, about 5,000 after). Freezing
+    default thresholds the collector ran every few events, and its older generations
+    walked everything the imports (Feast, torch, pyarrow) left alive: about a third of the
+    worker's time (`bench/worker_throughput.py` on 100k events: 3,760 events/s before,
+    4,700-5,100 after). Freezing
     moves what exists at start out of every later collection, and a larger threshold
     collects young cycles less often; reference counting still frees everything else at
     once, so memory is not held longer.
