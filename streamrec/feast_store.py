@@ -155,16 +155,11 @@ class OnlineWriter:
         assert self._redis is not None
         names = _join_keys(view, columns)
         ids = [(*names, *row) for row in zip(*(columns[name] for name in names), strict=True)]
-        kinds = [column.dtype.to_value_type() for column in view.entity_columns]
 
         def entity(row: int) -> EntityKeyProto:
             # Only for a key not cached yet, so only that row's: a batch with one new
             # user among a thousand known ones builds one key, not a thousand.
-            values = [
-                _proto_values(name, kind, {name: [columns[name][row]]})[0]
-                for name, kind in zip(names, kinds, strict=True)
-            ]
-            return EntityKeyProto(join_keys=names, entity_values=values)
+            return _entity_keys(view, {name: [columns[name][row]] for name in names})[0]
 
         name = compute_versioned_name(
             view, self._store.config.registry.enable_online_feature_view_versioning

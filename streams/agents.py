@@ -114,12 +114,12 @@ async def _write_states(
     table: TableT,
     states: dict[str, UserState] | dict[str, ItemState],
     last_event: dict[str, faust.EventT],
-) -> list[Awaitable[Any]]:
-    """Write each changed state to the table; returns its changelog records' deliveries.
+) -> None:
+    """Write each changed state to the table and wait until its changelog record is stored.
 
     One record per key, in the changelog partition of the key's own last event: the
-    partition a restarted worker reads the key's events from. The caller waits for the
-    deliveries before pushing the states' rows: a row pushed before its state is saved
+    partition a restarted worker reads the key's events from. The wait comes before the
+    states' rows are pushed: a row pushed before its state is saved
     would outlive a crash that loses the state, and the restarted worker, recovering an
     older state with older row times, could not replace that row (the store keeps the
     newer one), so the events it folds again would never show.
@@ -148,7 +148,7 @@ async def _write_states(
             )
         )
         data[key] = value
-    return saved
+    await _delivered(app, saved)
 
 
 # A delivery slower than this is logged with the producer's state, then waited for still.
@@ -357,7 +357,7 @@ def attach(
                     metrics.redelivered.labels(message.topic).inc()
                     redelivered[user_id] = state
             lap("decode_fold")
-            await _delivered(app, await _write_states(app, user_table, changed, last_event))
+            await _write_states(app, user_table, changed, last_event)
             lap("table_write")
             # The seen sets and the features are independent writes: both in flight at once.
             writes = []
@@ -418,7 +418,7 @@ def attach(
                         changed[item_id] = state
                         last_event[item_id] = event
             lap("fold_entries")
-            await _delivered(app, await _write_states(app, item_table, changed, last_event))
+            await _write_states(app, item_table, changed, last_event)
             lap("table_write")
             rows = [*changed.items(), *_unpushed(redelivered, changed)]
             if rows:
