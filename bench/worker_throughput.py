@@ -128,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None, help="a prepared log instead of synthetic")
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=20_000, help="synthetic users")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -136,7 +137,7 @@ def main() -> None:
         source = args.source
         if source is None:
             base = base.model_copy(update={"data_dir": Path(scratch) / "data"})
-            spec = f"synthetic:users=20000,items=10000,events={args.events},seed=1"
+            spec = f"synthetic:users={args.users},items=10000,events={args.events},seed=1"
             run_streamrec(base, "data", "prepare", spec, timeout=3600)
             source = "synthetic"
         results = {}

@@ -8,11 +8,14 @@ instead of autodiscovery.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from mode.services import WaitResults
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.settings import Settings
@@ -117,7 +120,90 @@ def create_app(settings: Settings) -> faust.App:
     )
     _refuse_offset_gaps(app)
     _seek_with_flow_stopped(app)
+    _hand_over_in_place(app)
     return app
+
+
+def _hand_over_in_place(app: faust.App) -> None:
+    """Hand each fetched record to its stream without four tasks and an ``asyncio.wait``.
+
+    Faust's fetch loop hands over every record as ``wait_first(callback(message),
+    suspend_flow.wait())``: the handover, unless the flow is stopped first. ``wait_first``
+    makes a task of each (and of the consumer's stopped and crashed events), waits for
+    the first, and cancels the rest: about a sixth of the worker's time, per record
+    (py-spy, `bench/worker_throughput.py`). The handover almost never waits (it decodes
+    the record and puts it in the stream's queue), so here it is started in place, and
+    when it finishes in that first step no task is made at all. When it does wait (the
+    queue full, the flow paused) or when the flow is already stopped, it goes on under
+    Faust's own ``wait_first`` from where it stood, with the same outcome as before:
+    abandoned if the flow stops first. Any other call is Faust's ``wait_first``, as is.
+    """
+    consumer: Any = app.consumer
+    wait_first = consumer.wait_first
+
+    async def hand_over_first(*waits: Any, timeout: Any = None) -> WaitResults:
+        if not _is_handover(consumer, waits, timeout):
+            return await wait_first(*waits, timeout=timeout)
+        handover, suspended = waits
+        try:
+            blocked_on = handover.send(None)
+        except StopIteration as finished:
+            suspended.close()
+            return WaitResults([handover], [finished.value], False)
+        except BaseException:
+            suspended.close()
+            raise
+        return await wait_first(_resumed(handover, blocked_on), suspended)
+
+    consumer.wait_first = hand_over_first
+
+
+def _is_handover(consumer: Any, waits: tuple[Any, ...], timeout: Any) -> bool:
+    """Whether a ``wait_first`` call is the fetch loop's handover of a record, with the
+    flow running: a coroutine not started yet, raced against ``suspend_flow.wait()``."""
+    if len(waits) != 2 or timeout is not None or consumer.suspend_flow.is_set():
+        return False
+    handover, suspended = waits
+    frame = getattr(suspended, "cr_frame", None)
+    return (
+        asyncio.iscoroutine(handover)
+        and inspect.getcoroutinestate(handover) == inspect.CORO_CREATED
+        and frame is not None
+        and frame.f_code is asyncio.Event.wait.__code__
+        and frame.f_locals.get("self") is consumer.suspend_flow
+    )
+
+
+async def _resumed(coroutine: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
+    """Await ``coroutine``, which was stepped by hand and now waits on ``blocked_on``."""
+    return await _Resume(coroutine, blocked_on)
+
+
+class _Resume:
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], blocked_on: Any) -> None:
+        self._coroutine = coroutine
+        self._blocked_on = blocked_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        # What ``await`` does for a coroutine, from its first suspension on: pass what it
+        # waits on to the task, and pass back the task's resumption or exception.
+        coroutine, waiting_on = self._coroutine, self._blocked_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = coroutine.throw(exc)
+                except StopIteration as finished:
+                    return finished.value
+            else:
+                try:
+                    waiting_on = coroutine.send(sent)
+                except StopIteration as finished:
+                    return finished.value
 
 
 def _seek_with_flow_stopped(app: faust.App) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
+import faust
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.agents import _once
+from streams.agents import RawSchema, _once, _send_in_batches
 
 
 def _event(topic: str, partition: int, offset: int) -> Any:
@@ -37,3 +41,54 @@ def test_a_record_handed_over_twice_in_a_batch_is_kept_once() -> None:
     ]
     assert repeats.labels("interactions")._value.get() == 1
     assert repeats.labels("clicks")._value.get() == 0
+
+
+class _BatchingClient:
+    """The batch half of the Kafka client's producer, with real record batches."""
+
+    def __init__(self, batch_bytes: int) -> None:
+        self.batch_bytes = batch_bytes
+        self.sent: list[tuple[str, int, list[bytes], bool]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(self.batch_bytes, compression_type=0, is_transactional=False)
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> str:
+        records = DefaultRecordBatch(bytearray(batch._build()))
+        values = [bytes(record.value) for record in records]
+        self.sent.append((topic, partition, values, batch.closed()))
+        return f"delivery {len(self.sent)}"
+
+
+def test_records_go_out_in_whole_closed_batches_in_order() -> None:
+    client = _BatchingClient(batch_bytes=1_000)
+    records = [(f"u{n}".encode(), bytes([n]) * 300) for n in range(7)]
+    deliveries = asyncio.run(_send_in_batches(client, "changelog", 2, records))
+
+    assert len(client.sent) > 1  # 2,100 bytes do not fit one 1,000-byte batch
+    assert deliveries == [f"delivery {n + 1}" for n in range(len(client.sent))]
+    assert [value for _, _, values, _ in client.sent for value in values] == [
+        value for _, value in records
+    ]
+    assert all(topic == "changelog" and partition == 2 for topic, partition, _, _ in client.sent)
+    assert all(closed for *_, closed in client.sent)  # no linger: sent at once
+
+
+def test_a_record_larger_than_a_batch_goes_alone() -> None:
+    client = _BatchingClient(batch_bytes=1_000)
+    records = [(b"a", b"x" * 100), (b"b", b"y" * 5_000), (b"c", b"z" * 100)]
+    asyncio.run(_send_in_batches(client, "changelog", 0, records))
+    assert [values for _, _, values, _ in client.sent] == [
+        [b"x" * 100],
+        [b"y" * 5_000],
+        [b"z" * 100],
+    ]
+
+
+def test_the_raw_schema_decodes_as_faust_s_raw_codec() -> None:
+    app = faust.App("raw-schema-test", broker="memory://")
+    message = SimpleNamespace(key=b"u1", value=b'{"v": 1}', headers=[])
+    faust_raw = faust.Schema(key_serializer="raw", value_serializer="raw")
+    for schema in (RawSchema(), faust_raw):
+        event = asyncio.run(schema.decode(app, cast(Any, message)))
+        assert (event.key, event.value) == (b"u1", b'{"v": 1}')

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from faust.types import TP
 
 from streamrec.settings import Settings
@@ -76,3 +77,86 @@ def test_a_seek_during_a_rebalance_leaves_the_flow_stopped(tmp_path: Path) -> No
     consumer.seek_to_committed = seek_then_rebalance
     asyncio.run(consumer.perform_seek())
     assert not consumer.flow_active
+
+
+def _on_consumer_loop(consumer: Any, coroutine: Any) -> Any:
+    """Run on the loop the consumer's services use, as the worker's fetch loop does."""
+    return consumer.loop.run_until_complete(asyncio.wait_for(coroutine, 10))
+
+
+def _handover(ran_in: list[Any], wait_on: asyncio.Future[str] | None = None) -> Any:
+    async def on_message() -> str:
+        ran_in.append(asyncio.current_task())
+        if wait_on is None:
+            return "handed over"
+        try:
+            return await wait_on
+        except asyncio.CancelledError:
+            ran_in.append("cancelled")
+            raise
+
+    return on_message()
+
+
+def test_a_handover_that_never_waits_runs_in_the_fetch_loops_own_task(tmp_path: Path) -> None:
+    consumer: Any = create_app(Settings(state_dir=tmp_path, topic_prefix="t.")).consumer
+    ran_in: list[Any] = []
+
+    async def fetch_loop() -> Any:
+        result = await consumer.wait_first(_handover(ran_in), consumer.suspend_flow.wait())
+        return result, asyncio.current_task()
+
+    result, fetch_task = _on_consumer_loop(consumer, fetch_loop())
+    assert ran_in == [fetch_task]  # no task of its own
+    assert result.results == ["handed over"] and not result.stopped
+
+
+def test_a_handover_that_waits_finishes_when_its_wait_ends(tmp_path: Path) -> None:
+    consumer: Any = create_app(Settings(state_dir=tmp_path, topic_prefix="t.")).consumer
+    ran_in: list[Any] = []
+
+    async def fetch_loop() -> list[Any]:
+        queue_space: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(
+            consumer.wait_first(_handover(ran_in, queue_space), consumer.suspend_flow.wait())
+        )
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        queue_space.set_result("put")
+        return list((await waiting).results)
+
+    assert _on_consumer_loop(consumer, fetch_loop()) == ["put"]
+    assert len(ran_in) == 1
+
+
+def test_a_waiting_handover_is_abandoned_when_the_flow_stops(tmp_path: Path) -> None:
+    consumer: Any = create_app(Settings(state_dir=tmp_path, topic_prefix="t.")).consumer
+    ran_in: list[Any] = []
+
+    async def fetch_loop() -> Any:
+        never: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(
+            consumer.wait_first(_handover(ran_in, never), consumer.suspend_flow.wait())
+        )
+        await asyncio.sleep(0.01)
+        consumer.stop_flow()  # a rebalance: Faust's wait_first gives up on the handover
+        result = await waiting
+        await asyncio.sleep(0.01)
+        return result
+
+    result = _on_consumer_loop(consumer, fetch_loop())
+    assert ran_in[-1] == "cancelled"
+    assert result.results == [True]  # the suspend event won
+
+
+def test_a_handover_that_fails_raises_in_the_fetch_loop(tmp_path: Path) -> None:
+    consumer: Any = create_app(Settings(state_dir=tmp_path, topic_prefix="t.")).consumer
+
+    async def broken() -> None:
+        raise ValueError("undecodable")
+
+    async def fetch_loop() -> None:
+        await consumer.wait_first(broken(), consumer.suspend_flow.wait())
+
+    with pytest.raises(ValueError, match="undecodable"):
+        _on_consumer_loop(consumer, fetch_loop())
