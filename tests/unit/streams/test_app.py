@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.types import TP
 
 from streamrec.settings import Settings
-from streams.app import create_app
+from streams.app import QuietMonitor, create_app
 
 
 def _acked(consumer: Any, tp: TP, offsets: range) -> None:
@@ -160,3 +160,13 @@ def test_a_handover_that_fails_raises_in_the_fetch_loop(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="undecodable"):
         _on_consumer_loop(consumer, fetch_loop())
+
+
+def test_the_monitor_keeps_only_what_faust_reads_per_event(tmp_path: Path) -> None:
+    app = create_app(Settings(state_dir=tmp_path, topic_prefix="t."))
+    tp = TP("t.interactions", 0)
+    stream: Any = object()
+    assert isinstance(app.monitor, QuietMonitor)  # the one Faust adds to its sensors at start
+    assert app.monitor.on_stream_event_in(tp, 3, stream, cast(Any, None)) is None
+    assert tp in app.monitor.stream_inbound_time  # Faust's stalled-stream warning reads it
+    assert app.monitor.events_total == 0  # no per-event statistics
