@@ -1,9 +1,10 @@
 """Static evaluation of a trained cascade, every model and feature frozen at the cutoff.
 
-- LightGCN: full ranking (:func:`training.evaluate.evaluate`) of the recall score, i.e.
-  the item embeddings against ``models.cascade.user_vector`` (the trained user vector
-  blended with the user's recent items at the cutoff); a user with neither (new since the
-  cutoff) gets the popularity fallback of the recall stage, as in serving.
+- LightGCN: full ranking (:func:`training.evaluate.evaluate`) of the recall score
+  (``models.cascade.recall_scores``): the item embeddings against the trained user vector
+  blended with the user's recent items at the cutoff, plus the set's item prior when the
+  config weights it; a user with neither vector (new since the cutoff) gets the recall
+  stage's cold-start ranking, as in serving.
 - DIN: AUC and GAUC of its scores on each user's recall candidates, labelled by the
   target period.
 - RankNet: NDCG@10 of its greedy order against DIN's order of the same shortlists, per
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from models.cascade import CascadeConfig, CascadeModels, recommend, user_vector
+from models.cascade import CascadeConfig, CascadeModels, recall_scores, recommend
 from models.ranknet import greedy_rerank
 from training.evaluate import Scorer, evaluate
 from training.examples import FrozenState
@@ -39,15 +40,13 @@ def lightgcn_scorer(
 ) -> Scorer:
     if models.item_embeddings is None:
         raise ValueError("LightGCN evaluation needs item embeddings")
-    item_embeddings = models.item_embeddings
     trained = _trained_users(split)
 
     def score(users: np.ndarray) -> np.ndarray:
         rows = []
         for user in users:
             request = request_for(state, int(user), split.train_matrix, bool(trained[user]))
-            query = user_vector(models, request, config)
-            vector = item_embeddings @ query if query is not None else state.items.popularity
+            vector, _, _ = recall_scores(models, state.items, request, config)
             rows.append(vector.numpy().astype(np.float64))
         return np.stack(rows)
 

@@ -21,6 +21,7 @@ from training.stages import (
     TrainingData,
     default_hyper,
     evaluate_set,
+    item_prior,
     prepare,
     train_all,
 )
@@ -132,6 +133,25 @@ def test_evaluate_set_reports_every_stage(data: TrainingData) -> None:
     cascade = result["cascade"]
     assert {"recall@10", "ndcg@10", "coverage@10", "popularity_bias@10"} <= set(cascade)
     assert set(cascade["slices"]) == {"new", "light", "heavy"}
+
+
+def test_the_item_prior_counts_only_the_window_before_its_instant(data: TrainingData) -> None:
+    split = data.split
+    trained = train_all(data, SMALL, seed=0)
+    days = default_hyper()["cascade"]["prior_days"]
+    assert trained.item_prior is not None
+    assert torch.equal(trained.item_prior, item_prior(split, split.train_end_ms, days))
+    assert trained.cascade_models().item_prior is trained.item_prior
+    # At the tail's start (what RankNet's lists are built with) no tail event may count.
+    at_tail = item_prior(split, data.tail_start_ms, days)
+    window = (split.train_time >= data.tail_start_ms - days * DAY_MS) & (
+        split.train_time < data.tail_start_ms
+    )
+    by_hand = np.zeros(split.n_items)
+    for item in range(split.n_items):
+        by_hand[item] = len(set(split.train_user[window & (split.train_item == item)]))
+    assert np.allclose(at_tail.numpy(), np.log1p(by_hand))
+    assert not torch.equal(at_tail, trained.item_prior)  # the drifting log moved on
 
 
 def test_bad_input_is_refused(data: TrainingData) -> None:
