@@ -4,7 +4,9 @@
   (``models.cascade.recall_scores``): the item embeddings against the trained user vector
   blended with the user's recent items at the cutoff, plus the set's item prior when the
   config weights it; a user with neither vector (new since the cutoff) gets the recall
-  stage's cold-start ranking, as in serving.
+  stage's cold-start ranking, as in serving. ``lightgcn_embeddings`` is the same ranking
+  from the embeddings alone (no item prior; live popularity for users without history),
+  so the report can show what the prior adds.
 - DIN: AUC and GAUC of its scores on each user's recall candidates, labelled by the
   target period.
 - RankNet: NDCG@10 of its greedy order against DIN's order of the same shortlists, per
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -158,11 +161,23 @@ def evaluate_frozen(
     if state.at_ms != split.train_end_ms:
         raise ValueError("the static evaluation needs features frozen at the training cutoff")
     lightgcn = evaluate(lightgcn_scorer(models, state, split, config), split, RECALL_KS, target)
+    embeddings_only = evaluate(
+        lightgcn_scorer(
+            dataclasses.replace(models, item_prior=None),
+            state,
+            split,
+            dataclasses.replace(config, prior_weight=0.0),
+        ),
+        split,
+        RECALL_KS,
+        target,
+    )
     cascade = evaluate(cascade_scorer(models, state, split, config, 10), split, (10,), target)
     return {
         "target": target,
         "features_frozen_at_ms": state.at_ms,
         "lightgcn": lightgcn,
+        "lightgcn_embeddings": embeddings_only,
         **rank_stage_metrics(models, state, split, config, target),
         "cascade": cascade,
     }

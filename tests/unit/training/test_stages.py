@@ -129,6 +129,7 @@ def test_evaluate_set_reports_every_stage(data: TrainingData) -> None:
     for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
         assert 0 <= result["lightgcn"][key] <= 1
     assert 0 <= result["din"]["auc"] <= 1 and "gauc" in result["din"]
+    assert 0 <= result["lightgcn_embeddings"]["ndcg@10"] <= 1
     assert "delta_ndcg@10" in result["ranknet"] and "n_users" in result["ranknet"]
     cascade = result["cascade"]
     assert {"recall@10", "ndcg@10", "coverage@10", "popularity_bias@10"} <= set(cascade)
