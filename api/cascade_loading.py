@@ -10,6 +10,10 @@ them (``user_embeddings`` / ``item_embeddings`` in its state dict) is served as 
 folder with only the module's weights is served from its layer-0 embeddings (logged: the
 set then recalls worse than it evaluated).
 
+The folder may also carry ``item_prior`` (I,), the recall stage's cold-start ranking and
+popularity term (``models.cascade.CascadeModels.item_prior``); without it recall falls
+back to live popularity as before.
+
 DIN and RankNet are optional: a stage whose folder does not build is left out and its
 stage falls back, which the response's ``model_version`` shows.
 """
@@ -27,7 +31,7 @@ from models.cascade import CascadeConfig, CascadeModels
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig
 from models.ranknet import RankNet, RankNetConfig
-from streamrec.model_store import StageFolder
+from streamrec.model_store import ITEM_PRIOR_KEY, StageFolder
 from streams.folding import TREND_HALF_LIFE_MS
 
 logger = logging.getLogger(__name__)
@@ -93,6 +97,11 @@ def build_cascade(label: str, set_id: str, folders: dict[str, StageFolder]) -> L
         user_embeddings, item_embeddings = _embeddings(lightgcn, len(user_ids), len(item_ids))
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise SetLoadError(f"set {set_id}: LightGCN does not load: {exc}") from exc
+    item_prior = lightgcn.state_dict.get(ITEM_PRIOR_KEY)
+    if item_prior is not None and item_prior.shape != (len(item_ids),):
+        raise SetLoadError(
+            f"set {set_id}: item_prior has shape {tuple(item_prior.shape)}, not ({len(item_ids)},)"
+        )
     cascade_config = config_from(CascadeConfig, lightgcn.config.get("cascade"))
     features = lightgcn.config.get("features") or {}
     half_life = int(features.get("trend_half_life_ms", TREND_HALF_LIFE_MS))
@@ -127,6 +136,7 @@ def build_cascade(label: str, set_id: str, folders: dict[str, StageFolder]) -> L
             item_embeddings=item_embeddings,
             din=din,
             ranknet=ranknet,
+            item_prior=item_prior.float() if item_prior is not None else None,
         ),
         config=cascade_config,
         item_ids=item_ids,

@@ -160,7 +160,9 @@ def serve(
         "rank": result.rank_source,
         "rerank": result.rerank_source,
     }
-    fallback = POPULAR_REASON if result.recall_source == "popularity" else HISTORY_REASON
+    fallback = (
+        POPULAR_REASON if result.recall_source in ("popularity", "cold_start") else HISTORY_REASON
+    )
     picks = []
     for index, score, because in zip(
         result.items.tolist(), result.scores.tolist(), result.reasons.tolist(), strict=True

@@ -7,7 +7,12 @@ the online store and hands in the loaded models; nothing here does I/O.
    trained LightGCN user embedding blended with the unit-normalized, recency-weighted mean
    of the embeddings of the user's recent items. A user unknown at training time uses the
    recent items alone, so a first click already gives recall. Seen items are removed and
-   the top `n_candidates` kept. Fallback: popularity.
+   the top `n_candidates` kept. With an item prior in the set (recent popularity at the
+   training cutoff) and `prior_weight` > 0, the standardized prior is added to the
+   standardized dot products: on a time split most of what users do next is what is
+   popular now, which the embeddings alone under-weight. A user with neither vector is
+   a cold start: recall ranks by the prior ("cold_start"), or by live popularity when the
+   set has no prior ("popularity").
 2. Rank scores all candidates with DIN in one forward pass over the recent items; each
    candidate's `reason` is the recent item with the largest attention weight.
    Fallback: the recall score (which is popularity when recall fell back too).
@@ -44,6 +49,11 @@ class CascadeConfig:
     # second recall channel: this many of the n_candidates are the top items by trend score
     # (recent popularity), so the ranker can rank recent-popular items LightGCN misses; 0 off
     trend_candidates: int = 0
+    # weight of the standardized item prior added to the standardized recall scores; 0 off
+    prior_weight: float = 0.0
+    # window of the item prior (distinct users per item in the last N days before the
+    # cutoff); read at training time only, serving uses the prior saved with the set
+    prior_days: float = 14.0
 
 
 @dataclass
@@ -68,6 +78,9 @@ class CascadeModels:
     item_embeddings: Tensor | None = None  # (I, D)
     din: DIN | None = None
     ranknet: RankNet | None = None
+    # (I,) log1p distinct users per item shortly before the training cutoff: what a user
+    # without history is shown, and the recall blend's popularity term
+    item_prior: Tensor | None = None
 
 
 def _empty_long() -> Tensor:
@@ -89,7 +102,7 @@ class CascadeResult:
     items: Tensor  # (k',) long item indices, best first; k' < k only if candidates run out
     scores: Tensor  # (k',) the score of the stage that ordered them
     reasons: Tensor  # (k',) long item index of the recent item with the top DIN weight; -1 none
-    recall_source: str  # "lightgcn" or "popularity"
+    recall_source: str  # "lightgcn", "cold_start" (the set's prior) or "popularity"
     rank_source: str  # "din" or "recall" ("none" when no candidate was left)
     rerank_source: str  # "ranknet" or "rank_order" ("none" when no candidate was left)
 
@@ -126,17 +139,36 @@ def user_vector(
     return w_user * F.normalize(trained, dim=-1) + w_recent * F.normalize(recent_mean, dim=-1)
 
 
+def _standardized(values: Tensor) -> Tensor:
+    std = values.std()
+    return (values - values.mean()) / std if float(std) > 0 else values - values.mean()
+
+
+def recall_scores(
+    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+) -> tuple[Tensor, str, Tensor | None]:
+    """Recall's score of every item (I,), its source, and the user vector (or None).
+
+    The one definition of the recall score: the cascade takes its top candidates from it
+    and the static evaluation ranks the LightGCN stage by it.
+    """
+    query = user_vector(models, request, config)
+    prior = models.item_prior
+    if query is not None and models.item_embeddings is not None:
+        scores = models.item_embeddings @ query  # (I,)
+        if prior is not None and config.prior_weight > 0:
+            scores = _standardized(scores) + config.prior_weight * _standardized(prior.float())
+        return scores, "lightgcn", query
+    if prior is not None:
+        return prior.clone().float(), "cold_start", None
+    return items.popularity.clone().float(), "popularity", None
+
+
 def recall(
     models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
 ) -> tuple[Tensor, Tensor, str, Tensor | None]:
     """Top candidates (N,), their recall scores (N,), the source, and the user vector."""
-    query = user_vector(models, request, config)
-    if query is not None and models.item_embeddings is not None:
-        scores = models.item_embeddings @ query  # (I,)
-        source = "lightgcn"
-    else:
-        scores = items.popularity.clone().float()  # (I,)
-        source = "popularity"
+    scores, source, query = recall_scores(models, items, request, config)
     scores[request.seen_items] = float("-inf")
     n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
     m = min(config.trend_candidates, n)

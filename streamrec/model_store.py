@@ -12,7 +12,8 @@ Each stage is registered in MLflow under :data:`REGISTERED_NAMES` as a folder ar
 - the LightGCN folder also holds ``vocab.json``: ``{"item_ids": [...], "user_ids": [...]}``
   (item index -> item id, user index -> user id, the order of the embedding rows), and its
   ``config.json`` carries ``"cascade"`` (a :class:`models.cascade.CascadeConfig` as a dict)
-  and ``"features"`` (``{"trend_half_life_ms": ...}``) that serving must reproduce.
+  and ``"features"`` (``{"trend_half_life_ms": ...}``) that serving must reproduce; its
+  state dict may carry :data:`ITEM_PRIOR_KEY`, the cascade's (I,) item prior.
 
 Every version carries the tag ``model_set`` (the same value on the three stages of one
 run). The alias ``champion`` marks the serving set; promotion moves it on all three, one
@@ -36,6 +37,9 @@ SET_TAG = "model_set"
 STATE_FILE = "state_dict.pt"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
+# In the LightGCN state dict: recent popularity per item at the training cutoff, what recall
+# shows a user without history and blends into everyone else's scores.
+ITEM_PRIOR_KEY = "item_prior"
 
 
 def write_folder(

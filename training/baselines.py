@@ -37,14 +37,25 @@ def popularity_scorer(split: TimeSplit) -> Scorer:
     return _broadcast(popularity_scores(split))
 
 
+def recent_distinct_users(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray, end_ms: int, days: float, n_items: int
+) -> np.ndarray:
+    """(n_items,) distinct users per item among the events in ``[end_ms - days, end_ms)``."""
+    recent = (times >= end_ms - int(days * DAY_MS)) & (times < end_ms)
+    pairs = np.unique(np.stack([users[recent], items[recent]], axis=1), axis=0)
+    return np.bincount(pairs[:, 1], minlength=n_items).astype(np.float64)
+
+
 def recent_popularity_scores(split: TimeSplit, days: float) -> np.ndarray:
     """(n_items,) distinct users per item in the last ``days`` before the training cutoff."""
-    start = split.train_end_ms - int(days * DAY_MS)
-    recent = split.train_time >= start
-    pairs = np.unique(
-        np.stack([split.train_user[recent], split.train_item[recent]], axis=1), axis=0
+    return recent_distinct_users(
+        split.train_user,
+        split.train_item,
+        split.train_time,
+        split.train_end_ms,
+        days,
+        split.n_items,
     )
-    return np.bincount(pairs[:, 1], minlength=split.n_items).astype(np.float64)
 
 
 def recent_popularity_scorer(split: TimeSplit, days: float) -> Scorer:

@@ -237,7 +237,7 @@ def gate_metric(validation: dict[str, Any]) -> float:
 
 def stage_folders(trained: Any, set_id: str, root: Path) -> dict[str, Path]:
     """The three folders of ``streamrec.model_store``'s contract, under ``root``."""
-    from streamrec.model_store import STAGES, write_folder
+    from streamrec.model_store import ITEM_PRIOR_KEY, STAGES, write_folder
 
     modules = {"lightgcn": trained.lightgcn, "din": trained.din, "ranknet": trained.ranknet}
     folders = {}
@@ -249,6 +249,8 @@ def stage_folders(trained: Any, set_id: str, root: Path) -> dict[str, Path]:
             else None
         )
         state = {k: v.detach().cpu() for k, v in modules[stage].state_dict().items()}
+        if stage == "lightgcn" and trained.item_prior is not None:
+            state[ITEM_PRIOR_KEY] = trained.item_prior.detach().cpu()
         folders[stage] = write_folder(root / stage, state, config, vocab)
     return folders
 

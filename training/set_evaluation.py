@@ -1,9 +1,12 @@
 """Static evaluation of a trained cascade, every model and feature frozen at the cutoff.
 
-- LightGCN: full ranking (:func:`training.evaluate.evaluate`) of the recall score, i.e.
-  the item embeddings against ``models.cascade.user_vector`` (the trained user vector
-  blended with the user's recent items at the cutoff); a user with neither (new since the
-  cutoff) gets the popularity fallback of the recall stage, as in serving.
+- LightGCN: full ranking (:func:`training.evaluate.evaluate`) of the recall score
+  (``models.cascade.recall_scores``): the item embeddings against the trained user vector
+  blended with the user's recent items at the cutoff, plus the set's item prior when the
+  config weights it; a user with neither vector (new since the cutoff) gets the recall
+  stage's cold-start ranking, as in serving. ``lightgcn_embeddings`` is the same ranking
+  from the embeddings alone (no item prior; live popularity for users without history),
+  so the report can show what the prior adds.
 - DIN: AUC and GAUC of its scores on each user's recall candidates, labelled by the
   target period.
 - RankNet: NDCG@10 of its greedy order against DIN's order of the same shortlists, per
@@ -13,13 +16,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats
 
-from models.cascade import CascadeConfig, CascadeModels, recommend, user_vector
+from models.cascade import CascadeConfig, CascadeModels, recall_scores, recommend
 from models.ranknet import greedy_rerank
 from training.evaluate import Scorer, evaluate
 from training.examples import FrozenState
@@ -39,15 +43,13 @@ def lightgcn_scorer(
 ) -> Scorer:
     if models.item_embeddings is None:
         raise ValueError("LightGCN evaluation needs item embeddings")
-    item_embeddings = models.item_embeddings
     trained = _trained_users(split)
 
     def score(users: np.ndarray) -> np.ndarray:
         rows = []
         for user in users:
             request = request_for(state, int(user), split.train_matrix, bool(trained[user]))
-            query = user_vector(models, request, config)
-            vector = item_embeddings @ query if query is not None else state.items.popularity
+            vector, _, _ = recall_scores(models, state.items, request, config)
             rows.append(vector.numpy().astype(np.float64))
         return np.stack(rows)
 
@@ -159,11 +161,23 @@ def evaluate_frozen(
     if state.at_ms != split.train_end_ms:
         raise ValueError("the static evaluation needs features frozen at the training cutoff")
     lightgcn = evaluate(lightgcn_scorer(models, state, split, config), split, RECALL_KS, target)
+    embeddings_only = evaluate(
+        lightgcn_scorer(
+            dataclasses.replace(models, item_prior=None),
+            state,
+            split,
+            dataclasses.replace(config, prior_weight=0.0),
+        ),
+        split,
+        RECALL_KS,
+        target,
+    )
     cascade = evaluate(cascade_scorer(models, state, split, config, 10), split, (10,), target)
     return {
         "target": target,
         "features_frozen_at_ms": state.at_ms,
         "lightgcn": lightgcn,
+        "lightgcn_embeddings": embeddings_only,
         **rank_stage_metrics(models, state, split, config, target),
         "cascade": cascade,
     }

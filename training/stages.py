@@ -7,6 +7,9 @@ tail of the training period, and the training cutoff).
 
 :func:`train_all` trains, in order:
 
+0. the item prior of the cascade (``models.cascade.CascadeModels.item_prior``): log1p
+   distinct users per item in the ``prior_days`` before the cutoff (and, for stage 1,
+   before the tail's start);
 1. on the training period minus its tail (the last ``tail_fraction`` of training events):
    a LightGCN and a DIN whose only job is to build RankNet's lists on the tail users at
    the tail's start, labelled by what those users did in the tail. RankNet thus learns how
@@ -38,6 +41,7 @@ from models.din import DIN
 from models.lightgcn import LightGCN
 from models.ranknet import RERANK_FEATURES, RankNet
 from streams.folding import TREND_HALF_LIFE_MS
+from training.baselines import recent_distinct_users
 from training.examples import (
     DINExamples,
     FrozenState,
@@ -110,9 +114,18 @@ def default_hyper() -> dict[str, Any]:
             "batch_size": 64,
         },
         # validation cascade NDCG@10 (seed 0): .341 at rerank_depth 50; .350 at 200 (RankNet
-        # picks from all candidates); .351 with 100 of them from the trend recall channel
+        # picks from all candidates); .351 with 100 of them from the trend recall channel.
+        # The item prior (14-day distinct users) at prior_weight 0 / 2 / 4 / 8: recall
+        # (LightGCN stage) .353 / .363 / .367 / .365, cascade .359 / .362 / .363 / .361;
+        # a 28-day prior at weight 4: recall .363, cascade .345
         "cascade": asdict(
-            CascadeConfig(max_history=MAX_HISTORY, rerank_depth=200, trend_candidates=100)
+            CascadeConfig(
+                max_history=MAX_HISTORY,
+                rerank_depth=200,
+                trend_candidates=100,
+                prior_weight=4.0,
+                prior_days=14.0,
+            )
         ),
     }
 
@@ -158,6 +171,7 @@ class TrainedSet:
     item_ids: list[str]
     user_ids: list[str]
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    item_prior: torch.Tensor | None = None  # (I,) the cascade's item prior at the cutoff
 
     def cascade_models(self) -> CascadeModels:
         user_embeddings, item_embeddings = self.lightgcn.exported()
@@ -166,7 +180,16 @@ class TrainedSet:
             item_embeddings=item_embeddings,
             din=self.din,
             ranknet=self.ranknet,
+            item_prior=self.item_prior,
         )
+
+
+def item_prior(split: TimeSplit, end_ms: int, days: float) -> torch.Tensor:
+    """(I,) log1p distinct users per item in the ``days`` before ``end_ms`` (training events)."""
+    counts = recent_distinct_users(
+        split.train_user, split.train_item, split.train_time, end_ms, days, split.n_items
+    )
+    return torch.from_numpy(np.log1p(counts)).float()
 
 
 def _matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -290,7 +313,13 @@ def _ranknet_lists(
     user_emb, item_emb = gcn.export_embeddings(adj)
     trained = np.bincount(users.numpy(), minlength=split.n_users) > 0
     lists = candidate_lists(
-        CascadeModels(user_emb, item_emb, din, None),
+        CascadeModels(
+            user_emb,
+            item_emb,
+            din,
+            None,
+            item_prior(split, data.tail_start_ms, cascade_config.prior_days),
+        ),
         data.tail,
         data.tail_users,
         data.seen_before_tail,
@@ -387,6 +416,7 @@ def train_all(
         item_ids=[str(i) for i in split.item_ids],
         user_ids=[str(u) for u in split.user_ids],
         history=history,
+        item_prior=item_prior(split, split.train_end_ms, cascade_config.prior_days),
     )
 
 

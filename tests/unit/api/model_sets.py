@@ -23,7 +23,14 @@ from models.cascade import CascadeConfig
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig
 from models.ranknet import RankNet, RankNetConfig
-from streamrec.model_store import CHAMPION, REGISTERED_NAMES, SET_TAG, ChampionSet, write_folder
+from streamrec.model_store import (
+    CHAMPION,
+    ITEM_PRIOR_KEY,
+    REGISTERED_NAMES,
+    SET_TAG,
+    ChampionSet,
+    write_folder,
+)
 from streamrec.settings import Settings
 from training.registry import configure
 
@@ -49,6 +56,7 @@ class TinySet:
     break_stage: str | None = None
     export_embeddings: bool = True
     extra_config: dict[str, Any] = field(default_factory=dict)
+    item_prior: torch.Tensor | None = None  # saved in the LightGCN state dict when given
 
 
 def item_embeddings(seed: int) -> torch.Tensor:
@@ -68,6 +76,8 @@ def stage_folders(spec: TinySet, root: Path) -> dict[str, Path]:
     state: dict[str, torch.Tensor] = dict(lightgcn.state_dict())
     if spec.export_embeddings:
         state["user_embeddings"], state["item_embeddings"] = users, items
+    if spec.item_prior is not None:
+        state[ITEM_PRIOR_KEY] = spec.item_prior
     cascade = asdict(CascadeConfig(n_candidates=spec.n_candidates, rerank_depth=3))
     lightgcn_config = {
         "model": {**asdict(lightgcn.config), "from_the_future": 1},  # unknown keys are ignored

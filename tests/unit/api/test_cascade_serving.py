@@ -141,3 +141,25 @@ def test_serving_names_sources_and_reasons(tmp_path: Path) -> None:
     assert cold.model_version == "cascade-test+recall:popularity"
     # Recall by popularity at the stream's now: the two items the store knows lead.
     assert {"a", "b"} <= {pick.item_id for pick in cold.picks}
+
+
+def test_the_sets_item_prior_is_loaded_and_answers_a_user_without_history(
+    tmp_path: Path,
+) -> None:
+    prior = torch.zeros(len(ITEMS))
+    prior[ITEMS.index("m5")] = 2.0
+    # Without DIN the recall order stands, so the prior's top item must come first.
+    loaded = _loaded(tmp_path, TinySet(seed=5, item_prior=prior, break_stage="din"))
+    assert loaded.models.item_prior is not None
+    assert torch.equal(loaded.models.item_prior, prior)
+    stats = {item: ItemStats(trend_score=1.0, last_event_time=NINETY_EIGHT) for item in ITEMS}
+    serving = ServingSet(loaded, ItemFeatures.build(loaded.item_ids, stats))
+    answer = serve(serving, "someone-new", None, 1, {})
+    assert answer.sources["recall"] == "cold_start"
+    assert [pick.item_id for pick in answer.picks] == ["m5"]
+    assert "+recall:cold_start" in answer.model_version
+
+
+def test_an_item_prior_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SetLoadError, match="item_prior"):
+        _loaded(tmp_path, TinySet(seed=5, item_prior=torch.zeros(len(ITEMS) + 1)))

@@ -211,3 +211,30 @@ def test_the_trend_channel_adds_recent_popular_items_lightgcn_misses() -> None:
     assert 1 not in set(mixed.tolist())  # seen items stay out of every channel
     assert set(plain.tolist()[:8]) <= set(mixed.tolist())  # the rest is LightGCN's best
     assert torch.all(scores[:-1] >= scores[1:])  # ordered by the recall score
+
+
+def test_a_user_without_history_is_recalled_by_the_sets_prior() -> None:
+    prior = torch.zeros(N_ITEMS)
+    prior[[7, 3, 30]] = torch.tensor([3.0, 2.0, 1.0])  # not the live popularity order
+    models = CascadeModels(torch.eye(DIM)[:1], _item_embeddings(), item_prior=prior)
+    candidates, _, source, query = recall(
+        models, _items(), _request(), CascadeConfig(n_candidates=3)
+    )
+    assert source == "cold_start" and query is None
+    assert candidates.tolist() == [7, 3, 30]
+
+
+def test_the_prior_weight_moves_a_known_users_recall_toward_the_prior() -> None:
+    user_emb = torch.eye(DIM)[:1] * 3  # the trained user looks only at group 0 (items 0-9)
+    prior = torch.zeros(N_ITEMS)
+    prior[35] = 10.0  # one item far from the user's taste, very popular lately
+    models = CascadeModels(user_emb, _item_embeddings(), item_prior=prior)
+    request = _request(user_index=0)
+    unweighted, _, source, _ = recall(models, _items(), request, CascadeConfig(n_candidates=5))
+    weighted, _, _, _ = recall(
+        models, _items(), request, CascadeConfig(n_candidates=5, prior_weight=2.0)
+    )
+    assert source == "lightgcn"
+    assert 35 not in unweighted.tolist()
+    assert int(weighted[0]) == 35
+    assert set(weighted[1:].tolist()) <= set(range(10))  # the rest still follow the user

@@ -21,6 +21,7 @@ from training.stages import (
     TrainingData,
     default_hyper,
     evaluate_set,
+    item_prior,
     prepare,
     train_all,
 )
@@ -128,10 +129,30 @@ def test_evaluate_set_reports_every_stage(data: TrainingData) -> None:
     for key in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
         assert 0 <= result["lightgcn"][key] <= 1
     assert 0 <= result["din"]["auc"] <= 1 and "gauc" in result["din"]
+    assert 0 <= result["lightgcn_embeddings"]["ndcg@10"] <= 1
     assert "delta_ndcg@10" in result["ranknet"] and "n_users" in result["ranknet"]
     cascade = result["cascade"]
     assert {"recall@10", "ndcg@10", "coverage@10", "popularity_bias@10"} <= set(cascade)
     assert set(cascade["slices"]) == {"new", "light", "heavy"}
+
+
+def test_the_item_prior_counts_only_the_window_before_its_instant(data: TrainingData) -> None:
+    split = data.split
+    trained = train_all(data, SMALL, seed=0)
+    days = default_hyper()["cascade"]["prior_days"]
+    assert trained.item_prior is not None
+    assert torch.equal(trained.item_prior, item_prior(split, split.train_end_ms, days))
+    assert trained.cascade_models().item_prior is trained.item_prior
+    # At the tail's start (what RankNet's lists are built with) no tail event may count.
+    at_tail = item_prior(split, data.tail_start_ms, days)
+    window = (split.train_time >= data.tail_start_ms - days * DAY_MS) & (
+        split.train_time < data.tail_start_ms
+    )
+    by_hand = np.zeros(split.n_items)
+    for item in range(split.n_items):
+        by_hand[item] = len(set(split.train_user[window & (split.train_item == item)]))
+    assert np.allclose(at_tail.numpy(), np.log1p(by_hand))
+    assert not torch.equal(at_tail, trained.item_prior)  # the drifting log moved on
 
 
 def test_bad_input_is_refused(data: TrainingData) -> None:

@@ -8,18 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from streamrec.model_store import STAGES, find_champion_set
+from api.cascade_loading import build_cascade
+from streamrec.model_store import STAGES, find_champion_set, read_folder
 from streamrec.settings import Settings
 from streams.archiver import part_name, topic_dir, write_atomically
 from streams.events import Topics
 from training import pipeline
 from training.examples import archived_table
-from training.stages import train_all
+from training.stages import default_hyper, train_all
 
 HOUR = 3_600_000
 TINY = {
@@ -112,6 +114,15 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
     champion = find_champion_set(client)
     assert champion is not None and champion.set_id == report["set_id"]
+    # The registered LightGCN folder carries the item prior, and the API's loader serves it.
+    folders = {
+        stage: read_folder(Path(mlflow.artifacts.download_artifacts(champion.sources[stage])))
+        for stage in STAGES
+    }
+    served = build_cascade(champion.label, champion.set_id, folders)
+    assert served.models.item_prior is not None
+    assert served.models.item_prior.shape == (len(served.item_ids),)
+    assert served.config.prior_weight == default_hyper()["cascade"]["prior_weight"]
     for seed_run in report["mlflow"]["seed_run_ids"]:
         history = client.get_metric_history(seed_run, "lightgcn.loss")
         assert [m.step for m in history] == [0, 1, 2]

@@ -19,6 +19,7 @@ def _stage_result(cascade_ndcg: float, lightgcn_ndcg: float, delta: float) -> di
             "recall@50": 0.3,
             "slices": {"new": {"ndcg@10": 0.1}},
         },
+        "lightgcn_embeddings": {"ndcg@10": lightgcn_ndcg - 0.05},
         "din": {"auc": 0.8, "gauc": 0.7},
         "ranknet": {"delta_ndcg@10": delta, "wilcoxon_p": 0.01},
         "cascade": {"ndcg@10": cascade_ndcg, "recall@10": 0.2, "n_users": 90},
@@ -109,4 +110,7 @@ def test_written_report_has_every_table(tmp_path: Path) -> None:
         assert heading in text
     assert "| **Cascade** (k=10) | 0.2000 ± 0.0000 | 0.2400 ± 0.0141 |" in text
     assert "| recent popularity 14d | – | 0.2000 |" in text
+    # What the item prior adds to recall is shown, not hidden in the LightGCN number.
+    assert "| LightGCN embeddings only (no item prior) | – | 0.1000 ± 0.0141 |" in text
+    assert "embeddings alone: 0.1000" in text
     assert "**Promoted**" in text
