@@ -263,18 +263,19 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
         # look complete before this one starts: wait until it has committed everything, so
         # the comparison below also covers what it folded again.
         group = f"{settings.topic_prefix}worker"
-        behind: list[list[PartitionLag] | None] = [None]
+        behind: list[PartitionLag] | None = None
 
         def caught_up() -> bool:
-            behind[0] = partitions_behind(settings.bootstrap_servers, group)
-            return behind[0] == []
+            nonlocal behind
+            behind = partitions_behind(settings.bootstrap_servers, group)
+            return behind == []
 
         try:
             wait_until(
                 caught_up, 180, "the restarted worker to commit everything", 0.5, worker, log
             )
         except AssertionError as error:
-            raise AssertionError(f"{error}\nstill behind: {describe_behind(behind[0])}") from None
+            raise AssertionError(f"{error}\nstill behind: {describe_behind(behind)}") from None
 
         wrong: list[str] = []
 
