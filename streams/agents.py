@@ -129,21 +129,10 @@ async def _write_states(
     ``Table.send_changelog``: its buffered send costs more than the fold of an event, its
     completion hook keeps an offset only a RocksDB store uses, and even the client's own
     per-record ``send`` (a future, a metadata check and a partitioner call for each) was
-    a tenth of the worker's time.
+    a tenth of the worker's time. The table holds the same bytes as the changelog record.
     """
     topic = table.changelog_topic.get_topic_name()
-    collection = cast(Any, table)
-    key_format, value_format = collection.key_serializer, collection.value_serializer
-    data = collection.data
-    records: dict[int, list[tuple[bytes, bytes]]] = {}
-    for key, state in states.items():
-        stamp(state)
-        value = state.to_dict()
-        partition = last_event[key].message.partition
-        records.setdefault(partition, []).append(
-            (codecs.dumps(key_format, key), codecs.dumps(value_format, value))
-        )
-        data[key] = value
+    records = _save(table, states, last_event)
     client = cast(Any, app.producer)._ensure_producer()  # the aiokafka producer
     saved = [
         delivery
@@ -151,6 +140,31 @@ async def _write_states(
         for delivery in await _send_in_batches(client, topic, partition, partition_records)
     ]
     await _delivered(app, saved)
+
+
+def _save(
+    table: TableT,
+    states: dict[str, UserState] | dict[str, ItemState],
+    last_event: dict[str, faust.EventT],
+) -> dict[int, list[tuple[bytes, bytes]]]:
+    """Stamp the states, put them in the table, and return their changelog records
+    (key and value bytes) by changelog partition: the partition of each key's last event.
+
+    The table holds the value bytes themselves (its value type is bytes, see ``attach``),
+    so a worker that recovers the table from its changelog holds the same.
+    """
+    collection = cast(Any, table)
+    key_format, data = collection.key_serializer, collection.data
+    if collection.value_serializer != "raw":
+        raise ValueError(f"table {table.name!r} must hold bytes, not {collection.value_serializer}")
+    records: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, state in states.items():
+        stamp(state)
+        value = state.to_json()
+        partition = last_event[key].message.partition
+        records.setdefault(partition, []).append((codecs.dumps(key_format, key), value))
+        data[key] = value
+    return records
 
 
 async def _send_in_batches(
@@ -306,8 +320,16 @@ def attach(
     table_schema: faust.Schema = faust.Schema(
         key_type=str, key_serializer="raw", value_serializer="json"
     )
-    user_table = app.Table("user_recent", default=None, partitions=partitions, schema=table_schema)
-    item_table = app.Table("item_stats", default=None, partitions=partitions, schema=table_schema)
+    # The user and item tables hold each state as the bytes of its changelog record
+    # (``UserState.to_json``), read with ``from_json``. A bytes value type makes Faust
+    # store and recover the values as bytes ("raw"); keys stay JSON strings. Records from
+    # when the tables held decoded JSON are the same bytes.
+    user_table = app.Table(
+        "user_recent", default=None, partitions=partitions, key_type=str, value_type=bytes
+    )
+    item_table = app.Table(
+        "item_stats", default=None, partitions=partitions, key_type=str, value_type=bytes
+    )
     request_table = app.Table(
         "served_requests", default=None, partitions=partitions, schema=table_schema
     )
@@ -373,7 +395,7 @@ def attach(
                 user_id = interaction.user_id
                 # Idempotent, so even a duplicate or redelivered event is (re)recorded.
                 seen_now.setdefault(user_id, set()).add(interaction.item_id)
-                state = changed.get(user_id) or UserState.from_dict(user_table.get(user_id))
+                state = changed.get(user_id) or UserState.from_json(user_table.get(user_id))
                 fold = fold_interaction_at(
                     state, interaction, settings.recent_items_max, source, message.offset
                 )
@@ -449,7 +471,7 @@ def attach(
             for event in events:
                 for message in entries_of(cast(dict[str, Any], event.value)):
                     item_id = message.item_id
-                    state = changed.get(item_id) or ItemState.from_dict(item_table.get(item_id))
+                    state = changed.get(item_id) or ItemState.from_json(item_table.get(item_id))
                     total = len(message.entries)
                     applied = fold_item_entries(state, message)
                     if applied < total:

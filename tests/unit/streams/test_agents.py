@@ -11,7 +11,12 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.agents import RawSchema, _once, _send_in_batches
+from streamrec.settings import Settings
+from streams.agents import RawSchema, _once, _save, _send_in_batches, attach
+from streams.app import create_app
+from streams.events import Interaction
+from streams.folding import ItemState, UserState, fold_interaction
+from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
 
 
 def _event(topic: str, partition: int, offset: int) -> Any:
@@ -92,3 +97,24 @@ def test_the_raw_schema_decodes_as_faust_s_raw_codec() -> None:
     for schema in (RawSchema(), faust_raw):
         event = asyncio.run(schema.decode(app, cast(Any, message)))
         assert (event.key, event.value) == (b"u1", b'{"v": 1}')
+
+
+def test_saved_states_recover_from_their_changelog_records_as_the_table_held_them() -> None:
+    """A restarted worker reads each state back from its changelog record through the
+    changelog topic's own decoding: it must get the key and the very bytes the table held."""
+    settings = Settings(topic_prefix="save-test.")
+    app = create_app(settings)
+    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    user = UserState()
+    viewed = Interaction(user_id="ü 1", item_id="i", action="view", event_time=1_700_000_000_000)
+    fold_interaction(user, viewed, 5)
+    for name, key, state in (("user_recent", "ü 1", user), ("item_stats", "i", ItemState())):
+        table: Any = app.tables[name]
+        records = _save(table, cast(Any, {key: state}), {key: _event("t", 2, 40)})
+        assert list(records) == [2]  # the partition of the key's last event
+        [(key_bytes, value_bytes)] = records[2]
+        held = table.data[key]
+        assert held == value_bytes and type(state).from_json(held) == state
+        message = SimpleNamespace(key=key_bytes, value=value_bytes, headers=[])
+        recovered = asyncio.run(table.changelog_topic.schema.decode(app, cast(Any, message)))
+        assert (recovered.key, recovered.value) == (key, held)
