@@ -238,3 +238,34 @@ def test_the_prior_weight_moves_a_known_users_recall_toward_the_prior() -> None:
     assert 35 not in unweighted.tolist()
     assert int(weighted[0]) == 35
     assert set(weighted[1:].tolist()) <= set(range(10))  # the rest still follow the user
+
+
+def _least_popular_first() -> RankNet:
+    ranknet = RankNet(RankNetConfig(hidden=())).eval()  # one Linear: a readable scorer
+    layer = ranknet.mlp[0]
+    assert isinstance(layer, torch.nn.Linear)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[0, RERANK_FEATURES.index("popularity")] = -1.0
+    return ranknet
+
+
+def test_the_final_recall_weight_lets_recall_overrule_ranknet_where_it_is_sure() -> None:
+    prior = torch.zeros(N_ITEMS)
+    prior[:8] = 1.0  # recall (a cold start) shortlists items 0..7 by the prior
+    prior[[4, 2]] = torch.tensor([10.0, 9.0])  # recall is sure of these two, RankNet is not
+    models = CascadeModels(None, None, _random_din(), _least_popular_first(), item_prior=prior)
+    request = _request(k=8)
+    unweighted = recommend(models, _items(), request, CascadeConfig(n_candidates=8, rerank_depth=8))
+    weighted = recommend(
+        models,
+        _items(),
+        request,
+        CascadeConfig(n_candidates=8, rerank_depth=8, final_recall_weight=2.0),
+    )
+    assert unweighted.rerank_source == weighted.rerank_source == "ranknet"
+    assert unweighted.items.tolist() == [7, 6, 5, 4, 3, 2, 1, 0]  # RankNet alone
+    assert weighted.items.tolist()[:2] == [4, 2]
+    assert weighted.items.tolist()[2:] == [7, 6, 5, 3, 1, 0]  # recall's ties: RankNet's order
+    assert torch.all(weighted.scores[:-1] >= weighted.scores[1:])

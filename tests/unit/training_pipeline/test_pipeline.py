@@ -114,7 +114,8 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
     champion = find_champion_set(client)
     assert champion is not None and champion.set_id == report["set_id"]
-    # The registered LightGCN folder carries the item prior, and the API's loader serves it.
+    # The registered LightGCN folder carries the item prior and the cascade config (its
+    # recall blend weights), and the API's loader serves them.
     folders = {
         stage: read_folder(Path(mlflow.artifacts.download_artifacts(champion.sources[stage])))
         for stage in STAGES
@@ -123,6 +124,7 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     assert served.models.item_prior is not None
     assert served.models.item_prior.shape == (len(served.item_ids),)
     assert served.config.prior_weight == default_hyper()["cascade"]["prior_weight"]
+    assert served.config.final_recall_weight == default_hyper()["cascade"]["final_recall_weight"]
     for seed_run in report["mlflow"]["seed_run_ids"]:
         history = client.get_metric_history(seed_run, "lightgcn.loss")
         assert [m.step for m in history] == [0, 1, 2]
