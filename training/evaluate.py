@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from training.metrics import (
+    RETURNING,
     SLICES,
     activity_slices,
     item_coverage,
@@ -90,6 +91,11 @@ def evaluate(
             **{metric: _mean(values[labels == name]) for metric, values in columns.items()},
         }
         for name in SLICES
+    }
+    returning = labels != "new"
+    result["slices"][RETURNING] = {
+        "n_users": int(returning.sum()),
+        **{metric: _mean(values[returning]) for metric, values in columns.items()},
     }
     result["light_heavy_threshold"] = threshold
     return result

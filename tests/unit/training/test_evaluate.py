@@ -66,6 +66,10 @@ def test_anti_oracle_ranks_relevant_items_last() -> None:
     assert result["slices"]["new"]["recall@3"] == 0.0
     assert result["slices"]["new"]["recall@6"] == 1.0
     assert result["slices"]["heavy"]["n_users"] == 0
+    # returning users are the light and heavy ones: u1 and u2, not the new u9
+    assert result["slices"]["returning"]["n_users"] == 2
+    assert result["slices"]["returning"]["ndcg@3"] == pytest.approx(0.5)
+    assert result["slices"]["returning"]["recall@6"] == pytest.approx(1.0)
 
 
 def test_constant_scores_fall_back_to_popularity_order() -> None:
