@@ -133,7 +133,7 @@ def test_evaluate_set_reports_every_stage(data: TrainingData) -> None:
     assert "delta_ndcg@10" in result["ranknet"] and "n_users" in result["ranknet"]
     cascade = result["cascade"]
     assert {"recall@10", "ndcg@10", "coverage@10", "popularity_bias@10"} <= set(cascade)
-    assert set(cascade["slices"]) == {"new", "light", "heavy"}
+    assert set(cascade["slices"]) == {"new", "light", "heavy", "returning"}
 
 
 def test_the_item_prior_counts_only_the_window_before_its_instant(data: TrainingData) -> None:
