@@ -151,16 +151,20 @@ def test_every_stage_falls_back_when_its_model_is_missing() -> None:
     assert torch.all(din_only.scores[:-1] >= din_only.scores[1:])  # DIN's order, descending
 
 
-def test_ranknet_reorders_the_shortlist() -> None:
+def _least_popular_first() -> RankNet:
     ranknet = RankNet(RankNetConfig(hidden=())).eval()  # one Linear: a readable scorer
     layer = ranknet.mlp[0]
     assert isinstance(layer, torch.nn.Linear)
     with torch.no_grad():
         layer.weight.zero_()
         layer.bias.zero_()
-        layer.weight[0, RERANK_FEATURES.index("popularity")] = -1.0  # least popular first
+        layer.weight[0, RERANK_FEATURES.index("popularity")] = -1.0
+    return ranknet
+
+
+def test_ranknet_reorders_the_shortlist() -> None:
     config = CascadeConfig(n_candidates=20, rerank_depth=8)
-    models = CascadeModels(None, None, din=_random_din(), ranknet=ranknet)
+    models = CascadeModels(None, None, din=_random_din(), ranknet=_least_popular_first())
     result = recommend(models, _items(), _request(), config)
     assert result.rerank_source == "ranknet"
     plain = recommend(CascadeModels(None, None, din=_random_din()), _items(), _request(), config)
@@ -238,17 +242,6 @@ def test_the_prior_weight_moves_a_known_users_recall_toward_the_prior() -> None:
     assert 35 not in unweighted.tolist()
     assert int(weighted[0]) == 35
     assert set(weighted[1:].tolist()) <= set(range(10))  # the rest still follow the user
-
-
-def _least_popular_first() -> RankNet:
-    ranknet = RankNet(RankNetConfig(hidden=())).eval()  # one Linear: a readable scorer
-    layer = ranknet.mlp[0]
-    assert isinstance(layer, torch.nn.Linear)
-    with torch.no_grad():
-        layer.weight.zero_()
-        layer.bias.zero_()
-        layer.weight[0, RERANK_FEATURES.index("popularity")] = -1.0
-    return ranknet
 
 
 def test_the_final_recall_weight_lets_recall_overrule_ranknet_where_it_is_sure() -> None:
