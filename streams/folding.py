@@ -139,19 +139,7 @@ class UserState:
         encoding of a state wait on memory (``bench/worker_throughput.py``, 1M log).
         Parsing gives fresh objects, so folding them cannot change what the table holds.
         """
-        if not value:
-            return cls()
-        data = orjson.loads(value)
-        return cls(
-            items=data["items"],
-            times=data["times"],
-            event_ids=data["event_ids"],
-            interaction_count=data["interaction_count"],
-            last_event_time=data["last_event_time"],
-            feature_time=data.get("feature_time", 0),
-            offsets=data.get("offsets", {}),
-            duplicates=[(source, offset) for source, offset in data.get("duplicates", [])],
-        )
+        return cls.from_dict(orjson.loads(value)) if value else cls()
 
 
 def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:

@@ -85,17 +85,14 @@ def evaluate(
         result[f"coverage@{k}"] = item_coverage(shown, split.n_items)
         result[f"popularity_bias@{k}"] = popularity_bias(shown, percentile) if shown.size else None
     labels = slice_of[goal.users]
+    members = {name: labels == name for name in SLICES}
+    members[RETURNING] = labels != "new"
     result["slices"] = {
         name: {
-            "n_users": int((labels == name).sum()),
-            **{metric: _mean(values[labels == name]) for metric, values in columns.items()},
+            "n_users": int(member.sum()),
+            **{metric: _mean(values[member]) for metric, values in columns.items()},
         }
-        for name in SLICES
-    }
-    returning = labels != "new"
-    result["slices"][RETURNING] = {
-        "n_users": int(returning.sum()),
-        **{metric: _mean(values[returning]) for metric, values in columns.items()},
+        for name, member in members.items()
     }
     result["light_heavy_threshold"] = threshold
     return result

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluate import _aggregate, _sample_std
+from training.metrics import RETURNING, SLICES
 
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
@@ -30,7 +31,7 @@ TABLE_COLUMNS = (
     ("Cov@10", "coverage@10"),
     ("PopBias@10", "popularity_bias@10"),
 )
-SLICE_NAMES = ("new", "light", "heavy", "returning")  # returning: light and heavy
+SLICE_NAMES = (*SLICES, RETURNING)  # returning: light and heavy
 POPULARITY = "popularity (all training)"
 # The targets on the global time split.
 CASCADE_OVER_BEST_BASELINE = 1.10
