@@ -20,7 +20,7 @@ from training.split import TimeSplit
 DAY_MS = 86_400_000
 
 
-def _broadcast(item_scores: np.ndarray) -> Scorer:
+def broadcast(item_scores: np.ndarray) -> Scorer:
     def score(users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(item_scores, (len(users), len(item_scores)))
 
@@ -34,7 +34,7 @@ def popularity_scores(split: TimeSplit) -> np.ndarray:
 
 def popularity_scorer(split: TimeSplit) -> Scorer:
     """The same list for everyone: the items most users interacted with in training."""
-    return _broadcast(popularity_scores(split))
+    return broadcast(popularity_scores(split))
 
 
 def recent_distinct_users(
@@ -60,7 +60,7 @@ def recent_popularity_scores(split: TimeSplit, days: float) -> np.ndarray:
 
 def recent_popularity_scorer(split: TimeSplit, days: float) -> Scorer:
     """Popularity over a short window that ends at the cutoff; what is trending now."""
-    return _broadcast(recent_popularity_scores(split, days))
+    return broadcast(recent_popularity_scores(split, days))
 
 
 def item_similarity(split: TimeSplit, neighbours: int = 100) -> sp.csr_matrix:

@@ -56,7 +56,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return top
 
 
-def _discounts(k: int) -> np.ndarray:
+def discounts(k: int) -> np.ndarray:
+    """(k,) NDCG's position discounts 1 / log2(rank + 1), rank from 1."""
     return 1.0 / np.log2(np.arange(2, k + 2))
 
 
@@ -74,10 +75,10 @@ def ranking_metrics(
     if top.shape[1] < max(ks):
         raise ValueError(f"top has {top.shape[1]} columns, fewer than K={max(ks)}")
     hits = np.take_along_axis(relevant, top, axis=1).astype(np.float64)
-    discounts = _discounts(top.shape[1])
+    discount = discounts(top.shape[1])
     cum_hits = np.cumsum(hits, axis=1)
-    cum_dcg = np.cumsum(hits * discounts, axis=1)
-    cum_ideal = np.cumsum(discounts)
+    cum_dcg = np.cumsum(hits * discount, axis=1)
+    cum_ideal = np.cumsum(discount)
     out: dict[str, np.ndarray] = {}
     for k in ks:
         ideal = cum_ideal[np.minimum(n_relevant, k) - 1]

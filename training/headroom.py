@@ -1,0 +1,234 @@
+"""``python -m training.headroom``: how far issue 3's NDCG@10 targets can be reached at all.
+
+In the static protocol (:mod:`training.split`) a user without training history ("new")
+has nothing a scorer can tell apart at the cutoff: every scorer, learned or not, gives
+all new users one and the same list (no training items to mask, no features, no
+embedding). The best such list is known exactly. With binary gains the mean NDCG@k of
+one list ``L`` over users ``u`` is ``sum_p disc(p) * w(L[p])`` where
+``w(i) = mean_u rel_u(i) / IDCG_u``; discounts fall with the position, so the sum is
+largest with the items sorted by ``w`` (the rearrangement inequality). That list is
+built from the test labels, so no method can score higher on the new users.
+
+A target on all users (``goal`` = the mean over every evaluated user) then fixes what the
+users with history ("returning") must reach on average, even with that perfect list for
+the new users: ``(goal * n_all - bound_new * n_new) / n_returning``. This module prints
+that figure beside reference points for returning users:
+
+- recent popularity (14 days) and all-time popularity, the issue's baselines;
+- the test period's own popularity (a list built from the test labels, so it sees the
+  future): what a perfect popularity model would reach;
+- EASE (Steck 2019, a closed-form item-item model that is hard to beat on MovieLens),
+  alone and blended with recent or with test-period popularity, at the weight that is
+  best on the test labels themselves: optimistic on purpose.
+
+Nothing here trains or tunes the cascade; it reads the prepared log only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from streamrec.settings import load_settings
+from training.baselines import broadcast, popularity_scores, recent_popularity_scores
+from training.evaluate import Scorer, evaluate
+from training.metrics import RETURNING, discounts
+from training.split import SplitConfig, TimeSplit, event_log_path, load_events, restrict_target
+from training.split import time_split as make_split
+
+K = 10
+# The issue's targets: the cascade over the best baseline, LightGCN over all-time popularity.
+CASCADE_RATIO = 1.10
+LIGHTGCN_RATIO = 1.30
+RECENT_DAYS = (1, 3, 7, 14)
+EASE_L2 = (50.0, 200.0, 500.0)
+BLEND_WEIGHTS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def best_uniform_list(relevant: sp.csr_matrix, k: int = K) -> tuple[np.ndarray, float]:
+    """The one list of ``k`` items with the highest mean NDCG@k over ``relevant``'s rows.
+
+    ``relevant`` is (U, I) binary, every row non-empty, nothing masked (new users). Returns
+    the items, best first, and the mean NDCG@k it reaches; exact (see the module docstring).
+    """
+    n_relevant = np.diff(relevant.indptr)
+    if len(n_relevant) == 0 or (n_relevant == 0).any():
+        raise ValueError("every row needs at least one relevant item")
+    ideal = np.cumsum(discounts(k))[np.minimum(n_relevant, k) - 1]  # (U,)
+    weight = np.asarray(relevant.multiply(1.0 / ideal[:, None]).sum(axis=0)).ravel()
+    weight /= len(n_relevant)  # (I,) mean NDCG gain of an item per unit discount
+    k = min(k, relevant.shape[1])
+    items = np.lexsort((np.arange(len(weight)), -weight))[:k]  # ties to the lower index
+    return items, float(weight[items] @ discounts(k))
+
+
+def required_mean(goal: float, n_all: int, bound_new: float, n_new: int) -> float | None:
+    """What the other ``n_all - n_new`` users must average for the mean to reach ``goal``."""
+    n_rest = n_all - n_new
+    if n_rest <= 0:
+        return None
+    return (goal * n_all - bound_new * n_new) / n_rest
+
+
+def ease_scores(split: TimeSplit, l2: float) -> np.ndarray:
+    """(n_users, n_items) EASE scores from the training matrix (dense; fine at 10^3 items)."""
+    x = split.train_matrix.toarray().astype(np.float64)
+    gram = x.T @ x + l2 * np.eye(x.shape[1])
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return x @ weights
+
+
+def _standardized_rows(scores: np.ndarray) -> np.ndarray:
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return centred / np.where(spread > 0, spread, 1.0)
+
+
+def _matrix_scorer(scores: np.ndarray) -> Scorer:
+    return lambda users: scores[users]
+
+
+def _ndcg(scorer: Scorer, split: TimeSplit) -> float:
+    value = evaluate(scorer, split, ks=(K,))[f"ndcg@{K}"]
+    return float(value) if value is not None else float("nan")
+
+
+def future_popularity(split: TimeSplit) -> np.ndarray:
+    """(n_items,) test-period users per candidate: a popularity list that sees the future."""
+    return np.asarray(split.test.relevant.sum(axis=0)).ravel().astype(np.float64)
+
+
+def returning_references(split: TimeSplit, returning: TimeSplit) -> dict[str, float]:
+    """NDCG@10 on returning users of the baselines and of the optimistic references."""
+    recent = np.log1p(recent_popularity_scores(split, 14))
+    future = np.log1p(future_popularity(split))
+    references = {
+        "popularity (all training)": _ndcg(broadcast(popularity_scores(split)), returning),
+        "recent popularity 14d": _ndcg(broadcast(recent), returning),
+        "test-period popularity (sees the test labels)": _ndcg(broadcast(future), returning),
+    }
+    blends: dict[str, float] = {}
+    for l2 in EASE_L2:
+        ease = _standardized_rows(ease_scores(split, l2))
+        blends[f"EASE (l2={l2:g})"] = _ndcg(_matrix_scorer(ease), returning)
+        for label, popular in (("recent popularity 14d", recent), ("test popularity", future)):
+            popular_z = _standardized_rows(popular[None, :])  # (1, n_items)
+            for weight in BLEND_WEIGHTS:
+                blended = ease + weight * popular_z
+                blends[f"EASE (l2={l2:g}) + {weight:g} x {label}"] = _ndcg(
+                    _matrix_scorer(blended), returning
+                )
+    best_alone = max((k for k in blends if "+" not in k), key=blends.__getitem__)
+    best_recent = max((k for k in blends if "recent" in k), key=blends.__getitem__)
+    best_future = max((k for k in blends if "test popularity" in k), key=blends.__getitem__)
+    for name in (best_alone, best_recent, best_future):
+        references[f"{name}, best on the test labels"] = blends[name]
+    return references
+
+
+def headroom(events: Any, config: SplitConfig) -> dict[str, Any]:
+    split = make_split(events, config)
+    test = split.test
+    is_new = test.users >= split.n_train_users
+    n_all, n_new = len(test.users), int(is_new.sum())
+    new_items, bound_new = (
+        best_uniform_list(test.relevant[np.flatnonzero(is_new)])
+        if n_new
+        else (np.empty(0, np.int64), 0.0)
+    )
+    baselines: dict[str, float] = {
+        "popularity (all training)": _ndcg(broadcast(popularity_scores(split)), split)
+    }
+    for days in RECENT_DAYS:
+        baselines[f"recent popularity {days}d"] = _ndcg(
+            broadcast(recent_popularity_scores(split, days)), split
+        )
+    best_name = max(baselines, key=baselines.__getitem__)
+    goals = {
+        f"cascade >= {CASCADE_RATIO:.2f} x {best_name}": CASCADE_RATIO * baselines[best_name],
+        f"LightGCN >= {LIGHTGCN_RATIO:.2f} x popularity (all training)": LIGHTGCN_RATIO
+        * baselines["popularity (all training)"],
+    }
+    returning = replace(split, test=restrict_target(test, ~is_new))
+    return {
+        "split_config": asdict(config),
+        "k": K,
+        "n_users": n_all,
+        "n_new": n_new,
+        "n_returning": n_all - n_new,
+        "baselines": baselines,
+        "new_users": {
+            "bound": bound_new,
+            "best_list": [str(split.item_ids[i]) for i in new_items],
+            "recent popularity 14d": _ndcg(
+                broadcast(recent_popularity_scores(split, 14)),
+                replace(split, test=restrict_target(test, is_new)),
+            )
+            if n_new
+            else None,
+        },
+        "targets": [
+            {
+                "target": name,
+                "goal": goal,
+                "returning_users_must_reach": required_mean(goal, n_all, bound_new, n_new),
+            }
+            for name, goal in goals.items()
+        ],
+        RETURNING: returning_references(split, returning),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    new = report["new_users"]
+    lines = [
+        f"## Headroom of the NDCG@{report['k']} targets (test period)",
+        "",
+        f"{report['n_users']} test users: {report['n_new']} new, "
+        f"{report['n_returning']} returning. Every scorer gives all new users one list; the "
+        f"best possible list, built from the test labels, reaches **{new['bound']:.4f}** on "
+        f"them (recent popularity 14d: {new['recent popularity 14d'] or 0:.4f}).",
+        "",
+        "| target | goal (all users) | returning users must reach |",
+        "|---|---|---|",
+    ]
+    for row in report["targets"]:
+        must = row["returning_users_must_reach"]
+        lines.append(
+            f"| {row['target']} | {row['goal']:.4f} | {'–' if must is None else f'{must:.4f}'} |"
+        )
+    lines += ["", "| returning users | NDCG@10 |", "|---|---|"]
+    for name, value in report[RETURNING].items():
+        lines.append(f"| {name} | {value:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.headroom")
+    parser.add_argument("--source", default="movielens-100k", help="prepared log under data_dir")
+    parser.add_argument("--train-fraction", type=float, default=0.8)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--output", type=Path, default=Path("reports/headroom.json"))
+    args = parser.parse_args(argv)
+    path = event_log_path(load_settings().data_dir, args.source)
+    if not path.exists():
+        parser.error(f"no event log at {path}; run `streamrec data prepare` for {args.source}")
+    report = headroom(load_events(path), SplitConfig(args.train_fraction, args.validation_fraction))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    out(markdown(report))
+    out(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
