@@ -3,11 +3,13 @@
     .venv/bin/python bench/cascade_latency.py [--requests 500] [--k 10]
 
 MovieLens-100K sized models (943 users, 1682 items, dim 64), 50 recent items per user,
-recall of 200 candidates, DIN over all of them in one pass, RankNet over DIN's top 50,
-then the diversity rule. LightGCN and RankNet weights are random (latency does not depend
-on them); DIN is first fitted for a few seconds to a synthetic genre rule so that its logits
-spread like a trained model's, which is what makes the int8-vs-float32 score difference
-meaningful. Only model compute is timed: no feature reads, no HTTP.
+the cascade configuration training registers (`training.stages.default_hyper`: recall of
+200 candidates with the item prior and the trend channel, DIN over all of them in one
+pass, RankNet placing k of DIN's top 200 greedily), plus the diversity rule. LightGCN and
+RankNet weights are random (latency does not depend on them); DIN is first fitted for a
+few seconds to a synthetic genre rule so that its logits spread like a trained model's,
+which is what makes the int8-vs-float32 score difference meaningful. Only model compute
+is timed: no feature reads, no HTTP.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from models.cascade import (
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig
+from training.stages import default_hyper
 
 N_USERS, N_ITEMS, DIM, HISTORY, N_GENRES = 943, 1682, 64, 50, 19  # MovieLens-100K
 
@@ -55,7 +58,8 @@ def build_models(seed: int) -> tuple[CascadeModels, ItemTable]:
         ctr=torch.rand(N_ITEMS) * 0.1,
         categories=genres,
     )
-    return CascadeModels(user_emb, item_emb, din, ranknet), table
+    prior = torch.log1p(torch.bincount(items[:20_000], minlength=N_ITEMS).float())
+    return CascadeModels(user_emb, item_emb, din, ranknet, item_prior=prior), table
 
 
 def fit_din(din: DIN, table: ItemTable, steps: int, seed: int) -> None:
@@ -166,9 +170,7 @@ def main() -> None:
     assert fp32.din is not None
     fit_din(fp32.din, table, args.din_steps, seed=2)
     int8 = quantized(fp32)
-    config = CascadeConfig(
-        n_candidates=200, rerank_depth=50, max_history=HISTORY, max_per_category=3
-    )
+    config = CascadeConfig(**{**default_hyper()["cascade"], "max_per_category": 3})
     requests = make_requests(args.requests, args.k, seed=1)
 
     print(
