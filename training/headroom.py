@@ -27,7 +27,6 @@ Nothing here trains or tunes the cascade; it reads the prepared log only.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,11 +35,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from streamrec.settings import load_settings
 from training.baselines import broadcast, popularity_scores, recent_popularity_scores
 from training.evaluate import Scorer, evaluate
 from training.metrics import RETURNING, discounts
-from training.split import SplitConfig, TimeSplit, event_log_path, load_events, restrict_target
+from training.report_baselines import source_events, split_arguments, write_report
+from training.split import SplitConfig, TimeSplit, restrict_target
 from training.split import time_split as make_split
 
 K = 10
@@ -214,19 +213,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.headroom")
-    parser.add_argument("--source", default="movielens-100k", help="prepared log under data_dir")
-    parser.add_argument("--train-fraction", type=float, default=0.8)
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    split_arguments(parser)
     parser.add_argument("--output", type=Path, default=Path("reports/headroom.json"))
     args = parser.parse_args(argv)
-    path = event_log_path(load_settings().data_dir, args.source)
-    if not path.exists():
-        parser.error(f"no event log at {path}; run `streamrec data prepare` for {args.source}")
-    report = headroom(load_events(path), SplitConfig(args.train_fraction, args.validation_fraction))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    out(markdown(report))
-    out(f"\nwrote {args.output}")
+    events = source_events(parser, args)
+    report = headroom(events, SplitConfig(args.train_fraction, args.validation_fraction))
+    write_report(report, markdown(report), args.output, out)
     return 0
 
 

@@ -208,26 +208,41 @@ def build_report(
     }
 
 
-def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.report_baselines")
+def split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The log and split options the report commands share."""
     parser.add_argument("--source", default="movielens-100k", help="prepared log under data_dir")
     parser.add_argument("--train-fraction", type=float, default=0.8)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--seeds", type=int, default=5, help="BPR-MF seeds")
-    parser.add_argument("--output", type=Path, default=Path("reports/baselines.json"))
-    args = parser.parse_args(argv)
 
+
+def source_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The prepared log of ``args.source``; a usage error when it was never prepared."""
     path = event_log_path(load_settings().data_dir, args.source)
     if not path.exists():
         parser.error(f"no event log at {path}; run `streamrec data prepare` for {args.source}")
+    return load_events(path)
+
+
+def write_report(
+    report: dict[str, Any], text: str, output: Path, out: Callable[[str], None]
+) -> None:
+    """``report`` as JSON at ``output``; ``text`` (its Markdown) to ``out``."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    out(text)
+    out(f"\nwrote {output}")
+
+
+def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.report_baselines")
+    split_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=5, help="BPR-MF seeds")
+    parser.add_argument("--output", type=Path, default=Path("reports/baselines.json"))
+    args = parser.parse_args(argv)
+    events = source_events(parser, args)
     config = SplitConfig(args.train_fraction, args.validation_fraction)
-    report = build_report(
-        load_events(path), args.source, config, list(range(args.seeds)), BPRConfig()
-    )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    out(markdown(report))
-    out(f"\nwrote {args.output}")
+    report = build_report(events, args.source, config, list(range(args.seeds)), BPRConfig())
+    write_report(report, markdown(report), args.output, out)
     return 0
 
 
