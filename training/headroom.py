@@ -1,13 +1,14 @@
 """``python -m training.headroom``: how far issue 3's NDCG@10 targets can be reached at all.
 
 In the static protocol (:mod:`training.split`) a user without training history ("new")
-has nothing a scorer can tell apart at the cutoff: every scorer, learned or not, gives
-all new users one and the same list (no training items to mask, no features, no
-embedding). The best such list is known exactly. With binary gains the mean NDCG@k of
-one list ``L`` over users ``u`` is ``sum_p disc(p) * w(L[p])`` where
-``w(i) = mean_u rel_u(i) / IDCG_u``; discounts fall with the position, so the sum is
-largest with the items sorted by ``w`` (the rearrangement inequality). That list is
-built from the test labels, so no method can score higher on the new users.
+looks the same at the cutoff as every other new user (no training items to mask, no
+features, no embedding; only an arbitrary id): every scorer that reads what is known
+then, learned or not, gives all new users one and the same list. The best such list is
+known exactly. With binary gains the mean NDCG@k of one list ``L`` over users ``u`` is
+``sum_p disc(p) * w(L[p])`` where ``w(i) = mean_u rel_u(i) / IDCG_u``; discounts fall
+with the position, so the sum is largest with the items sorted by ``w`` (the
+rearrangement inequality). That list is built from the test labels, so no method can
+score higher on the new users.
 
 A target on all users (``goal`` = the mean over every evaluated user) then fixes what the
 users with history ("returning") must reach on average, even with that perfect list for
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from training.baselines import broadcast, popularity_scores, recent_popularity_scores
@@ -134,7 +136,7 @@ def returning_references(split: TimeSplit, returning: TimeSplit) -> dict[str, fl
     return references
 
 
-def headroom(events: Any, config: SplitConfig) -> dict[str, Any]:
+def headroom(events: pd.DataFrame, config: SplitConfig) -> dict[str, Any]:
     split = make_split(events, config)
     test = split.test
     is_new = test.users >= split.n_train_users

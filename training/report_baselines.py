@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from streamrec.settings import load_settings
 from training.baselines import (
@@ -215,7 +216,7 @@ def split_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.1)
 
 
-def source_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+def source_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pd.DataFrame:
     """The prepared log of ``args.source``; a usage error when it was never prepared."""
     path = event_log_path(load_settings().data_dir, args.source)
     if not path.exists():
