@@ -304,6 +304,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     import mlflow
 
     from training import registry
+    from training.headroom import new_user_bound
     from training.report import check_targets, mean_and_spread, write_report
     from training.report_baselines import split_summary
     from training.split import SplitConfig
@@ -429,6 +430,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
                 "streaming_events": options.streaming_events,
             },
             "split": split_summary(data.split),
+            "new_user_bound": new_user_bound(data.split),
             "baselines": baselines,
             "cascade": {**mean_and_spread(test_runs), "runs": test_runs},
             "validation": {**mean_and_spread(validation_runs), "runs": validation_runs},

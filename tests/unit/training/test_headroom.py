@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from tests.unit.training.helpers import events
 from training import headroom
 from training.metrics import ranking_metrics
+from training.report import required_mean
 
 
 def _mean_ndcg(items: tuple[int, ...], relevant: np.ndarray) -> float:
@@ -38,10 +39,10 @@ def test_a_user_without_relevant_items_is_refused() -> None:
 
 
 def test_the_required_mean_brings_the_overall_mean_to_the_goal() -> None:
-    must = headroom.required_mean(goal=0.4, n_all=10, bound_new=0.5, n_new=6)
+    must = required_mean(goal=0.4, n_all=10, bound_new=0.5, n_new=6)
     assert must is not None
     assert (6 * 0.5 + 4 * must) / 10 == pytest.approx(0.4)
-    assert headroom.required_mean(goal=0.4, n_all=6, bound_new=0.5, n_new=6) is None
+    assert required_mean(goal=0.4, n_all=6, bound_new=0.5, n_new=6) is None
 
 
 def _log_with_new_users() -> list[tuple[float, str, str]]:

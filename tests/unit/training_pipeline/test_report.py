@@ -92,6 +92,22 @@ def test_targets_hold_or_fail_on_the_numbers() -> None:
     assert not any(c["passed"] for c in failing.values())
 
 
+def test_target_notes_say_what_returning_users_need_given_the_best_new_user_list() -> None:
+    report = _report([_stage_result(0.21, 0.12, 0.02)], 0.3, 0.2)
+    assert "returning users need" not in report["targets"][0]["note"]  # no bound, no claim
+    report["new_user_bound"] = {"n_users": 90, "n_new": 10, "bound": 0.5, "best_list": ["a"]}
+
+    checks = {c["target"]: c for c in check_targets(report)}
+
+    # cascade goal 1.10 x .20 = .22 over 90 users; the 10 new users at .5 leave 80 to .185
+    cascade = checks["cascade NDCG@10 >= 1.10 x best baseline"]
+    assert "returning users need 0.1850" in cascade["note"]
+    # LightGCN goal 1.30 x .10 = .13: (.13 * 90 - .5 * 10) / 80 = .08375
+    lightgcn = checks["LightGCN NDCG@10 >= 1.30 x all-time popularity"]
+    assert "returning users need 0.0838" in lightgcn["note"]
+    assert not cascade["passed"]  # the note explains; it does not change the verdict
+
+
 def test_written_report_has_every_table(tmp_path: Path) -> None:
     report = _report([_stage_result(0.23, 0.14, 0.02), _stage_result(0.25, 0.16, 0.02)], 0.3, 0.2)
     json_path, md_path = write_report(report, tmp_path / "reports")
