@@ -19,7 +19,7 @@ help:
 	@echo "make test   install, start the test services, run the whole suite, stop the services"
 	@echo "make stop   stop the demo's worker, API and services"
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
-	@echo "make lint   ruff and mypy"
+	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 
 install: install-uv install-python install-redis install-kafka install-spark
 
@@ -40,7 +40,7 @@ install-redis:
 install-kafka: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
-	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streamrec.services import KafkaBroker; print('kafka jars:', KafkaBroker(load_settings()).ensure_jars())"
+	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streamrec.infra.services import KafkaBroker; print('kafka jars:', KafkaBroker(load_settings()).ensure_jars())"
 
 # Spark's Kafka connector (deploy/spark/pom.xml) into ~/.cache/streamrec/spark-jars; Maven
 # runs only when the pom changed, so later runs work offline.
@@ -69,7 +69,8 @@ test-unit: install-python
 lint: install-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy streamrec streams api replay models training
+	$(VENV)/bin/mypy streamrec streams api replay models training analysis
+	$(VENV)/bin/lint-imports
 
 bench: install
-	@echo "see bench/README.md"
+	@cat bench/README.md

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.adapters.features_marker import FeaturesMarker
-from api.champion import ChampionWatcher
 from api.metrics import ApiMetrics
 from api.ports import ChangeFeed, EventSink, FeatureReader
-from api.service import RecommendationService, ServedLog
+from api.serving.champion import ChampionWatcher
+from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
 from streamrec.settings import Settings
 

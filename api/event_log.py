@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from api.recommender import CooccurrenceIndex, build_cooccurrence
+from api.serving.heuristic import CooccurrenceIndex, build_cooccurrence
 
 logger = logging.getLogger(__name__)
 

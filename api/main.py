@@ -9,7 +9,7 @@ Adapters come from the settings unless passed in (tests pass in-memory ones):
 * changes — Redis pub/sub on ``user_changed_channel(prefix)``; with no Redis, an in-memory
   feed nobody notifies (streams then send their first list and pings only);
 * models — the ``champion`` set of the MLflow registry at ``settings.mlflow_uri``, looked
-  for every ``model_poll_seconds`` (``api/champion.py``); the heuristic serves until one
+  for every ``model_poll_seconds`` (``api/serving/champion.py``); the heuristic serves until one
   is loaded.
 
 The lifespan closes only what it opened itself.
@@ -32,17 +32,17 @@ from fastapi.responses import Response
 
 from api.adapters.features_marker import FeaturesMarker
 from api.adapters.memory_changes import InMemoryChangeFeed
-from api.champion import ChampionWatcher
 from api.deps import Services
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.routes import admin, events, health, recommend, stream
-from api.service import RecommendationService, ServedLog
+from api.serving.champion import ChampionWatcher
+from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
+from streamrec.infra.notify import user_changed_channel
+from streamrec.infra.readiness import redis_store
 from streamrec.settings import Settings
 from streams.events import Topics
-from streams.notify import user_changed_channel
-from streams.readiness import redis_store
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ def _report_task_end(task: asyncio.Task[None]) -> None:
 async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]:
     # Feast is a heavy import; only a process that reads the real store pays for it.
     from api.adapters.feast_features import FeastFeatureReader
-    from streamrec.feast_store import open_store
-    from streams.seen import RedisSeenItems
+    from streamrec.infra.feast_store import open_store
+    from streamrec.infra.seen import RedisSeenItems
 
     store = await anyio.to_thread.run_sync(open_store, settings)
     redis_url = settings.redis_connection_url

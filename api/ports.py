@@ -28,7 +28,7 @@ class RecentItems:
     times: tuple[int, ...]
     interaction_count: int | None = None
     last_event_time: int | None = None
-    # Every item the user ever interacted with (``streams.seen``): never recommended.
+    # Every item the user ever interacted with (``streamrec.infra.seen``): never recommended.
     # Empty where a store does not keep it; ``items`` are excluded in any case.
     seen: frozenset[str] = frozenset()
 

@@ -6,7 +6,7 @@
 * item features from the online store, refreshed every ``item_cache_seconds``: item
   popularity moves slowly, so no request reads item rows. The items read are the log's
   and the served model set's; each refresh also re-aligns the set's item features
-  (:class:`api.champion.ChampionWatcher`).
+  (:class:`api.serving.champion.ChampionWatcher`).
 
 Requests read whatever is current; each refresh swaps in a whole new value, so a reader
 never sees half an update. Until the log is read the API answers from what it has.
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import anyio
 
-from api.champion import ChampionWatcher
 from api.event_log import LogCatalogue, log_signature, read_catalogue, read_cooccurrence
 from api.metrics import ApiMetrics
 from api.ports import FeatureReader, ItemStats, PortUnavailable
-from api.recommender import CooccurrenceIndex, PopularityRanking, popularity_score
+from api.serving.champion import ChampionWatcher
+from api.serving.heuristic import CooccurrenceIndex, PopularityRanking, popularity_score
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 
 from bench.stats import summary
-from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import run_streamrec
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.processes import run_streamrec
 from streamrec.settings import load_settings
 from streams.backfill import run_backfill
 from streams.events import Topics

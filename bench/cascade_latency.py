@@ -3,7 +3,7 @@
     .venv/bin/python bench/cascade_latency.py [--requests 500] [--k 10]
 
 MovieLens-100K sized models (943 users, 1682 items, dim 64), 50 recent items per user,
-the cascade configuration training registers (`training.stages.default_hyper`: recall of
+the cascade configuration training registers (`training.fit.stages.default_hyper`: recall of
 200 candidates with the item prior and the trend channel, DIN over all of them in one
 pass, RankNet placing k of DIN's top 200 greedily), plus the diversity rule. LightGCN and
 RankNet weights are random (latency does not depend on them); DIN is first fitted for a
@@ -37,7 +37,7 @@ from models.cascade import (
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig
-from training.stages import default_hyper
+from training.fit.stages import default_hyper
 
 N_USERS, N_ITEMS, DIM, HISTORY, N_GENRES = 943, 1682, 64, 50, 19  # MovieLens-100K
 

@@ -34,22 +34,22 @@ import pyarrow.parquet as pq
 import torch
 
 from api.adapters.feast_features import FeastFeatureReader
-from api.cascade_loading import LoadedCascade, build_cascade
-from api.cascade_serving import ItemFeatures, build_request, user_now
 from api.ports import RecentItems
+from api.serving.cascade import ItemFeatures, build_request, user_now
+from api.serving.loading import LoadedCascade, build_cascade
 from bench.cascade_latency import build_models, fit_din, quantized, time_calls
 from bench.stack import running_stack
 from bench.stats import percentile
 from models.cascade import CascadeConfig, CascadeModels, CascadeRequest, ItemTable, recommend
-from streamrec.feast_store import open_store
-from streamrec.model_store import ChampionSet, read_folder, write_folder
+from streamrec.infra.feast_store import open_store
+from streamrec.infra.model_store import ChampionSet, read_folder, write_folder
 from streamrec.settings import Settings
 from streams.folding import TREND_HALF_LIFE_MS
+from training.fit.stages import default_hyper
 from training.registry import configure, log_folder, register_set_and_gate
-from training.stages import default_hyper
 
 SOURCE = "movielens-100k"
-# The trained default (training.stages.default_hyper), with the diversity rule on.
+# The trained default (training.fit.stages.default_hyper), with the diversity rule on.
 CASCADE = CascadeConfig(**{**default_hyper()["cascade"], "max_per_category": 3})
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from bench.stack import running_stack
 from bench.stats import percentile, summary
-from streamrec.feast_store import open_store
+from streamrec.infra.feast_store import open_store
 
 
 def _timed_ms(call: object, repeats: int) -> list[float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from feast import FeatureStore
 
 from bench.stats import summary
-from streamrec.feast_store import apply_definitions, open_store
+from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.settings import load_settings
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer

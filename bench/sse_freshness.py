@@ -25,12 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
 
+from api.sse_client import SseStream
 from bench.stack import running_stack
 from bench.stats import summary
 from replay.log import events_path
-from streamrec.processes import REPO_ROOT, settings_env
-from streamrec.sse_client import SseStream
-from streams.notify import changed_users, user_changed_channel
+from streamrec.infra.notify import changed_users, user_changed_channel
+from streamrec.infra.processes import settings_env
+from streamrec.paths import REPO_ROOT
 
 
 def _speed_for_rate(data_dir: Path, source: str, rate: float) -> float:

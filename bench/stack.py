@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from streamrec.processes import free_port, run_streamrec, streamrec_process
+from streamrec.infra.lag import wait_until_caught_up
+from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
-from streams.lag import wait_until_caught_up
 from streams.topics import delete_topics, ensure_topics
 
 

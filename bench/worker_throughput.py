@@ -30,11 +30,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.stats import summary
-from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import free_port, run_streamrec, streamrec_process
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.lag import consumer_lag
+from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
-from streams.lag import consumer_lag
 from streams.topics import delete_topics, ensure_topics
 
 

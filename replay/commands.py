@@ -1,4 +1,4 @@
-"""The ``data`` and ``replay`` subcommands, registered on the CLI's argparse subparsers.
+"""The ``data`` and ``replay`` commands (their parsers are in ``streamrec.cli.data``).
 
 Each command function takes ``(args, settings)`` and returns an exit code: 0 done,
 1 failed while running (e.g. undelivered events), 2 bad input (unknown source, missing
@@ -16,127 +16,9 @@ from typing import Any
 
 from replay.loading import LoadStats, SourceError
 from replay.log import events_path
-from replay.sources import SOURCE_NAMES
 from streamrec.settings import Settings
-from streamrec.times import parse_time_ms
 
 FETCHABLE = ("movielens-100k",)
-
-
-def _time_arg(text: str) -> int:
-    try:
-        return parse_time_ms(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _speed_arg(text: str) -> float | None:
-    if text.strip().lower() == "max":
-        return None
-    try:
-        speed = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'max'") from exc
-    if not speed > 0 or speed == float("inf"):
-        raise argparse.ArgumentTypeError(f"speed must be a positive number, got {text}")
-    return speed
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _add_time_range(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--since",
-        type=_time_arg,
-        metavar="T",
-        help="only events at or after T (epoch seconds or ISO 8601, e.g. 1998-01-01T00:00:00Z)",
-    )
-    parser.add_argument(
-        "--until", type=_time_arg, metavar="T", help="only events before T (same formats)"
-    )
-
-
-def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``data fetch NAME`` and ``data prepare SOURCE``."""
-    data = subparsers.add_parser(
-        "data",
-        help="fetch datasets and prepare the Parquet event log",
-        description="Fetch a dataset, then prepare it into the canonical event log "
-        "(<data_dir>/log/<name>/events.parquet) that `streamrec replay` reads.",
-    )
-    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch = actions.add_parser(
-        "fetch",
-        help="download a dataset into <data_dir>/raw",
-        description="Download a dataset. movielens-100k comes from PyPI (the copy inside "
-        "the RecBole wheel), so only package-registry access is needed.",
-    )
-    fetch.add_argument("name", metavar="NAME", help=f"dataset: {', '.join(SOURCE_NAMES)}")
-    fetch.set_defaults(func=fetch_command)
-
-    prepare = actions.add_parser(
-        "prepare",
-        help="clean a dataset into the time-ordered event log",
-        description="Load SOURCE, clean it and write <data_dir>/log/<name>/events.parquet "
-        "(sorted by event time) and items.parquet. SOURCE is movielens-100k[:PATH], "
-        "amazon-books:PATH[,meta=META_PATH] (2018 JSON lines, 2023 JSONL or CSV; gzip or "
-        "plain) or synthetic:users=N,items=M,events=E,seed=S.",
-    )
-    prepare.add_argument("source", metavar="SOURCE", help="what to prepare (see above)")
-    prepare.add_argument(
-        "--min-rating", type=float, metavar="R", help="drop ratings below R (unrated events stay)"
-    )
-    _add_time_range(prepare)
-    prepare.add_argument(
-        "--k-core",
-        type=_positive_int,
-        metavar="K",
-        help="repeatedly drop users and items with fewer than K interactions",
-    )
-    prepare.add_argument(
-        "--no-dedupe",
-        dest="dedupe",
-        action="store_false",
-        help="keep repeated (user, item, event_time) rows",
-    )
-    prepare.set_defaults(func=prepare_command)
-    return data
-
-
-def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``replay SOURCE --speed X|max``."""
-    replay = subparsers.add_parser(
-        "replay",
-        help="replay a prepared event log into Kafka",
-        description="Produce the events of a prepared log (see `streamrec data prepare`) to "
-        "the interactions topic, in event-time order, at SPEED times real time.",
-    )
-    replay.add_argument(
-        "source", metavar="SOURCE", help="prepared dataset name, e.g. movielens-100k"
-    )
-    replay.add_argument(
-        "--speed",
-        type=_speed_arg,
-        default=None,
-        metavar="X|max",
-        help="X times real time in event time, or max for as fast as possible (default max)",
-    )
-    _add_time_range(replay)
-    replay.add_argument(
-        "--rebase-now",
-        action="store_true",
-        help="shift event times so the first replayed event happens now (gaps kept)",
-    )
-    replay.set_defaults(func=replay_command)
-    return replay
 
 
 def fetch_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,7 +35,7 @@ trap cleanup EXIT
 UNTIL=$(.venv/bin/python - <<'PY'
 from streamrec.settings import load_settings
 from streamrec.times import format_ms
-from training.split import event_log_path, load_events, time_split
+from training.data.split import event_log_path, load_events, time_split
 events = load_events(event_log_path(load_settings().data_dir, "movielens-100k"))
 print(format_ms(time_split(events).validation_end_ms))
 PY
@@ -50,6 +50,6 @@ echo "T = $UNTIL"
 
 "$STREAMREC" serve >"$STREAMREC_STATE_DIR/api.log" 2>&1 &
 api_pid=$!
-.venv/bin/python -m streamrec.api_wait --port "$STREAMREC_API_PORT" --timeout 240
+.venv/bin/python -m api.wait --port "$STREAMREC_API_PORT" --timeout 240
 "$STREAMREC" evaluate-api --until "$UNTIL" --source movielens-100k \
   --url "http://127.0.0.1:$STREAMREC_API_PORT" --out "$REPORTS/api_check.json"

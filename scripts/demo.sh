@@ -42,7 +42,7 @@ echo "waiting for the worker to fold the replayed log (up to 10 minutes)..."
 .venv/bin/python - <<'PY'
 import sys, time
 from streamrec.settings import load_settings
-from streams.lag import consumer_lag
+from streamrec.infra.lag import consumer_lag
 settings = load_settings()
 group = f"{settings.topic_prefix}worker"
 topic = f"{settings.topic_prefix}interactions"
@@ -62,7 +62,7 @@ PY
 start_bg api "$STREAMREC" serve
 
 echo "waiting for the API to load the champion set..."
-.venv/bin/python -m streamrec.api_wait --port "$PORT" --timeout 180 ||
+.venv/bin/python -m api.wait --port "$PORT" --timeout 180 ||
   echo "the API still serves the heuristic; see $STATE/api.log"
 
 cat <<MSG

@@ -1,8 +1,7 @@
 """`python -m streams`: run the stream worker (same as `streamrec worker`)."""
 
-import sys
-
-from streamrec.cli import main
+from streamrec.settings import load_settings
+from streams.agents import run_worker
 
 if __name__ == "__main__":
-    sys.exit(main(["worker", *sys.argv[1:]]))
+    run_worker(load_settings())

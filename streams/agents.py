@@ -35,6 +35,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 from prometheus_client import Counter, generate_latest
 
+from streamrec.infra.seen import SeenWriter
 from streamrec.settings import Settings
 from streams.app import WorkerMetrics
 from streams.events import (
@@ -63,7 +64,6 @@ from streams.folding import (
     user_rows,
 )
 from streams.joins import FaustJoin, JoinMetrics
-from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
 
 log = logging.getLogger(__name__)
@@ -517,9 +517,9 @@ def _update_lag(app: faust.App, metrics: WorkerMetrics) -> None:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build the app with the real Feast and Redis adapters and run it until stopped."""
-    from streamrec.feast_store import apply_definitions, open_store
+    from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.infra.seen import RedisSeenItems
     from streams.app import create_app
-    from streams.seen import RedisSeenItems
     from streams.sinks import FeastFeatureSink, RedisChangeNotifier
 
     redis_url = settings.redis_connection_url

@@ -27,6 +27,8 @@ from typing import cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streamrec.infra.readiness import KeyValue, mark_pushed
+from streamrec.infra.seen import SeenWriter
 from streamrec.settings import Settings
 from streams.events import Click, EventRejected, Interaction, RecommendationServed, Topics, decode
 from streams.folding import (
@@ -44,8 +46,6 @@ from streams.folding import (
     user_rows,
 )
 from streams.joins import RequestJoin
-from streams.readiness import KeyValue, mark_pushed
-from streams.seen import SeenWriter
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,8 @@ def fold_log(
     """Fold the interactions, recommendations and clicks topics into user and item states,
     as the worker does.
 
-    ``seen``, when given, collects every item of every user's interactions (``streams.seen``).
+    ``seen``, when given, collects every item of every user's interactions
+    (``streamrec.infra.seen``).
     """
     topics = Topics(settings.topic_prefix)
     keep = settings.recent_items_max

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from streams.notify import changed_message, user_changed_channel
+from streamrec.infra.notify import changed_message, user_changed_channel
 
 USER_PUSH_SOURCE = "user_recent_push"
 ITEM_PUSH_SOURCE = "item_stats_push"
@@ -27,11 +27,11 @@ class ChangeNotifier(Protocol):
 class FeastFeatureSink:
     """Writes the rows of a Feast push source to the views it feeds, in the online store.
 
-    ``streamrec.feast_store.OnlineWriter`` says why this is not ``FeatureStore.push``.
+    ``streamrec.infra.feast_store.OnlineWriter`` says why this is not ``FeatureStore.push``.
     """
 
     def __init__(self, store: Any) -> None:
-        from streamrec.feast_store import OnlineWriter
+        from streamrec.infra.feast_store import OnlineWriter
 
         self._writer = OnlineWriter(store)
 
@@ -51,7 +51,7 @@ class RedisChangeNotifier:
     def users_changed(self, user_ids: Iterable[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
         if not self._marked:
-            from streams.readiness import mark_pushed
+            from streamrec.infra.readiness import mark_pushed
 
             mark_pushed(pipe, self._prefix, "worker")
         users = list(user_ids)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streamrec.processes import (
+from streamrec.infra.processes import (
     REPO_ROOT,
     free_port,
     settings_env,

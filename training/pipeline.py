@@ -2,15 +2,15 @@
 
 1. Read the archived interactions and clicks (``streams.archiver``; never the raw dataset),
    events before ``--until`` only, and build every point-in-time tensor
-   (:func:`training.stages.prepare`).
+   (:func:`training.fit.stages.prepare`).
 2. Train through Ray Train: ONE ``TorchTrainer`` run whose workers train the three stages
    in order, for every seed (each stage is data-parallel across the workers; starting
-   Ray Train's actors is the expensive part, see :mod:`training.distributed`). Rank 0
+   Ray Train's actors is the expensive part, see :mod:`training.fit.distributed`). Rank 0
    logs every epoch's metrics to the seed's MLflow run as they happen and sends the
    trained sets back in the run's checkpoint.
-3. Evaluate on the same split: the baselines, every stage (:func:`training.stages.
+3. Evaluate on the same split: the baselines, every stage (:func:`training.fit.stages.
    evaluate_set`, mean and spread over seeds), and the streaming evaluation of the first
-   seed's set (:mod:`training.streaming_eval`).
+   seed's set (:mod:`training.evaluation.streaming`).
 4. Log parameters, the report (``eval.json`` + ``eval.md``) and the three stage folders of
    the first seed to MLflow, register them as one model set and gate it on the validation
    metric: the set becomes ``champion`` only if it beats the champion set.
@@ -132,7 +132,7 @@ def train_stages_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
-    from training.stages import Parallel, train_all
+    from training.fit.stages import Parallel, train_all
 
     context = ray.train.get_context()
     parallel = Parallel(context.get_world_rank(), context.get_world_size())
@@ -164,7 +164,7 @@ def train_through_ray(
     """Train every seed's set in one Ray Train run; returns seed -> ``TrainedSet``."""
     import ray
 
-    from training.distributed import fit, init_ray
+    from training.fit.distributed import fit, init_ray
 
     init_ray(settings, workers)
     config = {
@@ -194,12 +194,16 @@ def train_through_ray(
 
 
 def baseline_results(split: Any, seeds: Sequence[int], bpr: bool) -> dict[str, dict[str, Any]]:
-    from training.baselines import BPRConfig, bpr_scorer
-    from training.evaluate import DEFAULT_KS, evaluate, evaluate_seeds
-    from training.report_baselines import _non_learned, choose_knn_neighbours
+    from training.evaluation.baselines import (
+        BPRConfig,
+        bpr_scorer,
+        choose_knn_neighbours,
+        non_learned_scorers,
+    )
+    from training.evaluation.evaluate import DEFAULT_KS, evaluate, evaluate_seeds
 
     results: dict[str, dict[str, Any]] = {}
-    for name, scorer in _non_learned(split, choose_knn_neighbours(split)).items():
+    for name, scorer in non_learned_scorers(split, choose_knn_neighbours(split)).items():
         results[name] = {"mean": evaluate(scorer, split, ks=DEFAULT_KS)}
     if bpr:
         config = BPRConfig()
@@ -211,7 +215,7 @@ def baseline_results(split: Any, seeds: Sequence[int], bpr: bool) -> dict[str, d
 
 def serving_models(trained: Any, data: Any) -> Any:
     """What the API would load from the registered folders, for the streaming evaluation."""
-    from training.streaming_eval import ServingModels
+    from training.evaluation.streaming import ServingModels
 
     features = trained.configs["lightgcn"].get("features", {})
     return ServingModels(
@@ -236,8 +240,8 @@ def gate_metric(validation: dict[str, Any]) -> float:
 
 
 def stage_folders(trained: Any, set_id: str, root: Path) -> dict[str, Path]:
-    """The three folders of ``streamrec.model_store``'s contract, under ``root``."""
-    from streamrec.model_store import ITEM_PRIOR_KEY, STAGES, write_folder
+    """The three folders of ``streamrec.infra.model_store``'s contract, under ``root``."""
+    from streamrec.infra.model_store import ITEM_PRIOR_KEY, STAGES, write_folder
 
     modules = {"lightgcn": trained.lightgcn, "din": trained.din, "ranknet": trained.ranknet}
     folders = {}
@@ -304,12 +308,11 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     import mlflow
 
     from training import registry
-    from training.headroom import new_user_bound
+    from training.data.split import SplitConfig, split_summary
+    from training.evaluation.new_users import new_user_bound
+    from training.evaluation.streaming import StreamingConfig, streaming_evaluation
+    from training.fit.stages import _merge, default_hyper, evaluate_set, prepare
     from training.report import check_targets, mean_and_spread, write_report
-    from training.report_baselines import split_summary
-    from training.split import SplitConfig
-    from training.stages import _merge, default_hyper, evaluate_set, prepare
-    from training.streaming_eval import StreamingConfig, streaming_evaluation
 
     if options.workers < 1:
         raise TrainingInputError(f"--workers must be >= 1, got {options.workers}")
@@ -463,43 +466,6 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
 
 
 # -- the command line -------------------------------------------------------------------------
-
-
-def add_train_parser(subparsers: Any) -> Any:
-    train = subparsers.add_parser(
-        "train",
-        help="train LightGCN -> DIN -> RankNet from the archived log, evaluate, register",
-        description="Read the archived event log (STREAMREC_DATA_DIR/archive), build "
-        "point-in-time training sets, train the three stages through Ray Train "
-        "(STREAMREC_RAY_ADDRESS, or a local Ray), evaluate against the baselines and in a "
-        "streaming replay, log everything to MLflow (STREAMREC_MLFLOW_TRACKING_URI, or "
-        "SQLite under the state dir), register the set and promote it to 'champion' only "
-        "if it beats the champion set on validation NDCG@10.",
-    )
-    train.add_argument("--until", metavar="T", help="train only on events before T")
-    train.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers")
-    train.add_argument(
-        "--seeds", type=int, default=1, metavar="S", help="seeds (mean and spread reported)"
-    )
-    train.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
-    train.add_argument(
-        "--hyper",
-        metavar="JSON",
-        help='hyper-parameter overrides, e.g. \'{"lightgcn": {"epochs": 5}}\'',
-    )
-    train.add_argument(
-        "--streaming-events",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="test events scored by the streaming evaluation (0 skips it)",
-    )
-    train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
-    train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")
-    train.add_argument("--train-fraction", type=float, default=0.8)
-    train.add_argument("--validation-fraction", type=float, default=0.1)
-    train.set_defaults(func=train_command)
-    return train
 
 
 def train_command(args: Any, settings: Settings) -> int:

@@ -6,7 +6,7 @@ import paths. Promotion is a gate: a registered version gets the ``champion`` al
 when its validation metric beats the current champion's; the comparison is written as
 tags on the candidate version, promoted or not. A cascade is gated as a set
 (:func:`register_set_and_gate`): its three stages move to ``champion`` together or not at
-all (see ``streamrec.model_store``).
+all (see ``streamrec.infra.model_store``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from streamrec.model_store import (
+from streamrec.infra.model_store import (
     REGISTERED_NAMES,
     SET_TAG,
     STAGES,
@@ -207,7 +207,7 @@ def register_set_and_gate(
     metric: float,
     higher_is_better: bool = True,
 ) -> SetDecision:
-    """Register one version per stage (names of ``streamrec.model_store``), all tagged
+    """Register one version per stage (names of ``streamrec.infra.model_store``), all tagged
     ``model_set=set_id``, and move ``champion`` to the three together only if ``metric``
     beats the current champion SET's. The set is compared whole because its stages share
     one item index; stages are never promoted one by one.

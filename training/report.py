@@ -1,6 +1,6 @@
 """The report of one ``streamrec train`` run: ``eval.json`` (machine-readable) and ``eval.md``.
 
-Everything is on one leak-free split (:mod:`training.split`): the baselines, every stage
+Everything is on one leak-free split (:mod:`training.data.split`): the baselines, every stage
 of the cascade (mean and spread over seeds), the streaming evaluation (live vs frozen
 features), the issue's targets checked against those numbers, and the registry gate's
 decision.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate import _aggregate, _sample_std
-from training.metrics import RETURNING, SLICES
+from training.evaluation.evaluate import _aggregate, _sample_std
+from training.evaluation.metrics import RETURNING, SLICES
 
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
@@ -68,7 +68,7 @@ def required_mean(goal: float, n_all: int, bound_new: float, n_new: int) -> floa
 
 
 def _headroom(report: Mapping[str, Any], goal: float | None) -> str:
-    """What returning users must reach for ``goal`` (see ``training.headroom``), as a note."""
+    """What returning users must reach for ``goal`` (see ``analysis.headroom``), as a note."""
     bound = report.get("new_user_bound")
     if not bound or goal is None or not bound["n_new"]:
         return ""

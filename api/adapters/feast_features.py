@@ -14,7 +14,7 @@ import anyio
 from feast import FeatureStore
 
 from api.ports import ItemStats, PortUnavailable, RecentItems
-from streams.seen import RedisSeenItems
+from streamrec.infra.seen import RedisSeenItems
 
 T = TypeVar("T")
 

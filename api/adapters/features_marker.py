@@ -1,4 +1,4 @@
-"""The online store's readiness marker (``streams.readiness``), as an async check for /readyz.
+"""The online store's readiness marker (``streamrec.infra.readiness``), checked for /readyz.
 
 A Redis restarted empty answers reads (every feature is simply missing), so the Feast ping
 passes; this check fails instead until the worker or ``streamrec backfill`` has pushed again.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import anyio
 
 from api.ports import PortUnavailable
-from streams.readiness import KeyValue, features_status
+from streamrec.infra.readiness import KeyValue, features_status
 
 
 class FeaturesMarker:

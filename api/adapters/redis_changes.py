@@ -1,7 +1,7 @@
 """ChangeFeed over Redis pub/sub: one connection per process, fanned out to clients.
 
 The stream worker publishes the user_ids of a batch on ``user_changed_channel(prefix)``
-after writing their features (``streams.notify``). One listener task per process reads
+after writing their features (``streamrec.infra.notify``). One listener task per process reads
 the channel and wakes the subscriptions of those users; SSE clients never open Redis
 connections of their own.
 """
@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from api.adapters.fanout import QueueSubscription, UserChangeHub
 from api.ports import PortUnavailable
-from streams.notify import changed_users
+from streamrec.infra.notify import changed_users
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ServicesDep
-from api.recommender import MODEL_VERSION
 from api.security import AdminKey
+from api.serving.heuristic import MODEL_VERSION
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
 

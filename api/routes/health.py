@@ -71,7 +71,7 @@ async def _recommender_ready(services: ServicesDep) -> str:
 
 async def _features_ready(services: ServicesDep) -> str:
     """Fails while the online store holds no pushed features (Redis restarted empty or
-    wiped): the marker ``streams.readiness`` keeps, written by the worker and backfill."""
+    wiped): the marker ``streamrec.infra.readiness`` keeps, written by the worker and backfill."""
     if services.features_marker is None:
         return "no readiness marker to check (test reader or non-Redis online store)"
     return await services.features_marker.check()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamrec.services import ServiceError, fetch_maven_dependencies
+from streamrec.infra.services import ServiceError, fetch_maven_dependencies
+from streamrec.paths import DEPLOY
 from streamrec.settings import Settings
 
-SPARK_POM = Path(__file__).resolve().parents[2] / "deploy" / "spark" / "pom.xml"
+SPARK_POM = DEPLOY / "spark" / "pom.xml"
 
 
 class SparkJarsError(RuntimeError):

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
-from streamrec.processes import run_streamrec, streamrec_process
+from api.sse_client import SseStream
+from streamrec.infra.lag import wait_until_caught_up
+from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
-from streamrec.sse_client import SseStream
-from streams.lag import wait_until_caught_up
 from tests.support import wait_until
 
 NEW_USER = "e2e-new-user"

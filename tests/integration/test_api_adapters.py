@@ -23,11 +23,11 @@ from api.adapters.feast_features import FeastFeatureReader
 from api.adapters.kafka_sink import KafkaEventSink, open_kafka_sink
 from api.adapters.redis_changes import RedisChangeFeed, open_redis_change_feed
 from api.ports import EventSinkError, ItemStats, PortUnavailable, RecentItems
-from streamrec.feast_store import apply_definitions, open_store
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.notify import user_changed_channel
 from streamrec.settings import Settings
 from streams.events import Event, Interaction, Topics, decode
 from streams.folding import ItemState, UserState, item_rows, stamp, user_rows
-from streams.notify import user_changed_channel
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink, RedisChangeNotifier
 from tests.support import free_port, wait_until
 from tests.unit.api.contracts import (

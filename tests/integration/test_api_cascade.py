@@ -13,7 +13,7 @@ import pytest
 from feast import FeatureStore
 
 from api.main import create_app
-from streamrec.feast_store import apply_definitions, open_store
+from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.settings import Settings
 from streams.folding import ItemState, UserState, item_rows, stamp, user_rows
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink

@@ -13,8 +13,10 @@ from typing import Any
 import redis
 from feast import FeatureStore
 
-from streamrec.feast_store import apply_definitions, feast_project, open_store
-from streamrec.processes import run_streamrec, streamrec_process
+from streamrec.infra.feast_store import apply_definitions, feast_project, open_store
+from streamrec.infra.lag import wait_until_caught_up
+from streamrec.infra.processes import run_streamrec, streamrec_process
+from streamrec.infra.seen import RedisSeenItems, seen_key
 from streamrec.settings import Settings
 from streams import folding
 from streams.backfill import run_backfill
@@ -27,9 +29,7 @@ from streams.events import (
     Topics,
 )
 from streams.joins import attributable
-from streams.lag import wait_until_caught_up
 from streams.producer import EventProducer
-from streams.seen import RedisSeenItems, seen_key
 from streams.sinks import InMemoryFeatureSink
 from tests.support import wait_until
 
@@ -222,7 +222,7 @@ def test_backfill_rebuilds_every_online_feature_after_a_wipe(
     before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
     counts = Counter(e.user_id for e in interactions)
     assert {u: r["interaction_count"] for u, r in before_users.items()} == counts
-    # The seen sets (streams.seen): every item of every user, beyond the 50 recent ones.
+    # The seen sets (streamrec.infra.seen): every item of every user, beyond the 50 recent ones.
     want_seen = {u: frozenset(e.item_id for e in interactions if e.user_id == u) for u in user_ids}
     seen = RedisSeenItems(settings.redis_connection_url or "", settings.topic_prefix)
     assert {u: seen.read(u) for u in user_ids} == want_seen

@@ -29,13 +29,13 @@ import pytest
 
 from api.adapters.kafka_sink import open_kafka_sink
 from api.ports import EventSinkError
-from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import free_port, run_streamrec, streamrec_process
-from streamrec.services import LocalServices
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
+from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
+from streamrec.infra.services import LocalServices
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
 from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
-from streams.lag import PartitionLag, describe_behind, partitions_behind
 from streams.producer import EventProducer
 from tests.integration.test_backfill import (
     ITEM_FEATURES,

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamrec.feast_store import open_store
-from streamrec.processes import CommandFailed, run_streamrec
+from streamrec.infra.feast_store import open_store
+from streamrec.infra.processes import CommandFailed, run_streamrec
 from streamrec.settings import Settings
 from streams.events import ACTIONS, Interaction, Topics
 from streams.producer import EventProducer

@@ -9,7 +9,7 @@ from streamrec.settings import Settings
 from streams.archiver import Archiver
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer
-from training.datasets import build_training_set
+from training.data.datasets import build_training_set
 
 pytestmark = pytest.mark.integration
 T0 = 1_700_000_000_000

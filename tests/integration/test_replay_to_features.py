@@ -8,11 +8,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streamrec.feast_store import apply_definitions, open_store
-from streamrec.processes import run_streamrec, streamrec_process
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.lag import wait_until_caught_up
+from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from streamrec.times import format_ms
-from streams.lag import wait_until_caught_up
 from tests.support import wait_until
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from streamrec.services import KafkaBroker, LocalServices, new_cluster_id
+from streamrec.infra.services import KafkaBroker, LocalServices, new_cluster_id
 from streamrec.settings import Settings
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer

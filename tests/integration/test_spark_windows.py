@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
 
-from streamrec.feast_store import apply_definitions, open_store
+from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.settings import Settings
 from streams.events import (
     Click,

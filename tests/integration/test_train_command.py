@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from streamrec.api_wait import serving_label
-from streamrec.model_store import REGISTERED_NAMES, STAGES, find_champion_set
-from streamrec.processes import CommandFailed, free_port, run_streamrec, streamrec_process
+from api.wait import serving_label
+from streamrec.infra.model_store import REGISTERED_NAMES, STAGES, find_champion_set
+from streamrec.infra.processes import CommandFailed, free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from tests.support import wait_until
-from training.split import event_log_path, load_events
+from training.data.split import event_log_path, load_events
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_train_registers_gates_and_reports(live_settings: Settings, tmp_path: Pa
     assert checked["users"] == checked["users_with_later_events"] > 0
     assert checked["model_versions"] == {label: checked["users"]}, checked
     assert checked["short_lists"] == 0
-    # Nothing the user already had before T comes back, however old (streams.seen).
+    # Nothing the user already had before T comes back, however old (streamrec.infra.seen).
     assert checked["already_seen_answers"] == 0, checked
     assert checked["metrics"]["api"]["hit@10"] > 0, checked
     # (TINY sets rank poorly on purpose; `make api-check` measures quality on MovieLens.)

@@ -14,13 +14,13 @@ from confluent_kafka import Consumer
 from feast import FeatureStore
 from feast.data_source import PushMode
 
-from streamrec.feast_store import apply_definitions, feast_project, open_store
+from streamrec.infra.feast_store import apply_definitions, feast_project, open_store
+from streamrec.infra.notify import changed_users, user_changed_channel
+from streamrec.infra.seen import RedisSeenItems
 from streamrec.settings import Settings
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem, Topics
 from streams.folding import ItemState, UserState, item_rows, user_rows
-from streams.notify import changed_users, user_changed_channel
 from streams.producer import EventProducer
-from streams.seen import RedisSeenItems
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink
 from tests.integration.test_backfill import online
 from tests.support import streamrec_process, wait_until

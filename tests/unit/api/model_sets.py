@@ -1,5 +1,5 @@
 """Tiny model sets registered in a real (SQLite, local artifacts) MLflow registry, in the
-storage format of ``streamrec/model_store.py``, for the API's model-serving tests.
+storage format of ``streamrec/infra/model_store.py``, for the API's model-serving tests.
 
 Item embeddings are planted in groups, so recall is predictable: a user whose recent item
 is in a group gets that group's other items first. DIN and RankNet are random: the tests
@@ -23,7 +23,7 @@ from models.cascade import CascadeConfig
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig
 from models.ranknet import RankNet, RankNetConfig
-from streamrec.model_store import (
+from streamrec.infra.model_store import (
     CHAMPION,
     ITEM_PRIOR_KEY,
     REGISTERED_NAMES,

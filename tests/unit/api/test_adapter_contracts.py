@@ -42,7 +42,7 @@ class TestInMemoryFeatureReader(FeatureReaderContract):
 def sqlite_feast_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A Feast store with the project's definitions applied, online rows in SQLite."""
     pytest.importorskip("feast")
-    from streamrec.feast_store import apply_definitions, open_store
+    from streamrec.infra.feast_store import apply_definitions, open_store
 
     root: Path = tmp_path_factory.mktemp("feast")
     settings = Settings(data_dir=root / "data", state_dir=root / "state", redis_url="none")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from api.cascade_loading import LoadedCascade, SetLoadError, build_cascade, config_from
-from api.cascade_serving import ItemFeatures, ServingSet, build_request, serve, user_now
 from api.ports import ItemStats, RecentItems
+from api.serving.cascade import ItemFeatures, ServingSet, build_request, serve, user_now
+from api.serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from models import context
 from models.din import DINConfig
-from streamrec.model_store import read_folder
+from streamrec.infra.model_store import read_folder
 from tests.unit.api.model_sets import ITEMS, USERS, TinySet, item_embeddings, stage_folders
 
 # 1998-01-01: a replayed MovieLens log lives in its own time, far from the wall clock.

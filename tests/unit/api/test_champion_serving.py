@@ -15,11 +15,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from api.cascade_loading import SetLoadError
-from api.champion import NO_CHAMPION, ChampionWatcher
 from api.ports import ItemStats, RecentItems
-from api.recommender import MODEL_VERSION
-from streamrec.model_store import ChampionSet
+from api.serving.champion import NO_CHAMPION, ChampionWatcher
+from api.serving.heuristic import MODEL_VERSION
+from api.serving.loading import SetLoadError
+from streamrec.infra.model_store import ChampionSet
 from streamrec.settings import Settings
 from streams.events import RecommendationServed
 from tests.unit.api.helpers import (

@@ -25,7 +25,7 @@ async def test_real_adapters_from_settings_and_readiness_names_the_missing_broke
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("feast")
-    from streamrec.feast_store import apply_definitions, open_store
+    from streamrec.infra.feast_store import apply_definitions, open_store
 
     settings = Settings(
         data_dir=tmp_path / "data",

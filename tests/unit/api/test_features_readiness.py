@@ -12,8 +12,8 @@ import httpx
 
 from api.adapters.features_marker import FeaturesMarker
 from api.main import create_app
+from streamrec.infra.readiness import mark_pushed
 from streamrec.settings import Settings
-from streams.readiness import mark_pushed
 from tests.unit.api.helpers import Adapters
 
 

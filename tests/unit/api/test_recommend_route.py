@@ -11,7 +11,7 @@ import pytest
 from api import state as api_state
 from api.event_log import read_cooccurrence
 from api.ports import RecentItems
-from api.recommender import CooccurrenceIndex
+from api.serving.heuristic import CooccurrenceIndex
 from streams.events import RecommendationServed
 from tests.unit.api.helpers import TINY_SEQUENCES, TINY_TITLES, RunningApp, write_log
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from api.ports import ItemStats
-from api.recommender import (
+from api.serving.heuristic import (
     POPULAR_REASON,
     CooccurrenceIndex,
     PopularityRanking,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.commands import add_data_parser, add_replay_parser
+from streamrec.cli.data import add_data_parser, add_replay_parser
 from streamrec.settings import Settings
 
 

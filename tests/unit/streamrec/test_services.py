@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.services import KafkaBroker, RedisServer, ServiceError, new_cluster_id
+from streamrec.infra.services import KafkaBroker, RedisServer, ServiceError, new_cluster_id
 from streamrec.settings import Settings
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streamrec.feast_store import _redis_connection_string, feast_project, repo_config
+from streamrec.infra.feast_store import _redis_connection_string, feast_project, repo_config
 from streamrec.settings import Settings
 from streamrec.times import format_ms, parse_time_ms
 

@@ -1,4 +1,4 @@
-from streams.notify import changed_message, changed_users
+from streamrec.infra.notify import changed_message, changed_users
 
 
 def test_a_notice_names_every_user_of_a_batch() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.readiness import features_status, mark_pushed, marker_key
+from streamrec.infra.readiness import features_status, mark_pushed, marker_key
 
 
 class DictStore:

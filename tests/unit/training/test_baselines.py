@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tests.unit.training.helpers import events, planted_groups
-from training.baselines import (
+from training.data.split import SplitConfig, time_split
+from training.evaluation.baselines import (
     BPRConfig,
     BPRModel,
     _bpr_gradients,
@@ -14,8 +15,7 @@ from training.baselines import (
     recent_popularity_scores,
     train_bpr,
 )
-from training.evaluate import evaluate
-from training.split import SplitConfig, time_split
+from training.evaluation.evaluate import evaluate
 
 # Small and quick; the planted pattern needs little capacity.
 SMALL_BPR = BPRConfig(dim=8, learning_rate=0.05, batch_size=64, max_epochs=40, patience=5)

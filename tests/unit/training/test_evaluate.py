@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.unit.training.helpers import events
-from training.evaluate import evaluate, evaluate_seeds
-from training.split import SplitConfig, TimeSplit, time_split
+from training.data.split import SplitConfig, TimeSplit, time_split
+from training.evaluation.evaluate import evaluate, evaluate_seeds
 
 
 def _split() -> TimeSplit:

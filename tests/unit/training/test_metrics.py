@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import (
+from training.evaluation.metrics import (
     activity_slices,
     auc,
     gauc,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.unit.training.helpers import T0, events
-from training.split import SplitConfig, restrict_target, time_split
+from training.data.split import SplitConfig, restrict_target, time_split
 
 
 def _ten_day_log():

@@ -1,4 +1,4 @@
-"""training.stages on a small synthetic log: point-in-time sets, the three loops, DDP."""
+"""training.fit.stages on a small synthetic log: point-in-time sets, the three loops, DDP."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from models.context import DAY_MS
-from training.stages import (
+from training.fit.stages import (
     Parallel,
     TrainingData,
     default_hyper,
@@ -113,7 +113,7 @@ def test_train_all_is_deterministic_and_reports_every_epoch(data: TrainingData) 
     assert ("lightgcn", 2) in seen and ("din", 0) in seen and ("ranknet", 2) in seen
     assert [stage for stage, _ in seen].index("lightgcn") < [s for s, _ in seen].index("din")
     assert len(first.history["lightgcn"]) == 3 and "loss" in first.history["din"][0]
-    json.dumps(first.configs)  # JSON-able, as streamrec.model_store stores it
+    json.dumps(first.configs)  # JSON-able, as streamrec.infra.model_store stores it
     assert first.configs["lightgcn"]["cascade"]["n_candidates"] == 20
     assert "trend_half_life_ms" in first.configs["lightgcn"]["features"]
     assert first.item_ids == list(data.split.item_ids)

@@ -1,0 +1,181 @@
+"""One request through the loaded cascade: online features in, a ranked list out.
+
+* item features: the raw online values of every vocabulary item (trend score, last event
+  time, clicks), aligned to the set's item index when items are refreshed; turned into the
+  context features of :mod:`models.context` at the request's "now";
+* "now" is event time: the latest event the API knows of (the newest item event in the
+  last refresh, or the user's own last event if later), never the wall clock, so a replayed
+  1998 log is served as of 1998;
+* the user: recent items newest first (those outside the vocabulary are skipped, all of
+  them are excluded), the trained row when the user is in the vocabulary, and
+  ``[activity, user_recency]`` from the interaction count and last event time.
+
+The answer names its sources: ``model_version`` is the set's label, with
+``+<stage>:<fallback>`` for each stage that fell back on this request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from api.ports import ItemStats, RecentItems
+from api.serving.heuristic import POPULAR_REASON
+from api.serving.loading import LoadedCascade
+from models import context
+from models.cascade import CascadeRequest, ItemTable, recommend
+
+HISTORY_REASON = "based on your history"
+# What each stage normally answers with; anything else is a fallback worth naming.
+LEARNED_SOURCES = {"recall": "lightgcn", "rank": "din", "rerank": "ranknet"}
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Raw online values of one set's items, in its item order (all (I,))."""
+
+    trend_score: torch.Tensor  # float64, as of each item's last event
+    last_event_time: torch.Tensor  # int64 epoch ms, 0 = never seen
+    clicks: torch.Tensor  # int64, clicks on served recommendations
+    impressions: torch.Tensor  # int64, 0 until the store has served counts
+    latest_event_time: int  # the newest event among ALL items read: the stream's clock
+    with_stats: int  # vocabulary items the store knows
+
+    @classmethod
+    def build(cls, item_ids: tuple[str, ...], stats: Mapping[str, ItemStats]) -> ItemFeatures:
+        rows = [stats.get(item_id) for item_id in item_ids]
+        return cls(
+            trend_score=torch.tensor(
+                [r.trend_score if r else 0.0 for r in rows], dtype=torch.float64
+            ),
+            last_event_time=torch.tensor(
+                [(r.last_event_time or 0) if r else 0 for r in rows], dtype=torch.long
+            ),
+            clicks=torch.tensor([r.click_count if r else 0 for r in rows], dtype=torch.long),
+            impressions=torch.zeros(len(rows), dtype=torch.long),
+            latest_event_time=max((s.last_event_time or 0 for s in stats.values()), default=0),
+            with_stats=sum(r is not None for r in rows),
+        )
+
+    def table(self, now_ms: int, half_life_ms: int, categories: torch.Tensor | None) -> ItemTable:
+        return ItemTable(
+            popularity=context.popularity(
+                self.trend_score, self.last_event_time, now_ms, half_life_ms
+            ),
+            recency=context.recency(self.last_event_time, now_ms),
+            ctr=context.ctr(self.clicks, self.impressions),
+            categories=categories,
+        )
+
+
+@dataclass(frozen=True)
+class ServingSet:
+    """A loaded set with its current item features; replaced whole, never changed."""
+
+    cascade: LoadedCascade
+    items: ItemFeatures
+
+
+@dataclass(frozen=True)
+class CascadePick:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CascadeAnswer:
+    picks: list[CascadePick]
+    model_version: str
+    sources: dict[str, str]  # stage -> what answered
+
+
+def user_last_event(recent: RecentItems | None) -> int:
+    """The user's newest event time (epoch ms); 0 for a user with no history."""
+    if recent is None:
+        return 0
+    return max(recent.last_event_time or 0, max(recent.times, default=0))
+
+
+def user_now(recent: RecentItems | None, items: ItemFeatures) -> int:
+    """The request's event-time "now": the newest event the API knows of."""
+    return max(items.latest_event_time, user_last_event(recent))
+
+
+def build_request(
+    cascade: LoadedCascade, user_id: str, recent: RecentItems | None, k: int, now_ms: int
+) -> CascadeRequest:
+    known = (
+        [cascade.item_index[i] for i in recent.items if i in cascade.item_index]
+        if recent is not None
+        else []
+    )
+    recent_items = torch.tensor(known, dtype=torch.long)
+    user_context = torch.zeros(0)
+    if cascade.user_context_dim > 0:
+        count = (
+            recent.interaction_count
+            if recent is not None and recent.interaction_count is not None
+            else len(recent.items)
+            if recent is not None
+            else 0
+        )
+        features = context.user_context(
+            torch.tensor(count), torch.tensor(user_last_event(recent)), now_ms
+        )  # (2,) [activity, user_recency]
+        # A model trained with fewer user features takes the leading ones, more get zeros.
+        width = cascade.user_context_dim
+        user_context = torch.cat([features, torch.zeros(max(width - features.numel(), 0))])[:width]
+    seen = (
+        [cascade.item_index[i] for i in recent.seen if i in cascade.item_index]
+        if recent is not None
+        else []
+    )
+    return CascadeRequest(
+        recent_items=recent_items,
+        seen_items=torch.unique(torch.cat([recent_items, torch.tensor(seen, dtype=torch.long)])),
+        user_index=cascade.user_index.get(user_id),
+        user_context=user_context,
+        k=k,
+    )
+
+
+def serve(
+    serving: ServingSet,
+    user_id: str,
+    recent: RecentItems | None,
+    k: int,
+    titles: Mapping[str, str],
+) -> CascadeAnswer:
+    """Up to ``k`` picks from the cascade; blocking (one forward pass per stage)."""
+    cascade, items = serving.cascade, serving.items
+    now = user_now(recent, items)
+    table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
+    request = build_request(cascade, user_id, recent, k, now)
+    result = recommend(models=cascade.models, items=table, request=request, config=cascade.config)
+    sources = {
+        "recall": result.recall_source,
+        "rank": result.rank_source,
+        "rerank": result.rerank_source,
+    }
+    fallback = (
+        POPULAR_REASON if result.recall_source in ("popularity", "cold_start") else HISTORY_REASON
+    )
+    picks = []
+    for index, score, because in zip(
+        result.items.tolist(), result.scores.tolist(), result.reasons.tolist(), strict=True
+    ):
+        if because >= 0:
+            past = cascade.item_ids[because]
+            reason = f"because you interacted with {titles.get(past, past)}"
+        else:
+            reason = fallback
+        picks.append(CascadePick(cascade.item_ids[index], float(score), reason))
+    suffix = "".join(
+        f"+{stage}:{source}"
+        for stage, source in sources.items()
+        if source not in (LEARNED_SOURCES[stage], "none")
+    )
+    return CascadeAnswer(picks, cascade.label + suffix, sources)

@@ -1,0 +1,97 @@
+"""``streamrec train`` and ``streamrec evaluate-api``: fit, register and check the cascade."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from streamrec.settings import Settings
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from training.pipeline import train_command
+
+    return train_command(args, settings)
+
+
+def _evaluate_api(args: argparse.Namespace, settings: Settings) -> int:
+    from analysis.api_check import api_check_command
+
+    return api_check_command(args, settings)
+
+
+def register(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train LightGCN -> DIN -> RankNet from the archived log, evaluate, register",
+        description="Read the archived event log (STREAMREC_DATA_DIR/archive), build "
+        "point-in-time training sets, train the three stages through Ray Train "
+        "(STREAMREC_RAY_ADDRESS, or a local Ray), evaluate against the baselines and in a "
+        "streaming replay, log everything to MLflow (STREAMREC_MLFLOW_TRACKING_URI, or "
+        "SQLite under the state dir), register the set and promote it to 'champion' only "
+        "if it beats the champion set on validation NDCG@10.",
+    )
+    train.add_argument("--until", metavar="T", help="train only on events before T")
+    train.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers")
+    train.add_argument(
+        "--seeds", type=int, default=1, metavar="S", help="seeds (mean and spread reported)"
+    )
+    train.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="where eval.json and eval.md are written",
+    )
+    train.add_argument(
+        "--hyper",
+        metavar="JSON",
+        help='hyper-parameter overrides, e.g. \'{"lightgcn": {"epochs": 5}}\'',
+    )
+    train.add_argument(
+        "--streaming-events",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="test events scored by the streaming evaluation (0 skips it)",
+    )
+    train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
+    train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")
+    train.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.8,
+        metavar="F",
+        help="share of the log (by time) the stages are fitted on",
+    )
+    train.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="share after the training period that chooses weights and gates the set; "
+        "the rest is the test period",
+    )
+    train.set_defaults(func=_train)
+
+    parser = sub.add_parser(
+        "evaluate-api",
+        help="score the running API's /recommend on users' events after --until",
+        description="Ask the running API for every user with events at or after --until in a "
+        "prepared log and score the lists on those later events, beside popularity baselines.",
+    )
+    parser.add_argument("--until", required=True, metavar="T", help="the training cutoff")
+    parser.add_argument(
+        "--source", default="movielens-100k", help="the prepared log whose later events count"
+    )
+    parser.add_argument("--url", help="the API (default: http://127.0.0.1:STREAMREC_API_PORT)")
+    parser.add_argument("--k", type=int, default=10, help="list length asked for and scored")
+    parser.add_argument("--users", type=int, metavar="N", help="score a sample of N users")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/api_check.json"),
+        help="where the JSON report is written",
+    )
+    parser.set_defaults(func=_evaluate_api)

@@ -1,0 +1,236 @@
+"""The training loops of the three stages, single-process or one DDP rank each.
+
+Every loop is deterministic for a seed: the model is initialised after
+``torch.manual_seed(seed)`` and all sampling goes through one ``torch.Generator`` seeded
+from it, the same on every rank. Data-parallel runs draw the same global batch on every
+rank and each rank takes its own slice (:meth:`Parallel.shard`), so every rank runs the
+same number of steps; DistributedDataParallel averages the gradients, so every rank ends
+with the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.din import DIN, DINConfig
+from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
+from models.ranknet import RankNet, RankNetConfig, ranknet_loss
+from training.data.examples import DINExamples
+
+DAY_MS = 24 * 3600 * 1000
+EpochHook = Callable[[str, int, dict[str, float]], None]  # (stage, epoch, metrics)
+Validate = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How a loop runs: a single process (default) or one rank of a DDP group."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP(model) when data-parallel (the process group must already exist)."""
+        if self.world_size <= 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    def shard(self, indices: Tensor) -> Tensor:
+        """This rank's slice of a global batch; equal sizes on every rank."""
+        if self.world_size <= 1:
+            return indices
+        usable = indices.numel() - indices.numel() % self.world_size
+        return indices[:usable][self.rank :: self.world_size]
+
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1_000_003 + salt)
+    return generator
+
+
+def recency_weights(times: Tensor, end_ms: int, half_life_days: float, mix: float) -> Tensor:
+    """(E,) sampling probabilities: ``mix`` decayed by age (half-life), the rest uniform."""
+    age = (end_ms - times.double()).clamp(min=0) / DAY_MS
+    decayed = torch.pow(2.0, -age / half_life_days) if half_life_days > 0 else torch.ones_like(age)
+    uniform = torch.full_like(decayed, 1.0 / max(times.numel(), 1))
+    return (mix * decayed / decayed.sum() + (1 - mix) * uniform).float()
+
+
+def train_lightgcn(
+    n_users: int,
+    n_items: int,
+    users: Tensor,
+    items: Tensor,
+    times: Tensor,
+    end_ms: int,
+    hyper: dict[str, Any],
+    seed: int,
+    parallel: Parallel,
+    on_epoch: EpochHook | None = None,
+    validate: Validate | None = None,
+) -> tuple[LightGCN, Tensor, list[dict[str, float]]]:
+    """BPR over the training edges, positives drawn with recency weights.
+
+    Returns the model, the normalized adjacency it propagates over, and per-epoch metrics.
+    """
+    torch.manual_seed(seed)
+    config = LightGCNConfig(
+        n_users=n_users,
+        n_items=n_items,
+        dim=int(hyper["dim"]),
+        layers=int(hyper["layers"]),
+        reg_weight=float(hyper["reg_weight"]),
+    )
+    model = LightGCN(config)
+    adj = normalized_adjacency(users, items, n_users, n_items)
+    wrapped = parallel.wrap(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(hyper["lr"]))
+    weights = recency_weights(
+        times, end_ms, float(hyper["recency_half_life_days"]), float(hyper["recency_mix"])
+    )
+    generator = _generator(seed, 1)
+    batch = int(hyper["batch_size"])
+    steps = max(1, users.numel() // batch)
+    history: list[dict[str, float]] = []
+    for epoch in range(int(hyper["epochs"])):
+        model.train()
+        total = 0.0
+        for _ in range(steps):
+            chosen = torch.multinomial(weights, batch, replacement=True, generator=generator)
+            negatives = torch.randint(0, n_items, (batch,), generator=generator)
+            mine = parallel.shard(torch.arange(batch))
+            loss, bpr = wrapped(adj, users[chosen][mine], items[chosen][mine], negatives[mine])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += bpr.item()
+        metrics = {"loss": total / steps}
+        if validate is not None:
+            model.eval()
+            metrics.update(validate(model))
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch("lightgcn", epoch, metrics)
+    model.eval()
+    return model, adj, history
+
+
+def din_config(
+    hyper: dict[str, Any], n_items: int, n_categories: int, context_dim: int
+) -> DINConfig:
+    return DINConfig(
+        n_items=n_items,
+        item_dim=int(hyper["item_dim"]),
+        n_categories=n_categories,
+        category_dim=int(hyper["category_dim"]),
+        context_dim=context_dim,
+        attention_hidden=int(hyper["attention_hidden"]),
+        mlp_hidden=tuple(int(h) for h in hyper["mlp_hidden"]),
+        activation=str(hyper["activation"]),
+    )
+
+
+def train_din(
+    examples: DINExamples,
+    n_items: int,
+    categories: Tensor,
+    n_categories: int,
+    hyper: dict[str, Any],
+    seed: int,
+    parallel: Parallel,
+    on_epoch: EpochHook | None = None,
+    validate: Validate | None = None,
+) -> tuple[DIN, list[dict[str, float]]]:
+    """Binary cross-entropy on point-in-time positives and sampled negatives."""
+    torch.manual_seed(seed + 1)
+    config = din_config(hyper, n_items, n_categories, int(examples.context.shape[1]))
+    model = DIN(config, item_categories=categories if n_categories > 0 else None)
+    wrapped = parallel.wrap(model)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"])
+    )
+    generator = _generator(seed, 2)
+    batch = int(hyper["batch_size"])
+    history: list[dict[str, float]] = []
+    for epoch in range(int(hyper["epochs"])):
+        model.train()
+        order = torch.randperm(len(examples), generator=generator)
+        total, steps = 0.0, 0
+        for start in range(0, order.numel() - batch + 1, batch):
+            rows = parallel.shard(order[start : start + batch])
+            lookups = examples.lookup[rows]
+            logits, _ = wrapped(
+                examples.candidate[rows],
+                examples.history[lookups],
+                examples.history_mask[lookups],
+                examples.context[rows],
+            )
+            loss = F.binary_cross_entropy_with_logits(logits, examples.label[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+        metrics = {"loss": total / max(steps, 1)}
+        if validate is not None:
+            model.eval()
+            metrics.update(validate(model))
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch("din", epoch, metrics)
+    model.eval()
+    return model, history
+
+
+def train_ranknet(
+    features: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    hyper: dict[str, Any],
+    seed: int,
+    parallel: Parallel,
+    on_epoch: EpochHook | None = None,
+) -> tuple[RankNet, list[dict[str, float]]]:
+    """Pairwise logistic loss on candidate lists: features (B, M, F), labels/mask (B, M)."""
+    torch.manual_seed(seed + 2)
+    config = RankNetConfig(
+        n_features=int(features.shape[-1]),
+        hidden=tuple(int(h) for h in hyper["hidden"]),
+        sigma=float(hyper["sigma"]),
+    )
+    model = RankNet(config)
+    wrapped = parallel.wrap(model)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"])
+    )
+    generator = _generator(seed, 3)
+    batch = int(hyper["batch_size"])
+    history: list[dict[str, float]] = []
+    for epoch in range(int(hyper["epochs"])):
+        model.train()
+        order = torch.randperm(features.shape[0], generator=generator)
+        total, steps = 0.0, 0
+        for start in range(0, max(order.numel() - batch, 0) + 1, batch):
+            rows = parallel.shard(order[start : start + batch])
+            scores = wrapped(features[rows])
+            loss = ranknet_loss(scores, labels[rows], mask[rows], config.sigma)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+        metrics = {"loss": total / max(steps, 1)}
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch("ranknet", epoch, metrics)
+    model.eval()
+    return model, history
