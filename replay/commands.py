@@ -110,7 +110,13 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             1,
         )
     try:
-        ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions, timeout=10)
+        ensure_topics(
+            settings.bootstrap_servers,
+            topics,
+            settings.topic_partitions,
+            timeout=10,
+            replication_factor=settings.replication_factor,
+        )
     except KafkaException as exc:
         return _fail(
             f"replay: cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is it "

@@ -28,13 +28,23 @@ class Settings(BaseSettings):
         description="broker jars fetched by Maven; outside the repository",
     )
 
-    # Kafka. `kafka_bootstrap` empty means the local broker on `kafka_port`.
+    # Kafka. `kafka_bootstrap` empty means the local broker(s) from `kafka_port` on.
     kafka_bootstrap: str = ""
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    kafka_heap: str = "512m"
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="local KRaft nodes: 1, or 3 for a replicated cluster; node i listens on "
+        "kafka_port + 2i and kafka_controller_port + 2i",
+    )
+    kafka_heap: str = Field("512m", description="JVM heap of each local broker")
     topic_prefix: str = Field("streamrec.", description="keeps tests and tenants apart")
     topic_partitions: int = Field(3, ge=1)
+    topic_replication_factor: int = Field(
+        0, ge=0, description="copies of each topic partition; 0 means min(3, kafka_brokers)"
+    )
 
     # Redis: the Feast online store and the "user changed" pub/sub channel.
     # `redis_url` empty means the local server on `redis_port`; "none" means no Redis
@@ -97,8 +107,18 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def local_broker_ports(self) -> list[int]:
+        """The client ports of the local KRaft nodes, in node order."""
+        return [self.kafka_port + 2 * i for i in range(self.kafka_brokers)]
+
+    @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        # Every local node is listed, so a client can start while any one of them is down.
+        return self.kafka_bootstrap or ",".join(f"127.0.0.1:{p}" for p in self.local_broker_ports)
+
+    @property
+    def replication_factor(self) -> int:
+        return self.topic_replication_factor or min(3, self.kafka_brokers)
 
     @property
     def redis_connection_url(self) -> str | None:

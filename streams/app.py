@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",  # tables live in memory, recovered from their changelog topics
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         web_enabled=True,

@@ -12,13 +12,26 @@ KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def ensure_topics(
-    bootstrap_servers: str, topics: Topics, partitions: int, timeout: float = 30.0
+    bootstrap_servers: str,
+    topics: Topics,
+    partitions: int,
+    timeout: float = 30.0,
+    replication_factor: int = 1,
 ) -> list[str]:
-    """Create the missing event topics; returns the names created. Idempotent."""
+    """Create the missing event topics; returns the names created. Idempotent.
+
+    Topics that exist keep their replication: raising it is a reassignment, an operator's
+    decision, not something a start-up command should do behind their back.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1, config=KEEP_FOREVER)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=KEEP_FOREVER,
+        )
         for name in topics.all()
         if name not in existing
     ]
