@@ -17,8 +17,8 @@ from streamrec.infra.services import (
     KafkaBroker,
     ServiceError,
     ServiceStatus,
-    _Process,
     _port_open,
+    _Process,
     _wait_for,
     new_cluster_id,
 )
