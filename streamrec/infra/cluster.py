@@ -17,6 +17,7 @@ from streamrec.infra.services import (
     KafkaBroker,
     ServiceError,
     ServiceStatus,
+    _is_zombie,
     _port_open,
     _Process,
     _wait_for,
@@ -131,7 +132,8 @@ class ClusterNode(KafkaBroker):
         if pid is None:
             raise ServiceError(f"Kafka node {self.node_id} is not running")
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not Path(f"/proc/{pid}").exists(), f"node {self.node_id} to die", 10)
+        # gone, or a zombie until whoever started it reaps it: dead either way
+        _wait_for(lambda: _is_zombie(pid), f"node {self.node_id} to die", 10)
         return pid
 
     def _cluster_id(self) -> str:
