@@ -116,6 +116,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             settings.topic_partitions,
             timeout=10,
             replication_factor=settings.replication_factor,
+            security=settings.kafka_security(),
         )
     except KafkaException as exc:
         return _fail(
@@ -124,7 +125,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             1,
         )
     progress = ProgressLine()
-    producer = EventProducer(settings.bootstrap_servers, topics)
+    producer = EventProducer(settings.bootstrap_servers, topics, **settings.kafka_security())
     try:
         replayer = Replayer(
             path,

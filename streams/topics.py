@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -17,13 +19,14 @@ def ensure_topics(
     partitions: int,
     timeout: float = 30.0,
     replication_factor: int = 1,
+    security: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the missing event topics; returns the names created. Idempotent.
 
     Topics that exist keep their replication: raising it is a reassignment, an operator's
     decision, not something a start-up command should do behind their back.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(

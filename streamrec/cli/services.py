@@ -83,6 +83,7 @@ def _ensure_topics(settings: Settings) -> list[str]:
         Topics(settings.topic_prefix),
         settings.topic_partitions,
         replication_factor=settings.replication_factor,
+        security=settings.kafka_security(),
     )
 
 
