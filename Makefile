@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (both run `make install`).
-# Needs only Python 3.11+, Java 17, Maven, apt and make; everything else is installed here.
+# Needs only Python 3.11+, Java 17, Maven, Go 1.24+, apt and make; everything else is
+# installed here.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
