@@ -91,6 +91,7 @@ class _Prober:
 
     base: str
     answers: list[tuple[float, str, int]] = field(default_factory=list)
+    slowest: float = 0.0
     accepted: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -110,12 +111,14 @@ class _Prober:
     def _ask(
         self, http: httpx.Client, route: str, method: str, url: str, **kwargs: Any
     ) -> httpx.Response | None:
+        started = time.monotonic()
         try:
             response = http.request(method, url, **kwargs)
         except httpx.HTTPError:
             self.answers.append((time.monotonic(), route, 0))
             return None
         self.answers.append((time.monotonic(), route, response.status_code))
+        self.slowest = max(self.slowest, time.monotonic() - started)
         return response
 
     def longest_failure(self) -> float:
@@ -246,7 +249,8 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
             f" in the log {sum(replayed.values()):,}, lost {len(lost)}, doubled {len(doubled)};"
             f" API: {len(prober.answers)} answers,"
             f" {sum(1 for *_, s in prober.answers if s >= 500 or s == 0)} failed,"
-            f" longest failure {prober.longest_failure():.1f}s"
+            f" longest failure {prober.longest_failure():.1f}s, slowest answer"
+            f" {prober.slowest:.1f}s"
         )
         assert not lost, f"{len(lost)} replayed events are not in the log"
         assert not doubled, f"{len(doubled)} events are in the log twice"
