@@ -16,7 +16,7 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
     if brokers is None and args.action != "up":
         from streamrec.infra.cluster import nodes_in
 
-        # a cluster started with --brokers but no STREAMREC_KAFKA_BROKERS is still found
+        # a running cluster started with --brokers but no STREAMREC_KAFKA_BROKERS is found
         brokers = max(settings.kafka_brokers, nodes_in(settings.state_dir))
     if brokers is not None:
         settings = settings.model_copy(update={"kafka_brokers": brokers})

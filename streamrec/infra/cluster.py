@@ -157,13 +157,16 @@ class ClusterNode(KafkaBroker):
 
 
 def nodes_in(state_dir: Path) -> int:
-    """How many cluster nodes have a folder under ``state_dir`` (0 without a cluster)."""
+    """How many nodes the cluster under ``state_dir`` has, if one of them runs; else 0."""
     numbers = [
         int(folder.name.removeprefix("kafka-"))
         for folder in state_dir.glob("kafka-*")
         if folder.name.removeprefix("kafka-").isdigit()
     ]
-    return max(numbers, default=0)
+    running = any(
+        _Process(f"kafka-{n}", state_dir, marker="kafka.Kafka").pid() is not None for n in numbers
+    )
+    return max(numbers) if running else 0
 
 
 class _Nodes:
