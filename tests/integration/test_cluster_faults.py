@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -53,10 +54,15 @@ DELIVERY_TIMEOUT = inspect.signature(open_kafka_sink).parameters["delivery_timeo
 
 
 def _free_ports(count: int) -> int:
-    """A first port such that it and the ``count - 1`` after it are free now."""
-    for _ in range(50):
-        first = free_port()
-        if first + count < 65_000 and not any(_port_open(p) for p in range(first, first + count)):
+    """A first port such that it and the ``count - 1`` after it are free now.
+
+    Below Linux's ephemeral range (32768 on), where ``free_port`` and every outgoing
+    connection draw theirs: a JVM takes seconds to bind, and one of those could take a
+    port in between.
+    """
+    for _ in range(100):
+        first = random.randrange(20_000, 32_000 - count)
+        if not any(_port_open(p) for p in range(first, first + count)):
             return first
     raise RuntimeError(f"no {count} free consecutive ports")
 
