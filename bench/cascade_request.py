@@ -35,12 +35,12 @@ import torch
 
 from api.adapters.feast_features import FeastFeatureReader
 from api.ports import RecentItems
-from api.serving.cascade import ItemFeatures, build_request, user_now
-from api.serving.loading import LoadedCascade, build_cascade
 from bench.cascade_latency import build_models, fit_din, quantized, time_calls
 from bench.stack import running_stack
 from bench.stats import percentile
 from models.cascade import CascadeConfig, CascadeModels, CascadeRequest, ItemTable, recommend
+from serving.cascade import ItemFeatures, build_request, user_now
+from serving.loading import LoadedCascade, build_cascade
 from streamrec.infra.feast_store import open_store
 from streamrec.infra.model_store import ChampionSet, read_folder, write_folder
 from streamrec.settings import Settings

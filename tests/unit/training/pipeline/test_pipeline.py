@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from api.serving.loading import build_cascade
+from serving.loading import build_cascade
 from streamrec.infra.model_store import STAGES, find_champion_set, read_folder
 from streamrec.settings import Settings
 from streams.archiver import part_name, topic_dir, write_atomically

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from api.ports import ItemStats, RecentItems
-from api.serving.heuristic import POPULAR_REASON
-from api.serving.loading import LoadedCascade
 from models import context
 from models.cascade import CascadeRequest, ItemTable, recommend
+from serving.features import ItemStats, RecentItems
+from serving.loading import LoadedCascade
 
 HISTORY_REASON = "based on your history"
+POPULAR_REASON = "popular right now"
 # What each stage normally answers with; anything else is a fallback worth naming.
 LEARNED_SOURCES = {"recall": "lightgcn", "rank": "din", "rerank": "ranknet"}
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from api.ports import ItemStats, RecentItems
-from api.serving.cascade import ItemFeatures, ServingSet, build_request, serve, user_now
-from api.serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from models import context
 from models.din import DINConfig
+from serving.cascade import ItemFeatures, ServingSet, build_request, serve, user_now
+from serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from streamrec.infra.model_store import read_folder
 from tests.unit.api.model_sets import ITEMS, USERS, TinySet, item_embeddings, stage_folders
 
