@@ -151,7 +151,7 @@ def real_requests(
         return recents, ItemFeatures.build(cascade.item_ids, stats)
 
     recents, items = asyncio.run(read())
-    now = max(user_now(recent, items) for _, recent in recents)
+    now = user_now(None, items)
     table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
     requests = [build_request(cascade, user, recent, 10, now) for user, recent in recents]
     return requests, table

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from serving.cascade import ItemFeatures, ServingSet, serve
+from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
 from serving.features import RecentItems
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
@@ -160,7 +160,7 @@ class OnlineState:
             last_event_time=torch.from_numpy(self.last.copy()),
             clicks=torch.from_numpy(self.clicks.copy()),
             impressions=torch.zeros(len(self.item_ids), dtype=torch.long),
-            latest_event_time=int(self.last.max(initial=0)),
+            latest_event_time=stream_clock([s.last_event_time for s in self.items.values()]),
             with_stats=int((self.last > 0).sum()),
         )
 

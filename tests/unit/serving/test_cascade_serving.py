@@ -10,7 +10,15 @@ import torch
 from api.ports import ItemStats, RecentItems
 from models import context
 from models.din import DINConfig
-from serving.cascade import ItemFeatures, ServingSet, build_request, serve, user_now
+from serving.cascade import (
+    CLOCK_RANK,
+    ItemFeatures,
+    ServingSet,
+    build_request,
+    serve,
+    stream_clock,
+    user_now,
+)
 from serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from streamrec.infra.model_store import read_folder
 from tests.unit.api.model_sets import ITEMS, USERS, TinySet, item_embeddings, stage_folders
@@ -87,8 +95,9 @@ def test_now_is_the_stream_event_time_not_the_wall_clock() -> None:
     assert items.latest_event_time == NINETY_EIGHT + DAY
     assert items.with_stats == 2
     assert user_now(None, items) == NINETY_EIGHT + DAY
+    # A user's own later event (a live event on a replayed stack) does not move "now".
     later = RecentItems(("a",), (NINETY_EIGHT + 3 * DAY,), 4, NINETY_EIGHT + 3 * DAY)
-    assert user_now(later, items) == NINETY_EIGHT + 3 * DAY
+    assert user_now(later, items) == NINETY_EIGHT + DAY
 
     now = NINETY_EIGHT + DAY
     table = items.table(now, half_life_ms=DAY, categories=None)
@@ -163,3 +172,16 @@ def test_the_sets_item_prior_is_loaded_and_answers_a_user_without_history(
 def test_an_item_prior_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SetLoadError, match="item_prior"):
         _loaded(tmp_path, TinySet(seed=5, item_prior=torch.zeros(len(ITEMS) + 1)))
+
+
+def test_the_clock_is_not_moved_by_a_few_items() -> None:
+    replayed = [NINETY_EIGHT - n * 60_000 for n in range(1000)]
+    assert stream_clock(replayed) == replayed[CLOCK_RANK - 1]
+    # One user's burst of live events, 28 years later, on a dozen of the items: the clock
+    # moves back by those dozen ranks (minutes here), never to the live events' time.
+    live = [NINETY_EIGHT + 28 * 365 * DAY] * 12
+    assert stream_clock(live + replayed[12:]) == replayed[CLOCK_RANK - 1]
+    # A small table: the newest tenth decides; a table of one, its only item.
+    assert stream_clock([5, 4, 3, 2, 1, 0, 0]) == 5
+    assert stream_clock(list(range(1, 41))) == 37
+    assert stream_clock([]) == stream_clock([0, 0]) == 0
