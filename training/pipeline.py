@@ -13,7 +13,10 @@
    seed's set as the API loads it (:mod:`training.prequential_run`).
 4. Log parameters, the report (``eval.json`` + ``eval.md``) and the three stage folders of
    the first seed to MLflow, register them as one model set and gate it on the validation
-   metric: the set becomes ``champion`` only if it beats the champion set.
+   period scored prequentially: the set becomes ``champion`` only if its live cascade
+   beats every live baseline there (paired Wilcoxon p < 0.05) and the champion set's
+   validation metric. A refused set leaves the API on what it served before (the
+   heuristic, ``heuristic-cooc-v1``, while no set was ever promoted).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from streamrec.times import format_ms
 
 log = logging.getLogger(__name__)
 
-GATE_METRIC = "validation_cascade_ndcg@10"
+GATE_METRIC = "validation_cascade_ndcg@10"  # static split: only when prequential is skipped
+PREQUENTIAL_GATE_METRIC = "validation_prequential_ndcg@10"
 MIN_EVENTS = 50  # fewer cannot fill a train / validation / test split meaningfully
 TRAINED_FILE = "trained-seed{seed}.pt"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -274,7 +278,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     from training import registry
     from training.data.split import SplitConfig, split_summary
     from training.evaluation.new_users import new_user_bound
-    from training.evaluation.prequential import PrequentialConfig
+    from training.evaluation.prequential import PrequentialConfig, beats_baselines
     from training.evaluation.prequential_report import check_targets as prequential_targets
     from training.fit.stages import _merge, default_hyper, evaluate_set, prepare
     from training.prequential_run import evaluate_trained
@@ -358,7 +362,11 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             streaming["targets"] = prequential_targets(streaming)
             lap("prequential evaluation")
 
-        metric = gate_metric(validation_runs[0])
+        metric_name, metric, refused = GATE_METRIC, gate_metric(validation_runs[0]), None
+        if streaming is not None:
+            metric_name = PREQUENTIAL_GATE_METRIC
+            metric = streaming["validation"]["all"]["arms"]["cascade live"]["ndcg@10"]
+            refused = beats_baselines(streaming["validation"])
         if options.gate_metric_override is not None:
             metric = options.gate_metric_override(metric)
         with tempfile.TemporaryDirectory(prefix="streamrec-set-") as scratch:
@@ -369,7 +377,12 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
                 stage: registry.log_folder(folder, stage) for stage, folder in folders.items()
             }
         decision = registry.register_set_and_gate(
-            client, set_id=set_id, models=logged, metric_name=GATE_METRIC, metric=metric
+            client,
+            set_id=set_id,
+            models=logged,
+            metric_name=metric_name,
+            metric=metric,
+            refused=refused,
         )
         mlflow.set_tags(
             {
@@ -381,7 +394,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
                 else repr(decision.champion),
             }
         )
-        mlflow.log_metric(GATE_METRIC.replace("@", "_at_"), metric)
+        mlflow.log_metric(metric_name.replace("@", "_at_"), metric)
         lap("register and gate")
         timings["total"] = time.monotonic() - started
 

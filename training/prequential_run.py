@@ -18,7 +18,12 @@ from typing import Any
 import pandas as pd
 
 from streamrec.settings import Settings
-from training.evaluation.prequential import PrequentialConfig, prequential_evaluation
+from training.evaluation.prequential import (
+    PrequentialConfig,
+    prequential_evaluation,
+    tuned_params,
+    validate,
+)
 from training.served_set import served_set
 
 log = logging.getLogger(__name__)
@@ -31,17 +36,29 @@ def evaluate_trained(
     config: PrequentialConfig,
     clicks: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The test period's table, the kNN tuned on the validation period (``data.split``)."""
+    """The test period's table, with the validation period's (``validation``): the kNN
+    tuned there, and the cascade against the live baselines, which the gate reads."""
     split = data.split
-    return prequential_evaluation(
-        served_set(trained, split.n_train_users),
+    cascade = served_set(trained, split.n_train_users)
+    validation = validate(
+        cascade,
+        events,
+        cascade.item_ids,
+        cutoff_ms=split.train_end_ms,
+        start_ms=split.train_end_ms,
+        end_ms=split.validation_end_ms,
+        config=config,
+    )
+    result = prequential_evaluation(
+        cascade,
         events,
         cutoff_ms=split.train_end_ms,
         start_ms=split.validation_end_ms,
-        validation=(split.train_end_ms, split.validation_end_ms),
+        tuned=tuned_params(validation),
         clicks=clicks,
         config=config,
     )
+    return {**result, "validation": validation}
 
 
 def prequential_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -400,7 +400,8 @@ def _rank(target: int, items: list[int]) -> int | None:
     return items.index(target) if target in items else None
 
 
-def tune_knn(
+def validate(
+    cascade: LoadedCascade | None,
     interactions: pd.DataFrame,
     item_ids: Sequence[str],
     *,
@@ -410,14 +411,21 @@ def tune_knn(
     config: PrequentialConfig,
     histories: Sequence[int] = KNN_HISTORIES,
     decays: Sequence[float] = KNN_DECAYS,
-) -> tuple[KnnParams, dict[str, float]]:
-    """The live item-kNN's history and decay with the best NDCG@k on ``[start_ms, end_ms)``."""
+) -> dict[str, Any]:
+    """One live replay of ``[start_ms, end_ms)`` (the validation period) that tunes the
+    item-kNN's history and decay on NDCG@k and scores the cascade (if any) against the
+    popularity baselines and the tuned kNN: what the gate reads (:func:`beats_baselines`).
+    """
     grid = {f"{h}/{d}": KnnParams(h, d) for h in histories for d in decays}
-    arms = Arms(live={name: knn_arm(config.k, params) for name, params in grid.items()})
-    records, _ = replay(
+    live: dict[str, Arm] = {name: knn_arm(config.k, params) for name, params in grid.items()}
+    live[POPULARITY] = popularity_arm(config.k)
+    live[RECENT_POPULARITY] = recent_popularity_arm(config.k)
+    if cascade is not None:
+        live[CASCADE] = CascadeArm(cascade, config.k)
+    records, n_eligible = replay(
         interactions,
         item_ids,
-        arms,
+        Arms(live),
         cutoff_ms=cutoff_ms,
         start_ms=start_ms,
         end_ms=end_ms,
@@ -430,7 +438,75 @@ def tune_knn(
         for name in grid
     }
     best = max(scores, key=lambda name: scores[name])
-    return grid[best], scores
+    kept = [CASCADE, POPULARITY, RECENT_POPULARITY]
+    renamed = [
+        {
+            **{key: value for key, value in r.items() if not key.endswith(" live")},
+            **{f"{name} live": r[f"{name} live"] for name in kept if f"{name} live" in r},
+            f"{KNN_TUNED} live": r[f"{best} live"],
+        }
+        for r in records
+    ]
+    return {
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "n_eligible": n_eligible,
+        "knn_tuned": {"history": grid[best].history, "decay": grid[best].decay, "grid": scores},
+        "all": summarize(renamed, config.k),
+    }
+
+
+def tuned_params(validation: Mapping[str, Any]) -> KnnParams:
+    tuned = validation["knn_tuned"]
+    return KnnParams(int(tuned["history"]), float(tuned["decay"]))
+
+
+def tune_knn(
+    interactions: pd.DataFrame,
+    item_ids: Sequence[str],
+    *,
+    cutoff_ms: int,
+    start_ms: int,
+    end_ms: int,
+    config: PrequentialConfig,
+    histories: Sequence[int] = KNN_HISTORIES,
+    decays: Sequence[float] = KNN_DECAYS,
+) -> tuple[KnnParams, dict[str, float]]:
+    """The live item-kNN's history and decay with the best NDCG@k on ``[start_ms, end_ms)``."""
+    result = validate(
+        None,
+        interactions,
+        item_ids,
+        cutoff_ms=cutoff_ms,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        config=config,
+        histories=histories,
+        decays=decays,
+    )
+    return tuned_params(result), result["knn_tuned"]["grid"]
+
+
+def beats_baselines(validation: Mapping[str, Any], significance: float = 0.05) -> str | None:
+    """None when the live cascade beats every live baseline of a ``validate`` result at
+    ``significance`` (Wilcoxon, paired); otherwise why not."""
+    part = validation["all"]
+    arms = part.get("arms", {})
+    reference = arms.get(f"{CASCADE} live")
+    if reference is None:
+        return "no cascade was scored on the validation period"
+    metric = next(key for key in reference if key.startswith("ndcg@"))
+    for arm, values in sorted(arms.items(), key=lambda kv: -kv[1][metric]):
+        if arm == f"{CASCADE} live":
+            continue
+        p_value = part["paired"][arm].get("wilcoxon_p")
+        if reference[metric] <= values[metric] or p_value is None or p_value >= significance:
+            return (
+                f"prequential validation {metric} of the cascade {reference[metric]:.4f} does "
+                f"not beat {arm} {values[metric]:.4f} at p < {significance} "
+                f"(Wilcoxon p = {p_value if p_value is None else f'{p_value:.3g}'})"
+            )
+    return None
 
 
 def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, Arm]:
@@ -499,29 +575,19 @@ def prequential_evaluation(
     cutoff_ms: int,
     start_ms: int,
     end_ms: int | None = None,
-    validation: tuple[int, int] | None = None,
+    tuned: KnnParams | None = None,
     clicks: pd.DataFrame | None = None,
     config: PrequentialConfig | None = None,
 ) -> dict[str, Any]:
     """The cascade (if any) and the baselines, live and frozen, on ``[start_ms, end_ms)``.
 
-    ``validation`` (start, end) tunes the item-kNN on that period first (its events must
-    not overlap the scored ones); without it only the issue's fixed kNN is reported.
+    ``tuned``: the item-kNN's parameters chosen on another period (``validate``), reported
+    beside the issue's fixed kNN.
     """
     config = config or PrequentialConfig()
     item_ids: Sequence[str] = (
         cascade.item_ids if cascade is not None else sorted(set(interactions["item_id"]))
     )
-    tuned, grid = None, None
-    if validation is not None:
-        tuned, grid = tune_knn(
-            interactions,
-            item_ids,
-            cutoff_ms=cutoff_ms,
-            start_ms=validation[0],
-            end_ms=validation[1],
-            config=config,
-        )
     baselines = baseline_arms(config.k, KnnParams(config.knn_history, config.knn_decay), tuned)
     live: dict[str, Arm] = {}
     frozen: dict[str, Arm] = {}
@@ -544,7 +610,7 @@ def prequential_evaluation(
     )
     extra: dict[str, Any] = {"cutoff_ms": cutoff_ms, "start_ms": start_ms, "end_ms": end_ms}
     if tuned is not None:
-        extra["knn_tuned"] = {"history": tuned.history, "decay": tuned.decay, "grid": grid}
+        extra["knn_tuned"] = {"history": tuned.history, "decay": tuned.decay}
     if timing is not None and timing.seconds:
         ms = np.array(timing.seconds) * 1000
         extra["cascade_ms"] = {
