@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -232,7 +233,10 @@ def _flat_metrics(prefix: str, tree: Any, out: dict[str, float]) -> dict[str, fl
         for key, value in tree.items():
             _flat_metrics(f"{prefix}.{key}" if prefix else str(key), value, out)
     elif isinstance(tree, int | float) and not isinstance(tree, bool) and np.isfinite(tree):
-        out[prefix.replace("@", "_at_")] = float(tree)
+        # MLflow names allow alphanumerics, "_-. :/" only: "ndcg@10" -> "ndcg_at_10", and
+        # arm names lose their parentheses ("item-kNN (tuned)" -> "item-kNN tuned").
+        name = re.sub(r"[^\w\-. :/]", "", prefix.replace("@", "_at_"))
+        out[name] = float(tree)
     return out
 
 

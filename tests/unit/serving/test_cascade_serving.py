@@ -176,12 +176,70 @@ def test_an_item_prior_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
 
 def test_the_clock_is_not_moved_by_a_few_items() -> None:
     replayed = [NINETY_EIGHT - n * 60_000 for n in range(1000)]
-    assert stream_clock(replayed) == replayed[CLOCK_RANK - 1]
+    assert stream_clock(replayed) == replayed[0]  # a healthy stream: its newest event
     # One user's burst of live events, 28 years later, on a dozen of the items: the clock
-    # moves back by those dozen ranks (minutes here), never to the live events' time.
+    # stays at the replayed log's newest event.
     live = [NINETY_EIGHT + 28 * 365 * DAY] * 12
-    assert stream_clock(live + replayed[12:]) == replayed[CLOCK_RANK - 1]
-    # A small table: the newest tenth decides; a table of one, its only item.
+    assert stream_clock(live + replayed[12:]) == replayed[12]
+    # Fewer than CLOCK_RANK items a little ahead move it by at most CLOCK_LEAD_MS.
+    ahead = [NINETY_EIGHT + 5 * DAY] * (CLOCK_RANK - 1)
+    assert stream_clock(ahead + replayed) == NINETY_EIGHT
+    # A small table: the newest tenth anchors it; empty tables read 0.
     assert stream_clock([5, 4, 3, 2, 1, 0, 0]) == 5
-    assert stream_clock(list(range(1, 41))) == 37
+    assert stream_clock([NINETY_EIGHT + 3 * DAY] + [NINETY_EIGHT] * 19) == NINETY_EIGHT
     assert stream_clock([]) == stream_clock([0, 0]) == 0
+
+
+def test_one_users_live_burst_leaves_another_users_list_in_order() -> None:
+    """A replayed 1998 catalogue, then 12 live events (wall clock, 2026) by one user: another
+    user's list keeps its order; only the items the burst touched may enter it."""
+    from models.cascade import CascadeConfig, CascadeModels
+    from streams.folding import TREND_HALF_LIFE_MS
+
+    n = 600
+    item_ids = tuple(f"m{i}" for i in range(n))
+    rng = torch.Generator().manual_seed(0)
+    trend = torch.rand(n, generator=rng) * 50
+    stats = {
+        item: ItemStats(
+            interaction_count=int(trend[i]) + 1,
+            last_event_time=NINETY_EIGHT - int(torch.randint(0, 30, (1,), generator=rng)) * DAY,
+            trend_score=float(trend[i]),
+        )
+        for i, item in enumerate(item_ids)
+    }
+    # Popularity alone orders the list (no embeddings): the features the clock ages decide.
+    loaded = LoadedCascade(
+        label="pop",
+        set_id="pop",
+        models=CascadeModels(),
+        config=CascadeConfig(n_candidates=100, rerank_depth=50),
+        item_ids=item_ids,
+        item_index={item: i for i, item in enumerate(item_ids)},
+        user_index={},
+        trend_half_life_ms=TREND_HALF_LIFE_MS,
+        categories=None,
+        user_context_dim=0,
+    )
+    other = RecentItems(("m1",), (NINETY_EIGHT - 5 * DAY,), 1, NINETY_EIGHT - 5 * DAY)
+
+    def top(items: ItemFeatures) -> list[str]:
+        answer = serve(ServingSet(loaded, items), "943", other, 10, {})
+        return [pick.item_id for pick in answer.picks]
+
+    before = top(ItemFeatures.build(item_ids, stats))
+    live = NINETY_EIGHT + 28 * 365 * DAY
+    touched = [f"m{i}" for i in range(300, 312)]
+    for item in touched:
+        old = stats[item]
+        stats[item] = ItemStats(
+            interaction_count=old.interaction_count + 1,
+            last_event_time=live,
+            trend_score=old.trend_score * 2.0 ** (-(live - (old.last_event_time or 0)) / DAY) + 1.0,
+        )
+    after_items = ItemFeatures.build(item_ids, stats)
+    assert after_items.latest_event_time < NINETY_EIGHT + DAY  # the clock stayed in 1998
+    after = top(after_items)
+    entered = [item for item in after if item not in before]
+    assert set(entered) <= set(touched)
+    assert [item for item in after if item not in entered] == before[: 10 - len(entered)]
