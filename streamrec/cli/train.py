@@ -34,9 +34,10 @@ def register(sub: Any) -> None:
         description="Read the archived event log (STREAMREC_DATA_DIR/archive), build "
         "point-in-time training sets, train the three stages through Ray Train "
         "(STREAMREC_RAY_ADDRESS, or a local Ray), evaluate against the baselines and in a "
-        "streaming replay, log everything to MLflow (STREAMREC_MLFLOW_TRACKING_URI, or "
+        "prequential replay, log everything to MLflow (STREAMREC_MLFLOW_TRACKING_URI, or "
         "SQLite under the state dir), register the set and promote it to 'champion' only "
-        "if it beats the champion set on validation NDCG@10.",
+        "if its live cascade beats every live baseline on the validation period replayed "
+        "prequentially (p < 0.05) and the champion set.",
     )
     train.add_argument("--until", metavar="T", help="train only on events before T")
     train.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers")
@@ -58,9 +59,10 @@ def register(sub: Any) -> None:
     train.add_argument(
         "--streaming-events",
         type=int,
-        default=1000,
+        default=5000,
         metavar="N",
-        help="test events scored by the streaming evaluation (0 skips it)",
+        help="events scored by the prequential evaluation in the validation and the test "
+        "period each (0 skips it, and the gate falls back to static validation NDCG@10)",
     )
     train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
     train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")
