@@ -26,12 +26,12 @@ from models.cascade import CascadeRequest, ItemTable, recommend
 from serving.features import ItemStats, RecentItems
 from serving.loading import LoadedCascade
 
-# The stream's clock: the newest item event time at most CLOCK_LEAD_MS after the
-# CLOCK_RANK-th most recently active item's. A burst of one user's events touches one item
-# per event, so fewer than CLOCK_RANK events can move it by CLOCK_LEAD_MS at most, however
-# far their own times are from the rest (a live click on a stack that replayed 1998).
+# The stream's clock: walk up from the CLOCK_RANK-th most recently active item's last event
+# time through newer ones while no gap exceeds CLOCK_GAP_MS. A burst of one user's events
+# touches one item per event, so fewer than CLOCK_RANK of them cannot be the anchor, and
+# times far ahead of the rest (a live click on a stack that replayed 1998) are past a gap.
 CLOCK_RANK = 50
-CLOCK_LEAD_MS = 24 * 3600 * 1000
+CLOCK_GAP_MS = 24 * 3600 * 1000
 HISTORY_REASON = "based on your history"
 POPULAR_REASON = "popular right now"
 # What each stage normally answers with; anything else is a fallback worth naming.
@@ -101,17 +101,19 @@ class CascadeAnswer:
 def stream_clock(last_event_times: Sequence[int]) -> int:
     """The event-time "now" of a table of items (epoch ms; 0 when none was ever seen).
 
-    The newest time no more than CLOCK_LEAD_MS after the anchor, the CLOCK_RANK-th newest
-    (for a table under 10 x CLOCK_RANK items the ``n // 10``-th, at least the newest):
-    on a healthy stream that is the newest event itself, and a handful of items far
-    ahead of the rest cannot decide it. Any later time reads as this "now"
-    (``models.context`` clamps ages at 0).
+    From the anchor, the CLOCK_RANK-th newest time (for a table under 10 x CLOCK_RANK items
+    the ``n // 10``-th, at least the newest), up through newer times while each is within
+    CLOCK_GAP_MS of the one before: on a healthy stream that reaches the newest event, and
+    a handful of items far ahead of the rest cannot decide it. Any later time reads as
+    this "now" (``models.context`` clamps ages at 0).
     """
     seen = sorted((t for t in last_event_times if t > 0), reverse=True)
     if not seen:
         return 0
-    anchor = seen[max(1, min(CLOCK_RANK, len(seen) // 10)) - 1]
-    return next(t for t in seen if t <= anchor + CLOCK_LEAD_MS)
+    position = max(1, min(CLOCK_RANK, len(seen) // 10)) - 1
+    while position > 0 and seen[position - 1] - seen[position] <= CLOCK_GAP_MS:
+        position -= 1
+    return seen[position]
 
 
 def user_last_event(recent: RecentItems | None) -> int:
