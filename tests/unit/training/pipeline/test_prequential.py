@@ -13,7 +13,7 @@ import torch
 from models.cascade import CascadeConfig, CascadeModels
 from serving.loading import LoadedCascade
 from streams.folding import TREND_HALF_LIFE_MS
-from training.evaluation import prequential
+from training.evaluation import prequential, prequential_state
 from training.evaluation.prequential import (
     KnnParams,
     OnlineState,
@@ -106,13 +106,13 @@ def test_the_cascade_arm_calls_the_served_function_with_the_folded_features(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[tuple[str, Any, int]] = []
-    served = prequential.serve
+    served = prequential_state.serve
 
     def spy(serving: Any, user_id: str, recent: Any, k: int, titles: Any) -> Any:
         calls.append((user_id, recent, serving.items.latest_event_time))
         return served(serving, user_id, recent, k, titles)
 
-    monkeypatch.setattr(prequential, "serve", spy)
+    monkeypatch.setattr(prequential_state, "serve", spy)
     events = _log(users=5)
     records = _records(_cascade(), events)
     assert len(calls) == 2 * len(records)  # live, then frozen, for each event
