@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
 from training.evaluation.prequential import (
     PrequentialConfig,
@@ -68,9 +69,8 @@ def prequential_command(args: argparse.Namespace, settings: Settings) -> int:
     from training.fit.stages import prepare, train_all
 
     torch.set_num_threads(args.threads)
-    folder = settings.data_dir / "log" / args.log
-    events = pd.read_parquet(folder / "events.parquet")
-    items_path = folder / "items.parquet"
+    events = pd.read_parquet(dataset_events(settings.data_dir, args.log))
+    items_path = dataset_items(settings.data_dir, args.log)
     items = pd.read_parquet(items_path) if items_path.exists() else None
     started = time.monotonic()
     data = prepare(events, items, max_history=settings.recent_items_max)

@@ -114,7 +114,7 @@ def register(sub: Any) -> None:
         "validation period), live and frozen at the cutoff, recommend k items; scored by "
         "NDCG@10 and Hit@10 per slice (users new at the cutoff, returning) with paired tests.",
     )
-    parser.add_argument("--log", default="movielens-100k", help="the prepared log's name")
+    parser.add_argument("--log", default="movielens-100k", help="the prepared dataset's name")
     parser.add_argument(
         "--events", type=int, default=5000, metavar="N", help="test events scored (0: all)"
     )
