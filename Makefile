@@ -82,7 +82,7 @@ test-unit: install-python
 lint: install-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy streamrec streams api replay models training analysis
+	$(VENV)/bin/mypy streamrec streams api serving replay models training analysis
 	$(VENV)/bin/lint-imports
 
 bench: install

@@ -35,12 +35,12 @@ import torch
 
 from api.adapters.feast_features import FeastFeatureReader
 from api.ports import RecentItems
-from api.serving.cascade import ItemFeatures, build_request, user_now
-from api.serving.loading import LoadedCascade, build_cascade
 from bench.cascade_latency import build_models, fit_din, quantized, time_calls
 from bench.stack import running_stack
 from bench.stats import percentile
 from models.cascade import CascadeModels, CascadeRequest, ItemTable, recommend
+from serving.cascade import ItemFeatures, build_request, user_now
+from serving.loading import LoadedCascade, build_cascade
 from streamrec.infra.feast_store import open_store
 from streamrec.infra.model_store import ChampionSet, read_folder, write_folder
 from streamrec.settings import Settings
@@ -151,7 +151,7 @@ def real_requests(
         return recents, ItemFeatures.build(cascade.item_ids, stats)
 
     recents, items = asyncio.run(read())
-    now = max(user_now(recent, items) for _, recent in recents)
+    now = user_now(None, items)
     table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
     requests = [build_request(cascade, user, recent, 10, now) for user, recent in recents]
     return requests, table

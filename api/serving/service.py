@@ -1,6 +1,6 @@
 """Serving one recommendation list: read the user's features, score, record what was served.
 
-Scored by the champion cascade when a model set is loaded (``api/serving/cascade.py``),
+Scored by the champion cascade when a model set is loaded (``serving/cascade.py``),
 by the heuristic (``api/serving/heuristic.py``) otherwise; ``model_version`` says which.
 
 Used by both GET /recommend and the SSE stream. User features are read on every call (no
@@ -21,10 +21,10 @@ import anyio
 
 from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
-from api.serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
 from api.serving.champion import ChampionWatcher
 from api.serving.heuristic import MODEL_VERSION, Scored, reason, recommend
 from api.state import RecommenderState
+from serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
 from streams.events import RecommendationServed, RecommendedItem
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from api.serving.loading import build_cascade
+from serving.loading import build_cascade
 from streamrec.infra.model_store import STAGES, find_champion_set, read_folder
 from streamrec.settings import Settings
 from streams.archiver import part_name, topic_dir, write_atomically
@@ -102,7 +102,7 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
         seeds=2,
         hyper=TINY,
         report_dir=tmp_path / "first",
-        streaming_events=100,
+        streaming_events=0,  # the static gate: promoted, as no champion exists
         bpr=False,
     )
     first = pipeline.run_training(settings, options)
@@ -110,7 +110,7 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     assert report["source"]["interactions"] == 2000  # --until cut the archive
     assert report["cascade"]["n"] == 2 and len(report["cascade"]["runs"]) == 2
     assert "ndcg@10" in report["cascade"]["std"]["cascade"]
-    assert report["streaming"]["n_events"] <= 100
+    assert report["streaming"] is None
     assert report["gate"]["promoted"]
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
     champion = find_champion_set(client)
@@ -135,14 +135,17 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
         until_ms=until,
         hyper=TINY,
         report_dir=tmp_path / "second",
-        streaming_events=0,
+        streaming_events=100,
         bpr=False,
-        gate_metric_override=lambda metric: metric - 0.01,
+        gate_metric_override=lambda metric: metric - 1.0,
     )
     second = pipeline.run_training(settings, worse).report
     assert not second["gate"]["promoted"]
     assert second["gate"]["champion_set"] == report["set_id"]
-    assert second["streaming"] is None
+    # Prequential: the test table, and the validation period the gate read.
+    assert 0 < second["streaming"]["all"]["n_events"] <= 100
+    assert "cascade live" in second["streaming"]["validation"]["all"]["arms"]
+    assert second["gate"]["metric_name"] == pipeline.PREQUENTIAL_GATE_METRIC
     champion = find_champion_set(client)
     assert champion is not None and champion.set_id == report["set_id"]
     assert set(second["gate"]["versions"]) == set(STAGES)
