@@ -209,6 +209,7 @@ class Archiver:
         self.stats = ArchiveStats()
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._oldest_pending: float | None = None
+        self._consumer: Consumer | None = None  # while `run` follows the topics
 
     @property
     def archived_topics(self) -> list[str]:
@@ -355,14 +356,29 @@ class Archiver:
 
         try:
             consumer.subscribe(self.archived_topics, on_assign=on_assign, on_revoke=on_revoke)
+            self._consumer = consumer
             while not stop.is_set():
                 self._consume(consumer)
                 if self._due():
                     self.flush(consumer)
             self.flush(consumer)
         finally:
+            self._consumer = None
             consumer.close()
         return self.stats
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records behind the log end) of what ``run`` consumes now,
+        from the high watermarks the last fetches brought (no request to the broker)."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        rows = []
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                rows.append((tp.topic, tp.partition, max(0, high - tp.offset)))
+        return rows
 
 
 def run_archiver(

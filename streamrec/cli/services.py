@@ -21,6 +21,7 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
                 f"kafka  {settings.bootstrap_servers}  (topics prefixed {settings.topic_prefix!r})"
             )
             print(f"redis  {settings.redis_connection_url}")
+            print(f"prometheus  {services.prometheus.url}")
             print(f"state  {settings.state_dir}")
         elif args.action == "down":
             stopped = services.down()
@@ -34,30 +35,43 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_status(services: object, settings: Settings) -> int:
-    from streamrec.infra.lag import consumer_lag
+    from streamrec.infra.lag import consumer_lag, idle_groups
+    from streamrec.infra.prometheus import probe, stack_targets
     from streamrec.infra.services import LocalServices
 
     assert isinstance(services, LocalServices)
     statuses = services.status()
     for status in statuses:
-        state = "up" if status.running else "down"
-        pid = status.pid if status.pid is not None else "-"
-        print(f"{status.name:6} {state:5} pid={pid:<8} {status.address} {status.detail}".rstrip())
+        _print_row(status)
+    # The stack's own processes are started by their commands, not by `services up`:
+    # shown for their health, not counted in the exit code.
+    print("\nstack processes (health from their /metrics or /healthz):")
+    for target in stack_targets(settings):
+        _print_row(probe(target))
     if services.kafka.status().running:
         rows = consumer_lag(settings.bootstrap_servers)
+        idle = idle_groups(settings.bootstrap_servers)
         if rows:
-            print("\nconsumer group lag:")
+            print("\nconsumer group lag (an idle group has no consumer running; its lag is")
+            print("what it would catch up on when started, not a consumer falling behind):")
             print(
                 f"  {'group':40} {'topic':45} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}"
             )
             for row in rows:
+                note = "  idle" if row.group in idle else ""
                 print(
                     f"  {row.group:40} {row.topic:45} {row.partition:>4} "
-                    f"{row.committed:>10} {row.end:>10} {row.lag:>8}"
+                    f"{row.committed:>10} {row.end:>10} {row.lag:>8}{note}"
                 )
         else:
             print("\nconsumer group lag: no consumer groups yet")
     return 0 if all(s.running for s in statuses) else 3
+
+
+def _print_row(status: Any) -> None:
+    state = "up" if status.running else "down"
+    pid = status.pid if status.pid is not None else "-"
+    print(f"{status.name:10} {state:5} pid={pid:<8} {status.address} {status.detail}".rstrip())
 
 
 def _ensure_topics(settings: Settings) -> list[str]:
@@ -78,9 +92,10 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
 def register(sub: Any) -> None:
     services = sub.add_parser(
         "services",
-        help="start, stop or inspect the local Kafka and Redis",
-        description="Local Kafka (KRaft) and Redis, run from the state "
-        "directory. `status` also shows consumer-group lag.",
+        help="start, stop or inspect the local Kafka, Redis and Prometheus",
+        description="Local Kafka (KRaft), Redis and Prometheus, run from the state "
+        "directory. `status` also shows the health of the stack's processes (API, worker, "
+        "Spark job, archiver) and consumer-group lag.",
     )
     services.add_argument(
         "action",

@@ -31,19 +31,23 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.archiver import install_stop_signals, run_archiver
+    from streamrec.infra.metrics import MetricsServer
+    from streams.archiver import Archiver, install_stop_signals
+    from streams.archiver_metrics import archiver_registry
 
+    archiver = Archiver(
+        settings, flush_records=args.flush_records, flush_seconds=args.flush_seconds
+    )
+    if args.once:
+        print(archiver.run_once().summary())
+        return 0
     stop = threading.Event()
     restore = install_stop_signals(stop)
+    server = MetricsServer(archiver_registry(archiver), settings.archiver_metrics_port)
     try:
-        stats = run_archiver(
-            settings,
-            once=args.once,
-            flush_records=args.flush_records,
-            flush_seconds=args.flush_seconds,
-            stop=stop,
-        )
+        stats = archiver.run(stop)
     finally:
+        server.close()
         restore()
     print(stats.summary())
     return 0
@@ -93,10 +97,12 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def _spark(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.infra.metrics import MetricsServer
     from streams.archiver import install_stop_signals
     from streams.sinks import FeastFeatureSink
     from streams.spark.jars import SparkJarsError
     from streams.spark.job import JobConfig, SparkJobError, run_spark_job
+    from streams.spark.metrics import SparkJobMetrics
 
     try:
         config = JobConfig.from_settings(settings)
@@ -108,6 +114,8 @@ def _spark(args: argparse.Namespace, settings: Settings) -> int:
     apply_definitions(store)
     stop = threading.Event()
     restore = install_stop_signals(stop)
+    metrics = SparkJobMetrics()
+    server = MetricsServer(metrics.registry, settings.spark_metrics_port)
     try:
         report = run_spark_job(
             settings,
@@ -115,11 +123,13 @@ def _spark(args: argparse.Namespace, settings: Settings) -> int:
             available_now=args.available_now,
             stop=stop,
             config=config,
+            metrics=metrics,
         )
     except (SparkJarsError, SparkJobError) as exc:
         print(f"streamrec spark: {exc}", file=sys.stderr)
         return 1
     finally:
+        server.close()
         restore()
     print(report.summary())
     return 0
