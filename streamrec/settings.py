@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     prometheus_scrape_seconds: float = Field(
         5.0, gt=0, description="scrape and rule interval: short, so a replay shows in seconds"
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="where the archiver and Spark serve /metrics"
+    )
     archiver_metrics_port: int = Field(9101, description="`streamrec archive` /metrics")
     spark_metrics_port: int = Field(9102, description="`streamrec spark` /metrics")
 

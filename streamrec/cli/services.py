@@ -89,6 +89,19 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _dashboards(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.infra.dashboards import stale_dashboards, write_dashboards
+
+    if args.action == "check":
+        stale = stale_dashboards()
+        for path in stale:
+            print(f"stale: {path} (run `streamrec dashboards write`)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_dashboards():
+        print(f"wrote {path}")
+    return 0
+
+
 def register(sub: Any) -> None:
     services = sub.add_parser(
         "services",
@@ -113,3 +126,13 @@ def register(sub: Any) -> None:
     )
     topics.add_argument("action", choices=["ensure"], help="create the missing topics")
     topics.set_defaults(func=_topics)
+
+    dashboards = sub.add_parser(
+        "dashboards",
+        help="generate the Grafana dashboards into deploy/grafana/ and deploy/k8s/",
+        description="The dashboards are Python (streamrec/infra/dashboards.py, with "
+        "grafana-foundation-sdk); `write` regenerates the JSON that docker-compose and "
+        "Kubernetes provision, `check` fails when the committed JSON is not current.",
+    )
+    dashboards.add_argument("action", choices=["write", "check"])
+    dashboards.set_defaults(func=_dashboards)

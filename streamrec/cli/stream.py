@@ -43,7 +43,9 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     stop = threading.Event()
     restore = install_stop_signals(stop)
-    server = MetricsServer(archiver_registry(archiver), settings.archiver_metrics_port)
+    server = MetricsServer(
+        archiver_registry(archiver), settings.archiver_metrics_port, settings.metrics_host
+    )
     try:
         stats = archiver.run(stop)
     finally:
@@ -115,7 +117,7 @@ def _spark(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     restore = install_stop_signals(stop)
     metrics = SparkJobMetrics()
-    server = MetricsServer(metrics.registry, settings.spark_metrics_port)
+    server = MetricsServer(metrics.registry, settings.spark_metrics_port, settings.metrics_host)
     try:
         report = run_spark_job(
             settings,

@@ -30,11 +30,8 @@ from streamrec.infra.services import (
     _require,
     _wait_for,
 )
-from streamrec.paths import REPO_ROOT
+from streamrec.infra.dashboards import RULE_FILES, RULES_DIR
 from streamrec.settings import Settings
-
-RULES_DIR = REPO_ROOT / "deploy" / "prometheus"
-RULE_FILES = ("recording.rules.yml", "alerting.rules.yml")
 
 
 class PrometheusQueryError(RuntimeError):
