@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from streamrec.infra.dashboards import RULE_FILES, RULES_DIR
 from streamrec.infra.services import (
     ServiceError,
     ServiceStatus,
@@ -30,7 +31,6 @@ from streamrec.infra.services import (
     _require,
     _wait_for,
 )
-from streamrec.infra.dashboards import RULE_FILES, RULES_DIR
 from streamrec.settings import Settings
 
 
