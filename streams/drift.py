@@ -11,9 +11,11 @@ thresholds monitoring tools apply by default (Evidently's presets):
 The statistics are scipy's; this module only picks the test and builds the columns the
 monitor compares: the action mix, the category mix (with a catalogue), user activity
 (events per user) and item popularity. Popularity is numeric: each interaction's item
-scored by its count in the reference window, so traffic moving to items that were rare
-(a popularity inversion) shifts the distribution; item ids as categories would be too
-many and too sparse for chi-squared.
+scored by its count in one half of the reference window, so traffic moving to items that
+were rare (a popularity inversion) shifts the distribution. The other half of the
+reference is scored the same way and is what the live window is compared with: scores of
+the very interactions that made the counts would not be independent draws. Item ids as
+categories would be too many and too sparse for chi-squared.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Window:
     """The columns the monitor compares, from one window of interactions."""
 
     actions: Counter[str]
-    items: Counter[str]
+    item_ids: tuple[str, ...]  # in log order
     categories: Counter[str]
     events_per_user: list[int]
 
@@ -91,30 +93,24 @@ class Window:
             categories.update(category_of.get(item, "unknown") for item in item_ids)
         return cls(
             actions=Counter(actions),
-            items=Counter(item_ids),
+            item_ids=tuple(item_ids),
             categories=categories,
             events_per_user=list(Counter(user_ids).values()),
         )
 
 
-def _popularity(window: Window, counts: Counter[str], own: bool) -> list[float]:
-    """Each interaction of ``window`` as the reference count of its item; for the
-    reference itself (``own``) without the interaction's own occurrence, else every
-    reference item would look at least once popular and the live window rarer."""
-    minus = 1 if own else 0
-    return [
-        float(counts.get(item, 0) - minus) for item, n in window.items.items() for _ in range(n)
-    ]
+def popularity_scores(reference: Window, current: Window) -> tuple[list[float], list[float]]:
+    """(held-out reference scores, live scores): each interaction as its item's count in
+    the even-numbered interactions of the reference."""
+    counts = Counter(reference.item_ids[0::2])
+    held_out = [float(counts[item]) for item in reference.item_ids[1::2]]
+    return held_out, [float(counts[item]) for item in current.item_ids]
 
 
 def compare(reference: Window, current: Window) -> list[DriftResult]:
     results = [
         categorical_drift("action", reference.actions, current.actions),
-        numeric_drift(
-            "item_popularity",
-            _popularity(reference, reference.items, own=True),
-            _popularity(current, reference.items, own=False),
-        ),
+        numeric_drift("item_popularity", *popularity_scores(reference, current)),
         numeric_drift("user_activity", reference.events_per_user, current.events_per_user),
     ]
     if reference.categories and current.categories:
