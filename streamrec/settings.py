@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     )
     archiver_metrics_port: int = Field(9101, description="`streamrec archive` /metrics")
     spark_metrics_port: int = Field(9102, description="`streamrec spark` /metrics")
+    drift_metrics_port: int = Field(9103, description="`streamrec drift` /metrics")
 
     # Ray: empty means a local Ray started by the training command; else a cluster address.
     ray_address: str = ""

@@ -36,6 +36,7 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_port": free_port(),
         "archiver_metrics_port": free_port(),
         "spark_metrics_port": free_port(),
+        "drift_metrics_port": free_port(),
         "kafka_jars_dir": base.kafka_jars_dir.resolve(),
     }
     values.update(overrides)

@@ -55,6 +55,35 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.infra.metrics import MetricsServer
+    from streams.archiver import install_stop_signals
+    from streams.drift_monitor import DriftMetrics, run_drift_monitor
+
+    metrics = DriftMetrics.create()
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    server = MetricsServer(metrics.registry, settings.drift_metrics_port, settings.metrics_host)
+    try:
+        results = run_drift_monitor(
+            settings,
+            metrics,
+            reference_until_ms=args.reference_until,
+            window_events=args.window_events,
+            every_seconds=args.every,
+            stop=stop,
+            once=args.once,
+        )
+    finally:
+        server.close()
+        restore()
+    if not results:
+        print("drift: not enough archived interactions on both sides of --reference-until")
+    for r in results:
+        print(f"{r.column:16} {r.test:15} {r.score:.4g}{'  DRIFT' if r.drifted else ''}")
+    return 0
+
+
 def _materialize(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -208,6 +237,27 @@ def register(sub: Any) -> None:
         help="or after T seconds, whichever comes first",
     )
     archive.set_defaults(func=_archive)
+
+    drift = sub.add_parser(
+        "drift",
+        help="compare live interactions with a reference window; export drift scores",
+        description="Every --every seconds, compare the newest --window-events archived "
+        "interactions after --reference-until with the same number before it (action mix, "
+        "item popularity, category mix, user activity; KS or Wasserstein, chi-squared or "
+        "Jensen-Shannon by sample size) and serve the scores on "
+        "STREAMREC_DRIFT_METRICS_PORT for Prometheus. Needs the archiver running.",
+    )
+    drift.add_argument(
+        "--reference-until",
+        type=time_arg,
+        required=True,
+        metavar="TIME",
+        help="end of the reference window (the champion's training cutoff)",
+    )
+    drift.add_argument("--window-events", type=int, default=5000, metavar="N")
+    drift.add_argument("--every", type=float, default=60.0, metavar="SECONDS")
+    drift.add_argument("--once", action="store_true", help="one comparison, then exit")
+    drift.set_defaults(func=_drift)
 
     backfill = sub.add_parser(
         "backfill",

@@ -20,6 +20,7 @@ def test_config_and_targets(tmp_path: Path) -> None:
         spark_metrics_port=1803,
         archiver_metrics_port=1804,
         prometheus_port=1805,
+        drift_metrics_port=1806,
     )
     server = PrometheusServer(settings)
     server.write_config()
@@ -29,8 +30,15 @@ def test_config_and_targets(tmp_path: Path) -> None:
         "streamrec-worker": ["127.0.0.1:1802"],
         "streamrec-spark": ["127.0.0.1:1803"],
         "streamrec-archiver": ["127.0.0.1:1804"],
+        "streamrec-drift": ["127.0.0.1:1806"],
     }
-    assert [t.name for t in stack_targets(settings)] == ["api", "worker", "spark", "archiver"]
+    assert [t.name for t in stack_targets(settings)] == [
+        "api",
+        "worker",
+        "spark",
+        "archiver",
+        "drift",
+    ]
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make install` installs Debian's prometheus"
     # A full check: the config parses and the rule files it names exist and are valid.
