@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +142,10 @@ class PrometheusServer:
             return False
 
     def up(self) -> None:
-        self.write_config()
-        pid = self.proc.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)  # reload: the ports in the settings may have moved
+        if self.proc.pid() is not None:  # left alone, like Kafka and Redis
             _wait_for(self.healthy, "Prometheus", 30, self.proc.log_file)
             return
+        self.write_config()
         if _port_open(self.port):
             raise ServiceError(
                 f"port {self.port} is taken by another process; "
