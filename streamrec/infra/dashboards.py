@@ -213,6 +213,16 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
             "and the version of the set being served",
         ),
         PanelSpec(
+            "Drift against the reference window",
+            "short",
+            (
+                Query("streamrec_drift_score", "{{column}} {{test}}"),
+                Query("max by (column) (streamrec_drift_detected)", "{{column}} drifted"),
+            ),
+            "p-values (ks, chi2: drift below 0.05) and distances (wasserstein, "
+            "jensen_shannon: drift at 0.1 or more), from `streamrec drift`",
+        ),
+        PanelSpec(
             "Processes up",
             "short",
             (Query('up{job=~"streamrec-.*"}', "{{job}}"),),

@@ -1,6 +1,7 @@
 """The monitoring loop on the real stack: the Prometheus that `streamrec services up` runs
-scrapes a worker, an API, an archiver and a Spark job started as `streamrec` processes,
-and every panel of the generated dashboards returns series after a short replay."""
+scrapes a worker, an API, an archiver, a Spark job and the drift job started as
+`streamrec` processes, and every panel of the generated dashboards returns series after a
+short replay."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from api.sse_client import SseStream
+from replay.log import events_path
 from streamrec.infra.dashboards import overview_panels
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.prometheus import (
@@ -23,7 +27,13 @@ from streamrec.infra.prometheus import (
 from streamrec.settings import Settings
 from tests.support import wait_until
 
-JOBS = ("streamrec-api", "streamrec-worker", "streamrec-spark", "streamrec-archiver")
+JOBS = (
+    "streamrec-api",
+    "streamrec-worker",
+    "streamrec-spark",
+    "streamrec-archiver",
+    "streamrec-drift",
+)
 
 
 def _services_prometheus(settings: Settings) -> PrometheusServer:
@@ -88,7 +98,11 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
     base = f"http://127.0.0.1:{settings.api_port}"
     run_streamrec(settings, "data", "prepare", "synthetic:users=200,items=80,events=3000,seed=3")
     run_streamrec(settings, "features", "apply")
-    logs = {name: tmp_path / f"{name}.log" for name in ("worker", "api", "archiver", "spark")}
+    names = ("worker", "api", "archiver", "spark", "drift")
+    logs = {name: tmp_path / f"{name}.log" for name in names}
+    # The drift job's reference ends halfway through the synthetic log (epoch seconds).
+    times = pq.read_table(events_path(settings.data_dir, "synthetic"), columns=["event_time"])
+    cutoff = str(int(np.median(times.column(0).to_numpy())) // 1000)
     with ExitStack() as stack:
         stack.enter_context(_scraped(prometheus, settings))
         procs = {
@@ -100,6 +114,19 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
                 streamrec_process(settings, "archive", log=logs["archiver"])
             ),
             "spark": stack.enter_context(streamrec_process(settings, "spark", log=logs["spark"])),
+            "drift": stack.enter_context(
+                streamrec_process(
+                    settings,
+                    "drift",
+                    "--reference-until",
+                    cutoff,
+                    "--window-events",
+                    "1000",
+                    "--every",
+                    "5",
+                    log=logs["drift"],
+                )
+            ),
         }
         run_streamrec(settings, "replay", "synthetic", "--speed", "max")
 
@@ -132,7 +159,7 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
             "services",
             "status",
         )
-        for name in ("api", "worker", "spark", "archiver"):
+        for name in names:
             assert any(line.split()[:2] == [name, "up"] for line in status.splitlines()), status
 
         _traffic(base, "monitor-user")
