@@ -134,5 +134,9 @@ def register(sub: Any) -> None:
         "grafana-foundation-sdk); `write` regenerates the JSON that docker-compose and "
         "Kubernetes provision, `check` fails when the committed JSON is not current.",
     )
-    dashboards.add_argument("action", choices=["write", "check"])
+    dashboards.add_argument(
+        "action",
+        choices=["write", "check"],
+        help="regenerate the JSON, or fail if the committed JSON is not current",
+    )
     dashboards.set_defaults(func=_dashboards)

@@ -254,8 +254,16 @@ def register(sub: Any) -> None:
         metavar="TIME",
         help="end of the reference window (the champion's training cutoff)",
     )
-    drift.add_argument("--window-events", type=int, default=5000, metavar="N")
-    drift.add_argument("--every", type=float, default=60.0, metavar="SECONDS")
+    drift.add_argument(
+        "--window-events",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="interactions in each compared window (the newest N on each side)",
+    )
+    drift.add_argument(
+        "--every", type=float, default=60.0, metavar="SECONDS", help="time between comparisons"
+    )
     drift.add_argument("--once", action="store_true", help="one comparison, then exit")
     drift.set_defaults(func=_drift)
 
