@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry
 
 from streamrec.infra.metrics import Gauge
+from streamrec.paths import ITEMS_FILE, datasets_dir
 from streamrec.settings import Settings
 from streams.archiver import read_interactions
 from streams.drift import DriftResult, Window, compare
@@ -70,7 +71,8 @@ class DriftMetrics:
 def _categories(data_dir: Path) -> dict[str, str]:
     """Each catalogued item's first category (the category mix needs one per item)."""
     found: dict[str, str] = {}
-    for path in sorted((Path(data_dir) / "log").glob("*/items.parquet")):
+    folder = datasets_dir(data_dir)
+    for path in sorted(folder.glob(f"*/{ITEMS_FILE}")) if folder.is_dir() else []:
         table = pq.read_table(path, columns=["item_id", "categories"]).to_pylist()
         for row in table:
             if row["categories"]:

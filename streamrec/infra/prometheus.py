@@ -58,6 +58,7 @@ def stack_targets(settings: Settings) -> list[ScrapeTarget]:
         ScrapeTarget(
             "archiver", "streamrec-archiver", f"127.0.0.1:{settings.archiver_metrics_port}"
         ),
+        ScrapeTarget("drift", "streamrec-drift", f"127.0.0.1:{settings.drift_metrics_port}"),
     ]
 
 

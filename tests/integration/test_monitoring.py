@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from api.sse_client import SseStream
-from replay.log import events_path
 from streamrec.infra.dashboards import overview_panels
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.prometheus import (
@@ -24,6 +23,7 @@ from streamrec.infra.prometheus import (
     PrometheusServer,
     stack_targets,
 )
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from tests.support import wait_until
 
@@ -101,7 +101,7 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
     names = ("worker", "api", "archiver", "spark", "drift")
     logs = {name: tmp_path / f"{name}.log" for name in names}
     # The drift job's reference ends halfway through the synthetic log (epoch seconds).
-    times = pq.read_table(events_path(settings.data_dir, "synthetic"), columns=["event_time"])
+    times = pq.read_table(dataset_events(settings.data_dir, "synthetic"), columns=["event_time"])
     cutoff = str(int(np.median(times.column(0).to_numpy())) // 1000)
     with ExitStack() as stack:
         stack.enter_context(_scraped(prometheus, settings))
