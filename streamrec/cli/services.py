@@ -55,13 +55,14 @@ def _print_status(services: object, settings: Settings) -> int:
             print("\nconsumer group lag (an idle group has no consumer running; its lag is")
             print("what it would catch up on when started, not a consumer falling behind):")
             print(
-                f"  {'group':40} {'topic':45} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}"
+                f"  {'group':40} {'topic':45} {'part':>4} {'state':>6} "
+                f"{'committed':>10} {'end':>10} {'lag':>8}"
             )
             for row in rows:
-                note = "  idle" if row.group in idle else ""
+                state = "idle" if row.group in idle else "active"
                 print(
-                    f"  {row.group:40} {row.topic:45} {row.partition:>4} "
-                    f"{row.committed:>10} {row.end:>10} {row.lag:>8}{note}"
+                    f"  {row.group:40} {row.topic:45} {row.partition:>4} {state:>6} "
+                    f"{row.committed:>10} {row.end:>10} {row.lag:>8}"
                 )
         else:
             print("\nconsumer group lag: no consumer groups yet")
