@@ -13,7 +13,7 @@ STREAMREC := $(VENV)/bin/streamrec
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
 
-.PHONY: help install install-uv install-python install-redis install-kafka install-spark install-compose-spec demo stop api-check test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec demo stop api-check test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -22,7 +22,7 @@ help:
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 
-install: install-uv install-python install-redis install-kafka install-spark install-compose-spec
+install: install-uv install-python install-redis install-prometheus install-kafka install-spark install-compose-spec
 
 # The Compose specification's validator (compose-go's own loader), for the check of
 # docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
@@ -42,6 +42,22 @@ install-redis:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 		$$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; }
+
+# Debian's prometheus (server and promtool); `streamrec services up` runs it from the state
+# directory, so the system service the package enables is turned off.
+install-prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		$$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }
+
+# vegeta, the fixed-arrival-rate load generator of bench/load_test.py (needs Go; not part
+# of `make install`: only the load test uses it).
+VEGETA_VERSION := v12.12.0
+install-vegeta:
+	@command -v vegeta >/dev/null 2>&1 || test -x $$(go env GOPATH)/bin/vegeta || \
+		go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 
 install-kafka: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }

@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     spark_long_slide_seconds: int = Field(3600, gt=0)
     spark_interest_categories: int = Field(10, ge=1, description="top categories kept per user")
 
+    # Monitoring: the Prometheus that `streamrec services up` runs, and the metrics ports of
+    # the processes that are not HTTP services themselves (the worker's is `worker_port`).
+    prometheus_port: int = Field(9090, description="Prometheus web UI and HTTP API")
+    prometheus_scrape_seconds: float = Field(
+        5.0, gt=0, description="scrape and rule interval: short, so a replay shows in seconds"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="where the archiver and Spark serve /metrics"
+    )
+    archiver_metrics_port: int = Field(9101, description="`streamrec archive` /metrics")
+    spark_metrics_port: int = Field(9102, description="`streamrec spark` /metrics")
+    drift_metrics_port: int = Field(9103, description="`streamrec drift` /metrics")
+
     # Ray: empty means a local Ray started by the training command; else a cluster address.
     ray_address: str = ""
 

@@ -99,6 +99,7 @@ class RecommendationService:
         self._inference_limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
+        started = time.perf_counter()
         recent = await self._user_recent(user_id)
         titles = self._state.catalogue.titles
         # Read once: a set swapped in during this request serves the next one.
@@ -122,6 +123,9 @@ class RecommendationService:
         )
         kind = "personal" if recent is not None else "cold_start"
         self._metrics.recommendations.labels(kind, channel).inc()
+        self._metrics.recommend_seconds.labels(VARIANT, channel).observe(
+            time.perf_counter() - started
+        )
         self._served_log.record(served)
         return served
 
@@ -177,4 +181,6 @@ class RecommendationService:
         self._metrics.feature_read_seconds.labels("user_recent").observe(
             time.perf_counter() - started
         )
+        outcome = "miss" if recent is None else "hit"
+        self._metrics.feature_reads.labels("user_recent", outcome).inc()
         return recent

@@ -358,21 +358,26 @@ class LocalServices:
     """The services one machine runs: `up`, `down`, `status`."""
 
     def __init__(self, settings: Settings) -> None:
+        # Imported here: the Prometheus module builds on this one's process helpers.
+        from streamrec.infra.prometheus import PrometheusServer
+
         self.settings = settings
         self.kafka: KafkaBroker | KafkaCluster = _kafka_for(settings)
         self.redis = RedisServer(settings)
+        self.prometheus = PrometheusServer(settings)
 
     def up(self) -> None:
-        """Start Redis and the broker; the CLI then creates the event topics."""
+        """Start Redis, the broker and Prometheus; the CLI then creates the event topics."""
         self.redis.up()
         self.kafka.up()
+        self.prometheus.up()
 
     def down(self) -> list[str]:
         stopped = []
-        for service in (self.kafka, self.redis):
+        for service in (self.prometheus, self.kafka, self.redis):
             if service.proc.stop():
                 stopped.append(service.proc.name)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
-        return [self.redis.status(), self.kafka.status()]
+        return [self.redis.status(), self.kafka.status(), self.prometheus.status()]

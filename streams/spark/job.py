@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from streams.spark.metrics import SparkJobMetrics
+
 logger = logging.getLogger(__name__)
 
 ITEM_SHORT_PUSH = "item_windows_1h_push"
@@ -384,6 +386,7 @@ def run_spark_job(
     stop: threading.Event | None = None,
     spark: SparkSession | None = None,
     config: JobConfig | None = None,
+    metrics: SparkJobMetrics | None = None,
 ) -> SparkJobReport:
     """Run the window queries until ``stop`` is set (or, with ``available_now``, until the
     topics' current end is processed), then stop them and report."""
@@ -403,6 +406,8 @@ def run_spark_job(
                 _raise_failed(running)
                 for r in running:
                     r.absorb_progress()
+                if metrics is not None:
+                    metrics.absorb(running)
                 if not any(r.query.isActive for r in running):
                     break
         _raise_failed(running)
