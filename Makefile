@@ -11,7 +11,8 @@ STREAMREC := $(VENV)/bin/streamrec
 
 # `make test` runs its own services on other ports, so it never disturbs a running demo.
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
-	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
+	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
+	STREAMREC_PROMETHEUS_PORT=19090
 
 .PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec demo stop api-check test test-unit lint bench
 
