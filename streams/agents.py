@@ -103,8 +103,8 @@ def attach(
     activity_name = item_activity.get_topic_name()
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.EventT]]:
-        """Batches of whole events (with their messages), each record once; Faust acks
-        a batch's events when the next batch is taken."""
+        """Batches of whole events (with their messages), acknowledged after each batch;
+        a record handed over twice in one batch is kept once (``streams.batches.once``)."""
         typed = cast(faust.Stream, stream)
         within = settings.worker_batch_seconds
         async for events in typed.take_events(settings.worker_batch_size, within=within):
