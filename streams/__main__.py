@@ -1,7 +1,7 @@
 """`python -m streams`: run the stream worker (same as `streamrec worker`)."""
 
 from streamrec.settings import load_settings
-from streams.agents import run_worker
+from streams.worker import run_worker
 
 if __name__ == "__main__":
     run_worker(load_settings())

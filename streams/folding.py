@@ -1,7 +1,8 @@
 """Folding events into feature state: plain functions, testable without a broker.
 
-The Faust agents (streams/agents.py) call these on each batch; the state objects are
-what the Faust tables hold, and ``*_row`` turns them into the rows pushed to Feast.
+The worker's batch functions (streams/batches.py) call these on each batch; the state
+objects are what the Faust tables hold, and ``*_row`` turns them into the rows pushed to
+Feast.
 
 Exactly-once effect: a crash between folding and committing the consumer offset makes
 Kafka redeliver events, and the item side also gets whole re-sent messages. Every state

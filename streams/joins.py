@@ -64,6 +64,7 @@ from faust.types import EventT, TableT
 from prometheus_client import CollectorRegistry, Counter
 
 from streams.events import Click, RecommendationServed
+from streams.faust_patches import set_current_event
 from streams.folding import ATTRIBUTED_CLICK, IMPRESSION, Entry, source_key
 
 ATTRIBUTION_WINDOW_MS = 3600 * 1000  # a click counts for an impression up to 1 h after it
@@ -339,22 +340,21 @@ class FaustJoin:
                 changed[request_id] = state
                 last_event[request_id] = event
         forgotten = self._due_for_expiry(changed, set(last_of_partition))
-        typed = cast(faust.Stream, stream)
-        arriving = typed.current_event
+        arriving = cast(faust.Stream, stream).current_event
         # A table write goes to the changelog partition of the stream's current event:
         # make each key's own event current first, so a restart recovers it with the
         # partition that holds its events.
         for request_id, state in changed.items():
             if request_id in forgotten:
                 continue
-            typed._set_current_event(last_event[request_id])
+            set_current_event(stream, last_event[request_id])
             self._table[request_id] = state.to_dict()
         for request_id, (state, why) in forgotten.items():
-            typed._set_current_event(last_of_partition[state.partition])
+            set_current_event(stream, last_of_partition[state.partition])
             if request_id in self._table:
                 del self._table[request_id]
             self._metrics.given_up.labels(why).inc(given_up_count(state, why))
-        typed._set_current_event(arriving)
+        set_current_event(stream, arriving)
         return entries
 
     def _due_for_expiry(

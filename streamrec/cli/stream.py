@@ -14,7 +14,7 @@ from streamrec.settings import Settings
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.agents import run_worker
+    from streams.worker import run_worker
 
     run_worker(settings, loglevel=args.loglevel)
     return 0

@@ -6,7 +6,7 @@ import math
 from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
-from streams.agents import item_partition
+from streams.batches import item_partition
 from streams.events import Click, Interaction
 from streams.folding import (
     TREND_HALF_LIFE_MS,

@@ -60,7 +60,7 @@ def _click_events(table: pa.Table) -> list[Click]:
 def _worker_fold(
     batches: list[list[Interaction | Click]],
 ) -> tuple[dict[str, UserState], dict[str, ItemState]]:
-    """What the agents in streams/agents.py do per batch, without Faust."""
+    """What the worker's batch functions (streams/batches.py) do per batch, without Faust."""
     users: dict[str, UserState] = {}
     items: dict[str, ItemState] = {}
     for batch in batches:

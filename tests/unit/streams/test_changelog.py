@@ -1,4 +1,4 @@
-"""Batch plumbing of the worker's agents."""
+"""Table writes: changelog records in whole batches, recoverable as the table held them."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
-import faust
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
-from prometheus_client import CollectorRegistry, Counter
 
 from streamrec.settings import Settings
-from streams.agents import RawSchema, _once, _save, _send_in_batches, attach
+from streams.agents import attach
 from streams.app import create_app
+from streams.changelog import save, send_in_batches
 from streams.events import Interaction
 from streams.folding import ItemState, UserState, fold_interaction
 from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
@@ -21,31 +20,6 @@ from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
 
 def _event(topic: str, partition: int, offset: int) -> Any:
     return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
-
-
-def test_a_record_handed_over_twice_in_a_batch_is_kept_once() -> None:
-    repeats = Counter("repeats", "", ["topic"], registry=CollectorRegistry())
-    # Offset 7 of interactions[1] comes again after a seek; the same offset of another
-    # partition or topic is a different record.
-    events = [
-        _event("interactions", 1, 6),
-        _event("interactions", 1, 7),
-        _event("interactions", 2, 7),
-        _event("clicks", 1, 7),
-        _event("interactions", 1, 7),
-        _event("interactions", 1, 8),
-    ]
-    kept = _once(events, repeats)
-    positions = [(e.message.topic, e.message.partition, e.message.offset) for e in kept]
-    assert positions == [
-        ("interactions", 1, 6),
-        ("interactions", 1, 7),
-        ("interactions", 2, 7),
-        ("clicks", 1, 7),
-        ("interactions", 1, 8),
-    ]
-    assert repeats.labels("interactions")._value.get() == 1
-    assert repeats.labels("clicks")._value.get() == 0
 
 
 class _BatchingClient:
@@ -68,7 +42,7 @@ class _BatchingClient:
 def test_records_go_out_in_whole_closed_batches_in_order() -> None:
     client = _BatchingClient(batch_bytes=1_000)
     records = [(f"u{n}".encode(), bytes([n]) * 300) for n in range(7)]
-    deliveries = asyncio.run(_send_in_batches(client, "changelog", 2, records))
+    deliveries = asyncio.run(send_in_batches(client, "changelog", 2, records))
 
     assert len(client.sent) > 1  # 2,100 bytes do not fit one 1,000-byte batch
     assert deliveries == [f"delivery {n + 1}" for n in range(len(client.sent))]
@@ -82,21 +56,12 @@ def test_records_go_out_in_whole_closed_batches_in_order() -> None:
 def test_a_record_larger_than_a_batch_goes_alone() -> None:
     client = _BatchingClient(batch_bytes=1_000)
     records = [(b"a", b"x" * 100), (b"b", b"y" * 5_000), (b"c", b"z" * 100)]
-    asyncio.run(_send_in_batches(client, "changelog", 0, records))
+    asyncio.run(send_in_batches(client, "changelog", 0, records))
     assert [values for _, _, values, _ in client.sent] == [
         [b"x" * 100],
         [b"y" * 5_000],
         [b"z" * 100],
     ]
-
-
-def test_the_raw_schema_decodes_as_faust_s_raw_codec() -> None:
-    app = faust.App("raw-schema-test", broker="memory://")
-    message = SimpleNamespace(key=b"u1", value=b'{"v": 1}', headers=[])
-    faust_raw = faust.Schema(key_serializer="raw", value_serializer="raw")
-    for schema in (RawSchema(), faust_raw):
-        event = asyncio.run(schema.decode(app, cast(Any, message)))
-        assert (event.key, event.value) == (b"u1", b'{"v": 1}')
 
 
 def test_saved_states_recover_from_their_changelog_records_as_the_table_held_them() -> None:
@@ -110,7 +75,7 @@ def test_saved_states_recover_from_their_changelog_records_as_the_table_held_the
     fold_interaction(user, viewed, 5)
     for name, key, state in (("user_recent", "ü 1", user), ("item_stats", "i", ItemState())):
         table: Any = app.tables[name]
-        records = _save(table, cast(Any, {key: state}), {key: _event("t", 2, 40)})
+        records = save(table, cast(Any, {key: state}), {key: _event("t", 2, 40)})
         assert list(records) == [2]  # the partition of the key's last event
         [(key_bytes, value_bytes)] = records[2]
         held = table.data[key]

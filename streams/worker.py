@@ -1,0 +1,63 @@
+"""Run the stream worker: the Faust app with the real Feast and Redis adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+
+import faust
+
+from streamrec.settings import Settings
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Build the app with the real Feast and Redis adapters and run it until stopped."""
+    from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.infra.seen import RedisSeenItems
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.diagnostics import log_tasks
+    from streams.sinks import FeastFeatureSink, RedisChangeNotifier
+
+    redis_url = settings.redis_connection_url
+    if redis_url is None:
+        raise SystemExit("the worker needs Redis for its change notices; set STREAMREC_REDIS_URL")
+    store = open_store(settings)
+    apply_definitions(store)
+    app = create_app(settings)
+    attach(
+        app,
+        settings,
+        FeastFeatureSink(store),
+        RedisChangeNotifier(redis_url, settings.topic_prefix),
+        RedisSeenItems(redis_url, settings.topic_prefix),
+    )
+    _tune_gc()
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+
+    @app.task
+    async def dump_tasks_on_signal() -> None:
+        # `kill -USR1 <pid>` logs where every coroutine waits (streams.diagnostics).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks, app)
+
+    worker.execute_from_commandline()
+
+
+# Allocations between collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a worker that allocates per event.
+
+    Every event allocates futures, tasks, messages and state copies, so with Python's
+    default thresholds the collector ran every few events, and its older generations
+    walked everything the imports (Feast, torch, pyarrow) left alive: about a third of the
+    worker's time (`bench/worker_throughput.py`). Freezing moves what exists at start out
+    of every later collection, and a larger threshold collects young cycles less often;
+    reference counting still frees everything else at once, so memory is not held longer.
+    """
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
