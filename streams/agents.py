@@ -349,6 +349,7 @@ def attach(
                 key=message.key,
                 value=message.value,
                 reason=rejected.reason,
+                consumer="worker",
             )
             await dead_letters.send(key=key, value=value)
             metrics.dead_letters.labels(message.topic).inc()

@@ -318,7 +318,7 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
 def _event_ids(settings: Settings, topic: str) -> Counter[str]:
     ids: Counter[str] = Counter()
     for batch in read_log(settings.bootstrap_servers, [topic]):
-        for _topic, _partition, _offset, value in batch:
+        for _topic, _partition, _offset, _key, value in batch:
             ids[json.loads(value or b"{}")["event_id"]] += 1
     return ids
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from api.ports import RecentItems
-from api.routes import stream
+from api import stream_hub
 from streams.events import RecommendationServed
 from tests.unit.api.helpers import RunningApp, SseConnection
 
@@ -59,7 +59,7 @@ async def test_a_burst_of_notices_sends_one_list(api: RunningApp) -> None:
             await asyncio.sleep(0.01)
         await client.next_event()
         with pytest.raises(TimeoutError):
-            await client.next_event(timeout=stream.DEBOUNCE_SECONDS * 4)
+            await client.next_event(timeout=stream_hub.DEBOUNCE_SECONDS * 4)
 
 
 async def test_each_list_sent_is_logged_as_served(api: RunningApp) -> None:
