@@ -38,8 +38,9 @@ class Listener:
     """One stream's view of its group: the newest list not yet sent (older ones are
     superseded, so a slow client never queues lists)."""
 
-    def __init__(self) -> None:
+    def __init__(self, taken: asyncio.Event) -> None:
         self._slot: asyncio.Queue[RecommendationServed | BaseException] = asyncio.Queue(1)
+        self._taken = taken
 
     def offer(self, item: RecommendationServed | BaseException) -> None:
         if self._slot.full():
@@ -48,6 +49,7 @@ class Listener:
 
     async def next(self) -> RecommendationServed:
         item = await self._slot.get()
+        self._taken.set()
         if isinstance(item, BaseException):
             raise item
         return item
@@ -58,6 +60,9 @@ class _Group:
     listeners: set[Listener] = field(default_factory=set)
     latest: RecommendationServed | None = None
     task: asyncio.Task[None] | None = None
+    # Set when a stream took the latest list: the next one is computed only then, so
+    # notices that arrive while the lists are being sent coalesce instead of queueing work.
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StreamHub:
@@ -98,7 +103,7 @@ class StreamHub:
             group.task = asyncio.create_task(
                 self._produce(group, services, user_id, k), name=f"sse-lists-{k}"
             )
-        listener = Listener()
+        listener = Listener(group.taken)
         group.listeners.add(listener)
         self._per_user[user_id] += 1
         if group.latest is not None:
@@ -123,8 +128,10 @@ class StreamHub:
                     served = await services.recommendations.recommend(user_id, k, channel="sse")
                     self.lists_computed += 1
                     group.latest = served
+                    group.taken.clear()
                     for listener in group.listeners:
                         listener.offer(served)
+                    await group.taken.wait()
                     await subscription.changed()
                     await _debounce(subscription)
         except asyncio.CancelledError:

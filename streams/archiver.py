@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -388,7 +389,7 @@ class Archiver:
             for tp in partitions:
                 low, high = call_with_retry(
                     f"archiver: end offsets of {tp.topic}[{tp.partition}]",
-                    lambda tp=tp: consumer.get_watermark_offsets(tp, timeout=30),
+                    partial(consumer.get_watermark_offsets, tp, timeout=30),
                 )
                 ends[(tp.topic, tp.partition)] = high
                 if tp.offset < 0:

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -105,7 +106,7 @@ def _end_offsets(consumer: Consumer, topics: list[str], timeout: float) -> list[
             tp = TopicPartition(topic, partition)
             low, high = call_with_retry(
                 f"backfill: end offsets of {topic}[{partition}]",
-                lambda tp=tp: consumer.get_watermark_offsets(tp, timeout=timeout),
+                partial(consumer.get_watermark_offsets, tp, timeout=timeout),
             )
             if high > low:
                 ends.append(TopicPartition(topic, partition, high))

@@ -68,17 +68,18 @@ def normalise_id(value: object) -> object:
 def _epoch_ms_in_range(value: object) -> object:
     """Refuse an out-of-range time with the unit in the message (the usual mistake is
     seconds)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not EVENT_TIME_MIN_MS <= value <= EVENT_TIME_MAX_MS:
-            hint = (
-                "; that looks like epoch seconds: multiply by 1000"
-                if EVENT_TIME_MIN_MS // 1000 <= value <= EVENT_TIME_MAX_MS // 1000
-                else ""
-            )
-            raise ValueError(
-                f"event_time is epoch milliseconds (UTC) from {EVENT_TIME_MIN_MS} (1990-01-01) "
-                f"to {EVENT_TIME_MAX_MS} (2100-01-01), got {value}{hint}"
-            )
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    if not EVENT_TIME_MIN_MS <= value <= EVENT_TIME_MAX_MS:
+        hint = (
+            "; that looks like epoch seconds: multiply by 1000"
+            if EVENT_TIME_MIN_MS // 1000 <= value <= EVENT_TIME_MAX_MS // 1000
+            else ""
+        )
+        raise ValueError(
+            f"event_time is epoch milliseconds (UTC) from {EVENT_TIME_MIN_MS} (1990-01-01) "
+            f"to {EVENT_TIME_MAX_MS} (2100-01-01), got {value}{hint}"
+        )
     return value
 
 

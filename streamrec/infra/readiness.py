@@ -12,6 +12,7 @@ fake in unit tests); the marker is one small JSON value per topic prefix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -78,11 +79,10 @@ def features_status(store: KeyValue, topic_prefix: str, now: float | None = None
     clock = time.time() if now is None else now
     latest = at
     raw_last = store.get(last_push_key(topic_prefix))
+    # An unreadable last-push time leaves the marker's own time.
     if raw_last is not None:
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             latest = max(at, float(raw_last))
-        except (TypeError, ValueError):
-            pass  # an unreadable last-push time leaves the marker's own time
     return FeaturesStatus(
         True, f"features pushed by {source}, last push {max(clock - latest, 0.0):.0f}s ago"
     )

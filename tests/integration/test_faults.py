@@ -473,7 +473,7 @@ async def test_redis_restarted_empty_is_not_ready_until_backfill(
             assert response.status_code == 503
             body = response.json()
             assert "features" in body["failed"]
-            assert "empty or wiped" in body["checks"]["features"]["detail"]
+            assert "wiped" in body["checks"]["features"]["detail"]
             recommend = await client.get("/recommend", params={"user_id": user_ids[0]})
             assert recommend.status_code == 200, recommend.text
             assert recommend.json()["model_version"]

@@ -127,8 +127,9 @@ async def test_not_ready_until_the_event_log_is_read(
             response = await app.client.get("/readyz")
             assert response.status_code == 503
             assert response.json()["failed"] == ["recommender"]
-            assert response.json()["checks"]["recommender"]["detail"] == (
-                health.PUBLIC_FAILURE["recommender"]
+            assert (
+                response.json()["checks"]["recommender"]["detail"]
+                == (health.PUBLIC_FAILURE["recommender"])
             )
             release.set()
             await asyncio.wait_for(app.services.state.index_built.wait(), 10)
