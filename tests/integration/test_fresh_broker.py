@@ -51,10 +51,11 @@ def test_every_client_path_on_a_just_created_broker(fresh: Settings) -> None:
     # replay's path: create the topics, then produce
     created = ensure_topics(fresh.bootstrap_servers, topics, fresh.topic_partitions)
     assert set(created) == set(topics.all())
+    # the archiver at once: the first consumer group this broker ever sees, on empty topics
+    assert Archiver(fresh).run_once().files == []
     with EventProducer(fresh.bootstrap_servers, topics) as producer:
         for n in range(10):
             producer.send(Interaction(user_id=f"u{n % 3}", item_id=f"i{n}", action="view"))
-    # the archiver is the first consumer group this broker ever sees
     stats = Archiver(fresh).run_once()
     assert stats.rows_written == {topics.interactions: 10}
     groups = {row.group for row in consumer_lag(fresh.bootstrap_servers)}
