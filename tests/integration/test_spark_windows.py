@@ -275,6 +275,26 @@ def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     assert items(store, ["A", "B", "C"]) == after
 
 
+def test_rejected_records_say_why(spark: SparkSession) -> None:
+    topics = Topics("static.")
+    good = [(topics.prefix + e.topic, encode(e)[1]) for e in PHASE_ONE]
+    records = [
+        (topic, 0, offset, b"u1", value)
+        for offset, (topic, value) in enumerate(
+            good + [(topics.prefix + t, v) for t, v in BAD_RECORDS]
+        )
+    ]
+    frame = spark.createDataFrame(
+        records, "topic string, partition int, offset long, key binary, value binary"
+    )
+    letters = [json.loads(r["value"]) for r in W.rejected_records(frame, topics).collect()]
+    assert [letter["offset"] for letter in letters] == list(
+        range(len(good), len(good) + len(BAD_RECORDS))
+    )
+    for letter, expected in zip(letters, BAD_REASONS, strict=True):
+        assert expected in letter["reason"] and letter["consumer"] == "spark"
+
+
 def test_aggregation_on_a_static_frame(spark: SparkSession) -> None:
     topics = Topics("static.")
     records = [(topics.prefix + e.topic, encode(e)[1]) for e in PHASE_ONE]
