@@ -14,23 +14,15 @@ import anyio
 from feast import FeatureStore
 
 from api.ports import ItemStats, PortUnavailable, RecentItems
+from feature_repo.definitions import recommend_item_v1, recommend_user_v1
+from streamrec.infra.feast_store import service_refs
 from streamrec.infra.seen import RedisSeenItems
 
 T = TypeVar("T")
 
-USER_FEATURES = [
-    "user_recent:recent_items",
-    "user_recent:recent_times",
-    "user_recent:interaction_count",
-    "user_recent:last_event_time",
-]
-ITEM_FEATURES = [
-    "item_stats:interaction_count",
-    "item_stats:click_count",
-    "item_stats:purchase_count",
-    "item_stats:last_event_time",
-    "item_stats:trend_score",
-]
+# What a request reads: the declared feature services (feature_repo/definitions.py).
+USER_FEATURES = service_refs(recommend_user_v1)
+ITEM_FEATURES = service_refs(recommend_item_v1)
 # Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
 # and a bounded batch keeps one refresh from holding a thread for long.
 ITEM_BATCH = 500

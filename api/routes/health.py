@@ -94,7 +94,7 @@ async def _recommender_ready(services: ServicesDep) -> str:
     summary = services.state.summary()
     if not summary.catalogue_loaded:
         raise PortUnavailable(
-            f"event log under {services.settings.event_log_dir} not read yet"
+            f"event log under {services.settings.datasets_dir} not read yet"
             + (f" (last error: {summary.last_log_error})" if summary.last_log_error else "")
         )
     index = (
