@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import Request, status
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -59,6 +59,4 @@ def safe_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def validation_error_response(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(
-        {"detail": safe_errors(exc.errors())}, status_code=status.HTTP_422_UNPROCESSABLE_ENTITY
-    )
+    return JSONResponse({"detail": safe_errors(exc.errors())}, status_code=422)

@@ -194,6 +194,7 @@ def item_row(
     }
 
 
+@pytest.mark.timeout(600)  # three runs of four queries; slow on a shared 2-core host
 def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     spark: SparkSession, live_settings: Settings
 ) -> None:
