@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (both run `make install`).
-# Needs only Python 3.11+, Java 17, Maven, apt and make; everything else is installed here.
+# Needs only Python 3.11+, Java 17, Maven, Go 1.24+, apt and make; everything else is
+# installed here.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -12,7 +13,7 @@ STREAMREC := $(VENV)/bin/streamrec
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
 
-.PHONY: help install install-uv install-python install-redis install-kafka install-spark demo stop api-check test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-kafka install-spark install-compose-spec demo stop api-check test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -21,7 +22,12 @@ help:
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 
-install: install-uv install-python install-redis install-kafka install-spark
+install: install-uv install-python install-redis install-kafka install-spark install-compose-spec
+
+# The Compose specification's validator (compose-go's own loader), for the check of
+# docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
+COMPOSE_GO_VERSION := v2.16.2
+COMPOSE_SPEC := $(VENV)/bin/compose-spec
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
@@ -48,6 +54,13 @@ install-spark: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
 	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streams.spark.jars import ensure_spark_jars; jars = ensure_spark_jars(load_settings()); print('spark jars:', jars[0].parent, len(jars))"
+
+install-compose-spec: install-python
+	@test "$$(cat $(COMPOSE_SPEC).version 2>/dev/null)" = "$(COMPOSE_GO_VERSION)" || { \
+		command -v go >/dev/null || { echo "Go 1.24+ is required to build compose-spec (https://go.dev/dl or Debian 13's golang-go)"; exit 1; }; \
+		tools=$$(mktemp -d) && GOBIN=$$tools go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION) && \
+		mv $$tools/cmd $(COMPOSE_SPEC) && rmdir $$tools && echo $(COMPOSE_GO_VERSION) > $(COMPOSE_SPEC).version && \
+		echo "compose-spec $(COMPOSE_GO_VERSION): $(COMPOSE_SPEC)"; }
 
 demo: install
 	bash scripts/demo.sh

@@ -209,6 +209,7 @@ class Archiver:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            **settings.kafka_security(),
         }
         config.update(consumer_overrides or {})
         self._config = config

@@ -156,7 +156,7 @@ def train_stages_loop(config: dict[str, Any]) -> None:
 def train_through_ray(
     settings: Settings,
     data: Any,
-    hyper: dict[str, Any] | None,
+    hyper: Any,  # training.fit.hyper.Hyper, or its overrides
     seeds: Sequence[int],
     run_ids: Sequence[str],
     workers: int,
@@ -317,14 +317,15 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     from training.data.split import SplitConfig, split_summary
     from training.evaluation.new_users import new_user_bound
     from training.evaluation.streaming import StreamingConfig, streaming_evaluation
-    from training.fit.stages import _merge, default_hyper, evaluate_set, prepare
+    from training.fit.hyper import Hyper
+    from training.fit.stages import evaluate_set, prepare
     from training.report import check_targets, mean_and_spread, write_report
 
     if options.workers < 1:
         raise TrainingInputError(f"--workers must be >= 1, got {options.workers}")
     if options.seeds < 1:
         raise TrainingInputError(f"--seeds must be >= 1, got {options.seeds}")
-    hyper = _merge(default_hyper(), options.hyper)  # refuses unknown keys before any work
+    hyper = Hyper.read(options.hyper)  # refuses unknown or bad values before any work
     seeds = list(range(options.seeds))
     timings: dict[str, float] = {}
     started = clock = time.monotonic()
@@ -361,7 +362,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     with mlflow.start_run(run_name=f"train-{set_id}") as parent:
         run_id = parent.info.run_id
         mlflow.set_tags({"model_set": set_id, "command": "streamrec train"})
-        mlflow.log_params(_params(options, hyper, seeds))
+        mlflow.log_params(_params(options, hyper.as_dict(), seeds))
         seed_runs = [
             client.create_run(
                 parent.info.experiment_id,
@@ -434,7 +435,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             "config": {
                 "workers": options.workers,
                 "seeds": seeds,
-                "hyper": hyper,
+                "hyper": hyper.as_dict(),
                 "split": asdict(SplitConfig(options.train_fraction, options.validation_fraction)),
                 "streaming_events": options.streaming_events,
             },

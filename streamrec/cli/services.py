@@ -12,6 +12,14 @@ from streamrec.settings import Settings
 def _services(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.infra.services import LocalServices, ServiceError
 
+    brokers = args.brokers
+    if brokers is None and args.action != "up":
+        from streamrec.infra.cluster import nodes_in
+
+        # a running cluster started with --brokers but no STREAMREC_KAFKA_BROKERS is found
+        brokers = max(settings.kafka_brokers, nodes_in(settings.state_dir))
+    if brokers is not None:
+        settings = settings.model_copy(update={"kafka_brokers": brokers})
     services = LocalServices(settings)
     try:
         if args.action == "up":
@@ -20,6 +28,12 @@ def _services(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"kafka  {settings.bootstrap_servers}  (topics prefixed {settings.topic_prefix!r})"
             )
+            if settings.kafka_brokers > 1:
+                print(
+                    f"       {settings.kafka_brokers} nodes, replication factor "
+                    f"{settings.replication_factor}; export "
+                    f"STREAMREC_KAFKA_BROKERS={settings.kafka_brokers} for the other commands"
+                )
             print(f"redis  {settings.redis_connection_url}")
             print(f"state  {settings.state_dir}")
         elif args.action == "down":
@@ -65,7 +79,11 @@ def _ensure_topics(settings: Settings) -> list[str]:
     from streams.topics import ensure_topics
 
     return ensure_topics(
-        settings.bootstrap_servers, Topics(settings.topic_prefix), settings.topic_partitions
+        settings.bootstrap_servers,
+        Topics(settings.topic_prefix),
+        settings.topic_partitions,
+        replication_factor=settings.replication_factor,
+        security=settings.kafka_security(),
     )
 
 
@@ -86,6 +104,14 @@ def register(sub: Any) -> None:
         "action",
         choices=["up", "down", "status"],
         help="start the services and create the topics, stop them, or show their state",
+    )
+    services.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        help="local KRaft nodes: 3 runs a replicated cluster (replication factor 3, "
+        "min.insync.replicas=2); default STREAMREC_KAFKA_BROKERS (1). Export "
+        "STREAMREC_KAFKA_BROKERS=3 for the other commands, so they list every node",
     )
     services.set_defaults(func=_services)
 

@@ -21,7 +21,8 @@ from streams.archiver import part_name, topic_dir, write_atomically
 from streams.events import Topics
 from training import pipeline
 from training.data.examples import archived_table
-from training.fit.stages import default_hyper, train_all
+from training.fit.hyper import Hyper
+from training.fit.stages import train_all
 
 HOUR = 3_600_000
 TINY = {
@@ -123,8 +124,8 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     served = build_cascade(champion.label, champion.set_id, folders)
     assert served.models.item_prior is not None
     assert served.models.item_prior.shape == (len(served.item_ids),)
-    assert served.config.prior_weight == default_hyper()["cascade"]["prior_weight"]
-    assert served.config.final_recall_weight == default_hyper()["cascade"]["final_recall_weight"]
+    assert served.config.prior_weight == Hyper().cascade.prior_weight
+    assert served.config.final_recall_weight == Hyper().cascade.final_recall_weight
     for seed_run in report["mlflow"]["seed_run_ids"]:
         history = client.get_metric_history(seed_run, "lightgcn.loss")
         assert [m.step for m in history] == [0, 1, 2]
