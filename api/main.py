@@ -26,19 +26,22 @@ import anyio
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from api.adapters.features_marker import FeaturesMarker
 from api.adapters.memory_changes import InMemoryChangeFeed
+from api.body_limit import BodySizeLimit
 from api.deps import Services
+from api.errors import validation_error_response
+from api.ingest import IngestGuard
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.routes import admin, events, health, recommend, stream
 from api.serving.champion import ChampionWatcher
 from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
+from api.stream_hub import StreamHub
 from streamrec.infra.notify import user_changed_channel
 from streamrec.infra.readiness import redis_store
 from streamrec.settings import Settings
@@ -135,13 +138,16 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = api_metrics
+    app.state.ingest_guard = IngestGuard(settings)
+    app.state.stream_hub = StreamHub(settings.sse_max_streams_per_user, settings.sse_max_streams)
     app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)
+    # Added last, so it runs first: an oversized body is refused before anything reads it.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
 
     async def count_rejected_events(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
         if request.url.path == "/events":
             api_metrics.events_rejected.labels("invalid").inc()
-        return await request_validation_exception_handler(request, exc)
+        return await validation_error_response(request, exc)
 
     app.add_exception_handler(RequestValidationError, count_rejected_events)
     for module in (recommend, stream, events, health, admin):

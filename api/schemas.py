@@ -1,15 +1,66 @@
 """Request and response bodies of the HTTP contract (DESIGN.md, "HTTP contract").
 
-Field types come from the event contract in ``streams/events.py``; the bounds that events
-enforce (rating range, rank >= 1) are checked by building the events themselves, so there
-is one copy of each rule.
+Field types come from the event contract in ``streams/events.py`` (ids, rating range, rank
+bounds, event time), so the published OpenAPI states the bounds the consumers enforce and
+there is one copy of each rule.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from typing import Annotated
 
-from streams.events import Action, EventTimeMs, Id, RecommendationServed, RecommendedItem
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from streamrec.times import parse_iso_ms
+from streams.events import (
+    EVENT_TIME_MAX_MS,
+    EVENT_TIME_MIN_MS,
+    Action,
+    EventTimeMs,
+    Id,
+    Rank,
+    Rating,
+    RecommendationServed,
+    RecommendedItem,
+)
+
+
+def _iso_to_ms(value: object) -> object:
+    """A client may send its time as ISO 8601 text instead of epoch milliseconds."""
+    if isinstance(value, str):
+        try:
+            return parse_iso_ms(value)
+        except ValueError as exc:
+            raise ValueError(
+                "event_time is epoch milliseconds (UTC) as an integer, or an ISO 8601 time "
+                f"such as 2023-11-14T22:13:20Z; {value[:40]!r} is neither"
+            ) from exc
+    return value
+
+
+ClientEventTime = Annotated[
+    EventTimeMs,
+    BeforeValidator(_iso_to_ms),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "integer",
+                    "minimum": EVENT_TIME_MIN_MS,
+                    "maximum": EVENT_TIME_MAX_MS,
+                    "description": "epoch milliseconds, UTC",
+                },
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "ISO 8601; without a zone it is UTC",
+                },
+            ],
+            "description": "when it happened; at most a few minutes in the future "
+            "(STREAMREC_EVENTS_MAX_FUTURE_SECONDS); defaults to the time of receipt",
+        }
+    ),
+]
 
 
 class RecommendationOut(BaseModel):
@@ -38,13 +89,13 @@ class EventIn(BaseModel):
     user_id: Id
     item_id: Id
     action: Action
-    rating: float | None = None
+    rating: Rating | None = Field(None, description="required when action is 'rate'")
     # The /recommend response the click came from; a click with one is also a Click event.
     request_id: Id | None = None
-    # Epoch milliseconds, UTC; defaults to the time the API received the event.
-    event_time: EventTimeMs | None = None
+    # Epoch milliseconds (UTC) or ISO 8601; defaults to the time the API received the event.
+    event_time: ClientEventTime | None = None
     # Position of the item in that response; looked up from recent responses when absent.
-    rank: int | None = None
+    rank: Rank | None = None
 
     @model_validator(mode="after")
     def _rate_needs_rating(self) -> EventIn:

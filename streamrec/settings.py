@@ -18,6 +18,14 @@ from streamrec.paths import datasets_dir
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "admin", "apikey", "xxx"}
 
 
+def _refuse_placeholder(secret: str) -> None:
+    if secret.lower() in _PLACEHOLDER_SECRETS or len(secret) < 12:
+        raise ValueError(
+            "an API or ingest key is a placeholder or shorter than 12 characters; "
+            "set a real secret (e.g. `openssl rand -hex 16`)"
+        )
+
+
 class Settings(BaseSettings):
     """Defaults run everything on one machine; every field can be set as STREAMREC_<NAME>."""
 
@@ -115,19 +123,58 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         10.0, gt=0, description="how often the API asks the registry whether the champion moved"
     )
+    # API limits: what one client can cost the service.
+    api_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request body; a larger one gets 413"
+    )
+    sse_max_streams_per_user: int = Field(4, ge=1, description="open streams per user; then 429")
+    sse_max_streams: int = Field(1000, ge=1, description="open streams in total; then 503")
+    ingest_keys: SecretStr | None = Field(
+        None, description="comma-separated keys POST /events requires (X-Ingest-Key); unset: open"
+    )
+    events_rate_limit: str = Field(
+        "100/second",
+        description="POST /events per client (its ingest key, else its address), in the "
+        "`limits` notation (e.g. '100/second;3000/minute'); empty: no limit",
+    )
+    events_max_future_seconds: float = Field(
+        300.0, ge=0, description="a client event_time further ahead of the API's clock is refused"
+    )
+    events_max_past_seconds: float | None = Field(
+        None, gt=0, description="a client event_time further back is refused; unset: any past"
+    )
 
     @field_validator("api_key")
     @classmethod
     def _refuse_placeholder_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _refuse_placeholder(value.get_secret_value())
+        return value
+
+    @field_validator("ingest_keys")
+    @classmethod
+    def _refuse_placeholder_ingest_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        secret = value.get_secret_value()
-        if secret.lower() in _PLACEHOLDER_SECRETS or len(secret) < 12:
-            raise ValueError(
-                "STREAMREC_API_KEY is a placeholder or shorter than 12 characters; "
-                "set a real secret (e.g. `openssl rand -hex 16`)"
-            )
+        for key in value.get_secret_value().split(","):
+            _refuse_placeholder(key.strip())
         return value
+
+    @field_validator("events_rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            parse_many(value)  # raises ValueError naming what it could not read
+        return value
+
+    @property
+    def ingest_key_set(self) -> frozenset[str]:
+        if self.ingest_keys is None:
+            return frozenset()
+        keys = self.ingest_keys.get_secret_value().split(",")
+        return frozenset(key.strip() for key in keys if key.strip())
 
     @property
     def local_broker_ports(self) -> list[int]:

@@ -16,11 +16,16 @@ def parse_time_ms(text: str) -> int:
     except ValueError:
         pass
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso_ms(value)
     except ValueError as exc:
         raise ValueError(
             f"{text!r} is neither epoch seconds nor an ISO 8601 time (e.g. 2023-11-14T22:13:20Z)"
         ) from exc
+
+
+def parse_iso_ms(text: str) -> int:
+    """Epoch milliseconds (UTC) of an ISO 8601 time; one without a zone is taken as UTC."""
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)

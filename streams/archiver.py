@@ -2,8 +2,9 @@
 
 Layout, under ``<data_dir>/archive/<topic-name>/``: one file per (partition, offset range),
 ``p<partition>-<first offset>-<last offset>.parquet`` (zero-padded, so names sort by offset).
-The range covers every record consumed, including undecodable ones, which are skipped
-(the worker dead-letters them) and counted.
+The range covers every record consumed, including the ones the archiver cannot store
+(undecodable, or outside its column types): those go to the dead-letter topic with the
+reason and are counted, so one hostile record never stops the archive.
 
 Exactly-once on disk, at-least-once from Kafka:
 
@@ -33,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from streamrec.infra.kafka_retry import RETRIABLE_CODES, call_with_retry
 from streamrec.settings import Settings
+from streams.dead_letters import DeadLetters
 from streams.events import (
     Click,
     Event,
@@ -141,6 +145,8 @@ class _Pending:
     last_offset: int
     records: int = 0  # consumed, decodable or not
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # (offset, key, value) of each row, to dead-letter a row the columns cannot hold.
+    raws: list[tuple[int, bytes | None, bytes | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,7 +166,7 @@ class ArchiveStats:
         lines = [
             f"{topic}: {self.records.get(topic, 0):,} records, "
             f"{self.rows_written.get(topic, 0):,} rows written, "
-            f"{self.skipped.get(topic, 0):,} undecodable skipped"
+            f"{self.skipped.get(topic, 0):,} dead-lettered"
             for topic in topics
         ]
         lines.append(f"{len(self.files)} files written")
@@ -213,6 +219,16 @@ class Archiver:
         self._oldest_pending: float | None = None
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_noted = 0.0
+        self._dead_letters: DeadLetters | None = None
+
+    def _open_dead_letters(self) -> DeadLetters:
+        self._dead_letters = DeadLetters(self.settings.bootstrap_servers, self.topics, "archiver")
+        return self._dead_letters
+
+    def _close_dead_letters(self) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+            self._dead_letters = None
 
     @property
     def archived_topics(self) -> list[str]:
@@ -224,7 +240,10 @@ class Archiver:
         self, consumer: Consumer, partitions: list[TopicPartition]
     ) -> list[TopicPartition]:
         """Committed offset, or one past the last offset on disk when that is further."""
-        committed = consumer.committed(partitions, timeout=30)
+        committed = call_with_retry(
+            "archiver: reading committed offsets",
+            lambda: consumer.committed(partitions, timeout=30),
+        )
         on_disk: dict[str, dict[int, list[tuple[int, int]]]] = {}
         resumed = []
         for tp in committed:
@@ -240,7 +259,9 @@ class Archiver:
         return resumed
 
     def _existing_partitions(self, consumer: Consumer) -> list[TopicPartition]:
-        metadata = consumer.list_topics(timeout=30)
+        metadata = call_with_retry(
+            "archiver: listing topics", lambda: consumer.list_topics(timeout=30)
+        )
         partitions: list[TopicPartition] = []
         for topic in self.archived_topics:
             found = metadata.topics.get(topic)
@@ -265,14 +286,49 @@ class Archiver:
         try:
             event = decode(self.topics.event_type(topic), message.value())
         except EventRejected as rejected:
-            self.stats.add(self.stats.skipped, topic)
-            log.debug("archiver: skipped %s[%s]@%s: %s", topic, partition, offset, rejected)
+            self._reject(topic, partition, offset, message.key(), message.value(), rejected.reason)
             return pending
         row = _row(event)
         row["kafka_partition"] = partition
         row["kafka_offset"] = offset
         pending.rows.append(row)
+        pending.raws.append((offset, message.key(), message.value()))
         return pending
+
+    def _reject(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+    ) -> None:
+        self.stats.add(self.stats.skipped, topic)
+        assert self._dead_letters is not None, "dead letters are opened by run/run_once"
+        self._dead_letters.send(
+            topic=topic, partition=partition, offset=offset, key=key, value=value, reason=reason
+        )
+
+    def _table(self, topic: str, partition: int, pending: _Pending) -> pa.Table:
+        """The pending rows as a table of the topic's schema. A row the columns cannot
+        hold (the contract's bounds should prevent it; an old record may predate them) is
+        dead-lettered instead of failing the whole part, which would stop the archive."""
+        schema = SCHEMAS[self.topics.event_type(topic)]
+        try:
+            return pa.Table.from_pylist(pending.rows, schema=schema)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass  # find the offending rows one by one; the happy path stays one call
+        kept = []
+        for row, (offset, key, value) in zip(pending.rows, pending.raws, strict=True):
+            try:
+                pa.Table.from_pylist([row], schema=schema)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                reason = f"archive columns cannot hold it: {type(exc).__name__}: {exc}"
+                self._reject(topic, partition, offset, key, value, reason)
+                continue
+            kept.append(row)
+        return pa.Table.from_pylist(kept, schema=schema)
 
     def _due(self) -> bool:
         """Time to flush everything: the oldest pending record waited ``flush_seconds``."""
@@ -290,17 +346,21 @@ class Archiver:
         for key in keys:
             topic, partition = key
             pending = self._pending.pop(key)
-            if pending.rows:
-                schema = SCHEMAS[self.topics.event_type(topic)]
-                table = pa.Table.from_pylist(pending.rows, schema=schema)
+            table = self._table(topic, partition, pending) if pending.rows else None
+            if table is not None and table.num_rows:
                 path = topic_dir(self.settings.data_dir, topic) / part_name(
                     partition, pending.first_offset, pending.last_offset
                 )
                 write_atomically(table, path)
                 self.stats.files.append(path)
-                self.stats.add(self.stats.rows_written, topic, len(pending.rows))
+                self.stats.add(self.stats.rows_written, topic, table.num_rows)
             commits.append(TopicPartition(topic, partition, pending.last_offset + 1))
-        consumer.commit(offsets=commits, asynchronous=False)
+        if self._dead_letters is not None:
+            self._dead_letters.flush()  # reported before the commit passes them
+        call_with_retry(
+            "archiver: committing offsets",
+            lambda: consumer.commit(offsets=commits, asynchronous=False),
+        )
         if not self._pending:
             self._oldest_pending = None
 
@@ -312,9 +372,13 @@ class Archiver:
         for message in consumer.consume(num_messages=1000, timeout=0.5):
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(error)
-                continue
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.retriable() or error.code() in RETRIABLE_CODES:
+                    # librdkafka reconnects and refetches by itself; just say so.
+                    log.warning("archiver: transient Kafka error, retrying: %s", error)
+                    continue
+                raise KafkaException(error)
             pending = self._take(message)
             if pending.records >= self.flush_records:
                 self.flush(consumer, [(str(message.topic()), int(message.partition() or 0))])
@@ -322,11 +386,15 @@ class Archiver:
     def run_once(self) -> ArchiveStats:
         """Drain every partition to the end offset it had at the start, flush, and return."""
         consumer = Consumer(self._config)
+        self._open_dead_letters()
         try:
             partitions = self._resume_positions(consumer, self._existing_partitions(consumer))
             ends = {}
             for tp in partitions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=30)
+                low, high = call_with_retry(
+                    f"archiver: end offsets of {tp.topic}[{tp.partition}]",
+                    partial(consumer.get_watermark_offsets, tp, timeout=30),
+                )
                 ends[(tp.topic, tp.partition)] = high
                 if tp.offset < 0:
                     tp.offset = low
@@ -345,11 +413,13 @@ class Archiver:
             self.flush(consumer)
         finally:
             consumer.close()
+            self._close_dead_letters()
         return self.stats
 
     def run(self, stop: threading.Event) -> ArchiveStats:
         """Follow the topics as a group member until ``stop`` is set; flush on the way out."""
         consumer = Consumer(self._config)
+        self._open_dead_letters()
 
         def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             consumer.assign(self._resume_positions(consumer, partitions))
@@ -367,6 +437,7 @@ class Archiver:
             self.flush(consumer)
         finally:
             consumer.close()
+            self._close_dead_letters()
         return self.stats
 
     def lag(self) -> list[tuple[str, int, int]]:

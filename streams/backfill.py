@@ -8,6 +8,10 @@ worker's), folds them partition by partition in offset order exactly as the agen
 ``streams.joins``, ``fold_item_entries``), and pushes one row per user and per item
 through the same Feast push sources.
 
+A record the worker cannot decode is skipped here too and sent to the dead-letter topic
+with the reason (``consumer: backfill``); Kafka errors that go away (a broker that was just
+started or is electing leaders) are retried with backoff (``streamrec.infra.kafka_retry``).
+
 ``since_ms`` keeps only events whose event time is at or after it: the features then
 describe that slice of the log, as a worker started on it would.
 
@@ -22,14 +26,17 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streamrec.infra.kafka_retry import RETRIABLE_CODES, call_with_retry
 from streamrec.infra.readiness import KeyValue, mark_pushed
 from streamrec.infra.seen import SeenWriter
 from streamrec.settings import Settings
+from streams.dead_letters import DeadLetters
 from streams.events import Click, EventRejected, Interaction, RecommendationServed, Topics, decode
 from streams.folding import (
     Entry,
@@ -64,7 +71,7 @@ class BackfillReport:
     recommendations: int = 0
     attributed_clicks: int = 0  # joined to an impression of their request
     pending_clicks_given_up: int = 0  # their request never came within the bound
-    rejected: int = 0  # records the worker dead-letters; skipped here too
+    rejected: int = 0  # undecodable records: dead-lettered and skipped, as the worker does
     duplicates: int = 0  # repeated event ids at new offsets
     before_since: int = 0  # skipped because their event time is before ``since_ms``
     users: int = 0
@@ -88,22 +95,26 @@ class BackfillReport:
 
 def _end_offsets(consumer: Consumer, topics: list[str], timeout: float) -> list[TopicPartition]:
     """Every partition of ``topics`` with its current end offset (to read up to)."""
-    metadata = consumer.list_topics(timeout=timeout)
+    metadata = call_with_retry(
+        "backfill: listing topics", lambda: consumer.list_topics(timeout=timeout)
+    )
     ends = []
     for topic in topics:
         if topic not in metadata.topics:
             raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"no topic {topic}"))
         for partition in sorted(metadata.topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
+            tp = TopicPartition(topic, partition)
+            low, high = call_with_retry(
+                f"backfill: end offsets of {topic}[{partition}]",
+                partial(consumer.get_watermark_offsets, tp, timeout=timeout),
             )
             if high > low:
                 ends.append(TopicPartition(topic, partition, high))
     return ends
 
 
-# One record of the log: topic, partition, offset, value.
-Record = tuple[str, int, int, bytes | None]
+# One record of the log: topic, partition, offset, key, value.
+Record = tuple[str, int, int, bytes | None, bytes | None]
 
 
 def read_log(
@@ -141,13 +152,16 @@ def read_log(
             for message in messages:
                 error = message.error()
                 if error is not None:
+                    if error.retriable() or error.code() in RETRIABLE_CODES:
+                        log.warning("backfill: transient Kafka error, retrying: %s", error)
+                        continue
                     raise KafkaException(error)
                 topic, partition = cast(str, message.topic()), cast(int, message.partition())
                 offset = cast(int, message.offset())
                 end = remaining.get((topic, partition))
                 if end is None or offset >= end:
                     continue  # past the end offset as of the start: the worker's
-                batch.append((topic, partition, offset, message.value()))
+                batch.append((topic, partition, offset, message.key(), message.value()))
                 if offset >= end - 1:
                     del remaining[(topic, partition)]
             yield batch
@@ -156,13 +170,17 @@ def read_log(
 
 
 def fold_log(
-    settings: Settings, since_ms: int | None = None, seen: dict[str, set[str]] | None = None
+    settings: Settings,
+    since_ms: int | None = None,
+    seen: dict[str, set[str]] | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> tuple[dict[str, UserState], dict[str, ItemState], BackfillReport]:
     """Fold the interactions, recommendations and clicks topics into user and item states,
     as the worker does.
 
     ``seen``, when given, collects every item of every user's interactions
-    (``streamrec.infra.seen``).
+    (``streamrec.infra.seen``); ``dead_letters``, when given, receives every record that
+    cannot be decoded.
     """
     topics = Topics(settings.topic_prefix)
     keep = settings.recent_items_max
@@ -181,13 +199,22 @@ def fold_log(
     ):
         for_items: list[tuple[str, int, Interaction | Click]] = []
         joined: list[Entry] = []
-        for topic, partition, offset, value in batch:
+        for topic, partition, offset, key, value in batch:
             report.records += 1
             kind = kinds[topic]
             try:
                 event = decode(kind, value)
-            except EventRejected:
+            except EventRejected as rejected:
                 report.rejected += 1
+                if dead_letters is not None:
+                    dead_letters.send(
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        key=key,
+                        value=value,
+                        reason=rejected.reason,
+                    )
                 continue
             if since_ms is not None and event.event_time < since_ms:
                 report.before_since += 1
@@ -283,7 +310,13 @@ def run_backfill(
 ) -> BackfillReport:
     started = time.perf_counter()
     seen: dict[str, set[str]] | None = {} if seen_writer is not None else None
-    users, items, report = fold_log(settings, since_ms, seen)
+    dead_letters = DeadLetters(
+        settings.bootstrap_servers, Topics(settings.topic_prefix), "backfill"
+    )
+    try:
+        users, items, report = fold_log(settings, since_ms, seen, dead_letters)
+    finally:
+        dead_letters.close()
     report.pushes = push_states(sink, users, items)
     if seen_writer is not None and seen:
         users_seen = list(seen.items())

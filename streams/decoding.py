@@ -61,6 +61,7 @@ class DeadLetters:
             key=message.key,
             value=message.value,
             reason=reason,
+            consumer="worker",
         )
         await self._topic.send(key=key, value=value)
         self._rejected.labels(message.topic).inc()

@@ -17,18 +17,101 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 SCHEMA_VERSION = 1
 # A record larger than this is refused rather than folded: no legitimate event is near it.
 MAX_RECORD_BYTES = 64 * 1024
 
+# The bounds of every field, chosen so that every consumer can store what the contract
+# accepts: the archiver's Parquet columns (rank int32, event_time int64, rating float64),
+# the Spark job's StructType and the Feast rows. A record inside them never stops a consumer.
+ID_MAX_CHARS = 256
+# C0 and C1 control characters and the Unicode line separators: an id holding one could
+# forge a log line or split a CSV export. The same rule is the Spark job's (``rlike``).
+ID_PATTERN = r"^[^\x00-\x1F\x7F-\x9F\u2028\u2029]+$"
+TEXT_MAX_CHARS = 1024  # variant, model version, reason: short labels
+RANK_MAX = 2**31 - 1  # int32 in the archive
+RATING_MIN, RATING_MAX = 0.0, 10.0
+EVENT_TIME_MIN_MS = 631_152_000_000  # 1990-01-01: earlier is a seconds-vs-ms mistake
+EVENT_TIME_MAX_MS = 4_102_444_800_000  # 2100-01-01
+ITEMS_MAX = 1000  # items in one served list (the API serves at most 100)
+
 Action = Literal["view", "click", "rate", "cart", "purchase"]
 ACTIONS: tuple[str, ...] = ("view", "click", "rate", "cart", "purchase")
 Source = Literal["replay", "live"]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
-# Epoch milliseconds, UTC; 1990-01-01 .. 2100-01-01 catches seconds-vs-ms mistakes.
-EventTimeMs = Annotated[int, Field(ge=631_152_000_000, le=4_102_444_800_000)]
+
+
+def normalise_id(value: object) -> object:
+    """The one rule for ids, in bodies, query parameters and records alike: an integer
+    becomes its decimal string (shops with numeric ids), surrounding whitespace goes, and
+    text that cannot be written as UTF-8 (a lone surrogate) is refused."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("not valid Unicode text (it holds a lone surrogate)") from exc
+        return value.strip()
+    return value
+
+
+def _epoch_ms_in_range(value: object) -> object:
+    """Refuse an out-of-range time with the unit in the message (the usual mistake is
+    seconds)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    if not EVENT_TIME_MIN_MS <= value <= EVENT_TIME_MAX_MS:
+        hint = (
+            "; that looks like epoch seconds: multiply by 1000"
+            if EVENT_TIME_MIN_MS // 1000 <= value <= EVENT_TIME_MAX_MS // 1000
+            else ""
+        )
+        raise ValueError(
+            f"event_time is epoch milliseconds (UTC) from {EVENT_TIME_MIN_MS} (1990-01-01) "
+            f"to {EVENT_TIME_MAX_MS} (2100-01-01), got {value}{hint}"
+        )
+    return value
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(normalise_id),
+    StringConstraints(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN),
+    # What a client may send: the string rule, or an integer (sent on as its decimal text).
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": ID_MAX_CHARS,
+                    "pattern": ID_PATTERN,
+                    "description": "surrounding whitespace is removed before the checks",
+                },
+                {"type": "integer"},
+            ]
+        }
+    ),
+]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_CHARS)]
+EventTimeMs = Annotated[
+    int,
+    Field(ge=EVENT_TIME_MIN_MS, le=EVENT_TIME_MAX_MS, description="epoch milliseconds, UTC"),
+    BeforeValidator(_epoch_ms_in_range),
+]
+Rating = Annotated[float, Field(ge=RATING_MIN, le=RATING_MAX, allow_inf_nan=False)]
+Rank = Annotated[int, Field(ge=1, le=RANK_MAX, description="1-based position in the list")]
+Score = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def new_event_id() -> str:
@@ -66,7 +149,7 @@ class Interaction(Event):
 
     item_id: Id
     action: Action
-    rating: float | None = Field(None, ge=0, le=10)
+    rating: Rating | None = None
     source: Source = "live"
 
 
@@ -74,18 +157,18 @@ class RecommendedItem(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     item_id: Id
-    rank: int = Field(ge=1)
-    score: float
-    reason: str
+    rank: Rank
+    score: Score
+    reason: Text
 
 
 class RecommendationServed(Event):
     topic: ClassVar[str] = "recommendations"
 
     request_id: Id
-    variant: str
-    model_version: str
-    items: tuple[RecommendedItem, ...]
+    variant: Text
+    model_version: Text
+    items: tuple[RecommendedItem, ...] = Field(max_length=ITEMS_MAX)
 
 
 class Click(Event):
@@ -93,7 +176,7 @@ class Click(Event):
 
     request_id: Id
     item_id: Id
-    rank: int = Field(ge=1)
+    rank: Rank
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -196,13 +279,17 @@ def dead_letter(
     key: bytes | None,
     value: bytes | None,
     reason: str,
+    consumer: str | None = None,
 ) -> tuple[bytes | None, bytes]:
     """(key, value) of a dead-letter record: the raw record, where it came from, and why.
 
+    ``consumer`` names who could not process it (worker, archiver, backfill, spark): each
+    consumer reports what it refused, so one hostile record may be dead-lettered by several.
     The raw value is kept as base64 so that bytes that are not UTF-8 survive unchanged.
     """
     body = {
         "reason": reason,
+        "consumer": consumer,
         "topic": topic,
         "partition": partition,
         "offset": offset,

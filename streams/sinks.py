@@ -49,11 +49,12 @@ class RedisChangeNotifier:
         self._marked = False  # readiness marker, written with the first notification
 
     def users_changed(self, user_ids: Iterable[str]) -> None:
+        from streamrec.infra.readiness import mark_pushed, note_push
+
         pipe = self._client.pipeline(transaction=False)
         if not self._marked:
-            from streamrec.infra.readiness import mark_pushed
-
             mark_pushed(pipe, self._prefix, "worker")
+        note_push(pipe, self._prefix)
         users = list(user_ids)
         if users:
             pipe.publish(self._channel, changed_message(users))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamrec.infra.kafka_retry import call_with_retry, is_retriable
 from streams.events import Topics
 
 # The log is the source of truth: event topics keep everything, forever.
@@ -21,34 +22,45 @@ def ensure_topics(
     replication_factor: int = 1,
     security: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create the missing event topics; returns the names created. Idempotent.
+    """Create the missing event topics; returns the names created. Idempotent; transient
+    broker errors (a broker just started) are retried.
 
     Topics that exist keep their replication: raising it is a reassignment, an operator's
     decision, not something a start-up command should do behind their back.
     """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [
-        NewTopic(
-            name,
-            num_partitions=partitions,
-            replication_factor=replication_factor,
-            config=KEEP_FOREVER,
-        )
-        for name in topics.all()
-        if name not in existing
-    ]
-    if not wanted:
-        return []
-    created = []
-    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise
-    return created
+    created: list[str] = []
+
+    def create_missing() -> list[str]:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+        wanted = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                config=KEEP_FOREVER,
+            )
+            for name in topics.all()
+            if name not in existing
+        ]
+        if not wanted:
+            return created
+        retry: KafkaException | None = None
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                if not is_retriable(exc):
+                    raise
+                retry = exc
+        if retry is not None:
+            raise retry  # the next attempt creates only what is still missing
+        return created
+
+    return call_with_retry("creating the event topics", create_missing)
 
 
 def delete_topics(bootstrap_servers: str, names: list[str], timeout: float = 30.0) -> None:

@@ -172,26 +172,32 @@ def train_through_ray(
     from training.fit.distributed import fit, init_ray
 
     init_ray(settings, workers)
-    config = {
-        "data": [ray.put(data)],
-        "hyper": hyper,
-        "seeds": list(seeds),
-        "run_ids": list(run_ids),
-        "tracking_uri": settings.mlflow_uri,
-    }
-    outcome = fit(settings, train_stages_loop, config, workers=workers, name="streamrec-train")
-    if outcome.checkpoint_dir is None:
-        raise RuntimeError("Ray Train finished without a checkpoint of the trained sets")
-    if outcome.metrics.get("world_size") != workers:
-        raise RuntimeError(f"trained on {outcome.metrics.get('world_size')} workers, not {workers}")
-    trained = {
-        seed: torch.load(
-            outcome.checkpoint_dir / TRAINED_FILE.format(seed=seed), weights_only=False
-        )
-        for seed in seeds
-    }
-    if not settings.ray_address:
-        ray.shutdown()  # a local Ray's processes would idle beside the evaluation
+    try:
+        config = {
+            "data": [ray.put(data)],
+            "hyper": hyper,
+            "seeds": list(seeds),
+            "run_ids": list(run_ids),
+            "tracking_uri": settings.mlflow_uri,
+        }
+        outcome = fit(settings, train_stages_loop, config, workers=workers, name="streamrec-train")
+        if outcome.checkpoint_dir is None:
+            raise RuntimeError("Ray Train finished without a checkpoint of the trained sets")
+        if outcome.metrics.get("world_size") != workers:
+            raise RuntimeError(
+                f"trained on {outcome.metrics.get('world_size')} workers, not {workers}"
+            )
+        trained = {
+            seed: torch.load(
+                outcome.checkpoint_dir / TRAINED_FILE.format(seed=seed), weights_only=False
+            )
+            for seed in seeds
+        }
+    finally:
+        if not settings.ray_address:
+            # A local Ray's processes (its TrainController among them) would idle beside
+            # the evaluation, or outlive this process when training failed.
+            ray.shutdown()
     return trained
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from api.deps import ServicesDep
 from api.security import AdminKey
@@ -15,9 +15,10 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
 
 
 @router.get("/status")
-async def admin_status(services: ServicesDep) -> dict[str, Any]:
+async def admin_status(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {
         "model_version": MODEL_VERSION,
         "recommender": asdict(services.state.summary()),
-        "sse_clients": services.changes.subscriber_count(),
+        # open streams; the change feed holds one subscription per (user, k) group of them
+        "sse_clients": request.app.state.stream_hub.stream_count(),
     }

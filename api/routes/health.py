@@ -7,6 +7,10 @@ change feed (streams will update), the recommender state (the log has been read)
 the models (the champion set's label, or "no champion: heuristic": never a failure, since
 the heuristic answers without models);
 each check is bounded by a timeout, and a 503 names the checks that failed.
+
+/readyz is unauthenticated, so a failed check says only what failed, in a fixed sentence:
+the error texts of clients (which carry hosts and internals) and filesystem paths are kept
+for ``GET /admin/readiness``, behind the admin key.
 """
 
 from __future__ import annotations
@@ -14,17 +18,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import MetricsDep, ServicesDep
 from api.ports import PortUnavailable
 from api.schemas import CheckResult, Readiness
+from api.security import require_api_key
 
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS = 3.0
+# What an unauthenticated caller learns about a failed check.
+PUBLIC_FAILURE = {
+    "broker": "the event log does not accept writes",
+    "online_store": "the online store does not answer",
+    "features": "no features confirmed in the online store (empty, wiped or unreachable); "
+    "after a wipe run the worker or `streamrec backfill --from-beginning`",
+    "change_feed": "the change feed is not connected",
+    "recommender": "the event log has not been read yet",
+    "models": "the model status is unknown",
+}
 
 
 @router.get("/healthz")
@@ -34,6 +49,33 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(services: ServicesDep) -> JSONResponse:
+    readiness = await _readiness(services)
+    for name, result in readiness.checks.items():
+        if not result.ok:
+            readiness.checks[name] = CheckResult(ok=False, detail=PUBLIC_FAILURE[name])
+    return _response(readiness)
+
+
+@router.get(
+    "/admin/readiness",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+    dependencies=[Depends(require_api_key)],
+    tags=["admin"],
+)
+async def admin_readiness(services: ServicesDep) -> JSONResponse:
+    """/readyz with every check's own detail (error texts, paths)."""
+    return _response(await _readiness(services))
+
+
+def _response(readiness: Readiness) -> JSONResponse:
+    return JSONResponse(
+        readiness.model_dump(),
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE if readiness.failed else status.HTTP_200_OK,
+    )
+
+
+async def _readiness(services: ServicesDep) -> Readiness:
     checks = {
         "broker": services.sink.ping,
         "online_store": services.features.ping,
@@ -45,11 +87,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
     by_name = dict(zip(checks, results, strict=True))
     failed = [name for name, result in by_name.items() if not result.ok]
-    readiness = Readiness(status="not ready" if failed else "ready", failed=failed, checks=by_name)
-    return JSONResponse(
-        readiness.model_dump(),
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE if failed else status.HTTP_200_OK,
-    )
+    return Readiness(status="not ready" if failed else "ready", failed=failed, checks=by_name)
 
 
 async def _recommender_ready(services: ServicesDep) -> str:
@@ -65,7 +103,7 @@ async def _recommender_ready(services: ServicesDep) -> str:
         else "co-occurrence index building"
     )
     if summary.items_known == 0:
-        return f"no items in the event log under {services.settings.datasets_dir}; {index}"
+        return f"no items in the event log yet; {index}"
     return f"{summary.items_known} items, {index}"
 
 

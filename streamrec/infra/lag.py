@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from confluent_kafka import (
     Consumer,
@@ -13,6 +14,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+
+from streamrec.infra.kafka_retry import call_with_retry
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,14 @@ class PartitionLag:
 
 def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[PartitionLag]:
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    listing = admin.list_consumer_groups(request_timeout=timeout).result()
+    listing = call_with_retry(
+        "lag: listing consumer groups",
+        lambda: admin.list_consumer_groups(request_timeout=timeout).result(),
+    )
     groups = sorted(g.group_id for g in listing.valid)
     if not groups:
         return []
-    metadata = admin.list_topics(timeout=timeout)
+    metadata = call_with_retry("lag: listing topics", lambda: admin.list_topics(timeout=timeout))
     probe = Consumer(
         {
             "bootstrap.servers": bootstrap_servers,
@@ -45,9 +51,10 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     rows: list[PartitionLag] = []
     try:
         for group in groups:
-            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
             try:
-                offsets = future[group].result()
+                offsets = call_with_retry(
+                    f"lag: committed offsets of {group}", partial(_group_offsets, admin, group)
+                )
             except KafkaException:
                 continue
             committed = {
@@ -59,9 +66,11 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
                 if topic not in metadata.topics:
                     continue  # deleted since the group committed on it: nothing left to lag
                 for partition in sorted(metadata.topics[topic].partitions):
+                    tp = TopicPartition(topic, partition)
                     try:
-                        _low, high = probe.get_watermark_offsets(
-                            TopicPartition(topic, partition), timeout=timeout
+                        _low, high = call_with_retry(
+                            f"lag: end offset of {topic}[{partition}]",
+                            partial(probe.get_watermark_offsets, tp, timeout=timeout),
                         )
                     except KafkaException as error:
                         if error.args[0].code() == KafkaError._UNKNOWN_PARTITION:
@@ -82,6 +91,11 @@ def idle_groups(bootstrap_servers: str, timeout: float = 10.0) -> set[str]:
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     listing = admin.list_consumer_groups(request_timeout=timeout).result()
     return {g.group_id for g in listing.valid if g.state == ConsumerGroupState.EMPTY}
+
+
+def _group_offsets(admin: AdminClient, group: str) -> ConsumerGroupTopicPartitions:
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    return future[group].result()
 
 
 def partitions_behind(bootstrap_servers: str, group: str) -> list[PartitionLag] | None:

@@ -2,6 +2,11 @@
 
 Used by the end-to-end tests and the benchmarks, which start the worker and the API
 the way an operator would.
+
+Each child runs in its own session (process group), and the whole group is stopped when
+the child is done, also when it failed, timed out or exited first: a command's own
+children (a local Ray's raylet and workers, a Spark JVM) are never left behind as orphans
+of PID 1.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,14 +72,39 @@ def streamrec_process(
         stop_process(proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 15.0
+) -> None:
+    """Stop ``proc`` and everything left in its process group."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        _signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+    stop_group(proc.pid, timeout)
+
+
+def stop_group(pgid: int, timeout: float = 15.0) -> None:
+    """SIGTERM what is left in process group ``pgid``, then SIGKILL after ``timeout``."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to the group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class CommandFailed(RuntimeError):
@@ -81,15 +113,39 @@ class CommandFailed(RuntimeError):
 
 def run_streamrec(settings: Settings, *args: str, timeout: float = 600) -> str:
     """Run `streamrec ARGS` to completion with these settings; returns its output."""
-    result = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", *args],
-        cwd=REPO_ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    returncode, output = run_command(
+        [sys.executable, "-m", "streamrec.cli", *args], env=settings_env(settings), timeout=timeout
     )
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise CommandFailed(f"streamrec {' '.join(args)} exited {result.returncode}:\n{output}")
+    if returncode != 0:
+        raise CommandFailed(f"streamrec {' '.join(args)} exited {returncode}:\n{output}")
     return output
+
+
+def run_command(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 600
+) -> tuple[int, str]:
+    """Run ``argv`` in its own process group to completion; returns (exit code, its output,
+    stdout and stderr interleaved). Whatever it started is stopped with it; a timeout raises
+    TimeoutExpired."""
+    # Output goes to a file, not a pipe: a grandchild that inherited the pipe would keep it
+    # open, and reading to its end would wait for that grandchild.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+            raise
+        finally:
+            stop_group(proc.pid)
+        out.seek(0)
+        output = out.read()
+    return proc.returncode, output

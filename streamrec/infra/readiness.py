@@ -12,12 +12,14 @@ fake in unit tests); the marker is one small JSON value per topic prefix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 MARKER_SUFFIX = "features_pushed"
+LAST_PUSH_SUFFIX = "features_last_push"
 
 
 class KeyValue(Protocol):
@@ -36,6 +38,19 @@ def marker_key(topic_prefix: str) -> str:
     if not topic_prefix:
         raise ValueError("topic_prefix must not be empty")
     return f"{topic_prefix}{MARKER_SUFFIX}"
+
+
+def last_push_key(topic_prefix: str) -> str:
+    marker_key(topic_prefix)  # the same check of the prefix
+    return f"{topic_prefix}{LAST_PUSH_SUFFIX}"
+
+
+def note_push(store: KeyValue, topic_prefix: str, now: float | None = None) -> None:
+    """Record the wall-clock time of the latest push. The marker itself keeps the time of
+    the first push after the store was filled (it is written once per worker, so a wipe
+    stays visible); readiness reports the age of the latest push, wall clock against wall
+    clock, so "pushed 650s ago" never describes a worker that pushed a second ago."""
+    store.set(last_push_key(topic_prefix), repr(time.time() if now is None else now))
 
 
 def mark_pushed(store: KeyValue, topic_prefix: str, source: str, now: float | None = None) -> None:
@@ -61,8 +76,16 @@ def features_status(store: KeyValue, topic_prefix: str, now: float | None = None
         source, at = str(marker["source"]), float(marker["at"])
     except (ValueError, TypeError, KeyError) as exc:
         return FeaturesStatus(False, f"unreadable readiness marker {raw!r}: {exc}")
-    age = (time.time() if now is None else now) - at
-    return FeaturesStatus(True, f"features pushed by {source} {max(age, 0.0):.0f}s ago")
+    clock = time.time() if now is None else now
+    latest = at
+    raw_last = store.get(last_push_key(topic_prefix))
+    # An unreadable last-push time leaves the marker's own time.
+    if raw_last is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            latest = max(at, float(raw_last))
+    return FeaturesStatus(
+        True, f"features pushed by {source}, last push {max(clock - latest, 0.0):.0f}s ago"
+    )
 
 
 def redis_store(redis_url: str, timeout_seconds: float = 2.0) -> KeyValue:

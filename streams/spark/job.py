@@ -51,7 +51,8 @@ USER_INTERESTS_PUSH = "user_interests_push"
 ITEM_SHORT = "item_windows_short"
 ITEM_LONG = "item_windows_long"
 USER_INTERESTS = "user_interests"
-QUERIES = (ITEM_SHORT, ITEM_LONG, USER_INTERESTS)
+DEAD_LETTERS = "dead_letters"
+QUERIES = (ITEM_SHORT, ITEM_LONG, USER_INTERESTS, DEAD_LETTERS)
 
 Columns = dict[str, list[Any]]
 
@@ -343,6 +344,24 @@ def start_queries(
     )
     long_query.counts_malformed = True
     running.append(long_query)
+
+    # Records the windows drop go to the dead-letter topic with their reason, through
+    # Spark's own Kafka sink (at least once: a restart may send a record's letter again).
+    checkpoint = checkpoint_dir(settings, DEAD_LETTERS)
+    rejected = W.rejected_records(kafka_records(spark, settings, all_topics, config), topics)
+    letters = (
+        rejected.writeStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.bootstrap_servers)
+        .option("topic", topics.dead_letters)
+        .option("checkpointLocation", str(checkpoint))
+        .queryName(f"{settings.topic_prefix}{DEAD_LETTERS}")
+    )
+    letters = (
+        letters.trigger(availableNow=True)
+        if available_now
+        else letters.trigger(processingTime=f"{config.trigger_seconds} seconds")
+    )
+    running.append(RunningQuery(DEAD_LETTERS, letters.start(), BatchLedger(checkpoint)))
 
     paths = W.catalogue_paths(settings.data_dir)
     if not paths:

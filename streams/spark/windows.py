@@ -6,7 +6,8 @@ tested in batch mode and run by ``streams.spark.job`` on the Kafka source.
 * :func:`parse_events` reads Kafka-shaped records (``topic``, ``value``) with one explicit
   schema, the union of the version-1 contract's fields (``streams.events``), and marks each
   record ``valid`` by the rules of its topic. Invalid records are dropped from the windows
-  and counted; the Faust worker dead-letters the same records with a reason.
+  and counted; :func:`rejected_records` turns them into dead letters with the first rule
+  each one breaks (the job's ``dead_letters`` query writes them to the dead-letter topic).
 * :func:`item_signals` turns interactions, served recommendations and clicks into one row per
   (event, item): a trending weight, an impression and a click.
 * :func:`item_window_totals` and :func:`user_category_shares` are the sliding-window
@@ -25,7 +26,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamrec.paths import ITEMS_FILE, datasets_dir
-from streams.events import ACTIONS, MAX_RECORD_BYTES, SCHEMA_VERSION, Topics
+from streams.events import (
+    ACTIONS,
+    EVENT_TIME_MAX_MS,
+    EVENT_TIME_MIN_MS,
+    ID_MAX_CHARS,
+    MAX_RECORD_BYTES,
+    RANK_MAX,
+    RATING_MAX,
+    RATING_MIN,
+    SCHEMA_VERSION,
+    Topics,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -41,11 +53,9 @@ ACTION_WEIGHTS: dict[str, float] = {
 }
 assert set(ACTION_WEIGHTS) == set(ACTIONS)
 
-# Bounds of streams.events (Id, EventTimeMs, Interaction.rating): the same rules, in Spark.
-_MAX_ID = 256
-_MIN_EVENT_TIME_MS = 631_152_000_000
-_MAX_EVENT_TIME_MS = 4_102_444_800_000
 _SOURCES = ("replay", "live")
+# streams.events.ID_PATTERN's refused characters, in Java's regex syntax.
+_ID_FORBIDDEN = "[\\x00-\\x1F\\x7F-\\x9F\\u2028\\u2029]"
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,110 @@ def _is_id(column: Column) -> Column:
     from pyspark.sql import functions as F
 
     trimmed = F.trim(column)
-    return column.isNotNull() & (F.length(trimmed) >= 1) & (F.length(trimmed) <= _MAX_ID)
+    return (
+        column.isNotNull()
+        & (F.length(trimmed) >= 1)
+        & (F.length(trimmed) <= ID_MAX_CHARS)
+        & ~column.rlike(_ID_FORBIDDEN)
+    )
+
+
+def _rejection(records: DataFrame, topics: Topics) -> tuple[DataFrame, Column]:
+    """``records`` with the parsed struct ``e``, and the reason column: the first rule of
+    the contract a record breaks, null for a valid record."""
+    from pyspark.sql import functions as F
+
+    text = F.col("value").cast("string")
+    parsed = records.withColumn("bytes", F.length(F.col("value"))).withColumn(
+        "e", F.from_json(text, event_schema())
+    )
+    ev = F.col("e")
+    common = [
+        (F.col("value").isNotNull(), "empty record (null value)"),
+        (F.col("bytes") <= MAX_RECORD_BYTES, f"record exceeds the {MAX_RECORD_BYTES} limit"),
+        # from_json reads text that is not JSON as a struct of nulls; this tells them apart.
+        (ev.isNotNull() & F.json_object_keys(text).isNotNull(), "not a JSON object"),
+        (
+            ev.schema == SCHEMA_VERSION,
+            f"missing or unsupported schema version (not {SCHEMA_VERSION})",
+        ),
+        (_is_id(ev.event_id), "event_id: not a valid id"),
+        (
+            ev.event_time.between(EVENT_TIME_MIN_MS, EVENT_TIME_MAX_MS),
+            f"event_time: not epoch milliseconds from {EVENT_TIME_MIN_MS} to {EVENT_TIME_MAX_MS}",
+        ),
+        (_is_id(ev.user_id), "user_id: not a valid id"),
+    ]
+    interaction = [
+        (_is_id(ev.item_id), "item_id: not a valid id"),
+        (ev.action.isin(*ACTIONS), "action: not one of " + ", ".join(ACTIONS)),
+        (
+            ev.rating.isNull() | ev.rating.between(RATING_MIN, RATING_MAX),
+            f"rating: not a finite number from {RATING_MIN} to {RATING_MAX}",
+        ),
+        (ev.source.isNull() | ev.source.isin(*_SOURCES), "source: not replay or live"),
+    ]
+    served = [
+        (_is_id(ev.request_id), "request_id: not a valid id"),
+        (ev.variant.isNotNull() & ev.model_version.isNotNull(), "variant or model_version missing"),
+        (
+            ev.items.isNotNull()
+            & F.forall(
+                ev.items,
+                lambda x: (
+                    _is_id(x.item_id)
+                    & x.rank.between(1, RANK_MAX)
+                    & x.score.isNotNull()
+                    & ~F.isnan(x.score)
+                    & x.reason.isNotNull()
+                ),
+            ),
+            "items: missing, or an item breaks its rules",
+        ),
+    ]
+    click = [
+        (_is_id(ev.request_id), "request_id: not a valid id"),
+        (_is_id(ev.item_id), "item_id: not a valid id"),
+        (ev.rank.between(1, RANK_MAX), f"rank: not from 1 to {RANK_MAX}"),
+    ]
+    topic = F.col("topic")
+
+    def first_broken(rules: list[tuple[Column, str]]) -> Column:
+        reason = None
+        for ok, why in rules:
+            broken = ~F.coalesce(ok, F.lit(False))
+            reason = F.when(broken, F.lit(why)) if reason is None else reason.when(broken, why)
+        assert reason is not None
+        return reason
+
+    by_topic = (
+        F.when(topic == topics.interactions, first_broken(interaction))
+        .when(topic == topics.recommendations, first_broken(served))
+        .when(topic == topics.clicks, first_broken(click))
+        .otherwise(F.lit("topic outside the event contract"))
+    )
+    return parsed, F.coalesce(first_broken(common), by_topic)
+
+
+def rejected_records(records: DataFrame, topics: Topics) -> DataFrame:
+    """Kafka records (``topic``, ``partition``, ``offset``, ``key``, ``value``) that break
+    the contract, as dead-letter records (``key``, ``value``) in the layout of
+    ``streams.events.dead_letter``, with ``consumer: spark``."""
+    from pyspark.sql import functions as F
+
+    parsed, reason = _rejection(records, topics)
+    rejected = parsed.withColumn("reason", reason).where(F.col("reason").isNotNull())
+    body = F.struct(
+        F.col("reason"),
+        F.lit("spark").alias("consumer"),
+        F.col("topic"),
+        F.col("partition"),
+        F.col("offset"),
+        F.col("key").cast("string").alias("key"),
+        F.base64(F.col("value")).alias("value_b64"),
+        F.unix_millis(F.current_timestamp()).alias("rejected_at"),
+    )
+    return rejected.select(F.col("key"), F.to_json(body).alias("value"))
 
 
 def parse_events(records: DataFrame, topics: Topics) -> DataFrame:
@@ -139,48 +252,10 @@ def parse_events(records: DataFrame, topics: Topics) -> DataFrame:
     """
     from pyspark.sql import functions as F
 
-    text = F.col("value").cast("string")
-    e = F.from_json(text, event_schema()).alias("e")
-    parsed = records.select(
-        F.col("topic"), F.length(F.col("value")).alias("bytes"), F.col("value"), e
-    )
+    parsed, reason = _rejection(records.select("topic", "value"), topics)
     ev = F.col("e")
-    common = (
-        F.col("value").isNotNull()
-        & (F.col("bytes") <= MAX_RECORD_BYTES)
-        & ev.isNotNull()
-        & _is_id(ev.event_id)
-        & (ev.schema == SCHEMA_VERSION)
-        & ev.event_time.between(_MIN_EVENT_TIME_MS, _MAX_EVENT_TIME_MS)
-        & _is_id(ev.user_id)
-    )
-    interaction = (
-        _is_id(ev.item_id)
-        & ev.action.isin(*ACTIONS)
-        & (ev.rating.isNull() | ev.rating.between(0.0, 10.0))
-        & (ev.source.isNull() | ev.source.isin(*_SOURCES))
-    )
-    served = (
-        _is_id(ev.request_id)
-        & ev.variant.isNotNull()
-        & ev.model_version.isNotNull()
-        & ev.items.isNotNull()
-        & F.forall(
-            ev.items,
-            lambda x: (
-                _is_id(x.item_id) & (x.rank >= 1) & x.score.isNotNull() & x.reason.isNotNull()
-            ),
-        )
-    )
-    click = _is_id(ev.request_id) & _is_id(ev.item_id) & (ev.rank >= 1)
     topic = F.col("topic")
-    by_topic = (
-        F.when(topic == topics.interactions, interaction)
-        .when(topic == topics.recommendations, served)
-        .when(topic == topics.clicks, click)
-        .otherwise(F.lit(False))
-    )
-    valid = F.coalesce(common & by_topic, F.lit(False))
+    valid = reason.isNull()
     item_ids = F.when(
         topic == topics.recommendations, F.transform(ev.items, lambda x: F.trim(x.item_id))
     ).otherwise(F.array(F.trim(ev.item_id)))

@@ -318,7 +318,7 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
 def _event_ids(settings: Settings, topic: str) -> Counter[str]:
     ids: Counter[str] = Counter()
     for batch in read_log(settings.bootstrap_servers, [topic]):
-        for _topic, _partition, _offset, value in batch:
+        for _topic, _partition, _offset, _key, value in batch:
             ids[json.loads(value or b"{}")["event_id"]] += 1
     return ids
 
@@ -388,6 +388,12 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
     assert all(replayed[i] <= 1 for i in refused)
 
 
+POISON_CLICK = (
+    b'{"schema": 1, "event_id": "p", "event_time": 1700000000000, "user_id": "u", '
+    b'"request_id": "r", "item_id": "i", "rank": 2147483648}'
+)
+
+
 def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -408,6 +414,7 @@ def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
         for value in bad:
             producer.send_raw(topics.interactions, b"u", value)
         producer.send_raw(topics.clicks, b"u", b"[1, 2]")
+        producer.send_raw(topics.clicks, b"u", POISON_CLICK)  # issue 19: rank past int32
         after = Interaction(user_id="u", item_id="good", action="view")
         producer.send(after)
         producer.flush()
@@ -421,10 +428,11 @@ def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
         for batch in read_log(settings.bootstrap_servers, [topics.dead_letters]):
             dead.extend(json.loads(value or b"{}") for *_, value in batch)
         reasons = sorted(d["reason"] for d in dead)
-        assert len(dead) == len(bad) + 1
-        for expected in [*bad.values(), "not a JSON object"]:
+        assert len(dead) == len(bad) + 2
+        assert {d["consumer"] for d in dead} == {"worker"}
+        for expected in [*bad.values(), "not a JSON object", "rank"]:
             assert any(expected in reason for reason in reasons), (expected, reasons)
-        assert _metric(settings.worker_port, "streamrec_worker_dead_letters_total") == len(bad) + 1
+        assert _metric(settings.worker_port, "streamrec_worker_dead_letters_total") == len(bad) + 2
         assert worker.poll() is None
 
 
@@ -509,7 +517,7 @@ async def test_redis_restarted_empty_is_not_ready_until_backfill(
             assert response.status_code == 503
             body = response.json()
             assert "features" in body["failed"]
-            assert "empty or wiped" in body["checks"]["features"]["detail"]
+            assert "wiped" in body["checks"]["features"]["detail"]
             recommend = await client.get("/recommend", params={"user_id": user_ids[0]})
             assert recommend.status_code == 200, recommend.text
             assert recommend.json()["model_version"]

@@ -4,6 +4,7 @@ aggregation on a static DataFrame. One SparkSession serves the whole module."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from feast import FeatureStore
 
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.settings import Settings
+from streams.backfill import read_log
 from streams.events import (
     Click,
     Event,
@@ -28,7 +30,14 @@ from streams.producer import EventProducer
 from streams.sinks import FeastFeatureSink
 from streams.spark import windows as W
 from streams.spark.jars import ensure_spark_jars
-from streams.spark.job import ITEM_LONG, ITEM_SHORT, USER_INTERESTS, checkpoint_dir, run_spark_job
+from streams.spark.job import (
+    DEAD_LETTERS,
+    ITEM_LONG,
+    ITEM_SHORT,
+    USER_INTERESTS,
+    checkpoint_dir,
+    run_spark_job,
+)
 from streams.spark.session import build_session
 from tests.support import isolated_settings
 
@@ -115,7 +124,14 @@ BAD_RECORDS = [
         b'{"schema": 1, "event_id": "y", "event_time": 1767261600000, "user_id": "u1", '
         b'"request_id": "r", "item_id": "A", "rank": 0}',
     ),
+    (  # issue 19's poison pill: a rank past int32
+        "clicks",
+        b'{"schema": 1, "event_id": "z", "event_time": 1767261600000, "user_id": "u1", '
+        b'"request_id": "r", "item_id": "A", "rank": 2147483648}',
+    ),
 ]
+# The first rule each bad record breaks, as the dead-letter reason says it.
+BAD_REASONS = ["not a JSON object", "schema version", "rank", "rank"]
 
 
 def produce(settings: Settings, events: list[Event], bad: Sequence[tuple[str, bytes]] = ()) -> None:
@@ -178,6 +194,7 @@ def item_row(
     }
 
 
+@pytest.mark.timeout(600)  # three runs of four queries; slow on a shared 2-core host
 def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     spark: SparkSession, live_settings: Settings
 ) -> None:
@@ -191,7 +208,18 @@ def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     first = run_spark_job(settings, sink, available_now=True, spark=spark)
 
     assert first.skipped == {}
-    assert first.malformed == 3
+    assert first.malformed == len(BAD_RECORDS)
+    letters = [
+        json.loads(value or b"{}")
+        for batch in read_log(
+            settings.bootstrap_servers, [Topics(settings.topic_prefix).dead_letters]
+        )
+        for *_, value in batch
+    ]
+    assert [letter["consumer"] for letter in letters] == ["spark"] * len(BAD_RECORDS)
+    reasons = sorted(letter["reason"] for letter in letters)
+    for expected in BAD_REASONS:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
     # Clock T0+50m: the hour window [T0-5m, T0+55m), the day window [T0-23h, T0+1h).
     end_1h, end_24h = T0 + 55 * MIN, T0 + HOUR
     assert items(store, ["A", "B", "C"]) == {
@@ -221,8 +249,8 @@ def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     second = run_spark_job(settings, sink, available_now=True, spark=spark)
 
     # Resumed from the checkpoints: only the two new records were read.
-    assert second.input_rows == {ITEM_SHORT: 2, ITEM_LONG: 2, USER_INTERESTS: 2}
-    assert second.malformed == 3  # the ledger total, not counted again
+    assert second.input_rows == {ITEM_SHORT: 2, ITEM_LONG: 2, USER_INTERESTS: 2, DEAD_LETTERS: 2}
+    assert second.malformed == len(BAD_RECORDS)  # the ledger total, not counted again
     for name in (ITEM_SHORT, ITEM_LONG, USER_INTERESTS):
         assert second.queries[name].last_batch_id > first.queries[name].last_batch_id
     # Clock T0+70m: hour window [T0+15m, T0+75m), day window [T0-22h, T0+2h). B's retry
@@ -248,6 +276,26 @@ def test_windows_reach_the_online_store_and_a_restart_counts_nothing_twice(
     assert items(store, ["A", "B", "C"]) == after
 
 
+def test_rejected_records_say_why(spark: SparkSession) -> None:
+    topics = Topics("static.")
+    good = [(topics.prefix + e.topic, encode(e)[1]) for e in PHASE_ONE]
+    records = [
+        (topic, 0, offset, b"u1", value)
+        for offset, (topic, value) in enumerate(
+            good + [(topics.prefix + t, v) for t, v in BAD_RECORDS]
+        )
+    ]
+    frame = spark.createDataFrame(
+        records, "topic string, partition int, offset long, key binary, value binary"
+    )
+    letters = [json.loads(r["value"]) for r in W.rejected_records(frame, topics).collect()]
+    assert [letter["offset"] for letter in letters] == list(
+        range(len(good), len(good) + len(BAD_RECORDS))
+    )
+    for letter, expected in zip(letters, BAD_REASONS, strict=True):
+        assert expected in letter["reason"] and letter["consumer"] == "spark"
+
+
 def test_aggregation_on_a_static_frame(spark: SparkSession) -> None:
     topics = Topics("static.")
     records = [(topics.prefix + e.topic, encode(e)[1]) for e in PHASE_ONE]
@@ -255,7 +303,7 @@ def test_aggregation_on_a_static_frame(spark: SparkSession) -> None:
     frame = spark.createDataFrame(records, "topic string, value binary")
 
     parsed = W.parse_events(frame, topics)
-    assert parsed.where("not valid").count() == 3
+    assert parsed.where("not valid").count() == len(BAD_RECORDS)
     events = W.deduplicated(parsed, 900)
     short = W.item_window_totals(W.item_signals(events, topics), W.WindowSpec(3600, 300))
     end = W.current_window_end(T0 + 50 * MIN, W.WindowSpec(3600, 300))

@@ -60,7 +60,7 @@ async def test_empty_store_is_not_ready_but_recommend_still_answers(
         assert response.status_code == 503
         body = response.json()
         assert body["failed"] == ["features"]
-        assert "empty or wiped" in body["checks"]["features"]["detail"]
+        assert "wiped" in body["checks"]["features"]["detail"]
         assert body["checks"]["online_store"]["ok"] is True  # the ping alone cannot tell
         recommend = await client.get("/recommend", params={"user_id": "u1"})
         assert recommend.status_code == 200
@@ -91,5 +91,5 @@ async def test_marker_store_failure_is_named(settings: Settings, adapters: Adapt
     async with client_for(settings, adapters, store) as client:
         body = (await client.get("/readyz")).json()
     assert body["failed"] == ["features"]
-    detail = body["checks"]["features"]["detail"]
-    assert "marker read failed" in detail and "redis refused" in detail
+    # the client's error text stays out of the unauthenticated answer
+    assert "redis refused" not in body["checks"]["features"]["detail"]

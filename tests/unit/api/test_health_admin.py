@@ -45,16 +45,37 @@ async def test_ready_when_every_check_passes(api: RunningApp) -> None:
     assert "7 items" in body["checks"]["recommender"]["detail"]
 
 
-async def test_broker_and_store_failures_are_named(api: RunningApp) -> None:
-    api.adapters.sink.failure = "kafka broker unreachable"
-    api.adapters.features.failure = "redis refused the connection"
-    response = await api.client.get("/readyz")
+async def _details(app: RunningApp) -> dict[str, str]:
+    """Each check's detail as /admin/readiness (behind the key) gives it."""
+    response = await app.client.get("/admin/readiness", headers={"X-API-Key": API_KEY})
+    return {name: check["detail"] for name, check in response.json()["checks"].items()}
+
+
+def _with_key(settings):  # type: ignore[no-untyped-def]
+    return settings.model_copy(update={"api_key": SecretStr(API_KEY)})
+
+
+async def test_broker_and_store_failures_are_named(settings, adapters) -> None:  # type: ignore[no-untyped-def]
+    adapters.sink.failure = "kafka broker unreachable at /srv/secret/path"
+    adapters.features.failure = "redis refused the connection"
+    async with running_app(_with_key(settings), adapters) as app:
+        response = await app.client.get("/readyz")
+        details = await _details(app)
     assert response.status_code == 503
     body = response.json()
     assert body["failed"] == ["broker", "online_store"]
-    assert body["checks"]["broker"]["detail"] == "kafka broker unreachable"
-    assert body["checks"]["online_store"]["detail"] == "redis refused the connection"
+    # unauthenticated: what failed, in fixed words; no client error text, no path
+    assert body["checks"]["broker"]["detail"] == health.PUBLIC_FAILURE["broker"]
+    assert body["checks"]["online_store"]["detail"] == health.PUBLIC_FAILURE["online_store"]
+    assert "/srv" not in response.text and "refused" not in response.text
+    assert details["broker"] == "kafka broker unreachable at /srv/secret/path"
+    assert details["online_store"] == "redis refused the connection"
     assert body["checks"]["recommender"]["ok"] is True
+
+
+async def test_readyz_reveals_no_path(api: RunningApp, settings) -> None:  # type: ignore[no-untyped-def]
+    response = await api.client.get("/readyz")
+    assert str(settings.data_dir) not in response.text
 
 
 class BrokenChangeFeed(InMemoryChangeFeed):
@@ -69,10 +90,11 @@ class HangingChangeFeed(InMemoryChangeFeed):
 
 async def test_change_feed_failure_is_named(settings, adapters) -> None:  # type: ignore[no-untyped-def]
     adapters.changes = BrokenChangeFeed()
-    async with running_app(settings, adapters) as app:
+    async with running_app(_with_key(settings), adapters) as app:
         body = (await app.client.get("/readyz")).json()
+        details = await _details(app)
     assert body["failed"] == ["change_feed"]
-    assert body["checks"]["change_feed"]["detail"] == "redis pub/sub not subscribed"
+    assert details["change_feed"] == "redis pub/sub not subscribed"
 
 
 async def test_a_check_that_hangs_fails_on_time(
@@ -82,10 +104,11 @@ async def test_a_check_that_hangs_fails_on_time(
 ) -> None:
     monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 0.1)
     adapters.changes = HangingChangeFeed()
-    async with running_app(settings, adapters) as app:
+    async with running_app(_with_key(settings), adapters) as app:
         response = await asyncio.wait_for(app.client.get("/readyz"), 5)
+        details = await _details(app)
     assert response.status_code == 503
-    assert response.json()["checks"]["change_feed"]["detail"] == "no answer within 0.1s"
+    assert details["change_feed"] == "no answer within 0.1s"
 
 
 async def test_not_ready_until_the_event_log_is_read(
@@ -104,7 +127,10 @@ async def test_not_ready_until_the_event_log_is_read(
             response = await app.client.get("/readyz")
             assert response.status_code == 503
             assert response.json()["failed"] == ["recommender"]
-            assert "not read yet" in response.json()["checks"]["recommender"]["detail"]
+            assert (
+                response.json()["checks"]["recommender"]["detail"]
+                == (health.PUBLIC_FAILURE["recommender"])
+            )
             release.set()
             await asyncio.wait_for(app.services.state.index_built.wait(), 10)
             assert (await app.client.get("/readyz")).status_code == 200

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from api import stream_hub
 from api.ports import RecentItems
-from api.routes import stream
 from streams.events import RecommendationServed
-from tests.unit.api.helpers import RunningApp, SseConnection
+from tests.unit.api.helpers import RunningApp, SseConnection, running_app
 
 
 def connect(api: RunningApp, user_id: str, k: int = 3) -> SseConnection:
@@ -59,7 +59,7 @@ async def test_a_burst_of_notices_sends_one_list(api: RunningApp) -> None:
             await asyncio.sleep(0.01)
         await client.next_event()
         with pytest.raises(TimeoutError):
-            await client.next_event(timeout=stream.DEBOUNCE_SECONDS * 4)
+            await client.next_event(timeout=stream_hub.DEBOUNCE_SECONDS * 4)
 
 
 async def test_each_list_sent_is_logged_as_served(api: RunningApp) -> None:
@@ -98,3 +98,40 @@ async def test_keep_alive_pings(start_app, settings) -> None:  # type: ignore[no
 async def test_k_out_of_bounds_is_422(api: RunningApp) -> None:
     response = await api.client.get("/recommend/stream", params={"user_id": "u1", "k": 0})
     assert response.status_code == 422
+
+
+async def test_streams_per_user_and_in_total_are_capped(settings, adapters) -> None:  # type: ignore[no-untyped-def]
+    capped = settings.model_copy(update={"sse_max_streams_per_user": 2, "sse_max_streams": 3})
+    async with running_app(capped, adapters, wait_for_index=False) as api:
+        async with connect(api, "a") as first, connect(api, "a") as second:
+            await first.next_event()
+            await second.next_event()
+            third = await api.client.get("/recommend/stream?user_id=a")
+            assert third.status_code == 429
+            assert "2 open streams" in third.json()["detail"]
+            async with connect(api, "b") as other:
+                await other.next_event()
+                full = await api.client.get("/recommend/stream?user_id=c")
+                assert full.status_code == 503
+        # closed streams free their places
+        async with connect(api, "a") as again:
+            assert again.status == 200
+            await again.next_event()
+
+
+async def test_one_list_per_change_however_many_streams_a_user_has(api: RunningApp) -> None:
+    hub = api.app.state.stream_hub
+    async with (
+        connect(api, "reader") as one,
+        connect(api, "reader") as two,
+        connect(api, "reader") as three,
+    ):
+        lists = [json.loads((await c.next_event()).data) for c in (one, two, three)]
+        assert len({body["request_id"] for body in lists}) == 1
+        assert hub.lists_computed == 1
+        api.adapters.features.users["reader"] = RecentItems(items=("a",), times=(1,))
+        await api.adapters.changes.notify("reader")
+        after = [json.loads((await c.next_event()).data) for c in (one, two, three)]
+        assert len({body["request_id"] for body in after}) == 1
+        assert hub.lists_computed == 2
+        assert api.adapters.changes.subscriber_count("reader") == 1

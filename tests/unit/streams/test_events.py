@@ -124,3 +124,37 @@ def test_topics_carry_the_prefix_and_map_back_to_event_types() -> None:
     assert topics.event_type(topics.clicks) is Click
     with pytest.raises(KeyError):
         topics.event_type("other.clicks")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (  # issue 19's poison pill: the archive stores rank as int32
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u", '
+            b'"request_id": "r", "item_id": "i", "rank": 2147483648}',
+            "rank",
+        ),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": "u\\nx", '
+            b'"request_id": "r", "item_id": "i", "rank": 1}',
+            "user_id",
+        ),
+        (
+            b'{"schema": 1, "event_id": "e", "event_time": 1700000000, "user_id": "u", '
+            b'"request_id": "r", "item_id": "i", "rank": 1}',
+            "milliseconds",
+        ),
+    ],
+)
+def test_clicks_outside_the_bounds_are_rejected(value: bytes, reason: str) -> None:
+    with pytest.raises(EventRejected, match=reason):
+        decode(Click, value)
+
+
+def test_numeric_ids_decode_as_strings() -> None:
+    value = (
+        b'{"schema": 1, "event_id": "e", "event_time": 1700000000000, "user_id": 196, '
+        b'"item_id": 242, "action": "view"}'
+    )
+    event = decode(Interaction, value)
+    assert (event.user_id, event.item_id) == ("196", "242")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streamrec.infra.readiness import features_status, mark_pushed, marker_key
+from streamrec.infra.readiness import features_status, mark_pushed, marker_key, note_push
 
 
 class DictStore:
@@ -54,3 +54,15 @@ def test_corrupt_marker_is_not_ready() -> None:
 def test_bad_arguments_are_rejected(prefix: str, source: str) -> None:
     with pytest.raises(ValueError):
         mark_pushed(DictStore(), prefix, source)
+
+
+def test_age_is_of_the_latest_push_wall_clock_against_wall_clock() -> None:
+    """Issue 19: "pushed by worker 650s ago" one second after the worker pushed."""
+    store = DictStore()
+    mark_pushed(store, "p1.", "worker", now=1000.0)  # written once per worker
+    note_push(store, "p1.", now=1649.0)
+    status = features_status(store, "p1.", now=1650.0)
+    assert status.ready and "last push 1s ago" in status.detail
+    store.data.clear()  # a wipe still makes it not ready, whatever the last push
+    note_push(store, "p1.", now=1651.0)
+    assert not features_status(store, "p1.", now=1652.0).ready

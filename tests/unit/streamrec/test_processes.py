@@ -1,0 +1,62 @@
+"""Commands are stopped with everything they started (issue 19: an orphaned
+``ray::TrainController`` outlived ``make test``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from streamrec.infra.processes import run_command, stop_process
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by PID 1) counts as gone
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def _gone_soon(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_finished_command_leaves_no_child_behind() -> None:
+    code, output = run_command(["bash", "-c", "sleep 300 & echo $!"], timeout=30)
+    assert code == 0
+    assert _gone_soon(int(output.strip()))
+
+
+def test_a_failed_command_leaves_no_child_behind() -> None:
+    code, output = run_command(["bash", "-c", "sleep 300 & echo $!; exit 3"], timeout=30)
+    assert code == 3
+    assert _gone_soon(int(output.strip()))
+
+
+def test_a_timed_out_command_leaves_no_child_behind(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_command(["bash", "-c", f"sleep 300 & echo $! > {pid_file}; wait"], timeout=1)
+    assert _gone_soon(int(pid_file.read_text()))
+
+
+def test_stopping_a_process_that_already_exited_stops_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    proc = subprocess.Popen(
+        ["bash", "-c", f"sleep 300 & echo $! > {pid_file}"], start_new_session=True
+    )
+    proc.wait(10)  # the parent is gone, its child lives on in the group
+    assert _alive(int(pid_file.read_text()))
+    stop_process(proc)
+    assert _gone_soon(int(pid_file.read_text()))
