@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.cockpit import recommendation_out
 from api.deps import Services, ServicesDep
 from api.ports import Subscription
 from api.routes.params import KParam, UserIdParam
-from api.schemas import RecommendationOut
 
 router = APIRouter(tags=["recommend"])
 
@@ -47,7 +47,7 @@ async def _recommendation_events(
             while True:
                 served = await services.recommendations.recommend(user_id, k, channel="sse")
                 yield ServerSentEvent(
-                    data=RecommendationOut.from_event(served).model_dump_json(),
+                    data=recommendation_out(served, services.state.catalogue).model_dump_json(),
                     event=EVENT_NAME,
                     id=served.request_id,
                 )
