@@ -44,6 +44,10 @@ class NoReplay(LookupError):
     """No replay is running, so there is nothing to control."""
 
 
+class BackwardSeek(ValueError):
+    """A seek before what a replay without ``rebase_now`` already sent."""
+
+
 class UnknownSource(LookupError):
     """The named log is not prepared."""
 
@@ -176,7 +180,16 @@ class ReplayControl:
         return run.view()
 
     def seek(self, t_ms: int) -> ReplayView:
+        """Without ``rebase_now``, only forward: events sent again with their own ids and
+        times would count twice in the counts the worker folds (docs/design.md)."""
         run = self._running()
+        position = run.replayer.status().position_ms
+        if not run.request.rebase_now and position is not None and t_ms <= position:
+            raise BackwardSeek(
+                f"this replay has sent events up to {position} ms; seeking back to {t_ms} "
+                "would send the same events again: start a replay with rebase_now to replay "
+                "them as new events"
+            )
         run.replayer.seek(t_ms)
         return run.view()
 

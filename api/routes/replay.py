@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.replay_control import (
+    BackwardSeek,
     NoReplay,
     ReplayConflict,
     ReplayControl,
@@ -165,6 +166,8 @@ def _control(action: str, control: ReplayControl, *args: float | int | None) -> 
     try:
         view = getattr(control, action)(*args)
     except NoReplay as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except BackwardSeek as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return ReplayOut.from_view(view)
 

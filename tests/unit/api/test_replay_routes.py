@@ -116,6 +116,8 @@ async def test_one_replay_at_a_time_and_its_controls(keyed: Settings, adapters: 
             "/admin/replay", json={"source": "tiny", "speed": 0.01}, headers=HEADERS
         )
         run_id = started.json()["run_id"]
+        # The first instant's events go at once; the next is due 100 s later.
+        await asyncio.wait_for(_until(lambda: len(sinks.opened[0].events) > 0), 5)
         second = await api.client.post(
             "/admin/replay", json={"source": "tiny", "speed": "max"}, headers=HEADERS
         )
@@ -134,6 +136,11 @@ async def test_one_replay_at_a_time_and_its_controls(keyed: Settings, adapters: 
             "/admin/replay/seek", json={"to": (BASE_TIME + 2000) / 1000}, headers=HEADERS
         )
         assert seek.status_code == 200
+        # Back to the start without rebase_now would send the same facts again: refused.
+        back = await api.client.post(
+            "/admin/replay/seek", json={"to": BASE_TIME / 1000}, headers=HEADERS
+        )
+        assert back.status_code == 409 and "rebase_now" in back.json()["detail"]
         await api.client.post("/admin/replay/speed", json={"speed": "max"}, headers=HEADERS)
         done = await _wait_state(api, "finished")
         sent = sinks.opened[0].events
