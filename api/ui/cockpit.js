@@ -9,6 +9,8 @@
     "#cf222e", "#6e7781", "#e16f24", "#2da44e", "#a475f9", "#57606a"];
   const state = {
     logs: [], replay: null, dragging: false,
+    // A seek shows its target until the replay has sent something after it.
+    pendingSeek: null,
     user: null, stream: null, requestId: null, ranks: new Map(),
     times: [], shares: [], categories: [], chart: null,
   };
@@ -67,7 +69,9 @@
     const live = LIVE.has(replay.state);
     $("replay-play").textContent = replay.state === "running" ? "Pause" : replay.state === "paused" ? "Resume" : "Play";
     $("replay-play").setAttribute("aria-pressed", String(replay.state === "running"));
-    if (replay.position_ms !== null && !state.dragging) {
+    const seek = state.pendingSeek;
+    if (seek && (!live || replay.run_id !== seek.runId || replay.events_sent > seek.sent)) state.pendingSeek = null;
+    if (replay.position_ms !== null && !state.dragging && !state.pendingSeek) {
       $("replay-slider").value = String(replay.position_ms);
       showPosition(replay.position_ms);
     }
@@ -75,7 +79,7 @@
     const error = replay.error ? ` — ${replay.error}` : "";
     $("replay-status").textContent = replay.state === "idle"
       ? "no replay running"
-      : `${replay.state}: ${replay.events_sent.toLocaleString()} events sent, ${fmt(replay.rate)} ev/s, speed ${replay.speed}${live ? lag : ""}${error}`;
+      : `${replay.state}: ${replay.events_sent.toLocaleString()} events sent, ${fmt(replay.rate)} ev/s, speed ${replay.speed}${replay.state === "running" ? lag : ""}${error}`;
     $("replay").dataset.state = replay.state;
   }
 
@@ -119,7 +123,9 @@
     const target = Number($("replay-slider").value);
     showPosition(target);
     if (!state.replay || !LIVE.has(state.replay.state)) return; // the next Play starts here
-    try { showReplay(await admin("/seek", { to: target / 1000 })); } catch (error) { replayError(error); }
+    state.pendingSeek = { runId: state.replay.run_id, sent: state.replay.events_sent };
+    try { showReplay(await admin("/seek", { to: target / 1000 })); }
+    catch (error) { state.pendingSeek = null; replayError(error); }
   }
 
   async function loadLogs() {
