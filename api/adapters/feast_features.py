@@ -30,6 +30,8 @@ ITEM_FEATURES = [
     "item_stats:purchase_count",
     "item_stats:last_event_time",
     "item_stats:trend_score",
+    "item_stats:interactions_1h",
+    "item_stats:interactions_1h_end",
 ]
 # Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
 # and a bounded batch keeps one refresh from holding a thread for long.
@@ -82,6 +84,8 @@ class FeastFeatureReader:
                     purchase_count=int(columns["purchase_count"][row] or 0),
                     last_event_time=_int_or_none(columns["last_event_time"][row]),
                     trend_score=float(columns["trend_score"][row] or 0.0),
+                    interactions_1h=int(columns["interactions_1h"][row] or 0),
+                    interactions_1h_end=int(columns["interactions_1h_end"][row] or 0),
                 )
         return found
 
