@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data.split import SplitConfig, TimeSplit, event_log_path, load_events, time_split
+from streamrec.paths import dataset_events
+from training.data.split import SplitConfig, TimeSplit, load_events, time_split
 from training.evaluation.baselines import popularity_scores, recent_popularity_scores
 from training.evaluation.metrics import ranking_metrics, relevant_dense, top_k
 
@@ -221,7 +222,7 @@ def api_check_command(args: Any, settings: Any) -> int:
     from streamrec.times import parse_time_ms
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
-    path = event_log_path(settings.data_dir, args.source)
+    path = dataset_events(settings.data_dir, args.source)
     if not path.exists():
         print(f"streamrec evaluate-api: no prepared log at {path}", file=sys.stderr)
         return 2

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamrec.paths import dataset_events
 from streamrec.settings import load_settings
 from training.data.split import (
     SplitConfig,
-    event_log_path,
     load_events,
     restrict_target,
     split_summary,
@@ -184,7 +184,7 @@ def split_arguments(parser: argparse.ArgumentParser) -> None:
 
 def source_events(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pd.DataFrame:
     """The prepared log of ``args.source``; a usage error when it was never prepared."""
-    path = event_log_path(load_settings().data_dir, args.source)
+    path = dataset_events(load_settings().data_dir, args.source)
     if not path.exists():
         parser.error(f"no event log at {path}; run `streamrec data prepare` for {args.source}")
     return load_events(path)

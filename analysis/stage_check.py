@@ -38,7 +38,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--log", type=Path, default=Path("var/data/log/movielens-100k"))
+    parser.add_argument("--log", type=Path, default=Path("var/data/datasets/movielens-100k"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--target", choices=["validation", "test"], default="validation")
     parser.add_argument("--hyper", type=json.loads, default=None, help="JSON overrides")

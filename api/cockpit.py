@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from api.event_log import LogCatalogue, LogSignature, log_files, log_signature
+from api.catalogue import LogCatalogue, LogSignature, log_files, log_signature
 from api.ports import ItemStats, RecentItems
 from api.schemas import RecommendationOut
 from api.serving.heuristic import MODEL_VERSION
 from streams.events import RecommendationServed
-from streams.folding import TREND_HALF_LIFE_MS, WINDOW_MS
+from streams.folding import TREND_HALF_LIFE_MS
 
 # A user with at least this many events in the log counts as active for "a random user".
 ACTIVE_EVENTS = 20
@@ -100,23 +100,25 @@ def interest_shares(
 @dataclass(frozen=True)
 class Trending:
     item_id: str
-    interactions_1h: int  # in the event-time hour ending at the newest window end
-    score: float  # interactions decayed to that instant (half-life TREND_HALF_LIFE_MS)
+    score: float  # interactions decayed to now (half-life TREND_HALF_LIFE_MS of event time)
+    interactions: int
 
 
 def trending(stats: Mapping[str, ItemStats], k: int) -> list[Trending]:
-    """Items by their interactions in the last event-time hour (the worker's 1 h window),
-    ties broken by the decayed trend score. "Now" is the newest window end any item has: a
-    row whose window ended an hour or more before that has nothing in the current hour."""
-    now = max((s.interactions_1h_end for s in stats.values()), default=0)
-    scored = []
-    for item_id, s in stats.items():
-        if s.last_event_time is None:
-            continue
-        recent = s.interactions_1h if now - s.interactions_1h_end < WINDOW_MS else 0
-        age = max(0, max(now, s.last_event_time) - s.last_event_time)
-        decayed = s.trend_score * math.pow(0.5, age / TREND_HALF_LIFE_MS)
-        if recent or decayed > 0:
-            scored.append(Trending(item_id, recent, decayed))
-    scored.sort(key=lambda t: (-t.interactions_1h, -t.score, t.item_id))
+    """The items with the highest trend score decayed to the newest event time seen, so
+    items are compared at one instant (each row is stored as of its own last event)."""
+    times = [s.last_event_time for s in stats.values() if s.last_event_time is not None]
+    if not times:
+        return []
+    now = max(times)
+    scored = [
+        Trending(
+            item_id,
+            s.trend_score * math.pow(0.5, (now - s.last_event_time) / TREND_HALF_LIFE_MS),
+            s.interaction_count,
+        )
+        for item_id, s in stats.items()
+        if s.last_event_time is not None and s.trend_score > 0
+    ]
+    scored.sort(key=lambda t: (-t.score, t.item_id))
     return scored[:k]

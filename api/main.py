@@ -97,7 +97,7 @@ def create_app(
             )
             torch.set_num_threads(TORCH_THREADS)
             champion = ChampionWatcher(settings, api_metrics)
-            state = RecommenderState(settings.event_log_dir, reader, api_metrics, champion)
+            state = RecommenderState(settings.datasets_dir, reader, api_metrics, champion)
             served_log = ServedLog(event_sink, api_metrics)
             app.state.services = Services(
                 settings=settings,

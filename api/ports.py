@@ -42,8 +42,6 @@ class ItemStats:
     purchase_count: int = 0
     last_event_time: int | None = None
     trend_score: float = 0.0  # decayed interaction count as of last_event_time
-    interactions_1h: int = 0  # interactions in the event-time hour ending at interactions_1h_end
-    interactions_1h_end: int = 0  # epoch ms, exclusive; 0 when none
 
 
 class PortUnavailable(RuntimeError):

@@ -23,8 +23,8 @@ from pathlib import Path
 import anyio
 import pyarrow.parquet as pq
 
-from replay.log import events_path
 from replay.replayer import FAILED, FINISHED, STOPPED, Replayer, ReplayError, ReplayStatus, Sink
+from streamrec.paths import dataset_events, datasets_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ReplayView:
 
 def log_range(data_dir: Path, source: str) -> LogRange:
     """First and last event time of a prepared log, from the Parquet footer's statistics."""
-    path = events_path(data_dir, source)
+    path = dataset_events(data_dir, source)
     if not path.is_file():
         raise UnknownSource(f"{source!r} is not prepared ({path} does not exist)")
     metadata = pq.ParquetFile(path).metadata
@@ -112,8 +112,8 @@ def log_range(data_dir: Path, source: str) -> LogRange:
 
 
 def prepared_sources(data_dir: Path) -> list[str]:
-    """Names of the prepared logs under ``<data_dir>/log``."""
-    root = Path(data_dir) / "log"
+    """Names of the prepared datasets under ``<data_dir>/datasets``."""
+    root = datasets_dir(data_dir)
     if not root.is_dir():
         return []
     return sorted(p.parent.name for p in root.glob("*/events.parquet"))
@@ -140,7 +140,7 @@ class ReplayControl:
             sink, close_sink = await anyio.to_thread.run_sync(self._open_sink)
             try:
                 replayer = Replayer(
-                    events_path(self._data_dir, request.source),
+                    dataset_events(self._data_dir, request.source),
                     sink,
                     speed=request.speed,
                     since_ms=request.since_ms,

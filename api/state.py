@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from api.event_log import LogCatalogue, log_signature, read_catalogue, read_cooccurrence
+from api.catalogue import LogCatalogue, log_signature, read_catalogue, read_cooccurrence
 from api.metrics import ApiMetrics
 from api.ports import FeatureReader, ItemStats, PortUnavailable
 from api.serving.champion import ChampionWatcher

@@ -183,7 +183,7 @@ def main() -> None:
     os.environ.setdefault("STREAMREC_MODEL_POLL_SECONDS", "1")
 
     with running_stack(SOURCE) as stack, tempfile.TemporaryDirectory() as scratch:
-        log = pq.read_table(stack.settings.data_dir / "log" / SOURCE / "events.parquet")
+        log = pq.read_table(stack.settings.data_dir / "datasets" / SOURCE / "events.parquet")
         users = sorted(set(map(str, log["user_id"].to_pylist())))
         items = sorted(set(map(str, log["item_id"].to_pylist())))
         print(f"GET /recommend k=10 over HTTP, {SOURCE}, n={args.requests} per row")

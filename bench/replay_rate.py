@@ -22,10 +22,10 @@ from confluent_kafka.admin import AdminClient
 from bench.stats import summary
 from replay.kafka_sink import KafkaSink
 from replay.loading import SourceError
-from replay.log import events_path
 from replay.movielens import NAME
 from replay.prepare import prepare
 from replay.replayer import Replayer, ReplayError
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
 from streams.producer import EventProducer
@@ -57,7 +57,7 @@ def delivered(bootstrap: str, topic: str) -> int:
 
 
 def run(settings: Settings, events: int | None, repeats: int) -> int:
-    path = events_path(settings.data_dir, NAME)
+    path = dataset_events(settings.data_dir, NAME)
     if not path.is_file():
         print(f"preparing {NAME} in {settings.data_dir} ...", file=sys.stderr)
         prepare(settings, NAME)

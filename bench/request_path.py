@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
     with running_stack(args.source) as stack, httpx.Client(base_url=stack.url, timeout=30) as http:
-        log = pq.read_table(stack.settings.data_dir / "log" / args.source / "events.parquet")
+        log = pq.read_table(stack.settings.data_dir / "datasets" / args.source / "events.parquet")
         users = sorted(set(log["user_id"].to_pylist()))
         items = sorted(set(log["item_id"].to_pylist()))
         rng = random.Random(0)

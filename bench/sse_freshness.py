@@ -28,15 +28,14 @@ import redis
 from api.sse_client import SseStream
 from bench.stack import running_stack
 from bench.stats import summary
-from replay.log import events_path
 from streamrec.infra.notify import changed_users, user_changed_channel
 from streamrec.infra.processes import settings_env
-from streamrec.paths import REPO_ROOT
+from streamrec.paths import REPO_ROOT, dataset_events
 
 
 def _speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
     """The replay speed (times real time) at which the log averages ``rate`` events/s."""
-    times = pq.read_table(events_path(data_dir, source), columns=["event_time"]).column(0)
+    times = pq.read_table(dataset_events(data_dir, source), columns=["event_time"]).column(0)
     span_s = (pc.max(times).as_py() - pc.min(times).as_py()) / 1000  # event_time: epoch ms
     if span_s <= 0:
         raise SystemExit(f"the log {source!r} spans no time; use --background-speed")

@@ -9,8 +9,24 @@ the offline files stay the history that training reads.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
-from feast.types import Array, Float64, Int64, String
+from feast.types import Array, FeastType, Float64, Int64, String
 from feast.value_type import ValueType
+
+from feature_repo import fields
+
+_TYPES: dict[str, FeastType] = {
+    "int64": Int64,
+    "float64": Float64,
+    "string[]": Array(String),
+    "int64[]": Array(Int64),
+    "float64[]": Array(Float64),
+}
+
+
+def _schema(declared: dict[str, fields.Kind]) -> list[Field]:
+    """Feast fields of one view, from its single declaration in ``fields.py``."""
+    return [Field(name=name, dtype=_TYPES[kind]) for name, kind in declared.items()]
+
 
 # A shopper or reader; Amazon and MovieLens ids are both kept as strings.
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
@@ -43,12 +59,7 @@ user_recent = FeatureView(
     name="user_recent",
     entities=[user],
     ttl=timedelta(days=3650),
-    schema=[
-        Field(name="recent_items", dtype=Array(String)),
-        Field(name="recent_times", dtype=Array(Int64)),  # epoch ms, parallel to recent_items
-        Field(name="interaction_count", dtype=Int64),
-        Field(name="last_event_time", dtype=Int64),
-    ],
+    schema=_schema(fields.USER_RECENT),
     online=True,
     source=user_recent_push,
 )
@@ -58,22 +69,7 @@ item_stats = FeatureView(
     name="item_stats",
     entities=[item],
     ttl=timedelta(days=3650),
-    schema=[
-        Field(name="interaction_count", dtype=Int64),
-        Field(name="click_count", dtype=Int64),
-        Field(name="purchase_count", dtype=Int64),
-        Field(name="last_event_time", dtype=Int64),
-        # decayed interaction count as of last_event_time (streams.folding.TREND_HALF_LIFE_MS)
-        Field(name="trend_score", dtype=Float64),
-        # the impression-click join by request_id (streams.joins): times served, clicks on
-        # it in a request that served it, and their ratio smoothed by a Beta(1, 19) prior
-        Field(name="impression_count", dtype=Int64),
-        Field(name="attributed_click_count", dtype=Int64),
-        Field(name="attributed_ctr", dtype=Float64),
-        # interactions in the event-time hour ending at interactions_1h_end (epoch ms)
-        Field(name="interactions_1h", dtype=Int64),
-        Field(name="interactions_1h_end", dtype=Int64),
-    ],
+    schema=_schema(fields.ITEM_STATS),
     online=True,
     source=item_stats_push,
 )
@@ -116,10 +112,7 @@ item_windows_1h = FeatureView(
     name="item_windows_1h",
     entities=[item],
     ttl=timedelta(days=3650),
-    schema=[
-        Field(name="trending_1h", dtype=Float64),
-        Field(name="window_end_1h", dtype=Int64),
-    ],
+    schema=_schema(fields.ITEM_WINDOWS_1H),
     online=True,
     source=item_windows_1h_push,
 )
@@ -130,13 +123,7 @@ item_windows_24h = FeatureView(
     name="item_windows_24h",
     entities=[item],
     ttl=timedelta(days=3650),
-    schema=[
-        Field(name="trending_24h", dtype=Float64),
-        Field(name="impressions_24h", dtype=Int64),
-        Field(name="clicks_24h", dtype=Int64),
-        Field(name="ctr_24h", dtype=Float64),
-        Field(name="window_end_24h", dtype=Int64),
-    ],
+    schema=_schema(fields.ITEM_WINDOWS_24H),
     online=True,
     source=item_windows_24h_push,
 )
@@ -147,11 +134,7 @@ user_interests = FeatureView(
     name="user_interests",
     entities=[user],
     ttl=timedelta(days=3650),
-    schema=[
-        Field(name="interest_categories", dtype=Array(String)),
-        Field(name="interest_weights", dtype=Array(Float64)),
-        Field(name="interests_window_end", dtype=Int64),
-    ],
+    schema=_schema(fields.USER_INTERESTS),
     online=True,
     source=user_interests_push,
 )
@@ -160,7 +143,9 @@ user_interests = FeatureView(
 recommend_user_v1 = FeatureService(name="recommend_user_v1", features=[user_recent])
 
 # Item features the API keeps in process and refreshes from the store.
-recommend_item_v1 = FeatureService(name="recommend_item_v1", features=[item_stats])
+recommend_item_v1 = FeatureService(
+    name="recommend_item_v1", features=[item_stats[list(fields.RECOMMEND_ITEM)]]
+)
 
 # The Spark job's windowed item features, both windows in one read.
 item_windows_v1 = FeatureService(

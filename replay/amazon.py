@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from replay.dataset import ITEMS_SCHEMA
 from replay.loading import (
     DEFAULT_CHUNK_ROWS,
     LoadStats,
@@ -31,7 +32,6 @@ from replay.loading import (
     open_text,
     parse_float,
 )
-from replay.log import ITEMS_SCHEMA
 
 NAME = "amazon-books"
 JSON_2018 = "2018-json"

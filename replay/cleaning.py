@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from replay.log import RAW_SCHEMA
+from replay.dataset import RAW_SCHEMA
 
 # Batches are merged (and their dictionaries unified) every this many, so that the
 # per-batch dictionaries, which repeat popular ids, never pile up.

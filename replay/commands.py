@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from replay.loading import LoadStats, SourceError
-from replay.log import events_path
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 
 FETCHABLE = ("movielens-100k",)
@@ -95,7 +95,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topics import ensure_topics
 
     name = args.source.partition(":")[0].strip()
-    path = events_path(settings.data_dir, name)
+    path = dataset_events(settings.data_dir, name)
     if not path.is_file():
         return _fail(
             f"replay: {name!r} is not prepared ({path} does not exist); run "

@@ -18,7 +18,7 @@ from typing import IO, Protocol
 
 import pyarrow as pa
 
-from replay.log import MAX_EVENT_TIME_MS, MAX_ID_LENGTH, MIN_EVENT_TIME_MS, RAW_SCHEMA
+from replay.dataset import MAX_EVENT_TIME_MS, MAX_ID_LENGTH, MIN_EVENT_TIME_MS, RAW_SCHEMA
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_CHUNK_ROWS = 200_000

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from replay.dataset import ITEMS_SCHEMA
 from replay.loading import LoadStats, RowBuffer, SourceError, open_text, parse_float
-from replay.log import ITEMS_SCHEMA
 
 NAME = "movielens-100k"
 # Pinned so that every machine prepares byte-identical data.

@@ -1,6 +1,6 @@
 """``data prepare``: turn a dataset into the canonical, cleaned, time-ordered event log.
 
-Output, under ``<data_dir>/log/<name>/``:
+Output, under ``<data_dir>/datasets/<name>/``:
 
 * ``events.parquet`` — ``EVENTS_SCHEMA``, sorted by event_time (ties in source order);
 * ``items.parquet`` — the catalogue of the items in the log, when the source has one;
@@ -32,9 +32,10 @@ from replay.cleaning import (
     k_core_mask,
     time_order,
 )
+from replay.dataset import EVENTS_SCHEMA, ITEMS_SCHEMA, event_ids
 from replay.loading import LoadStats, SourceError, rechunk
-from replay.log import EVENTS_SCHEMA, ITEMS_SCHEMA, event_ids, log_dir
 from replay.sources import open_source
+from streamrec.paths import dataset_dir
 from streamrec.settings import Settings
 from streamrec.times import format_ms
 
@@ -106,7 +107,7 @@ def prepare(
     if since_ms is not None and until_ms is not None and since_ms >= until_ms:
         raise SourceError("--since must be before --until")
     loader = open_source(source, settings.data_dir)
-    folder = log_dir(settings.data_dir, loader.name)
+    folder = dataset_dir(settings.data_dir, loader.name)
     folder.mkdir(parents=True, exist_ok=True)
     report = PrepareReport(name=loader.name, source=source)
     stats = LoadStats()

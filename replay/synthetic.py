@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replay.dataset import ITEMS_SCHEMA, RAW_SCHEMA
 from replay.loading import LoadStats, SourceError, rechunk
-from replay.log import ITEMS_SCHEMA, RAW_SCHEMA
 
 NAME = "synthetic"
 BLOCK_ROWS = 65_536

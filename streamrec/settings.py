@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamrec.paths import datasets_dir
+
 # Secrets that people paste from examples; refusing them beats running an open admin API.
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "admin", "apikey", "xxx"}
 
@@ -116,9 +118,9 @@ class Settings(BaseSettings):
         return self.state_dir / "mlflow" / "artifacts"
 
     @property
-    def event_log_dir(self) -> Path:
-        """The Parquet event log (Feast's offline store) written by `data prepare`."""
-        return self.data_dir / "log"
+    def datasets_dir(self) -> Path:
+        """The prepared datasets (`data prepare`); not the archive of the topics."""
+        return datasets_dir(self.data_dir)
 
     def resolved(self) -> Settings:
         """A copy with the folders made absolute, so child processes agree on them."""

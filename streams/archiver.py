@@ -16,7 +16,7 @@ Exactly-once on disk, at-least-once from Kafka:
 * readers still drop repeated ``event_id``s, because a producer may redeliver an event as a
   new record (a new offset): that is a duplicate of the *event*, not of the record.
 
-Columns: interactions carry the canonical event-log columns (``replay.log.EVENTS_SCHEMA``:
+Columns: interactions carry the canonical event-log columns (``replay.dataset.EVENTS_SCHEMA``:
 ``event_id, event_time`` (int64 epoch ms)``, user_id, item_id, action, rating``) plus
 ``source``; recommendations keep ``items`` as a Parquet list of structs
 ``{item_id, rank, score, reason}`` (native nested data: readable by pyarrow, pandas and

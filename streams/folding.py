@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from feature_repo import fields
 from streams.events import Click, Interaction
 
 # An item's trend score is an exponentially decayed count of its interactions: each
@@ -492,57 +493,35 @@ def stamp(state: UserState | ItemState) -> int:
 def user_rows(states: Iterable[tuple[str, UserState]]) -> dict[str, list[Any]]:
     """Columns for the `user_recent_push` source (one row per user)."""
     columns: dict[str, list[Any]] = {
-        "user_id": [],
-        "recent_items": [],
-        "recent_times": [],
-        "interaction_count": [],
-        "last_event_time": [],
-        "event_timestamp": [],
+        name: [] for name in ("user_id", *fields.USER_RECENT, fields.ROW_TIME)
     }
     for user_id, state in states:
-        columns["user_id"].append(user_id)
-        columns["recent_items"].append(list(state.items))
-        columns["recent_times"].append(list(state.times))
-        columns["interaction_count"].append(state.interaction_count)
-        columns["last_event_time"].append(state.last_event_time)
-        columns["event_timestamp"].append(state.feature_time)
+        row = {
+            "user_id": user_id,
+            "recent_items": list(state.items),
+            "recent_times": list(state.times),
+            "interaction_count": state.interaction_count,
+            "last_event_time": state.last_event_time,
+            fields.ROW_TIME: state.feature_time,
+        }
+        for name, values in columns.items():
+            values.append(row[name])  # a KeyError here: a declared field nothing fills
     return columns
 
 
-# The item_stats feature view's fields, in the order of the rows.
-ITEM_FEATURES = (
-    "interaction_count",
-    "click_count",
-    "purchase_count",
-    "last_event_time",
-    "trend_score",
-    "impression_count",
-    "attributed_click_count",
-    "attributed_ctr",
-    "interactions_1h",
-    "interactions_1h_end",
-)
+# The item_stats feature view's fields, in the order of the rows; each is an ItemState
+# attribute of the same name.
+ITEM_FEATURES = tuple(fields.ITEM_STATS)
 
 
 def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     """Columns for the `item_stats_push` source (one row per item)."""
     columns: dict[str, list[Any]] = {
-        "item_id": [],
-        "interaction_count": [],
-        "click_count": [],
-        "purchase_count": [],
-        "last_event_time": [],
-        "trend_score": [],
-        "impression_count": [],
-        "attributed_click_count": [],
-        "attributed_ctr": [],
-        "interactions_1h": [],
-        "interactions_1h_end": [],
-        "event_timestamp": [],
+        name: [] for name in ("item_id", *ITEM_FEATURES, fields.ROW_TIME)
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
         for name in ITEM_FEATURES:
             columns[name].append(getattr(state, name))
-        columns["event_timestamp"].append(state.feature_time)
+        columns[fields.ROW_TIME].append(state.feature_time)
     return columns

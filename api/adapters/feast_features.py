@@ -14,25 +14,15 @@ import anyio
 from feast import FeatureStore
 
 from api.ports import ItemStats, PortUnavailable, RecentItems
+from feature_repo.definitions import recommend_item_v1, recommend_user_v1
+from streamrec.infra.feast_store import service_refs
 from streamrec.infra.seen import RedisSeenItems
 
 T = TypeVar("T")
 
-USER_FEATURES = [
-    "user_recent:recent_items",
-    "user_recent:recent_times",
-    "user_recent:interaction_count",
-    "user_recent:last_event_time",
-]
-ITEM_FEATURES = [
-    "item_stats:interaction_count",
-    "item_stats:click_count",
-    "item_stats:purchase_count",
-    "item_stats:last_event_time",
-    "item_stats:trend_score",
-    "item_stats:interactions_1h",
-    "item_stats:interactions_1h_end",
-]
+# What a request reads: the declared feature services (feature_repo/definitions.py).
+USER_FEATURES = service_refs(recommend_user_v1)
+ITEM_FEATURES = service_refs(recommend_item_v1)
 # Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
 # and a bounded batch keeps one refresh from holding a thread for long.
 ITEM_BATCH = 500
@@ -84,8 +74,6 @@ class FeastFeatureReader:
                     purchase_count=int(columns["purchase_count"][row] or 0),
                     last_event_time=_int_or_none(columns["last_event_time"][row]),
                     trend_score=float(columns["trend_score"][row] or 0.0),
-                    interactions_1h=int(columns["interactions_1h"][row] or 0),
-                    interactions_1h_end=int(columns["interactions_1h_end"][row] or 0),
                 )
         return found
 

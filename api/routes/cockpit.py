@@ -64,8 +64,8 @@ class UserOut(BaseModel):
 class TrendingItemOut(BaseModel):
     item_id: str
     title: str | None
-    interactions_1h: int  # in the event-time hour ending at the newest window end
-    score: float  # decayed trend score (tie-break)
+    score: float
+    interactions: int
 
 
 class HealthOut(BaseModel):
@@ -92,7 +92,7 @@ class _Directory:
             now = time.monotonic()
             if now - self._checked >= DIRECTORY_CHECK_SECONDS:
                 self._checked = now
-                log_dir = services.settings.event_log_dir
+                log_dir = services.settings.datasets_dir
                 if self.value.signature != services.state.catalogue.signature or not (
                     self.value.counts
                 ):
@@ -187,8 +187,8 @@ async def trending_items(
         TrendingItemOut(
             item_id=t.item_id,
             title=titles.get(t.item_id),
-            interactions_1h=t.interactions_1h,
             score=round(t.score, 3),
+            interactions=t.interactions,
         )
         for t in trending(services.state.online_stats, k)
     ]

@@ -56,7 +56,7 @@ async def _recommender_ready(services: ServicesDep) -> str:
     summary = services.state.summary()
     if not summary.catalogue_loaded:
         raise PortUnavailable(
-            f"event log under {services.settings.event_log_dir} not read yet"
+            f"event log under {services.settings.datasets_dir} not read yet"
             + (f" (last error: {summary.last_log_error})" if summary.last_log_error else "")
         )
     index = (
@@ -65,7 +65,7 @@ async def _recommender_ready(services: ServicesDep) -> str:
         else "co-occurrence index building"
     )
     if summary.items_known == 0:
-        return f"no items in the event log under {services.settings.event_log_dir}; {index}"
+        return f"no items in the event log under {services.settings.datasets_dir}; {index}"
     return f"{summary.items_known} items, {index}"
 
 

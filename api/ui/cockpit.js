@@ -290,7 +290,7 @@
       const items = await getJSON("/cockpit/trending?k=10");
       $("trending-list").replaceChildren(...(items.length ? items.map((item) => {
         const li = document.createElement("li");
-        li.textContent = `${item.title || item.item_id} — ${item.interactions_1h} in the last hour`;
+        li.textContent = `${item.title || item.item_id} — ${fmt(item.score, 1)}`;
         return li;
       }) : [note("nothing folded yet")]));
     } catch (error) { $("trending-list").replaceChildren(note(error.message)); }

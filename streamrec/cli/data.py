@@ -33,7 +33,7 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
         "data",
         help="fetch datasets and prepare the Parquet event log",
         description="Fetch a dataset, then prepare it into the canonical event log "
-        "(<data_dir>/log/<name>/events.parquet) that `streamrec replay` reads.",
+        "(<data_dir>/datasets/<name>/events.parquet) that `streamrec replay` reads.",
     )
     actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = actions.add_parser(
@@ -48,7 +48,7 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     prepare = actions.add_parser(
         "prepare",
         help="clean a dataset into the time-ordered event log",
-        description="Load SOURCE, clean it and write <data_dir>/log/<name>/events.parquet "
+        description="Load SOURCE, clean it and write <data_dir>/datasets/<name>/events.parquet "
         "(sorted by event time) and items.parquet. SOURCE is movielens-100k[:PATH], "
         "amazon-books:PATH[,meta=META_PATH] (2018 JSON lines, 2023 JSONL or CSV; gzip or "
         "plain) or synthetic:users=N,items=M,events=E,seed=S.",

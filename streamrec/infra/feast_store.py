@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from feast import FeatureStore, FeatureView, RepoConfig
+from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -71,6 +71,19 @@ def apply_definitions(store: FeatureStore) -> None:
         if type(value).__module__.startswith("feast.") and hasattr(value, "name")
     ]
     store.apply(objects)
+
+
+def service_refs(service: FeatureService) -> list[str]:
+    """The ``view:feature`` references a declared feature service reads, in its order.
+
+    Readers pass these to ``get_online_features`` / ``get_historical_features``: the same
+    features as the service, without a registry look-up of the service on every call.
+    """
+    return [
+        f"{projection.name_to_use()}:{feature.name}"
+        for projection in service.feature_view_projections
+        for feature in projection.features
+    ]
 
 
 # The proto field that holds a value of each feature type the push sources carry.

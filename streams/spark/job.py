@@ -10,7 +10,7 @@ Three streaming queries, each with its own checkpoint under
   hours sliding every hour) → ``item_windows_24h_push``; it also counts malformed records
   of all three topics (the other queries drop the same records without counting them);
 * ``user_interests`` — interactions joined with the catalogue (a static broadcast table
-  from ``data_dir/log/<source>/items.parquet``) → each user's category weights over the long
+  from ``data_dir/datasets/<source>/items.parquet``) → each user's category weights over the long
   window → ``user_interests_push``; skipped, with a warning, when there is no catalogue.
 
 Results are written by ``foreachBatch`` in ``update`` mode: only the windows a batch changed

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamrec.paths import ITEMS_FILE, datasets_dir
 from streams.events import ACTIONS, MAX_RECORD_BYTES, SCHEMA_VERSION, Topics
 
 if TYPE_CHECKING:
@@ -287,9 +288,9 @@ def user_category_shares(
 
 
 def catalogue_paths(data_dir: Path) -> list[Path]:
-    """Catalogues of the prepared logs: ``<data_dir>/log/<source>/items.parquet``."""
-    log = Path(data_dir) / "log"
-    return sorted(log.glob("*/items.parquet")) if log.is_dir() else []
+    """Catalogues of the prepared datasets: ``<data_dir>/datasets/<source>/items.parquet``."""
+    folder = datasets_dir(data_dir)
+    return sorted(folder.glob(f"*/{ITEMS_FILE}")) if folder.is_dir() else []
 
 
 def load_catalogue(spark: SparkSession, paths: Sequence[Path]) -> DataFrame:

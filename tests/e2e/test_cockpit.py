@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, ConsoleMessage, expect, sync_playwright
 
 from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from tests.support import wait_until
 
@@ -58,7 +59,7 @@ def test_the_cockpit_replays_follows_a_user_and_their_clicks(
     shots.mkdir()
     run_streamrec(settings, "data", "prepare", SPEC)
     run_streamrec(settings, "features", "apply")
-    times = pq.read_table(settings.data_dir / "log" / LOG / "events.parquet")["event_time"]
+    times = pq.read_table(dataset_events(settings.data_dir, LOG))["event_time"]
     first_ms, last_ms = times[0].as_py(), times[-1].as_py()
     middle_s = (first_ms + last_ms) / 2000
     worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"

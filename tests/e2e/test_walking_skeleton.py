@@ -89,7 +89,7 @@ def test_new_users_events_change_recommend_and_the_stream(
         assert not set(chosen) & set(after_ids)
         assert after_ids != cold_ids
         # reasons name the user's recent items, by catalogue title
-        catalogue = pq.read_table(settings.data_dir / "log" / "synthetic" / "items.parquet")
+        catalogue = pq.read_table(settings.data_dir / "datasets" / "synthetic" / "items.parquet")
         titles = dict(
             zip(catalogue["item_id"].to_pylist(), catalogue["title"].to_pylist(), strict=True)
         )

@@ -330,7 +330,7 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
     topics = Topics(settings.topic_prefix)
     run_streamrec(settings, "data", "prepare", "synthetic:users=400,items=300,events=60000,seed=9")
     expected = pq.read_table(
-        settings.data_dir / "log" / "synthetic" / "events.parquet", columns=["event_id"]
+        settings.data_dir / "datasets" / "synthetic" / "events.parquet", columns=["event_id"]
     )["event_id"].to_pylist()
 
     accepted: list[str] = []
@@ -356,7 +356,7 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
         asyncio.run(loop())
 
     writer = threading.Thread(target=api_writes)
-    replay_log = tmp_path / "replay.log"
+    replay_log = tmp_path / "replay.dataset"
     try:
         with streamrec_process(
             settings, "replay", "synthetic", "--speed", "max", log=replay_log

@@ -21,7 +21,7 @@ def test_replayed_time_slice_folds_into_exact_features(
 ) -> None:
     settings = live_settings
     run_streamrec(settings, "data", "prepare", "synthetic:users=80,items=40,events=3000,seed=3")
-    log = pq.read_table(settings.data_dir / "log" / "synthetic" / "events.parquet")
+    log = pq.read_table(settings.data_dir / "datasets" / "synthetic" / "events.parquet")
     times = log["event_time"].to_pylist()
     since, until = times[len(times) // 4], times[3 * len(times) // 4]
     window = log.filter(

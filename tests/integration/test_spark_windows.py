@@ -131,7 +131,7 @@ def produce(settings: Settings, events: list[Event], bad: Sequence[tuple[str, by
 
 
 def write_catalogue(settings: Settings) -> None:
-    folder = settings.data_dir / "log" / "test"
+    folder = settings.data_dir / "datasets" / "test"
     folder.mkdir(parents=True)
     table = pa.table(
         {

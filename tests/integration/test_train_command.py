@@ -14,9 +14,10 @@ from mlflow import MlflowClient
 from api.wait import serving_label
 from streamrec.infra.model_store import REGISTERED_NAMES, STAGES, find_champion_set
 from streamrec.infra.processes import CommandFailed, free_port, run_streamrec, streamrec_process
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from tests.support import wait_until
-from training.data.split import event_log_path, load_events
+from training.data.split import load_events
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def test_train_registers_gates_and_reports(live_settings: Settings, tmp_path: Pa
 
     run_streamrec(settings, "data", "prepare", "synthetic:users=150,items=120,events=6000,seed=5")
     # Replay up to T only: the API must not know what happens after T (scored below).
-    times = load_events(event_log_path(settings.data_dir, "synthetic"))["event_time"]
+    times = load_events(dataset_events(settings.data_dir, "synthetic"))["event_time"]
     until_s = int(np.quantile(times, 0.85)) // 1000 + 1  # a whole second: exact as an argument
     until = str(until_s)
     before = int((times < until_s * 1000).sum())

@@ -45,6 +45,9 @@ import pyarrow.parquet as pq
 import pytz
 from feast import FeatureStore
 
+from feature_repo.definitions import recommend_item_v1, recommend_user_v1
+from feature_repo.fields import ITEM_STATS, USER_RECENT
+from streamrec.infra.feast_store import service_refs
 from streamrec.settings import Settings
 from streams.archiver import read_clicks, read_interactions
 from training.data.offline_features import (
@@ -55,25 +58,15 @@ from training.data.offline_features import (
 )
 
 LOOKUP_OFFSET_MS = 1
-USER_FEATURES: tuple[str, ...] = (
-    "user_recent:recent_items",
-    "user_recent:recent_times",
-    "user_recent:interaction_count",
-    "user_recent:last_event_time",
-)
-ITEM_FEATURES: tuple[str, ...] = (
-    "item_stats:interaction_count",
-    "item_stats:click_count",
-    "item_stats:purchase_count",
-    "item_stats:last_event_time",
-    "item_stats:trend_score",
-)
+# The features a request reads (the same feature services as the API), point in time.
+USER_FEATURES: tuple[str, ...] = tuple(service_refs(recommend_user_v1))
+ITEM_FEATURES: tuple[str, ...] = tuple(service_refs(recommend_item_v1))
 ENGINES: tuple[str, ...] = ("feast", "asof")
 # The feature views' TTL (feature_repo/definitions.py): older rows are not returned.
 FEATURE_TTL_MS = 3650 * 24 * 3600 * 1000
 MAX_JOIN_ROWS = 20_000_000
-_LIST_FEATURES = {"recent_items", "recent_times"}
-_FLOAT_FEATURES = {"trend_score"}
+_LIST_FEATURES = {name for name, kind in (USER_RECENT | ITEM_STATS).items() if kind.endswith("[]")}
+_FLOAT_FEATURES = {name for name, kind in (USER_RECENT | ITEM_STATS).items() if kind == "float64"}
 
 
 def feature_column(ref: str) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feature_repo import fields
 from streamrec.settings import Settings
 from streams.archiver import read_clicks, read_interactions, read_recommendations
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem
@@ -56,32 +57,28 @@ EXPIRE_EVERY = 10_000  # events between sweeps of the join's expired requests
 
 # Column types of the Feast batch sources; they match the feature views' schemas.
 EVENT_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-USER_RECENT_SCHEMA = pa.schema(
-    [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("recent_items", pa.list_(pa.string())),
-        pa.field("recent_times", pa.list_(pa.int64())),
-        pa.field("interaction_count", pa.int64()),
-        pa.field("last_event_time", pa.int64()),
-        pa.field("event_timestamp", EVENT_TIMESTAMP, nullable=False),
-    ]
-)
-ITEM_STATS_SCHEMA = pa.schema(
-    [
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("interaction_count", pa.int64()),
-        pa.field("click_count", pa.int64()),
-        pa.field("purchase_count", pa.int64()),
-        pa.field("last_event_time", pa.int64()),
-        pa.field("trend_score", pa.float64()),
-        pa.field("impression_count", pa.int64()),
-        pa.field("attributed_click_count", pa.int64()),
-        pa.field("attributed_ctr", pa.float64()),
-        pa.field("interactions_1h", pa.int64()),
-        pa.field("interactions_1h_end", pa.int64()),
-        pa.field("event_timestamp", EVENT_TIMESTAMP, nullable=False),
-    ]
-)
+_ARROW = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string[]": pa.list_(pa.string()),
+    "int64[]": pa.list_(pa.int64()),
+    "float64[]": pa.list_(pa.float64()),
+}
+
+
+def source_schema(key: str, declared: dict[str, fields.Kind]) -> pa.Schema:
+    """A batch source's columns: the entity key, the view's fields, the row time."""
+    return pa.schema(
+        [
+            pa.field(key, pa.string(), nullable=False),
+            *(pa.field(name, _ARROW[kind]) for name, kind in declared.items()),
+            pa.field(fields.ROW_TIME, EVENT_TIMESTAMP, nullable=False),
+        ]
+    )
+
+
+USER_RECENT_SCHEMA = source_schema("user_id", fields.USER_RECENT)
+ITEM_STATS_SCHEMA = source_schema("item_id", fields.ITEM_STATS)
 
 
 def user_recent_path(data_dir: Path) -> Path:

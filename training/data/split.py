@@ -32,11 +32,6 @@ import scipy.sparse as sp
 EVENT_COLUMNS = ["event_time", "user_id", "item_id"]
 
 
-def event_log_path(data_dir: Path, source: str) -> Path:
-    """Where ``data prepare`` writes the Parquet event log of one source."""
-    return data_dir / "log" / source / "events.parquet"
-
-
 def load_events(path: Path) -> pd.DataFrame:
     """The columns the protocol needs, sorted by event time (stable for ties)."""
     events = pd.read_parquet(path, columns=EVENT_COLUMNS)

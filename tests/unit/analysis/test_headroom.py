@@ -66,7 +66,7 @@ def _log_with_new_users() -> list[tuple[float, str, str]]:
 def test_the_report_bounds_new_users_and_derives_what_returning_users_need(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log_dir = tmp_path / "data" / "log" / "tiny"
+    log_dir = tmp_path / "data" / "datasets" / "tiny"
     log_dir.mkdir(parents=True)
     events(_log_with_new_users()).to_parquet(log_dir / "events.parquet")
     monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "data"))

@@ -12,7 +12,7 @@ from tests.unit.training.helpers import planted_groups
 def test_report_runs_end_to_end_on_a_tiny_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log_dir = tmp_path / "data" / "log" / "tiny"
+    log_dir = tmp_path / "data" / "datasets" / "tiny"
     log_dir.mkdir(parents=True)
     planted_groups().to_parquet(log_dir / "events.parquet")
     monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "data"))

@@ -43,7 +43,7 @@ def write_log(
         for user, items in sequences.items()
         for step, item in enumerate(items)
     ]
-    folder = data_dir / "log" / name
+    folder = data_dir / "datasets" / name
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).astype({"rating": "float64"}).to_parquet(folder / "events.parquet")
     if titles is not None:

@@ -223,12 +223,17 @@ async def test_the_api_switches_when_the_alias_moves_without_failing_a_request(
                     versions.append(response.json()["model_version"])
                 await asyncio.sleep(0)
 
+        async def answered(count: int) -> None:
+            # Counts, not sleeps: a busy machine answers fewer requests per second.
+            while len(versions) < count:
+                await asyncio.sleep(0.01)
+
         firing = [asyncio.create_task(fire()) for _ in range(4)]
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(answered(10), timeout=60)
         await asyncio.to_thread(promote_set, client, second.versions)
         await _wait_for_set(api, second.label)
         swapped_at = len(versions)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(answered(swapped_at + len(firing) + 11), timeout=60)
         stop.set()
         await asyncio.gather(*firing)
 

@@ -105,27 +105,17 @@ def test_interest_shares_split_multi_category_items() -> None:
     assert interest_shares(None, {}) == {}
 
 
-def test_trending_ranks_by_the_last_hour_then_the_decayed_trend() -> None:
-    end = BASE_TIME + TREND_HALF_LIFE_MS
+def test_trending_compares_items_at_one_instant() -> None:
+    now = BASE_TIME + TREND_HALF_LIFE_MS
     stats = {
-        # the current hour: 3 interactions
-        "hot": ItemStats(
-            trend_score=3.0, last_event_time=end - 1, interactions_1h=3, interactions_1h_end=end
-        ),
-        # 9 in an hour that ended long ago: nothing now; its trend, 10 a half-life ago, is 5
-        "old": ItemStats(
-            trend_score=10.0,
-            last_event_time=BASE_TIME,
-            interactions_1h=9,
-            interactions_1h_end=BASE_TIME + 1,
-        ),
-        "warm": ItemStats(trend_score=6.0, last_event_time=end),
+        # 10 a half-life ago is 5 now; 6 now beats it though its raw score is lower.
+        "old": ItemStats(interaction_count=10, trend_score=10.0, last_event_time=BASE_TIME),
+        "fresh": ItemStats(interaction_count=6, trend_score=6.0, last_event_time=now),
         "never": ItemStats(),
     }
     top = trending(stats, 5)
-    assert [t.item_id for t in top] == ["hot", "warm", "old"]
-    assert [t.interactions_1h for t in top] == [3, 0, 0]
-    assert math.isclose(top[2].score, 5.0)
+    assert [t.item_id for t in top] == ["fresh", "old"]
+    assert math.isclose(top[1].score, 5.0)
 
 
 def test_freshness_p95_reads_a_histogram_when_there_is_one() -> None:

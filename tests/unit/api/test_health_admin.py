@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from api import state as api_state
 from api.adapters.memory_changes import InMemoryChangeFeed
-from api.event_log import LogCatalogue, read_catalogue
+from api.catalogue import LogCatalogue, read_catalogue
 from api.metrics import ApiMetrics
 from api.ports import PortUnavailable
 from api.routes import health

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api import state as api_state
-from api.event_log import read_cooccurrence
+from api.catalogue import read_cooccurrence
 from api.ports import RecentItems
 from api.serving.heuristic import CooccurrenceIndex
 from streams.events import RecommendationServed

@@ -13,7 +13,7 @@ from replay.cleaning import (
     k_core_mask,
     time_order,
 )
-from replay.log import RAW_SCHEMA
+from replay.dataset import RAW_SCHEMA
 
 T0 = 1_000_000_000_000
 

@@ -40,7 +40,7 @@ def test_prepare_command(settings: Settings, capsys: pytest.CaptureFixture[str])
     assert code == 0
     out = capsys.readouterr().out
     assert "synthetic: read 100 rows" in out and "wrote" in out
-    assert (settings.data_dir / "log" / "synthetic" / "events.parquet").is_file()
+    assert (settings.data_dir / "datasets" / "synthetic" / "events.parquet").is_file()
 
 
 def test_prepare_options_are_parsed() -> None:

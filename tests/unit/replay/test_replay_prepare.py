@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from replay.dataset import EVENTS_SCHEMA, ITEMS_SCHEMA
 from replay.loading import SourceError
-from replay.log import EVENTS_SCHEMA, ITEMS_SCHEMA
 from replay.prepare import prepare
 from streamrec.settings import Settings
 from streamrec.times import parse_time_ms

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from replay.log import EVENTS_SCHEMA
+from replay.dataset import EVENTS_SCHEMA
 from replay.replayer import ListSink, Replayer, ReplayError, ReplayStatus
 from streams.events import Interaction
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from replay.log import EVENTS_SCHEMA
+from replay.dataset import EVENTS_SCHEMA
 from streams.archiver import INTERACTION_SCHEMA
 from streams.events import Click, Interaction
 from streams.folding import (

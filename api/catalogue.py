@@ -1,10 +1,15 @@
-"""What the API learns from the Parquet event log: known items, their log counts, titles
-and the co-occurrence index. Blocking file I/O: call these from a worker thread.
+"""What the API learns from the prepared datasets: known items, their counts, titles and
+the co-occurrence index of the heuristic. Blocking file I/O: call these from a worker thread.
 
-Layout (written by `data prepare` and the archiver): ``<log_dir>/<name>/events.parquet``
-(event_id, event_time, user_id, item_id, action, rating), and optionally a catalogue
-``<log_dir>/<name>/items.parquet`` (item_id, title, categories) beside it. Either may be a
-single file or a directory of Parquet parts.
+Layout (written by `streamrec data prepare`, see ``streamrec.paths``):
+``<datasets>/<name>/events.parquet`` (event_id, event_time, user_id, item_id, action,
+rating), and optionally a catalogue ``<datasets>/<name>/items.parquet`` (item_id, title,
+categories) beside it. Either may be a single file or a directory of Parquet parts.
+
+The datasets, not the archive of the topics: the catalogue (titles, categories) exists only
+there, and the heuristic's co-occurrence is a cold-start index of the history a shop ships
+with. What users do live reaches recommendations through the online store, which the
+worker folds from the topics, never through these files.
 """
 
 from __future__ import annotations
@@ -18,11 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from api.serving.heuristic import CooccurrenceIndex, build_cooccurrence
+from streamrec.paths import EVENTS_FILE, ITEMS_FILE
 
 logger = logging.getLogger(__name__)
 
-EVENTS_FILE = "events.parquet"
-ITEMS_FILE = "items.parquet"
 
 # (path, modification time, size) of every file read: unchanged means no rebuild.
 LogSignature = tuple[tuple[str, int, int], ...]

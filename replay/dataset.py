@@ -1,16 +1,16 @@
-"""The canonical event log on disk: its Parquet schemas, where it lives, and its event ids.
+"""A prepared dataset on disk: its Parquet schemas and its event ids.
 
 Every loader produces *raw* batches (:data:`RAW_SCHEMA`); ``prepare`` cleans them and writes
-``<data_dir>/log/<name>/events.parquet`` (:data:`EVENTS_SCHEMA`) and, when the dataset has a
-catalogue, ``items.parquet`` (:data:`ITEMS_SCHEMA`). The replayer, the archiver and the
-training code all read these two files, so their schemas are defined once, here.
+``<data_dir>/datasets/<name>/events.parquet`` (:data:`EVENTS_SCHEMA`) and, when the dataset
+has a catalogue, ``items.parquet`` (:data:`ITEMS_SCHEMA`); ``streamrec.paths`` says where.
+The replayer, the archiver and the training code all read these files, so their schemas
+are defined once, here.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -47,22 +47,6 @@ MIN_EVENT_TIME_MS = 631_152_000_000
 MAX_EVENT_TIME_MS = 4_102_444_800_000
 MAX_ID_LENGTH = 256
 VALID_ACTIONS = frozenset(ACTIONS)
-
-EVENTS_FILE = "events.parquet"
-ITEMS_FILE = "items.parquet"
-
-
-def log_dir(data_dir: Path, name: str) -> Path:
-    """Folder of one prepared dataset: ``<data_dir>/log/<name>``."""
-    return Path(data_dir) / "log" / name
-
-
-def events_path(data_dir: Path, name: str) -> Path:
-    return log_dir(data_dir, name) / EVENTS_FILE
-
-
-def items_path(data_dir: Path, name: str) -> Path:
-    return log_dir(data_dir, name) / ITEMS_FILE
 
 
 def event_ids(
