@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (both run `make install`).
-# Needs only Python 3.11+, Java 17, Maven, apt and make; everything else is installed here.
+# Needs only Python 3.11+, Java 17, Maven, Go 1.24+, apt and make; everything else is
+# installed here.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -10,9 +11,10 @@ STREAMREC := $(VENV)/bin/streamrec
 
 # `make test` runs its own services on other ports, so it never disturbs a running demo.
 TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
-	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379
+	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
+	STREAMREC_PROMETHEUS_PORT=19090
 
-.PHONY: help install install-uv install-python install-redis install-kafka install-spark install-ui install-browser demo stop api-check test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -21,7 +23,12 @@ help:
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 
-install: install-uv install-python install-redis install-kafka install-spark install-ui install-browser
+install: install-uv install-python install-redis install-prometheus install-kafka install-spark install-compose-spec install-ui install-browser
+
+# The Compose specification's validator (compose-go's own loader), for the check of
+# docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
+COMPOSE_GO_VERSION := v2.16.2
+COMPOSE_SPEC := $(VENV)/bin/compose-spec
 
 install-uv:
 	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
@@ -48,6 +55,22 @@ install-browser:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Debian's prometheus (server and promtool); `streamrec services up` runs it from the state
+# directory, so the system service the package enables is turned off.
+install-prometheus:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		$$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }
+
+# vegeta, the fixed-arrival-rate load generator of bench/load_test.py (needs Go; not part
+# of `make install`: only the load test uses it).
+VEGETA_VERSION := v12.12.0
+install-vegeta:
+	@command -v vegeta >/dev/null 2>&1 || test -x $$(go env GOPATH)/bin/vegeta || \
+		go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
 install-kafka: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
@@ -59,6 +82,13 @@ install-spark: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (apt-get install maven)"; exit 1; }
 	$(VENV)/bin/python -c "from streamrec.settings import load_settings; from streams.spark.jars import ensure_spark_jars; jars = ensure_spark_jars(load_settings()); print('spark jars:', jars[0].parent, len(jars))"
+
+install-compose-spec: install-python
+	@test "$$(cat $(COMPOSE_SPEC).version 2>/dev/null)" = "$(COMPOSE_GO_VERSION)" || { \
+		command -v go >/dev/null || { echo "Go 1.24+ is required to build compose-spec (https://go.dev/dl or Debian 13's golang-go)"; exit 1; }; \
+		tools=$$(mktemp -d) && GOBIN=$$tools go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION) && \
+		mv $$tools/cmd $(COMPOSE_SPEC) && rmdir $$tools && echo $(COMPOSE_GO_VERSION) > $(COMPOSE_SPEC).version && \
+		echo "compose-spec $(COMPOSE_GO_VERSION): $(COMPOSE_SPEC)"; }
 
 demo: install
 	bash scripts/demo.sh
@@ -80,7 +110,7 @@ test-unit: install-python
 lint: install-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy streamrec streams api replay models training analysis
+	$(VENV)/bin/mypy streamrec streams api serving replay models training analysis
 	$(VENV)/bin/lint-imports
 
 bench: install

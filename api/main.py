@@ -210,7 +210,11 @@ def _default_features_marker(settings: Settings) -> FeaturesMarker | None:
 async def _open_kafka_sink(settings: Settings) -> AsyncIterator[EventSink]:
     from api.adapters.kafka_sink import open_kafka_sink
 
-    async with open_kafka_sink(settings.bootstrap_servers, Topics(settings.topic_prefix)) as sink:
+    async with open_kafka_sink(
+        settings.bootstrap_servers,
+        Topics(settings.topic_prefix),
+        security=settings.kafka_security(),
+    ) as sink:
         yield sink
 
 

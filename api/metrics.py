@@ -1,60 +1,28 @@
 """Prometheus metrics of the API, in a registry of their own per app.
 
 A per-app registry lets tests build many apps in one process and keeps the API's series
-apart from whatever else a process registers globally.
-
-The values are kept in this process, in the metric objects themselves, even when
-prometheus_client is in multiprocess mode. That mode is process-wide and is switched on
-by importing feast before prometheus_client (``feast.metrics`` sets
-``PROMETHEUS_MULTIPROC_DIR`` at import); in it every series lives in a per-process file
-keyed by name and labels, so each new app would start from the values the previous one
-left. The API serves its own registry from one process, never the multiprocess
-collector, so that mode would only break the per-app separation.
+apart from whatever else a process registers globally; the metric classes keep their
+values in this process even in prometheus_client's multiprocess mode (see
+``streamrec.infra.metrics``), so each new app starts from zero.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 
-from prometheus_client import CollectorRegistry, values
-from prometheus_client import Counter as _Counter
-from prometheus_client import Gauge as _Gauge
-from prometheus_client import Histogram as _Histogram
+from prometheus_client import CollectorRegistry
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from streamrec.infra.metrics import (
+    FRESHNESS_BUCKETS,
+    LATENCY_BUCKETS,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
-
-# prometheus_client picks the value class of each series (a metric, or a child made by
-# ``labels()``) from the module global ``values.ValueClass`` when it creates the series.
-_VALUE_CLASS_LOCK = threading.Lock()
-
-
-class _InProcessValues:
-    """Makes a metric create its series with in-process values, whatever the mode."""
-
-    def _metric_init(self) -> None:
-        with _VALUE_CLASS_LOCK:
-            process_mode = values.ValueClass
-            values.ValueClass = values.MutexValue
-            try:
-                super()._metric_init()  # type: ignore[misc]
-            finally:
-                values.ValueClass = process_mode
-
-
-class Counter(_InProcessValues, _Counter):
-    pass
-
-
-class Gauge(_InProcessValues, _Gauge):
-    pass
-
-
-class Histogram(_InProcessValues, _Histogram):
-    pass
+__all__ = ["LATENCY_BUCKETS", "ApiMetrics", "Counter", "Gauge", "Histogram"]
 
 
 class ApiMetrics:
@@ -143,6 +111,26 @@ class ApiMetrics:
             "streamrec_api_stage_fallbacks_total",
             "Cascade stages that fell back on a request, by stage and the source that answered",
             ["stage", "source"],
+            registry=r,
+        )
+        self.recommend_seconds = Histogram(
+            "streamrec_api_recommend_seconds",
+            "One recommendation list, features to answer, by strategy variant and channel",
+            ["variant", "channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_reads = Counter(
+            "streamrec_api_feature_reads_total",
+            "Online store reads by outcome: hit, or miss (the entity has no row yet)",
+            ["view", "outcome"],
+            registry=r,
+        )
+        self.sse_update_seconds = Histogram(
+            "streamrec_api_sse_update_seconds",
+            "From a 'user changed' notice to the new list sent on the stream (debounce "
+            "included); with the worker's event-to-feature time it makes event-to-SSE",
+            buckets=FRESHNESS_BUCKETS,
             registry=r,
         )
         self.inference_seconds = Histogram(

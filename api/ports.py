@@ -9,39 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Protocol
 
+from serving.features import ItemStats, RecentItems
 from streams.events import Event
 
-
-@dataclass(frozen=True)
-class RecentItems:
-    """What a user did last, newest first; ``times`` (epoch ms) is parallel to ``items``.
-
-    ``interaction_count`` counts every interaction the user ever had (``items`` keeps only
-    the latest few) and ``last_event_time`` is the newest one's time; None where a store
-    does not hold them. Both feed the user context features of the ranking model.
-    """
-
-    items: tuple[str, ...]
-    times: tuple[int, ...]
-    interaction_count: int | None = None
-    last_event_time: int | None = None
-    # Every item the user ever interacted with (``streamrec.infra.seen``): never recommended.
-    # Empty where a store does not keep it; ``items`` are excluded in any case.
-    seen: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class ItemStats:
-    """Running counts of one item, as the stream worker folds them."""
-
-    interaction_count: int = 0
-    click_count: int = 0
-    purchase_count: int = 0
-    last_event_time: int | None = None
-    trend_score: float = 0.0  # decayed interaction count as of last_event_time
+__all__ = [
+    "ChangeFeed",
+    "EventSink",
+    "EventSinkError",
+    "FeatureReader",
+    "ItemStats",
+    "PortUnavailable",
+    "RecentItems",
+    "Subscription",
+]
 
 
 class PortUnavailable(RuntimeError):

@@ -3,7 +3,7 @@
     .venv/bin/python bench/cascade_latency.py [--requests 500] [--k 10]
 
 MovieLens-100K sized models (943 users, 1682 items, dim 64), 50 recent items per user,
-the cascade configuration training registers (`training.fit.stages.default_hyper`: recall of
+the cascade configuration training registers (`training.fit.hyper.trained_cascade`: recall of
 200 candidates with the item prior and the trend channel, DIN over all of them in one
 pass, RankNet placing k of DIN's top 200 greedily), plus the diversity rule. LightGCN and
 RankNet weights are random (latency does not depend on them); DIN is first fitted for a
@@ -19,6 +19,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ from models.cascade import (
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig
-from training.fit.stages import default_hyper
+from training.fit.hyper import trained_cascade
 
 N_USERS, N_ITEMS, DIM, HISTORY, N_GENRES = 943, 1682, 64, 50, 19  # MovieLens-100K
 
@@ -170,7 +171,7 @@ def main() -> None:
     assert fp32.din is not None
     fit_din(fp32.din, table, args.din_steps, seed=2)
     int8 = quantized(fp32)
-    config = CascadeConfig(**{**default_hyper()["cascade"], "max_per_category": 3})
+    config = replace(trained_cascade(), max_per_category=3)
     requests = make_requests(args.requests, args.k, seed=1)
 
     print(

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import httpx
@@ -35,22 +35,22 @@ import torch
 
 from api.adapters.feast_features import FeastFeatureReader
 from api.ports import RecentItems
-from api.serving.cascade import ItemFeatures, build_request, user_now
-from api.serving.loading import LoadedCascade, build_cascade
 from bench.cascade_latency import build_models, fit_din, quantized, time_calls
 from bench.stack import running_stack
 from bench.stats import percentile
-from models.cascade import CascadeConfig, CascadeModels, CascadeRequest, ItemTable, recommend
+from models.cascade import CascadeModels, CascadeRequest, ItemTable, recommend
+from serving.cascade import ItemFeatures, build_request, user_now
+from serving.loading import LoadedCascade, build_cascade
 from streamrec.infra.feast_store import open_store
 from streamrec.infra.model_store import ChampionSet, read_folder, write_folder
 from streamrec.settings import Settings
 from streams.folding import TREND_HALF_LIFE_MS
-from training.fit.stages import default_hyper
+from training.fit.hyper import trained_cascade
 from training.registry import configure, log_folder, register_set_and_gate
 
 SOURCE = "movielens-100k"
-# The trained default (training.fit.stages.default_hyper), with the diversity rule on.
-CASCADE = CascadeConfig(**{**default_hyper()["cascade"], "max_per_category": 3})
+# The trained default (training.fit.hyper.trained_cascade), with the diversity rule on.
+CASCADE = replace(trained_cascade(), max_per_category=3)
 
 
 def write_set(root: Path, users: list[str], items: list[str], din_steps: int) -> dict[str, Path]:
@@ -151,7 +151,7 @@ def real_requests(
         return recents, ItemFeatures.build(cascade.item_ids, stats)
 
     recents, items = asyncio.run(read())
-    now = max(user_now(recent, items) for _, recent in recents)
+    now = user_now(None, items)
     table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
     requests = [build_request(cascade, user, recent, 10, now) for user, recent in recents]
     return requests, table

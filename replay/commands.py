@@ -110,7 +110,14 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             1,
         )
     try:
-        ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions, timeout=10)
+        ensure_topics(
+            settings.bootstrap_servers,
+            topics,
+            settings.topic_partitions,
+            timeout=10,
+            replication_factor=settings.replication_factor,
+            security=settings.kafka_security(),
+        )
     except KafkaException as exc:
         return _fail(
             f"replay: cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is it "
@@ -118,7 +125,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             1,
         )
     progress = ProgressLine()
-    producer = EventProducer(settings.bootstrap_servers, topics)
+    producer = EventProducer(settings.bootstrap_servers, topics, **settings.kafka_security())
     try:
         replayer = Replayer(
             path,

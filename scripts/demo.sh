@@ -21,6 +21,7 @@ stop_pid() {
 
 if [[ "${1:-}" == "stop" ]]; then
   stop_pid api
+  stop_pid archiver
   stop_pid worker
   "$STREAMREC" services down
   exit 0
@@ -61,6 +62,8 @@ PY
 # STREAMREC_DEMO_TRAIN_ARGS adds `streamrec train` options (e.g. "--seeds 5 --workers 2").
 "$STREAMREC" archive --once
 "$STREAMREC" train --workers 1 --streaming-events 500 --report-dir reports ${STREAMREC_DEMO_TRAIN_ARGS:-}
+# From here the archiver follows the topics, so its group never shows a growing lag.
+start_bg archiver "$STREAMREC" archive
 if [[ -z "${STREAMREC_API_KEY:-}" ]]; then
   [[ -s "$KEY_FILE" ]] || (umask 077 && .venv/bin/python -c "import secrets; print(secrets.token_hex(16))" >"$KEY_FILE")
   STREAMREC_API_KEY="$(cat "$KEY_FILE")"
@@ -83,9 +86,10 @@ streamrec is running.
                      -d '{"user_id": "196", "item_id": "50", "action": "click"}'
   API docs         http://127.0.0.1:$PORT/docs
   metrics          http://127.0.0.1:$PORT/metrics
+  prometheus       http://127.0.0.1:${STREAMREC_PROMETHEUS_PORT:-9090}  (dashboards: deploy/grafana)
   evaluation       reports/eval.md  (reports/eval.json; MLflow runs under $STATE/mlflow)
   services + lag   $STREAMREC services status
-  logs             $STATE/worker.log  $STATE/api.log  $STATE/kafka/kafka.log
+  logs             $STATE/worker.log  $STATE/api.log  $STATE/archiver.log  $STATE/kafka/kafka.log
   stop everything  make stop
 
 The API serves the champion cascade trained above; \`model_version\` in each response names it.

@@ -7,8 +7,9 @@ Nothing reads the environment at import time: call :func:`load_settings` (or bui
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.paths import datasets_dir
@@ -30,13 +31,30 @@ class Settings(BaseSettings):
         description="broker jars fetched by Maven; outside the repository",
     )
 
-    # Kafka. `kafka_bootstrap` empty means the local broker on `kafka_port`.
+    # Kafka. `kafka_bootstrap` empty means the local broker(s) from `kafka_port` on.
     kafka_bootstrap: str = ""
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    kafka_heap: str = "512m"
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="local KRaft nodes: 1, or 3 for a replicated cluster; node i listens on "
+        "kafka_port + 2i and kafka_controller_port + 2i",
+    )
+    kafka_heap: str = Field("512m", description="JVM heap of each local broker")
+    # How clients reach a secured cluster (the production profile in README); the local
+    # brokers listen on PLAINTEXT, bound to 127.0.0.1.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str = Field("", description="CA bundle (PEM); empty: the system's")
     topic_prefix: str = Field("streamrec.", description="keeps tests and tenants apart")
     topic_partitions: int = Field(3, ge=1)
+    topic_replication_factor: int = Field(
+        0, ge=0, description="copies of each topic partition; 0 means min(3, kafka_brokers)"
+    )
 
     # Redis: the Feast online store and the "user changed" pub/sub channel.
     # `redis_url` empty means the local server on `redis_port`; "none" means no Redis
@@ -69,6 +87,19 @@ class Settings(BaseSettings):
     spark_long_slide_seconds: int = Field(3600, gt=0)
     spark_interest_categories: int = Field(10, ge=1, description="top categories kept per user")
 
+    # Monitoring: the Prometheus that `streamrec services up` runs, and the metrics ports of
+    # the processes that are not HTTP services themselves (the worker's is `worker_port`).
+    prometheus_port: int = Field(9090, description="Prometheus web UI and HTTP API")
+    prometheus_scrape_seconds: float = Field(
+        5.0, gt=0, description="scrape and rule interval: short, so a replay shows in seconds"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="where the archiver and Spark serve /metrics"
+    )
+    archiver_metrics_port: int = Field(9101, description="`streamrec archive` /metrics")
+    spark_metrics_port: int = Field(9102, description="`streamrec spark` /metrics")
+    drift_metrics_port: int = Field(9103, description="`streamrec drift` /metrics")
+
     # Ray: empty means a local Ray started by the training command; else a cluster address.
     ray_address: str = ""
 
@@ -99,8 +130,49 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def local_broker_ports(self) -> list[int]:
+        """The client ports of the local KRaft nodes, in node order."""
+        return [self.kafka_port + 2 * i for i in range(self.kafka_brokers)]
+
+    @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        # Every local node is listed, so a client can start while any one of them is down.
+        return self.kafka_bootstrap or ",".join(f"127.0.0.1:{p}" for p in self.local_broker_ports)
+
+    @property
+    def replication_factor(self) -> int:
+        return self.topic_replication_factor or min(3, self.kafka_brokers)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"STREAMREC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka settings every Kafka client adds to its own: none on PLAINTEXT."""
+        config: dict[str, str] = {}
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return config
+        config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_security_protocol.startswith("SASL") and self.kafka_sasl_password:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+    def kafka_client_config(
+        self, **extra: str | int | float | bool
+    ) -> dict[str, str | int | float | bool]:
+        """``bootstrap.servers`` and the security settings, plus a client's own ``extra``."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_security(), **extra}
 
     @property
     def redis_connection_url(self) -> str | None:

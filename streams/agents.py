@@ -65,6 +65,7 @@ from streams.folding import (
 )
 from streams.joins import FaustJoin, JoinMetrics
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
+from streams.worker_metrics import WorkerFlowMetrics
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,7 @@ def attach(
 ) -> Worker:
     topics = Topics(settings.topic_prefix)
     metrics = WorkerMetrics.create()
+    flow = WorkerFlowMetrics.create(metrics.registry)
     partitions = settings.topic_partitions
     raw = RawSchema()
     interactions = app.topic(topics.interactions, partitions=partitions, schema=raw)
@@ -431,6 +433,7 @@ def attach(
                 writes.append(push(USER_PUSH_SOURCE, user_rows(rows)))
             await asyncio.gather(*writes)
             lap("feast_push_and_seen")
+            flow.batch_folded(topics.interactions, events)
             if changed:
                 # After the push: a notice tells the API that fresh features are readable.
                 await _in_thread(notifier.users_changed, list(changed))
@@ -487,6 +490,7 @@ def attach(
             if rows:
                 await push(ITEM_PUSH_SOURCE, item_rows(rows))
             lap("feast_push")
+            flow.batch_folded(activity_name, events, written=False)
             metrics.batch_seconds.labels(item_activity.get_topic_name()).observe(
                 time.perf_counter() - started
             )

@@ -101,9 +101,10 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         f"{topics.prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=_credentials(settings),
         store="memory://",  # tables live in memory, recovered from their changelog topics
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         web_enabled=True,
@@ -125,6 +126,27 @@ def create_app(settings: Settings) -> faust.App:
     _seek_with_flow_stopped(app)
     _hand_over_in_place(app)
     return app
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's (aiokafka's) form of the broker security in ``settings``."""
+    import ssl
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else "",
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context,
+    )
 
 
 class QuietMonitor(Monitor):

@@ -57,6 +57,7 @@ from streams.log_schema import EVENT_LOG_SCHEMA
 log = logging.getLogger(__name__)
 
 ARCHIVE_DIR = "archive"
+LAG_NOTE_SECONDS = 2.0  # how often `run` notes its lag for the metrics
 _KAFKA_FIELDS = [
     pa.field("kafka_partition", pa.int32(), nullable=False),
     pa.field("kafka_offset", pa.int64(), nullable=False),
@@ -203,12 +204,15 @@ class Archiver:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            **settings.kafka_security(),
         }
         config.update(consumer_overrides or {})
         self._config = config
         self.stats = ArchiveStats()
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._oldest_pending: float | None = None
+        self._lag: dict[tuple[str, int], int] = {}
+        self._lag_noted = 0.0
 
     @property
     def archived_topics(self) -> list[str]:
@@ -357,12 +361,31 @@ class Archiver:
             consumer.subscribe(self.archived_topics, on_assign=on_assign, on_revoke=on_revoke)
             while not stop.is_set():
                 self._consume(consumer)
+                self._note_lag(consumer)
                 if self._due():
                     self.flush(consumer)
             self.flush(consumer)
         finally:
             consumer.close()
         return self.stats
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records behind the log end) as ``run`` last noted them."""
+        return [(topic, partition, behind) for (topic, partition), behind in self._lag.items()]
+
+    def _note_lag(self, consumer: Consumer) -> None:
+        """Note the lag from the high watermarks the last fetches brought (no request to
+        the broker), in the consuming thread: the consumer is not shared with a scrape."""
+        now = time.monotonic()
+        if now - self._lag_noted < LAG_NOTE_SECONDS:
+            return
+        self._lag_noted = now
+        lag = {}
+        for tp in consumer.position(consumer.assignment()):
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        self._lag = lag
 
 
 def run_archiver(

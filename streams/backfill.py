@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -107,7 +107,10 @@ Record = tuple[str, int, int, bytes | None]
 
 
 def read_log(
-    bootstrap_servers: str, topics: list[str], timeout: float = 30.0
+    bootstrap_servers: str,
+    topics: list[str],
+    timeout: float = 30.0,
+    security: Mapping[str, str] | None = None,
 ) -> Iterator[list[Record]]:
     """Batches of records of ``topics`` from the beginning to the end offsets as of now;
     within a partition in offset order."""
@@ -119,6 +122,7 @@ def read_log(
             "enable.partition.eof": False,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            **(security or {}),
         }
     )
     try:
@@ -172,7 +176,9 @@ def fold_log(
         topics.clicks: Click,
     }
     started = time.perf_counter()
-    for batch in read_log(settings.bootstrap_servers, list(kinds)):
+    for batch in read_log(
+        settings.bootstrap_servers, list(kinds), security=settings.kafka_security()
+    ):
         for_items: list[tuple[str, int, Interaction | Click]] = []
         joined: list[Entry] = []
         for topic, partition, offset, value in batch:
@@ -243,7 +249,7 @@ def reset_worker_state(settings: Settings, timeout: float = 30.0) -> list[str]:
     was deleted. Refuses while the group has members (a worker is running).
     """
     group = f"{settings.topic_prefix}worker"
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(settings.kafka_client_config())
     description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
     if description.members:
         raise RuntimeError(f"consumer group {group} has running members: stop the worker first")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -12,13 +14,27 @@ KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def ensure_topics(
-    bootstrap_servers: str, topics: Topics, partitions: int, timeout: float = 30.0
+    bootstrap_servers: str,
+    topics: Topics,
+    partitions: int,
+    timeout: float = 30.0,
+    replication_factor: int = 1,
+    security: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create the missing event topics; returns the names created. Idempotent."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    """Create the missing event topics; returns the names created. Idempotent.
+
+    Topics that exist keep their replication: raising it is a reassignment, an operator's
+    decision, not something a start-up command should do behind their back.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1, config=KEEP_FOREVER)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=KEEP_FOREVER,
+        )
         for name in topics.all()
         if name not in existing
     ]

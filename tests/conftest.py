@@ -17,7 +17,12 @@ def live_settings(tmp_path: Path) -> Iterator[Settings]:
     settings = isolated_settings(tmp_path)
     require_services(settings)
     topics = Topics(settings.topic_prefix)
-    ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
+    ensure_topics(
+        settings.bootstrap_servers,
+        topics,
+        settings.topic_partitions,
+        replication_factor=settings.replication_factor,
+    )
     yield settings
     from confluent_kafka.admin import AdminClient
 

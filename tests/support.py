@@ -34,6 +34,9 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path / "data",
         "worker_port": free_port(),
         "api_port": free_port(),
+        "archiver_metrics_port": free_port(),
+        "spark_metrics_port": free_port(),
+        "drift_metrics_port": free_port(),
         "kafka_jars_dir": base.kafka_jars_dir.resolve(),
     }
     values.update(overrides)

@@ -9,16 +9,20 @@
    logs every epoch's metrics to the seed's MLflow run as they happen and sends the
    trained sets back in the run's checkpoint.
 3. Evaluate on the same split: the baselines, every stage (:func:`training.fit.stages.
-   evaluate_set`, mean and spread over seeds), and the streaming evaluation of the first
-   seed's set (:mod:`training.evaluation.streaming`).
+   evaluate_set`, mean and spread over seeds), and the prequential evaluation of the first
+   seed's set as the API loads it (:mod:`training.prequential_run`).
 4. Log parameters, the report (``eval.json`` + ``eval.md``) and the three stage folders of
    the first seed to MLflow, register them as one model set and gate it on the validation
-   metric: the set becomes ``champion`` only if it beats the champion set.
+   period scored prequentially: the set becomes ``champion`` only if its live cascade
+   beats every live baseline there (paired Wilcoxon p < 0.05) and the champion set's
+   validation metric. A refused set leaves the API on what it served before (the
+   heuristic, ``heuristic-cooc-v1``, while no set was ever promoted).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -37,7 +41,8 @@ from streamrec.times import format_ms
 
 log = logging.getLogger(__name__)
 
-GATE_METRIC = "validation_cascade_ndcg@10"
+GATE_METRIC = "validation_cascade_ndcg@10"  # static split: only when prequential is skipped
+PREQUENTIAL_GATE_METRIC = "validation_prequential_ndcg@10"
 MIN_EVENTS = 50  # fewer cannot fill a train / validation / test split meaningfully
 TRAINED_FILE = "trained-seed{seed}.pt"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -56,7 +61,7 @@ class TrainOptions:
     hyper: dict[str, Any] | None = None
     train_fraction: float = 0.8
     validation_fraction: float = 0.1
-    streaming_events: int = 1000  # 0 skips the streaming evaluation
+    streaming_events: int = 5000  # test events of the prequential evaluation; 0 skips it
     items_path: Path | None = None  # item catalogue (categories); optional
     experiment: str = "streamrec"
     bpr: bool = True  # the BPR-MF baseline (one fit per seed)
@@ -156,7 +161,7 @@ def train_stages_loop(config: dict[str, Any]) -> None:
 def train_through_ray(
     settings: Settings,
     data: Any,
-    hyper: dict[str, Any] | None,
+    hyper: Any,  # training.fit.hyper.Hyper, or its overrides
     seeds: Sequence[int],
     run_ids: Sequence[str],
     workers: int,
@@ -213,22 +218,6 @@ def baseline_results(split: Any, seeds: Sequence[int], bpr: bool) -> dict[str, d
     return results
 
 
-def serving_models(trained: Any, data: Any) -> Any:
-    """What the API would load from the registered folders, for the streaming evaluation."""
-    from training.evaluation.streaming import ServingModels
-
-    features = trained.configs["lightgcn"].get("features", {})
-    return ServingModels(
-        models=trained.cascade_models(),
-        config=trained.cascade_config,
-        item_ids=trained.item_ids,
-        user_ids=trained.user_ids,
-        n_trained_users=data.split.n_train_users,
-        categories=data.categories,
-        **({"trend_half_life_ms": int(features["trend_half_life_ms"])} if features else {}),
-    )
-
-
 def gate_metric(validation: dict[str, Any]) -> float:
     value = validation.get("cascade", {}).get("ndcg@10")
     if value is None:
@@ -239,32 +228,15 @@ def gate_metric(validation: dict[str, Any]) -> float:
 # -- MLflow -----------------------------------------------------------------------------------
 
 
-def stage_folders(trained: Any, set_id: str, root: Path) -> dict[str, Path]:
-    """The three folders of ``streamrec.infra.model_store``'s contract, under ``root``."""
-    from streamrec.infra.model_store import ITEM_PRIOR_KEY, STAGES, write_folder
-
-    modules = {"lightgcn": trained.lightgcn, "din": trained.din, "ranknet": trained.ranknet}
-    folders = {}
-    for stage in STAGES:
-        config = {**trained.configs[stage], "model_set": set_id}
-        vocab = (
-            {"item_ids": list(trained.item_ids), "user_ids": list(trained.user_ids)}
-            if stage == "lightgcn"
-            else None
-        )
-        state = {k: v.detach().cpu() for k, v in modules[stage].state_dict().items()}
-        if stage == "lightgcn" and trained.item_prior is not None:
-            state[ITEM_PRIOR_KEY] = trained.item_prior.detach().cpu()
-        folders[stage] = write_folder(root / stage, state, config, vocab)
-    return folders
-
-
 def _flat_metrics(prefix: str, tree: Any, out: dict[str, float]) -> dict[str, float]:
     if isinstance(tree, dict):
         for key, value in tree.items():
             _flat_metrics(f"{prefix}.{key}" if prefix else str(key), value, out)
     elif isinstance(tree, int | float) and not isinstance(tree, bool) and np.isfinite(tree):
-        out[prefix.replace("@", "_at_")] = float(tree)
+        # MLflow names allow alphanumerics, "_-. :/" only: "ndcg@10" -> "ndcg_at_10", and
+        # arm names lose their parentheses ("item-kNN (tuned)" -> "item-kNN tuned").
+        name = re.sub(r"[^\w\-. :/]", "", prefix.replace("@", "_at_"))
+        out[name] = float(tree)
     return out
 
 
@@ -310,15 +282,19 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     from training import registry
     from training.data.split import SplitConfig, split_summary
     from training.evaluation.new_users import new_user_bound
-    from training.evaluation.streaming import StreamingConfig, streaming_evaluation
-    from training.fit.stages import _merge, default_hyper, evaluate_set, prepare
+    from training.evaluation.prequential import PrequentialConfig, beats_baselines
+    from training.evaluation.prequential_report import check_targets as prequential_targets
+    from training.fit.hyper import Hyper
+    from training.fit.stages import evaluate_set, prepare
+    from training.prequential_run import evaluate_trained
     from training.report import check_targets, mean_and_spread, write_report
+    from training.served_set import stage_folders
 
     if options.workers < 1:
         raise TrainingInputError(f"--workers must be >= 1, got {options.workers}")
     if options.seeds < 1:
         raise TrainingInputError(f"--seeds must be >= 1, got {options.seeds}")
-    hyper = _merge(default_hyper(), options.hyper)  # refuses unknown keys before any work
+    hyper = Hyper.read(options.hyper)  # refuses unknown or bad values before any work
     seeds = list(range(options.seeds))
     timings: dict[str, float] = {}
     started = clock = time.monotonic()
@@ -355,7 +331,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     with mlflow.start_run(run_name=f"train-{set_id}") as parent:
         run_id = parent.info.run_id
         mlflow.set_tags({"model_set": set_id, "command": "streamrec train"})
-        mlflow.log_params(_params(options, hyper, seeds))
+        mlflow.log_params(_params(options, hyper.as_dict(), seeds))
         seed_runs = [
             client.create_run(
                 parent.info.experiment_id,
@@ -379,28 +355,39 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
         lap("baselines")
         streaming = None
         if options.streaming_events > 0:
-            streaming = streaming_evaluation(
-                serving_models(trained[seeds[0]], data),
+            streaming = evaluate_trained(
+                trained[seeds[0]],
+                data,
                 events,
-                clicks=clicks,
-                cutoff_ms=data.split.train_end_ms,
-                start_ms=data.split.validation_end_ms,
-                config=StreamingConfig(
+                PrequentialConfig(
                     max_events=options.streaming_events, keep=settings.recent_items_max
                 ),
+                clicks=clicks,
             )
-            lap("streaming evaluation")
+            streaming["targets"] = prequential_targets(streaming)
+            lap("prequential evaluation")
 
-        metric = gate_metric(validation_runs[0])
+        metric_name, metric, refused = GATE_METRIC, gate_metric(validation_runs[0]), None
+        if streaming is not None:
+            metric_name = PREQUENTIAL_GATE_METRIC
+            metric = streaming["validation"]["all"]["arms"]["cascade live"]["ndcg@10"]
+            refused = beats_baselines(streaming["validation"])
         if options.gate_metric_override is not None:
             metric = options.gate_metric_override(metric)
         with tempfile.TemporaryDirectory(prefix="streamrec-set-") as scratch:
-            folders = stage_folders(trained[seeds[0]], set_id, Path(scratch))
+            folders = stage_folders(
+                trained[seeds[0]], set_id, Path(scratch), data.split.n_train_users
+            )
             logged = {
                 stage: registry.log_folder(folder, stage) for stage, folder in folders.items()
             }
         decision = registry.register_set_and_gate(
-            client, set_id=set_id, models=logged, metric_name=GATE_METRIC, metric=metric
+            client,
+            set_id=set_id,
+            models=logged,
+            metric_name=metric_name,
+            metric=metric,
+            refused=refused,
         )
         mlflow.set_tags(
             {
@@ -412,7 +399,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
                 else repr(decision.champion),
             }
         )
-        mlflow.log_metric(GATE_METRIC.replace("@", "_at_"), metric)
+        mlflow.log_metric(metric_name.replace("@", "_at_"), metric)
         lap("register and gate")
         timings["total"] = time.monotonic() - started
 
@@ -428,7 +415,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             "config": {
                 "workers": options.workers,
                 "seeds": seeds,
-                "hyper": hyper,
+                "hyper": hyper.as_dict(),
                 "split": asdict(SplitConfig(options.train_fraction, options.validation_fraction)),
                 "streaming_events": options.streaming_events,
             },
@@ -459,9 +446,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             }
         )
         if streaming is not None:
-            mlflow.log_metrics(
-                _flat_metrics("streaming", {k: streaming[k] for k in ("live", "frozen")}, {})
-            )
+            mlflow.log_metrics(_flat_metrics("prequential", streaming["all"]["arms"], {}))
     return TrainResult(report, json_path, md_path, run_id)
 
 
@@ -499,10 +484,12 @@ def train_command(args: Any, settings: Settings) -> int:
     gate = report["gate"]
     print(f"model set {report['set_id']}: test cascade NDCG@10 {cascade['ndcg@10']:.4f}")
     if report.get("streaming"):
-        s = report["streaming"]
+        s = report["streaming"]["all"]
+        arms = s["arms"]
         print(
-            f"streaming: live NDCG@10 {s['live']['ndcg@10']:.4f} vs frozen "
-            f"{s['frozen']['ndcg@10']:.4f} over {s['n_events']} events"
+            f"prequential: cascade live NDCG@10 {arms['cascade live']['ndcg@10']:.4f}, frozen "
+            f"{arms['cascade frozen']['ndcg@10']:.4f}, live item-kNN "
+            f"{arms['item-kNN live']['ndcg@10']:.4f} over {s['n_events']} events"
         )
     print(f"gate: {gate['reason']} -> {'promoted' if gate['promoted'] else 'not promoted'}")
     print(f"report: {result.json_path} {result.markdown_path}; MLflow run {result.run_id}")

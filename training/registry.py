@@ -166,9 +166,13 @@ class SetDecision:
     champion_set: str | None
     champion_versions: dict[str, str] | None
     promoted: bool
+    # Why the set may not be promoted whatever the champion: it lost to a baseline.
+    refused: str | None = None
 
     @property
     def reason(self) -> str:
+        if self.refused is not None:
+            return f"not eligible: {self.refused}"
         if self.champion is None:
             return f"no champion set yet: {self.metric_name}={self.candidate:.4f} promoted"
         verdict = "beats" if self.promoted else "does not beat"
@@ -187,6 +191,7 @@ class SetDecision:
             "champion_set": self.champion_set,
             "champion_versions": self.champion_versions,
             "promoted": self.promoted,
+            "refused": self.refused,
             "reason": self.reason,
         }
 
@@ -206,11 +211,13 @@ def register_set_and_gate(
     metric_name: str,
     metric: float,
     higher_is_better: bool = True,
+    refused: str | None = None,
 ) -> SetDecision:
     """Register one version per stage (names of ``streamrec.infra.model_store``), all tagged
     ``model_set=set_id``, and move ``champion`` to the three together only if ``metric``
     beats the current champion SET's. The set is compared whole because its stages share
-    one item index; stages are never promoted one by one.
+    one item index; stages are never promoted one by one. A set ``refused`` (it lost to
+    a baseline) is registered for the record and never promoted.
     """
     missing = set(STAGES) - set(models)
     if missing:
@@ -222,7 +229,7 @@ def register_set_and_gate(
             REGISTERED_NAMES[STAGES[0]], current.versions[STAGES[0]]
         ).tags.get(METRIC_TAG)
         champion_metric = float(tag) if tag is not None else None
-    promoted = gate_passes(float(metric), champion_metric, higher_is_better)
+    promoted = refused is None and gate_passes(float(metric), champion_metric, higher_is_better)
     versions: dict[str, str] = {}
     for stage in STAGES:
         name = REGISTERED_NAMES[stage]
@@ -248,6 +255,7 @@ def register_set_and_gate(
         champion_set=current.set_id if current is not None else None,
         champion_versions=dict(current.versions) if current is not None else None,
         promoted=promoted,
+        refused=refused,
     )
     for stage in STAGES:
         name, version = REGISTERED_NAMES[stage], versions[stage]

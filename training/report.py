@@ -1,7 +1,7 @@
 """The report of one ``streamrec train`` run: ``eval.json`` (machine-readable) and ``eval.md``.
 
 Everything is on one leak-free split (:mod:`training.data.split`): the baselines, every stage
-of the cascade (mean and spread over seeds), the streaming evaluation (live vs frozen
+of the cascade (mean and spread over seeds), the prequential evaluation (live vs frozen
 features), the issue's targets checked against those numbers, and the registry gate's
 decision.
 """
@@ -17,6 +17,7 @@ import numpy as np
 
 from training.evaluation.evaluate import _aggregate, _sample_std
 from training.evaluation.metrics import RETURNING, SLICES
+from training.evaluation.prequential_report import markdown as prequential_markdown
 
 EVAL_JSON = "eval.json"
 EVAL_MD = "eval.md"
@@ -133,18 +134,18 @@ def check_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     )
     streaming = report.get("streaming") or {}
-    live = _get(streaming, "live", "ndcg@10")
-    frozen = _get(streaming, "frozen", "ndcg@10")
-    p_stream = _get(streaming, "paired", "wilcoxon_p")
-    checks.append(
-        _check(
-            "streaming: live NDCG@10 > frozen NDCG@10",
-            live,
-            frozen,
-            live is not None and frozen is not None and live > frozen,
-            f"Wilcoxon p = {p_stream:.3g}" if p_stream is not None else "no test",
+    for check in streaming.get("targets", []):
+        checks.append(
+            _check(
+                f"prequential: {check['target']}",
+                check["value"],
+                check["goal"],
+                check["met"],
+                f"Wilcoxon p = {check['p']:.3g}, met only at p < 0.05"
+                if check["p"] is not None
+                else "no test",
+            )
         )
-    )
     return checks
 
 
@@ -235,34 +236,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {label} | {key} | {value} |")
     streaming = report.get("streaming")
     if streaming:
-        lines += [
-            "",
-            "## Streaming evaluation (test-then-learn, live vs frozen features)",
-            "",
-            f"{streaming.get('n_events', 0):,} test events scored of "
-            f"{streaming.get('n_eligible', 0):,} eligible "
-            f"(first interaction with a vocabulary item), sampled with seed "
-            f"{streaming.get('seed')}; registered seed's models.",
-            "",
-            "| events | n | live N@10 | frozen N@10 | Δ N@10 | live R@10 | frozen R@10 "
-            "| Wilcoxon p | t-test p |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for label, part in (
-            ("all", streaming),
-            ("trained users", _get(streaming, "slices", "trained_users")),
-            ("new users", _get(streaming, "slices", "new_users")),
-        ):
-            if not part:
-                continue
-            lines.append(
-                f"| {label} | {part.get('n_events', 0)} | {_fmt(_get(part, 'live', 'ndcg@10'))} | "
-                f"{_fmt(_get(part, 'frozen', 'ndcg@10'))} | {_fmt(part.get('delta_ndcg@10'))} | "
-                f"{_fmt(_get(part, 'live', 'recall@10'))} | "
-                f"{_fmt(_get(part, 'frozen', 'recall@10'))} | "
-                f"{_fmt(_get(part, 'paired', 'wilcoxon_p'), digits=3)} | "
-                f"{_fmt(_get(part, 'paired', 'ttest_p'), digits=3)} |"
-            )
+        lines += ["", prequential_markdown(streaming).rstrip("\n")]
     lines += [
         "",
         "## Targets",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
@@ -57,15 +57,20 @@ class KafkaEventSink:
 
 @asynccontextmanager
 async def open_kafka_sink(
-    bootstrap_servers: str, topics: Topics, *, delivery_timeout_seconds: float = 10.0
+    bootstrap_servers: str,
+    topics: Topics,
+    *,
+    delivery_timeout_seconds: float = 10.0,
+    security: Mapping[str, str] | None = None,
 ) -> AsyncIterator[KafkaEventSink]:
     timeout_ms = int(delivery_timeout_seconds * 1000)
     producer = EventProducer(
         bootstrap_servers,
         topics,
+        **(security or {}),
         **{"delivery.timeout.ms": timeout_ms, "request.timeout.ms": min(timeout_ms, 5000)},
     )
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
     try:
         yield KafkaEventSink(producer, admin)
     finally:

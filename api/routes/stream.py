@@ -44,6 +44,7 @@ async def _recommendation_events(
     try:
         # Subscribe before the first read, so a change between the two is not missed.
         async with services.changes.subscribe(user_id) as subscription:
+            noticed: float | None = None  # when the notice behind this update came
             while True:
                 served = await services.recommendations.recommend(user_id, k, channel="sse")
                 yield ServerSentEvent(
@@ -51,7 +52,10 @@ async def _recommendation_events(
                     event=EVENT_NAME,
                     id=served.request_id,
                 )
+                if noticed is not None:
+                    services.metrics.sse_update_seconds.observe(time.monotonic() - noticed)
                 await subscription.changed()
+                noticed = time.monotonic()
                 await _debounce(subscription)
     finally:
         # Runs when the client disconnects too: sse-starlette cancels this generator.

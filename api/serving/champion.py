@@ -28,8 +28,8 @@ import anyio
 
 from api.metrics import ApiMetrics
 from api.ports import ItemStats
-from api.serving.cascade import ItemFeatures, ServingSet
-from api.serving.loading import SetLoadError, build_cascade
+from serving.cascade import ItemFeatures, ServingSet
+from serving.loading import SetLoadError, build_cascade
 from streamrec.infra.model_store import ChampionSet, StageFolder, find_champion_set, read_folder
 from streamrec.settings import Settings
 

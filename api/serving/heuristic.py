@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from api.ports import ItemStats
+from serving.cascade import POPULAR_REASON
 
 MODEL_VERSION = "heuristic-cooc-v1"
-POPULAR_REASON = "popular right now"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Serving one recommendation list: read the user's features, score, record what was served.
 
-Scored by the champion cascade when a model set is loaded (``api/serving/cascade.py``),
+Scored by the champion cascade when a model set is loaded (``serving/cascade.py``),
 by the heuristic (``api/serving/heuristic.py``) otherwise; ``model_version`` says which.
 
 Used by both GET /recommend and the SSE stream. User features are read on every call (no
@@ -21,10 +21,10 @@ import anyio
 
 from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
-from api.serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
 from api.serving.champion import ChampionWatcher
 from api.serving.heuristic import MODEL_VERSION, Scored, reason, recommend
 from api.state import RecommenderState
+from serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
 from streams.events import RecommendationServed, RecommendedItem
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class RecommendationService:
         self._inference_limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
+        started = time.perf_counter()
         recent = await self._user_recent(user_id)
         titles = self._state.catalogue.titles
         # Read once: a set swapped in during this request serves the next one.
@@ -122,6 +123,9 @@ class RecommendationService:
         )
         kind = "personal" if recent is not None else "cold_start"
         self._metrics.recommendations.labels(kind, channel).inc()
+        self._metrics.recommend_seconds.labels(VARIANT, channel).observe(
+            time.perf_counter() - started
+        )
         self._served_log.record(served)
         return served
 
@@ -177,4 +181,6 @@ class RecommendationService:
         self._metrics.feature_read_seconds.labels("user_recent").observe(
             time.perf_counter() - started
         )
+        outcome = "miss" if recent is None else "hit"
+        self._metrics.feature_reads.labels("user_recent", outcome).inc()
         return recent

@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO; health probes and Prometheus queries are many.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from pydantic import ValidationError
 
     from streamrec.settings import load_settings

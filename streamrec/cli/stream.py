@@ -31,21 +31,56 @@ def _features(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.archiver import install_stop_signals, run_archiver
+    from streamrec.infra.metrics import MetricsServer
+    from streams.archiver import Archiver, install_stop_signals
+    from streams.archiver_metrics import archiver_registry
 
+    archiver = Archiver(
+        settings, flush_records=args.flush_records, flush_seconds=args.flush_seconds
+    )
+    if args.once:
+        print(archiver.run_once().summary())
+        return 0
     stop = threading.Event()
     restore = install_stop_signals(stop)
+    server = MetricsServer(
+        archiver_registry(archiver), settings.archiver_metrics_port, settings.metrics_host
+    )
     try:
-        stats = run_archiver(
-            settings,
-            once=args.once,
-            flush_records=args.flush_records,
-            flush_seconds=args.flush_seconds,
-            stop=stop,
-        )
+        stats = archiver.run(stop)
     finally:
+        server.close()
         restore()
     print(stats.summary())
+    return 0
+
+
+def _drift(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.infra.metrics import MetricsServer
+    from streams.archiver import install_stop_signals
+    from streams.drift_monitor import DriftMetrics, run_drift_monitor
+
+    metrics = DriftMetrics.create()
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    server = MetricsServer(metrics.registry, settings.drift_metrics_port, settings.metrics_host)
+    try:
+        results = run_drift_monitor(
+            settings,
+            metrics,
+            reference_until_ms=args.reference_until,
+            window_events=args.window_events,
+            every_seconds=args.every,
+            stop=stop,
+            once=args.once,
+        )
+    finally:
+        server.close()
+        restore()
+    if not results:
+        print("drift: not enough archived interactions on both sides of --reference-until")
+    for r in results:
+        print(f"{r.column:16} {r.test:15} {r.score:.4g}{'  DRIFT' if r.drifted else ''}")
     return 0
 
 
@@ -93,10 +128,12 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def _spark(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.infra.metrics import MetricsServer
     from streams.archiver import install_stop_signals
     from streams.sinks import FeastFeatureSink
     from streams.spark.jars import SparkJarsError
     from streams.spark.job import JobConfig, SparkJobError, run_spark_job
+    from streams.spark.metrics import SparkJobMetrics
 
     try:
         config = JobConfig.from_settings(settings)
@@ -108,6 +145,8 @@ def _spark(args: argparse.Namespace, settings: Settings) -> int:
     apply_definitions(store)
     stop = threading.Event()
     restore = install_stop_signals(stop)
+    metrics = SparkJobMetrics()
+    server = MetricsServer(metrics.registry, settings.spark_metrics_port, settings.metrics_host)
     try:
         report = run_spark_job(
             settings,
@@ -115,11 +154,13 @@ def _spark(args: argparse.Namespace, settings: Settings) -> int:
             available_now=args.available_now,
             stop=stop,
             config=config,
+            metrics=metrics,
         )
     except (SparkJarsError, SparkJobError) as exc:
         print(f"streamrec spark: {exc}", file=sys.stderr)
         return 1
     finally:
+        server.close()
         restore()
     print(report.summary())
     return 0
@@ -196,6 +237,35 @@ def register(sub: Any) -> None:
         help="or after T seconds, whichever comes first",
     )
     archive.set_defaults(func=_archive)
+
+    drift = sub.add_parser(
+        "drift",
+        help="compare live interactions with a reference window; export drift scores",
+        description="Every --every seconds, compare the newest --window-events archived "
+        "interactions after --reference-until with the same number before it (action mix, "
+        "item popularity, category mix, user activity; KS or Wasserstein, chi-squared or "
+        "Jensen-Shannon by sample size) and serve the scores on "
+        "STREAMREC_DRIFT_METRICS_PORT for Prometheus. Needs the archiver running.",
+    )
+    drift.add_argument(
+        "--reference-until",
+        type=time_arg,
+        required=True,
+        metavar="TIME",
+        help="end of the reference window (the champion's training cutoff)",
+    )
+    drift.add_argument(
+        "--window-events",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="interactions in each compared window (the newest N on each side)",
+    )
+    drift.add_argument(
+        "--every", type=float, default=60.0, metavar="SECONDS", help="time between comparisons"
+    )
+    drift.add_argument("--once", action="store_true", help="one comparison, then exit")
+    drift.set_defaults(func=_drift)
 
     backfill = sub.add_parser(
         "backfill",

@@ -74,6 +74,16 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     return rows
 
 
+def idle_groups(bootstrap_servers: str, timeout: float = 10.0) -> set[str]:
+    """Groups with committed offsets but no member now: their lag grows because nothing
+    runs them (e.g. an archiver run with ``--once``), not because a consumer falls behind."""
+    from confluent_kafka import ConsumerGroupState
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    listing = admin.list_consumer_groups(request_timeout=timeout).result()
+    return {g.group_id for g in listing.valid if g.state == ConsumerGroupState.EMPTY}
+
+
 def partitions_behind(bootstrap_servers: str, group: str) -> list[PartitionLag] | None:
     """The partitions ``group`` has not committed to the end; None before its first commit."""
     rows = [r for r in consumer_lag(bootstrap_servers) if r.group == group]

@@ -17,9 +17,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings
+
+if TYPE_CHECKING:
+    from streamrec.infra.cluster import KafkaCluster
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LOG4J = REPO_ROOT / "deploy" / "kafka" / "log4j2.yaml"
@@ -341,25 +345,39 @@ class RedisServer:
         )
 
 
+def _kafka_for(settings: Settings) -> KafkaBroker | KafkaCluster:
+    """One broker, or a replicated cluster with ``settings.kafka_brokers`` > 1."""
+    if settings.kafka_brokers == 1:
+        return KafkaBroker(settings)
+    from streamrec.infra.cluster import KafkaCluster
+
+    return KafkaCluster(settings)
+
+
 class LocalServices:
     """The services one machine runs: `up`, `down`, `status`."""
 
     def __init__(self, settings: Settings) -> None:
+        # Imported here: the Prometheus module builds on this one's process helpers.
+        from streamrec.infra.prometheus import PrometheusServer
+
         self.settings = settings
-        self.kafka = KafkaBroker(settings)
+        self.kafka: KafkaBroker | KafkaCluster = _kafka_for(settings)
         self.redis = RedisServer(settings)
+        self.prometheus = PrometheusServer(settings)
 
     def up(self) -> None:
-        """Start Redis and the broker; the CLI then creates the event topics."""
+        """Start Redis, the broker and Prometheus; the CLI then creates the event topics."""
         self.redis.up()
         self.kafka.up()
+        self.prometheus.up()
 
     def down(self) -> list[str]:
         stopped = []
-        for service in (self.kafka, self.redis):
+        for service in (self.prometheus, self.kafka, self.redis):
             if service.proc.stop():
                 stopped.append(service.proc.name)
         return stopped
 
     def status(self) -> list[ServiceStatus]:
-        return [self.redis.status(), self.kafka.status()]
+        return [self.redis.status(), self.kafka.status(), self.prometheus.status()]

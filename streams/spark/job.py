@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from streams.spark.metrics import SparkJobMetrics
+
 logger = logging.getLogger(__name__)
 
 ITEM_SHORT_PUSH = "item_windows_1h_push"
@@ -196,14 +198,43 @@ def kafka_records(
 ) -> DataFrame:
     """Spark's own Kafka source over ``topics``, from the earliest offset on first start
     (a restart resumes from the checkpoint's offsets instead)."""
-    return (
+    reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.bootstrap_servers)
         .option("subscribe", ",".join(topics))
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
-        .load()
     )
+    for name, value in kafka_java_security(settings).items():
+        reader = reader.option(f"kafka.{name}", value)
+    return reader.load()
+
+
+# The JAAS login module of each SASL mechanism, for the Java Kafka client Spark runs.
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def kafka_java_security(settings: Settings) -> dict[str, str]:
+    """The Java client's form of ``settings.kafka_security()``: none on PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    config: dict[str, str] = {"security.protocol": protocol}
+    password = settings.kafka_sasl_password
+    if protocol.startswith("SASL") and password is not None:
+        module = _LOGIN_MODULES[settings.kafka_sasl_mechanism]
+        secret = password.get_secret_value().replace("\\", "\\\\").replace('"', '\\"')
+        user = settings.kafka_sasl_username.replace('"', '\\"')
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.jaas.config"] = f'{module} required username="{user}" password="{secret}";'
+    if settings.kafka_ssl_ca_location:
+        config["ssl.truststore.type"] = "PEM"
+        config["ssl.truststore.location"] = settings.kafka_ssl_ca_location
+    return config
 
 
 @dataclass
@@ -355,6 +386,7 @@ def run_spark_job(
     stop: threading.Event | None = None,
     spark: SparkSession | None = None,
     config: JobConfig | None = None,
+    metrics: SparkJobMetrics | None = None,
 ) -> SparkJobReport:
     """Run the window queries until ``stop`` is set (or, with ``available_now``, until the
     topics' current end is processed), then stop them and report."""
@@ -374,6 +406,8 @@ def run_spark_job(
                 _raise_failed(running)
                 for r in running:
                     r.absorb_progress()
+                if metrics is not None:
+                    metrics.absorb(running)
                 if not any(r.query.isActive for r in running):
                     break
         _raise_failed(running)

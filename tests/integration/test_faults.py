@@ -32,7 +32,7 @@ from api.ports import EventSinkError
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
 from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
-from streamrec.infra.services import LocalServices
+from streamrec.infra.services import LocalServices, RedisServer
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
 from streams.events import MAX_RECORD_BYTES, Click, Interaction, Topics
@@ -428,12 +428,45 @@ def test_bad_records_are_dead_lettered_and_the_worker_keeps_going(
         assert worker.poll() is None
 
 
+def _kill_redis(redis: RedisServer) -> None:
+    """``kill -9`` the Redis server: no shutdown, no last AOF flush."""
+    pid = redis.proc.pid()
+    assert pid is not None, "Redis was not running"
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: redis.proc.pid() is None, 10, "Redis to die")
+
+
 @pytest.mark.timeout(300)
-async def test_redis_restarted_empty_is_not_ready_until_backfill(
+async def test_redis_killed_comes_back_with_its_features(
     private: LocalServices, settings: Settings
 ) -> None:
-    """Redis comes back empty: /recommend still answers, /readyz names the features as not
-    ready, and `streamrec backfill --from-beginning` brings back features and readiness."""
+    """Persistence is on: a Redis killed with SIGKILL a second after the last write
+    (appendfsync everysec) restarts from its AOF with every feature, no backfill needed."""
+    logged = logged_events(settings, users=15, items=20, events=600, seed=6)
+    store, user_ids, item_ids = logged.store, logged.user_ids, logged.item_ids
+    await asyncio.to_thread(run_streamrec, settings, "backfill", "--from-beginning")
+    before_users = online(store, "user_recent", "user_id", user_ids, USER_FEATURES)
+    before_items = online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES)
+    assert all(row["interaction_count"] for row in before_users.values())
+    await asyncio.sleep(1.5)  # past one appendfsync period
+    _kill_redis(private.redis)
+    private.redis.up()
+    assert_same_features(
+        online(store, "user_recent", "user_id", user_ids, USER_FEATURES), before_users
+    )
+    assert_same_features(
+        online(store, "item_stats", "item_id", item_ids, ITEM_FEATURES), before_items
+    )
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+async def test_redis_restarted_empty_is_not_ready_until_backfill(
+    private: LocalServices, settings: Settings, stop: str
+) -> None:
+    """Redis comes back empty (stopped, or killed with SIGKILL, and its files lost):
+    /recommend still answers, /readyz names the features as not ready, and
+    `streamrec backfill --from-beginning` brings back features and readiness."""
     import httpx
 
     from api.main import create_app
@@ -457,7 +490,10 @@ async def test_redis_restarted_empty_is_not_ready_until_backfill(
             assert "backfill" in ready["checks"]["features"]["detail"]
 
             # Restart the private Redis with its data files removed: it comes back empty.
-            private.redis.proc.stop()
+            if stop == "sigkill":
+                _kill_redis(private.redis)
+            else:
+                private.redis.proc.stop()
             for data in private.redis.proc.dir.glob("appendonly*"):
                 if data.is_dir():
                     for part in data.iterdir():

@@ -77,6 +77,8 @@ def test_status_command_shows_consumer_group_lag(live_settings: Settings) -> Non
     assert lines, result.stdout
     total_lag = sum(int(line.split()[-1]) for line in lines)
     assert total_lag == 4  # one of five consumed and committed
+    # The consumer has left: its group's lag is marked as nobody's to catch up.
+    assert all(line.split()[3] == "idle" for line in lines), lines
 
 
 def test_storage_formats_with_a_cluster_id_that_looks_like_a_flag(tmp_path: Path) -> None:

@@ -35,7 +35,12 @@ UNTRAINED = {
 
 
 def _train(
-    settings: Settings, report_dir: Path, workers: int, hyper: dict[str, Any], *until: str
+    settings: Settings,
+    report_dir: Path,
+    workers: int,
+    hyper: dict[str, Any],
+    *until: str,
+    streaming_events: int = 300,
 ) -> dict[str, Any]:
     output = run_streamrec(
         settings,
@@ -48,7 +53,7 @@ def _train(
         "--report-dir",
         str(report_dir),
         "--streaming-events",
-        "300",
+        str(streaming_events),
         "--no-bpr",
         timeout=1200,
     )
@@ -72,7 +77,8 @@ def test_train_registers_gates_and_reports(live_settings: Settings, tmp_path: Pa
     archived = run_streamrec(settings, "archive", "--once")
     assert f"{before:,} rows written" in archived, archived
 
-    first = _train(settings, tmp_path / "first", 1, TINY, "--until", until)
+    # Without the prequential evaluation the gate is the static one: no champion, promoted.
+    first = _train(settings, tmp_path / "first", 1, TINY, "--until", until, streaming_events=0)
     assert first["source"]["interactions"] == before
     assert first["config"]["workers"] == 1 and first["config"]["seeds"] == [0]
     for name in ("popularity (all training)", "recent popularity 14d"):
@@ -81,10 +87,8 @@ def test_train_registers_gates_and_reports(live_settings: Settings, tmp_path: Pa
     for stage, key in (("lightgcn", "recall@50"), ("din", "gauc"), ("cascade", "ndcg@10")):
         assert 0.0 <= cascade[stage][key] <= 1.0
     assert "delta_ndcg@10" in cascade["ranknet"]
-    streaming = first["streaming"]
-    assert 0 < streaming["n_events"] <= 300
-    assert {"live", "frozen", "delta_ndcg@10", "paired"} <= streaming.keys()
-    assert len(first["targets"]) == 4
+    assert first["streaming"] is None
+    assert len(first["targets"]) == 3
     gate = first["gate"]
     assert gate["promoted"] and gate["champion"] is None
     assert gate["candidate"] == first["validation"]["runs"][0]["cascade"]["ndcg@10"]
@@ -136,10 +140,15 @@ def test_train_registers_gates_and_reports(live_settings: Settings, tmp_path: Pa
     # A second set, on two workers, that learned nothing: registered, refused by the gate.
     second = _train(settings, tmp_path / "second", 2, UNTRAINED)
     assert second["config"]["workers"] == 2
+    streaming = second["streaming"]
+    assert 0 < streaming["all"]["n_events"] <= 300
+    assert {"cascade live", "cascade frozen", "item-kNN live"} <= streaming["all"]["arms"].keys()
+    assert "cascade live" in streaming["validation"]["all"]["arms"]
     refused = second["gate"]
-    assert refused["candidate"] < gate["candidate"], "the untrained set should be worse"
+    assert refused["metric_name"] == "validation_prequential_ndcg@10"
+    # It loses to the live baselines on the validation period: never eligible.
+    assert refused["refused"] is not None and "does not beat" in refused["refused"]
     assert not refused["promoted"] and refused["champion_set"] == first["set_id"]
-    assert refused["champion"] == pytest.approx(gate["candidate"])
     champion = find_champion_set(client)
     assert champion is not None and champion.set_id == first["set_id"]
     for stage in STAGES:

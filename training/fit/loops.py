@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig, ranknet_loss
 from training.data.examples import DINExamples
+from training.fit.hyper import DINHyper, LightGCNHyper, RankNetHyper
 
 DAY_MS = 24 * 3600 * 1000
 EpochHook = Callable[[str, int, dict[str, float]], None]  # (stage, epoch, metrics)
@@ -72,7 +72,7 @@ def train_lightgcn(
     items: Tensor,
     times: Tensor,
     end_ms: int,
-    hyper: dict[str, Any],
+    hyper: LightGCNHyper,
     seed: int,
     parallel: Parallel,
     on_epoch: EpochHook | None = None,
@@ -86,22 +86,20 @@ def train_lightgcn(
     config = LightGCNConfig(
         n_users=n_users,
         n_items=n_items,
-        dim=int(hyper["dim"]),
-        layers=int(hyper["layers"]),
-        reg_weight=float(hyper["reg_weight"]),
+        dim=hyper.dim,
+        layers=hyper.layers,
+        reg_weight=hyper.reg_weight,
     )
     model = LightGCN(config)
     adj = normalized_adjacency(users, items, n_users, n_items)
     wrapped = parallel.wrap(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(hyper["lr"]))
-    weights = recency_weights(
-        times, end_ms, float(hyper["recency_half_life_days"]), float(hyper["recency_mix"])
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr)
+    weights = recency_weights(times, end_ms, hyper.recency_half_life_days, hyper.recency_mix)
     generator = _generator(seed, 1)
-    batch = int(hyper["batch_size"])
+    batch = hyper.batch_size
     steps = max(1, users.numel() // batch)
     history: list[dict[str, float]] = []
-    for epoch in range(int(hyper["epochs"])):
+    for epoch in range(hyper.epochs):
         model.train()
         total = 0.0
         for _ in range(steps):
@@ -124,18 +122,16 @@ def train_lightgcn(
     return model, adj, history
 
 
-def din_config(
-    hyper: dict[str, Any], n_items: int, n_categories: int, context_dim: int
-) -> DINConfig:
+def din_config(hyper: DINHyper, n_items: int, n_categories: int, context_dim: int) -> DINConfig:
     return DINConfig(
         n_items=n_items,
-        item_dim=int(hyper["item_dim"]),
+        item_dim=hyper.item_dim,
         n_categories=n_categories,
-        category_dim=int(hyper["category_dim"]),
+        category_dim=hyper.category_dim,
         context_dim=context_dim,
-        attention_hidden=int(hyper["attention_hidden"]),
-        mlp_hidden=tuple(int(h) for h in hyper["mlp_hidden"]),
-        activation=str(hyper["activation"]),
+        attention_hidden=hyper.attention_hidden,
+        mlp_hidden=tuple(hyper.mlp_hidden),
+        activation=hyper.activation,
     )
 
 
@@ -144,7 +140,7 @@ def train_din(
     n_items: int,
     categories: Tensor,
     n_categories: int,
-    hyper: dict[str, Any],
+    hyper: DINHyper,
     seed: int,
     parallel: Parallel,
     on_epoch: EpochHook | None = None,
@@ -155,13 +151,11 @@ def train_din(
     config = din_config(hyper, n_items, n_categories, int(examples.context.shape[1]))
     model = DIN(config, item_categories=categories if n_categories > 0 else None)
     wrapped = parallel.wrap(model)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"])
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
     generator = _generator(seed, 2)
-    batch = int(hyper["batch_size"])
+    batch = hyper.batch_size
     history: list[dict[str, float]] = []
-    for epoch in range(int(hyper["epochs"])):
+    for epoch in range(hyper.epochs):
         model.train()
         order = torch.randperm(len(examples), generator=generator)
         total, steps = 0.0, 0
@@ -195,7 +189,7 @@ def train_ranknet(
     features: Tensor,
     labels: Tensor,
     mask: Tensor,
-    hyper: dict[str, Any],
+    hyper: RankNetHyper,
     seed: int,
     parallel: Parallel,
     on_epoch: EpochHook | None = None,
@@ -204,18 +198,16 @@ def train_ranknet(
     torch.manual_seed(seed + 2)
     config = RankNetConfig(
         n_features=int(features.shape[-1]),
-        hidden=tuple(int(h) for h in hyper["hidden"]),
-        sigma=float(hyper["sigma"]),
+        hidden=tuple(hyper.hidden),
+        sigma=hyper.sigma,
     )
     model = RankNet(config)
     wrapped = parallel.wrap(model)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=float(hyper["lr"]), weight_decay=float(hyper["weight_decay"])
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
     generator = _generator(seed, 3)
-    batch = int(hyper["batch_size"])
+    batch = hyper.batch_size
     history: list[dict[str, float]] = []
-    for epoch in range(int(hyper["epochs"])):
+    for epoch in range(hyper.epochs):
         model.train()
         order = torch.randperm(features.shape[0], generator=generator)
         total, steps = 0.0, 0

@@ -25,7 +25,6 @@ every feature is frozen at ``split.train_end_ms``, for validation and test alike
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from training.data.split import SplitConfig, TimeSplit, time_split
 from training.evaluation.baselines import recent_distinct_users
 from training.evaluation.lists import candidate_lists, list_labels
 from training.evaluation.set_evaluation import evaluate_frozen
+from training.fit.hyper import Hyper
 from training.fit.loops import (
     EpochHook,
     Parallel,
@@ -64,92 +64,14 @@ from training.fit.loops import (
 
 __all__ = [
     "EpochHook",
+    "Hyper",
     "Parallel",
     "TrainedSet",
     "TrainingData",
-    "default_hyper",
     "evaluate_set",
     "prepare",
     "train_all",
 ]
-
-
-# Behaviours DIN attends over, in training and (through the saved CascadeConfig) serving:
-# the 20 most recent carry most of the signal on MovieLens and cost 2.5x less than 50.
-MAX_HISTORY = 20
-
-
-def default_hyper() -> dict[str, Any]:
-    """Hyper-parameters chosen on the validation period of MovieLens-100K."""
-    return {
-        "lightgcn": {
-            "dim": 64,
-            "layers": 3,
-            "reg_weight": 1e-4,
-            "lr": 0.01,
-            "epochs": 20,
-            "batch_size": 4096,
-            # validation NDCG@10 of LightGCN: .335 at (21 days, 0.5), .348 at (10, 0.9),
-            # .343 at (5, 1.0) with recent_weight 0.7 (`python -m analysis.stage_check`)
-            "recency_half_life_days": 10.0,
-            "recency_mix": 0.9,
-        },
-        "din": {
-            "item_dim": 32,
-            "category_dim": 8,
-            "attention_hidden": 32,
-            "mlp_hidden": [64, 32],
-            "activation": "prelu",
-            "lr": 2e-3,
-            "weight_decay": 0.0,
-            "epochs": 2,
-            "batch_size": 2048,
-        },
-        "ranknet": {
-            "hidden": [32, 16],
-            "sigma": 1.0,
-            "lr": 3e-3,
-            "weight_decay": 1e-4,
-            "epochs": 60,
-            "batch_size": 64,
-        },
-        # validation cascade NDCG@10 (seed 0): .341 at rerank_depth 50; .350 at 200 (RankNet
-        # picks from all candidates); .351 with 100 of them from the trend recall channel.
-        # The item prior (14-day distinct users) at prior_weight 0 / 2 / 4 / 8: recall
-        # (LightGCN stage) .353 / .363 / .367 / .365, cascade .359 / .362 / .363 / .361;
-        # a 28-day prior at weight 4: recall .363, cascade .345.
-        # final_recall_weight 0 / 1 / 2 / 4 / 8 / 16 / 32, validation cascade NDCG@10, mean
-        # of seeds 0-2: .358 / .363 / .364 / .364 / .365 / .365 / .365 (LightGCN alone .364);
-        # per user, 8 against 0 is not significant (Wilcoxon p ~ .3). Off by default: served,
-        # the blend leans on the item prior frozen at the training cutoff, which is weeks old
-        # by the time the API answers, and `make api-check` (one seed) fell from .368 to .345
-        # NDCG@10 with it (recent popularity .376). With the models (and so the prior) trained
-        # near T instead (--train-fraction 0.94) it tied: .368 with, .370 without.
-        "cascade": asdict(
-            CascadeConfig(
-                max_history=MAX_HISTORY,
-                rerank_depth=200,
-                trend_candidates=100,
-                prior_weight=4.0,
-                prior_days=14.0,
-                final_recall_weight=0.0,
-            )
-        ),
-    }
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if key not in merged:
-            raise ValueError(f"unknown hyper-parameter {key!r}; known: {sorted(merged)}")
-        if isinstance(merged[key], dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"hyper-parameter {key!r} must be a dict")
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 @dataclass
@@ -215,7 +137,7 @@ def prepare(
     clicks: pd.DataFrame | None = None,
     engine: str = "asof",
     negatives: int = 3,
-    max_history: int = MAX_HISTORY,
+    max_history: int = CascadeConfig.max_history,
     tail_fraction: float = 0.1,
     seed: int = 0,
 ) -> TrainingData:
@@ -285,7 +207,7 @@ def prepare(
 
 def _ranknet_lists(
     data: TrainingData,
-    hyper: dict[str, Any],
+    hyper: Hyper,
     seed: int,
     parallel: Parallel,
     cascade_config: CascadeConfig,
@@ -303,7 +225,7 @@ def _ranknet_lists(
         torch.from_numpy(split.train_item[before]),
         torch.from_numpy(split.train_time[before]),
         data.tail_start_ms,
-        hyper["lightgcn"],
+        hyper.lightgcn,
         seed + 17,
         parallel,
         _renamed(on_epoch, "lightgcn_tail"),
@@ -313,7 +235,7 @@ def _ranknet_lists(
         split.n_items,
         data.categories,
         len(data.category_names),
-        hyper["din"],
+        hyper.din,
         seed + 17,
         parallel,
         _renamed(on_epoch, "din_tail"),
@@ -351,14 +273,14 @@ def _renamed(on_epoch: EpochHook | None, stage: str) -> EpochHook | None:
 
 def train_all(
     data: TrainingData,
-    hyper: dict[str, Any] | None,
+    hyper: Hyper | dict[str, Any] | None,
     seed: int,
     parallel: Parallel = Parallel(),  # noqa: B008 - frozen, so a shared default is safe
     on_epoch: EpochHook | None = None,
 ) -> TrainedSet:
     """Train LightGCN, DIN and RankNet (see the module docstring); deterministic per seed."""
-    hyper = _merge(default_hyper(), hyper)
-    cascade_config = CascadeConfig(**hyper["cascade"])
+    hyper = Hyper.read(hyper)
+    cascade_config = hyper.cascade
     split = data.split
     history: dict[str, list[dict[str, float]]] = {}
     features, labels, mask = _ranknet_lists(
@@ -372,7 +294,7 @@ def train_all(
         torch.from_numpy(split.train_item),
         torch.from_numpy(split.train_time),
         split.train_end_ms,
-        hyper["lightgcn"],
+        hyper.lightgcn,
         seed,
         parallel,
         on_epoch,
@@ -383,34 +305,34 @@ def train_all(
         split.n_items,
         data.categories,
         len(data.category_names),
-        hyper["din"],
+        hyper.din,
         seed,
         parallel,
         on_epoch,
     )
     ranknet, history["ranknet"] = train_ranknet(
-        features, labels, mask, hyper["ranknet"], seed, parallel, on_epoch
+        features, labels, mask, hyper.ranknet, seed, parallel, on_epoch
     )
     din_model = din_config(
-        hyper["din"], split.n_items, len(data.category_names), int(data.din.context.shape[1])
+        hyper.din, split.n_items, len(data.category_names), int(data.din.context.shape[1])
     )
     configs: dict[str, dict[str, Any]] = {
         "lightgcn": {
             "model": asdict(gcn.config),
             "cascade": asdict(cascade_config),
             "features": {"trend_half_life_ms": TREND_HALF_LIFE_MS},
-            "training": hyper["lightgcn"],
+            "training": asdict(hyper.lightgcn),
         },
         "din": {
             "model": asdict(din_model),
             "item_categories": data.categories.tolist(),
             "category_names": data.category_names,
-            "training": hyper["din"],
+            "training": asdict(hyper.din),
         },
         "ranknet": {
             "model": asdict(ranknet.config),
             "features": list(RERANK_FEATURES),
-            "training": hyper["ranknet"],
+            "training": asdict(hyper.ranknet),
             "tail_start_ms": data.tail_start_ms,
             "n_lists": int(features.shape[0]),
         },

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from api.ports import ItemStats, RecentItems
 from api.serving.champion import NO_CHAMPION, ChampionWatcher
 from api.serving.heuristic import MODEL_VERSION
-from api.serving.loading import SetLoadError
+from serving.loading import SetLoadError
 from streamrec.infra.model_store import ChampionSet
 from streamrec.settings import Settings
 from streams.events import RecommendationServed

@@ -11,6 +11,7 @@ from streamrec.times import format_ms, parse_time_ms
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMREC_API_PORT", raising=False)
     monkeypatch.setenv("STREAMREC_KAFKA_PORT", "19999")
     monkeypatch.setenv("STREAMREC_TOPIC_PREFIX", "shop1.")
     settings = Settings()

@@ -16,10 +16,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from models.context import DAY_MS
+from training.fit.hyper import Hyper
 from training.fit.stages import (
     Parallel,
     TrainingData,
-    default_hyper,
     evaluate_set,
     item_prior,
     prepare,
@@ -139,7 +139,7 @@ def test_evaluate_set_reports_every_stage(data: TrainingData) -> None:
 def test_the_item_prior_counts_only_the_window_before_its_instant(data: TrainingData) -> None:
     split = data.split
     trained = train_all(data, SMALL, seed=0)
-    days = default_hyper()["cascade"]["prior_days"]
+    days = Hyper().cascade.prior_days
     assert trained.item_prior is not None
     assert torch.equal(trained.item_prior, item_prior(split, split.train_end_ms, days))
     assert trained.cascade_models().item_prior is trained.item_prior
@@ -160,7 +160,6 @@ def test_bad_input_is_refused(data: TrainingData) -> None:
         train_all(data, {"lightgcnn": {}}, seed=0)
     with pytest.raises(ValueError, match="unknown engine"):
         prepare(synthetic_log(), None, engine="spark")
-    assert set(default_hyper()) == {"lightgcn", "din", "ranknet", "cascade"}
 
 
 def _free_port() -> int:

@@ -90,6 +90,20 @@ def test_a_set_is_promoted_whole_only_when_it_beats_the_champion_set(
     assert torch.equal(folder.state_dict["weight"], torch.full((2,), 3.0))
     assert folder.vocab == {"item_ids": ["a", "b"], "user_ids": ["u"]}
 
+    # Better than the champion, but it lost to a live baseline: registered, never promoted.
+    refused = register_set_and_gate(
+        client,
+        set_id="s5",
+        models=_set(tmp_path, "s5", 5.0),
+        metric_name="m",
+        metric=0.90,
+        refused="loses to item-kNN live",
+    )
+    assert not refused.promoted
+    assert refused.reason == "not eligible: loses to item-kNN live"
+    champion = find_champion_set(client)
+    assert champion is not None and champion.set_id == "s3"
+
 
 def test_a_set_missing_a_stage_is_refused(client: MlflowClient, tmp_path: Path) -> None:
     models = _set(tmp_path, "s4", 4.0)

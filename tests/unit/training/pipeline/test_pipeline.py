@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from api.serving.loading import build_cascade
+from serving.loading import build_cascade
 from streamrec.infra.model_store import STAGES, find_champion_set, read_folder
 from streamrec.settings import Settings
 from streams.archiver import part_name, topic_dir, write_atomically
 from streams.events import Topics
 from training import pipeline
 from training.data.examples import archived_table
-from training.fit.stages import default_hyper, train_all
+from training.fit.hyper import Hyper
+from training.fit.stages import train_all
 
 HOUR = 3_600_000
 TINY = {
@@ -101,7 +102,7 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
         seeds=2,
         hyper=TINY,
         report_dir=tmp_path / "first",
-        streaming_events=100,
+        streaming_events=0,  # the static gate: promoted, as no champion exists
         bpr=False,
     )
     first = pipeline.run_training(settings, options)
@@ -109,7 +110,7 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     assert report["source"]["interactions"] == 2000  # --until cut the archive
     assert report["cascade"]["n"] == 2 and len(report["cascade"]["runs"]) == 2
     assert "ndcg@10" in report["cascade"]["std"]["cascade"]
-    assert report["streaming"]["n_events"] <= 100
+    assert report["streaming"] is None
     assert report["gate"]["promoted"]
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
     champion = find_champion_set(client)
@@ -123,8 +124,8 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     served = build_cascade(champion.label, champion.set_id, folders)
     assert served.models.item_prior is not None
     assert served.models.item_prior.shape == (len(served.item_ids),)
-    assert served.config.prior_weight == default_hyper()["cascade"]["prior_weight"]
-    assert served.config.final_recall_weight == default_hyper()["cascade"]["final_recall_weight"]
+    assert served.config.prior_weight == Hyper().cascade.prior_weight
+    assert served.config.final_recall_weight == Hyper().cascade.final_recall_weight
     for seed_run in report["mlflow"]["seed_run_ids"]:
         history = client.get_metric_history(seed_run, "lightgcn.loss")
         assert [m.step for m in history] == [0, 1, 2]
@@ -134,14 +135,17 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
         until_ms=until,
         hyper=TINY,
         report_dir=tmp_path / "second",
-        streaming_events=0,
+        streaming_events=100,
         bpr=False,
-        gate_metric_override=lambda metric: metric - 0.01,
+        gate_metric_override=lambda metric: metric - 1.0,
     )
     second = pipeline.run_training(settings, worse).report
     assert not second["gate"]["promoted"]
     assert second["gate"]["champion_set"] == report["set_id"]
-    assert second["streaming"] is None
+    # Prequential: the test table, and the validation period the gate read.
+    assert 0 < second["streaming"]["all"]["n_events"] <= 100
+    assert "cascade live" in second["streaming"]["validation"]["all"]["arms"]
+    assert second["gate"]["metric_name"] == pipeline.PREQUENTIAL_GATE_METRIC
     champion = find_champion_set(client)
     assert champion is not None and champion.set_id == report["set_id"]
     assert set(second["gate"]["versions"]) == set(STAGES)

@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from api.ports import ItemStats, RecentItems
-from api.serving.cascade import ItemFeatures, ServingSet, build_request, serve, user_now
-from api.serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from models import context
 from models.din import DINConfig
+from serving.cascade import (
+    CLOCK_RANK,
+    ItemFeatures,
+    ServingSet,
+    build_request,
+    serve,
+    stream_clock,
+    user_now,
+)
+from serving.loading import LoadedCascade, SetLoadError, build_cascade, config_from
 from streamrec.infra.model_store import read_folder
 from tests.unit.api.model_sets import ITEMS, USERS, TinySet, item_embeddings, stage_folders
 
@@ -87,8 +95,9 @@ def test_now_is_the_stream_event_time_not_the_wall_clock() -> None:
     assert items.latest_event_time == NINETY_EIGHT + DAY
     assert items.with_stats == 2
     assert user_now(None, items) == NINETY_EIGHT + DAY
+    # A user's own later event (a live event on a replayed stack) does not move "now".
     later = RecentItems(("a",), (NINETY_EIGHT + 3 * DAY,), 4, NINETY_EIGHT + 3 * DAY)
-    assert user_now(later, items) == NINETY_EIGHT + 3 * DAY
+    assert user_now(later, items) == NINETY_EIGHT + DAY
 
     now = NINETY_EIGHT + DAY
     table = items.table(now, half_life_ms=DAY, categories=None)
@@ -163,3 +172,75 @@ def test_the_sets_item_prior_is_loaded_and_answers_a_user_without_history(
 def test_an_item_prior_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SetLoadError, match="item_prior"):
         _loaded(tmp_path, TinySet(seed=5, item_prior=torch.zeros(len(ITEMS) + 1)))
+
+
+def test_the_clock_is_not_moved_by_a_few_items() -> None:
+    replayed = [NINETY_EIGHT - n * 60_000 for n in range(1000)]
+    assert stream_clock(replayed) == replayed[0]  # a healthy stream: its newest event
+    # One user's burst of live events, 28 years later, on a dozen of the items: the clock
+    # stays at the replayed log's newest event.
+    live = [NINETY_EIGHT + 28 * 365 * DAY] * 12
+    assert stream_clock(live + replayed[12:]) == replayed[12]
+    # Fewer than CLOCK_RANK items more than CLOCK_GAP_MS ahead cannot move it at all.
+    ahead = [NINETY_EIGHT + 5 * DAY] * (CLOCK_RANK - 1)
+    assert stream_clock(ahead + replayed) == NINETY_EIGHT
+    # A small table: the newest tenth anchors it; empty tables read 0.
+    assert stream_clock([5, 4, 3, 2, 1, 0, 0]) == 5
+    assert stream_clock([NINETY_EIGHT + 3 * DAY] + [NINETY_EIGHT] * 19) == NINETY_EIGHT
+    assert stream_clock([]) == stream_clock([0, 0]) == 0
+
+
+def test_one_users_live_burst_leaves_another_users_list_in_order() -> None:
+    """A replayed 1998 catalogue, then 12 live events (wall clock, 2026) by one user: another
+    user's list keeps its order apart from the items the burst touched."""
+    from models.cascade import CascadeConfig, CascadeModels
+    from streams.folding import TREND_HALF_LIFE_MS
+
+    n = 600
+    item_ids = tuple(f"m{i}" for i in range(n))
+    rng = torch.Generator().manual_seed(0)
+    trend = torch.rand(n, generator=rng) * 50
+    stats = {
+        item: ItemStats(
+            interaction_count=int(trend[i]) + 1,
+            last_event_time=NINETY_EIGHT - int(torch.randint(0, 30, (1,), generator=rng)) * DAY,
+            trend_score=float(trend[i]),
+        )
+        for i, item in enumerate(item_ids)
+    }
+    # Popularity alone orders the list (no embeddings): the features the clock ages decide.
+    loaded = LoadedCascade(
+        label="pop",
+        set_id="pop",
+        models=CascadeModels(),
+        config=CascadeConfig(n_candidates=100, rerank_depth=50),
+        item_ids=item_ids,
+        item_index={item: i for i, item in enumerate(item_ids)},
+        user_index={},
+        trend_half_life_ms=TREND_HALF_LIFE_MS,
+        categories=None,
+        user_context_dim=0,
+    )
+    other = RecentItems(("m1",), (NINETY_EIGHT - 5 * DAY,), 1, NINETY_EIGHT - 5 * DAY)
+
+    def top(items: ItemFeatures) -> list[str]:
+        answer = serve(ServingSet(loaded, items), "943", other, 10, {})
+        return [pick.item_id for pick in answer.picks]
+
+    before = top(ItemFeatures.build(item_ids, stats))
+    live = NINETY_EIGHT + 28 * 365 * DAY
+    touched = [f"m{i}" for i in range(300, 312)]
+    for item in touched:
+        old = stats[item]
+        stats[item] = ItemStats(
+            interaction_count=old.interaction_count + 1,
+            last_event_time=live,
+            trend_score=old.trend_score * 2.0 ** (-(live - (old.last_event_time or 0)) / DAY) + 1.0,
+        )
+    after_items = ItemFeatures.build(item_ids, stats)
+    assert after_items.latest_event_time < NINETY_EIGHT + DAY  # the clock stayed in 1998
+    after = top(after_items)
+    # The touched items move (the worker folded their 28-year jump into their trend); every
+    # other item keeps its place in line: what was shown still comes first, in order.
+    kept = [item for item in before if item not in touched]
+    assert [item for item in after if item not in touched][: len(kept)] == kept

@@ -3,9 +3,9 @@
 * item features: the raw online values of every vocabulary item (trend score, last event
   time, clicks), aligned to the set's item index when items are refreshed; turned into the
   context features of :mod:`models.context` at the request's "now";
-* "now" is event time: the latest event the API knows of (the newest item event in the
-  last refresh, or the user's own last event if later), never the wall clock, so a replayed
-  1998 log is served as of 1998;
+* "now" is event time, never the wall clock, so a replayed 1998 log is served as of 1998:
+  the stream's clock (:func:`stream_clock`), read from the items' last event times so that
+  no single user can move it (docs/design.md, "The clock");
 * the user: recent items newest first (those outside the vocabulary are skipped, all of
   them are excluded), the trained row when the user is in the vocabulary, and
   ``[activity, user_recency]`` from the interaction count and last event time.
@@ -16,18 +16,24 @@ The answer names its sources: ``model_version`` is the set's label, with
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from api.ports import ItemStats, RecentItems
-from api.serving.heuristic import POPULAR_REASON
-from api.serving.loading import LoadedCascade
 from models import context
 from models.cascade import CascadeRequest, ItemTable, recommend
+from serving.features import ItemStats, RecentItems
+from serving.loading import LoadedCascade
 
+# The stream's clock: walk up from the CLOCK_RANK-th most recently active item's last event
+# time through newer ones while no gap exceeds CLOCK_GAP_MS. A burst of one user's events
+# touches one item per event, so fewer than CLOCK_RANK of them cannot be the anchor, and
+# times far ahead of the rest (a live click on a stack that replayed 1998) are past a gap.
+CLOCK_RANK = 50
+CLOCK_GAP_MS = 24 * 3600 * 1000
 HISTORY_REASON = "based on your history"
+POPULAR_REASON = "popular right now"
 # What each stage normally answers with; anything else is a fallback worth naming.
 LEARNED_SOURCES = {"recall": "lightgcn", "rank": "din", "rerank": "ranknet"}
 
@@ -40,7 +46,7 @@ class ItemFeatures:
     last_event_time: torch.Tensor  # int64 epoch ms, 0 = never seen
     clicks: torch.Tensor  # int64, clicks on served recommendations
     impressions: torch.Tensor  # int64, 0 until the store has served counts
-    latest_event_time: int  # the newest event among ALL items read: the stream's clock
+    latest_event_time: int  # the stream's clock over ALL items read (stream_clock)
     with_stats: int  # vocabulary items the store knows
 
     @classmethod
@@ -55,7 +61,7 @@ class ItemFeatures:
             ),
             clicks=torch.tensor([r.click_count if r else 0 for r in rows], dtype=torch.long),
             impressions=torch.zeros(len(rows), dtype=torch.long),
-            latest_event_time=max((s.last_event_time or 0 for s in stats.values()), default=0),
+            latest_event_time=stream_clock([s.last_event_time or 0 for s in stats.values()]),
             with_stats=sum(r is not None for r in rows),
         )
 
@@ -92,6 +98,24 @@ class CascadeAnswer:
     sources: dict[str, str]  # stage -> what answered
 
 
+def stream_clock(last_event_times: Sequence[int]) -> int:
+    """The event-time "now" of a table of items (epoch ms; 0 when none was ever seen).
+
+    From the anchor, the CLOCK_RANK-th newest time (for a table under 10 x CLOCK_RANK items
+    the ``n // 10``-th, at least the newest), up through newer times while each is within
+    CLOCK_GAP_MS of the one before: on a healthy stream that reaches the newest event, and
+    a handful of items far ahead of the rest cannot decide it. Any later time reads as
+    this "now" (``models.context`` clamps ages at 0).
+    """
+    seen = sorted((t for t in last_event_times if t > 0), reverse=True)
+    if not seen:
+        return 0
+    position = max(1, min(CLOCK_RANK, len(seen) // 10)) - 1
+    while position > 0 and seen[position - 1] - seen[position] <= CLOCK_GAP_MS:
+        position -= 1
+    return seen[position]
+
+
 def user_last_event(recent: RecentItems | None) -> int:
     """The user's newest event time (epoch ms); 0 for a user with no history."""
     if recent is None:
@@ -100,8 +124,13 @@ def user_last_event(recent: RecentItems | None) -> int:
 
 
 def user_now(recent: RecentItems | None, items: ItemFeatures) -> int:
-    """The request's event-time "now": the newest event the API knows of."""
-    return max(items.latest_event_time, user_last_event(recent))
+    """The request's event-time "now": the stream's clock, whatever the user's own times.
+
+    A user's live event carries the wall clock; on a stack that replayed an old log it is
+    years after everything else, and "now" taken from it would age every item at once.
+    The user's own recency is then 1 (ages are clamped at 0), which is what it is.
+    """
+    return items.latest_event_time
 
 
 def build_request(

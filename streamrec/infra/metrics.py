@@ -1,0 +1,76 @@
+"""Prometheus metric classes that keep their values in this process, and a /metrics server.
+
+Importing feast switches prometheus_client to multiprocess mode (``feast.metrics`` sets
+``PROMETHEUS_MULTIPROC_DIR`` at import); in it every series lives in a per-process file
+keyed by name and labels, so a second registry with the same names would start from the
+values the first one left. Every process here serves its own registry from one process,
+never the multiprocess collector, so the metrics below always keep in-process values.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server, values
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# From an event's append to the log to its effect: sub-second live, minutes behind a replay.
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+# prometheus_client picks the value class of each series (a metric, or a child made by
+# ``labels()``) from the module global ``values.ValueClass`` when it creates the series.
+_VALUE_CLASS_LOCK = threading.Lock()
+
+
+class _InProcessValues:
+    """Makes a metric create its series with in-process values, whatever the mode."""
+
+    def _metric_init(self) -> None:
+        with _VALUE_CLASS_LOCK:
+            process_mode = values.ValueClass
+            values.ValueClass = values.MutexValue
+            try:
+                super()._metric_init()  # type: ignore[misc]
+            finally:
+                values.ValueClass = process_mode
+
+
+class Counter(_InProcessValues, _Counter):
+    pass
+
+
+class Gauge(_InProcessValues, _Gauge):
+    pass
+
+
+class Histogram(_InProcessValues, _Histogram):
+    pass
+
+
+class MetricsServer:
+    """``registry`` on ``http://host:port/metrics`` from a daemon thread, until closed."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+        self._server: Any = None
+        try:
+            self._server, _thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            # Metrics are for watching the process, never a reason to stop it.
+            log.warning("metrics not served: %s:%d is not free (%s)", host, port, exc)
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,159 @@
+"""The deploy files, checked without a Docker engine or a cluster.
+
+- `deploy/k8s/*.yaml` against the Kubernetes API schemas (strict: an unknown field fails),
+  with kubernetes-validate, which ships those schemas in its PyPI package;
+- `docker-compose.yml` with the Compose specification's own loader (compose-go's
+  validator, which `make install` builds with `go install`);
+- and the defaults issue 19 asks for: non-root, read-only containers with limits,
+  probes that wait for a busy event loop, a NetworkPolicy for every pod, tags that do not
+  float, and nothing published beyond 127.0.0.1 by default.
+
+Each validator is also shown a broken copy, so a validator that accepts anything fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from streamrec.paths import REPO_ROOT
+
+KUBERNETES_VERSION = "1.33"
+MANIFESTS = sorted((REPO_ROOT / "deploy" / "k8s").glob("*.yaml"))
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+# An image tag that names a release down to its patch (or a digest): never `latest`, `7`.
+PINNED_IMAGE = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?$")
+
+
+def _documents() -> list[dict[str, Any]]:
+    return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
+        for doc in _documents()
+        if doc["kind"] in {"Deployment", "StatefulSet", "Job"}
+    ]
+
+
+def test_manifests_match_the_kubernetes_schemas() -> None:
+    documents = _documents()
+    assert {"Deployment", "StatefulSet", "NetworkPolicy"} <= {d["kind"] for d in documents}
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_refuses_a_misspelt_field() -> None:
+    worker = next(d for d in _documents() if d["metadata"]["name"] == "streamrec-worker")
+    worker["spec"]["template"]["spec"]["containers"][0]["imag"] = "typo"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imag"):
+        kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
+
+
+def test_pods_run_unprivileged_with_limits_and_patient_probes() -> None:
+    specs = _pod_specs()
+    assert {name for name, _ in specs} >= {"streamrec-api", "streamrec-worker", "redis"}
+    for name, spec in specs:
+        pod = spec.get("securityContext", {})
+        assert pod.get("runAsNonRoot") is True and pod.get("runAsUser", 0) > 0, name
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for container in spec["containers"]:
+            where = f"{name}/{container['name']}"
+            security = container.get("securityContext", {})
+            assert security.get("allowPrivilegeEscalation") is False, where
+            assert security.get("readOnlyRootFilesystem") is True, where
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+            limits = container.get("resources", {}).get("limits", {})
+            assert {"cpu", "memory"} <= set(limits), where
+            assert PINNED_IMAGE.match(container["image"]), f"{where}: {container['image']}"
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if probe in container:
+                    assert container[probe].get("timeoutSeconds", 1) >= 5, f"{where} {probe}"
+            if "livenessProbe" in container:
+                live = container["livenessProbe"]
+                patience = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+                assert patience >= 60, f"{where}: restarted after {patience}s without answers"
+
+
+def test_every_long_running_pod_has_a_network_policy() -> None:
+    policies = [d for d in _documents() if d["kind"] == "NetworkPolicy"]
+    for document in _documents():
+        if document["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        labels = document["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            p
+            for p in policies
+            if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+        ]
+        assert covering, f"no NetworkPolicy selects {document['metadata']['name']}"
+
+
+def test_redis_persists_with_aof_in_every_deployment() -> None:
+    redis = dict(_pod_specs())["redis"]["containers"][0]
+    assert "--appendonly yes" in " ".join(redis.get("args", []) + redis.get("command", []))
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "--appendonly yes" in " ".join(compose["services"]["redis"]["command"])
+
+
+def _compose_spec() -> str:
+    tool = Path(sys.executable).parent / "compose-spec"
+    if not tool.exists():
+        found = shutil.which("compose-spec")
+        assert found, "compose-spec (compose-go's validator) is missing: run `make install`"
+        return found
+    return str(tool)
+
+
+def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_compose_spec(), "--format", "json", str(path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},  # the file's defaults, not this shell's STREAMREC_*
+    )
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    result = _check_compose(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    project = json.loads(result.stdout)
+    services = project["services"]
+    assert {"kafka", "redis", "worker", "api", "prometheus"} <= set(services)
+    for name, service in services.items():
+        assert PINNED_IMAGE.match(service["image"]), f"{name}: {service['image']}"
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port}"
+        if service["image"].startswith("streamrec:"):
+            assert service.get("user") == "10001:10001", name
+            assert service.get("read_only") is True, name
+
+
+def test_the_compose_check_refuses_a_wrong_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("healthcheck:", "health_check:", 1))
+    result = _check_compose(broken)
+    assert result.returncode != 0
+    assert "health_check" in result.stderr + result.stdout
+
+
+def test_the_image_is_pinned_and_runs_as_a_user() -> None:
+    dockerfile = (REPO_ROOT / "deploy" / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert base and PINNED_IMAGE.match(base.group(1)), base
+    assert re.search(r"^ARG UV_VERSION=\d+\.\d+\.\d+$", dockerfile, re.MULTILINE)
+    user = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert user and not user[-1].startswith(("root", "0")), user

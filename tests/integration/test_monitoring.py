@@ -1,0 +1,184 @@
+"""The monitoring loop on the real stack: the Prometheus that `streamrec services up` runs
+scrapes a worker, an API, an archiver, a Spark job and the drift job started as
+`streamrec` processes, and every panel of the generated dashboards returns series after a
+short replay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from api.sse_client import SseStream
+from streamrec.infra.dashboards import overview_panels
+from streamrec.infra.processes import run_streamrec, streamrec_process
+from streamrec.infra.prometheus import (
+    PrometheusQueryError,
+    PrometheusServer,
+    stack_targets,
+)
+from streamrec.paths import dataset_events
+from streamrec.settings import Settings
+from tests.support import wait_until
+
+JOBS = (
+    "streamrec-api",
+    "streamrec-worker",
+    "streamrec-spark",
+    "streamrec-archiver",
+    "streamrec-drift",
+)
+
+
+def _services_prometheus(settings: Settings) -> PrometheusServer:
+    """The Prometheus of the running services: their state directory, not this test's."""
+    prometheus = PrometheusServer(
+        settings.model_copy(update={"state_dir": Settings().resolved().state_dir})
+    )
+    assert prometheus.healthy(), "Prometheus is not running: `streamrec services up` starts it"
+    return prometheus
+
+
+@contextmanager
+def _scraped(prometheus: PrometheusServer, settings: Settings) -> Iterator[str]:
+    """This test's processes in Prometheus's targets, labelled with its topic prefix."""
+    name = f"test-{settings.topic_prefix.rstrip('.')}"
+    prometheus.add_targets(name, stack_targets(settings), {"stack": settings.topic_prefix})
+    try:
+        yield settings.topic_prefix
+    finally:
+        prometheus.remove_targets(name)
+
+
+def _traffic(base: str, user: str) -> None:
+    """Requests of every kind the panels draw: lists, events, a stream update, a 422."""
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(20):
+            assert http.get("/recommend", params={"user_id": f"u{i}", "k": 10}).status_code == 200
+        with SseStream(f"{base}/recommend/stream", {"user_id": user, "k": 10}) as stream:
+            first = stream.next(timeout=15)
+            item = first.data["items"][0]["item_id"]
+            posted = http.post(
+                "/events", json={"user_id": user, "item_id": item, "action": "click"}
+            )
+            assert posted.status_code == 202, posted.text
+            stream.next(timeout=15)  # the update the notice caused
+        assert http.post("/events", json={"user_id": user, "action": "steal"}).status_code == 422
+
+
+def _missing_panels(prometheus: PrometheusServer) -> list[str]:
+    """Panels with a query Prometheus refuses, or whose queries all return no series."""
+    missing = []
+    for panel in overview_panels():
+        found = 0
+        for query in panel.queries:
+            try:
+                found += len(prometheus.query(query.expr))
+            except PrometheusQueryError as exc:
+                missing.append(f"{panel.title}: {exc}")
+                found = -1
+                break
+        if found == 0:
+            missing.append(f"{panel.title}: no series")
+    return missing
+
+
+@pytest.mark.timeout(900)
+def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    settings = live_settings
+    prometheus = _services_prometheus(settings)
+    base = f"http://127.0.0.1:{settings.api_port}"
+    run_streamrec(settings, "data", "prepare", "synthetic:users=200,items=80,events=3000,seed=3")
+    run_streamrec(settings, "features", "apply")
+    names = ("worker", "api", "archiver", "spark", "drift")
+    logs = {name: tmp_path / f"{name}.log" for name in names}
+    # The drift job's reference ends halfway through the synthetic log (epoch seconds).
+    times = pq.read_table(dataset_events(settings.data_dir, "synthetic"), columns=["event_time"])
+    cutoff = str(int(np.median(times.column(0).to_numpy())) // 1000)
+    with ExitStack() as stack:
+        stack.enter_context(_scraped(prometheus, settings))
+        procs = {
+            "worker": stack.enter_context(
+                streamrec_process(settings, "worker", log=logs["worker"])
+            ),
+            "api": stack.enter_context(streamrec_process(settings, "serve", log=logs["api"])),
+            "archiver": stack.enter_context(
+                streamrec_process(settings, "archive", log=logs["archiver"])
+            ),
+            "spark": stack.enter_context(streamrec_process(settings, "spark", log=logs["spark"])),
+            "drift": stack.enter_context(
+                streamrec_process(
+                    settings,
+                    "drift",
+                    "--reference-until",
+                    cutoff,
+                    "--window-events",
+                    "1000",
+                    "--every",
+                    "5",
+                    log=logs["drift"],
+                )
+            ),
+        }
+        run_streamrec(settings, "replay", "synthetic", "--speed", "max")
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 120, "the API to be ready", proc=procs["api"], log=logs["api"])
+
+        # Every process of this stack answers its scrape, with the job the rules expect.
+        def scrape_errors() -> dict[str, str]:
+            ours = [
+                t
+                for t in prometheus.active_targets()
+                if t["labels"].get("stack") == settings.topic_prefix
+            ]
+            errors = {t["labels"]["job"]: t["lastError"] or t["health"] for t in ours}
+            return {job: errors.get(job, "no target") for job in JOBS if errors.get(job) != "up"}
+
+        deadline = time.monotonic() + 180
+        while (errors := scrape_errors()) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert not errors, errors
+
+        # `services status` of the running services, pointed at this stack's ports.
+        status = run_streamrec(
+            settings.model_copy(update={"state_dir": prometheus.settings.state_dir}),
+            "services",
+            "status",
+        )
+        for name in names:
+            assert any(line.split()[:2] == [name, "up"] for line in status.splitlines()), status
+
+        _traffic(base, "monitor-user")
+        # Spark's first batches come after its JVM starts; rates need two scrapes of them.
+        deadline = time.monotonic() + 240
+        missing = _missing_panels(prometheus)
+        while missing and time.monotonic() < deadline:
+            for name, proc in procs.items():
+                assert proc.poll() is None, f"{name} exited:\n{logs[name].read_text()[-3000:]}"
+            time.sleep(5)
+            missing = _missing_panels(prometheus)
+        assert not missing, "\n".join(missing)
+
+
+def test_prometheus_loads_the_repository_rules(live_settings: Settings) -> None:
+    prometheus = _services_prometheus(live_settings)
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    names = {rule["name"] for group in groups for rule in group["rules"]}
+    assert {"FreshnessAboveObjective", "ConsumerLagGrowing", "ApiErrorRatioHigh"} <= names
+    assert "job:streamrec_consumer_lag_records:sum" in names
+    unhealthy = [r for g in groups for r in g["rules"] if r["health"] == "err"]
+    assert not unhealthy, unhealthy

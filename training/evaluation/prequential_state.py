@@ -1,0 +1,217 @@
+"""What the prequential replay folds, and the arms that answer from it.
+
+:class:`OnlineState` is the fold of a log prefix with the stream worker's own functions
+(``streams.folding``), plus the counts the baselines need. An arm answers (user, state)
+with its top-k item indices: the baselines from the counts, the cascade through
+``serving.cascade.serve``, the function the API calls for one request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
+from serving.features import RecentItems
+from serving.loading import LoadedCascade
+from streams.events import Click, Interaction
+from streams.folding import ItemDelta, ItemState, UserState, fold_interaction, fold_item
+
+DAY_MS = 86_400_000
+CASCADE = "cascade"
+KNN = "item-kNN"
+KNN_TUNED = "item-kNN (tuned)"
+POPULARITY = "popularity"
+RECENT_POPULARITY = "popularity 14d"
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    history: int
+    decay: float
+
+
+class OnlineState:
+    """The fold of a log prefix: what the online store holds, plus the baselines' counts.
+
+    Users: the worker's ``UserState`` and every item they touched. Vocabulary items: the
+    raw values the item view holds (trend score, last event time, clicks), distinct users
+    (all-time popularity), interactions in the recent window, and item-item
+    co-occurrence counts (dense (I, I): a vocabulary of a few thousand items).
+    """
+
+    def __init__(self, item_ids: Sequence[str], keep: int, recent_days: float) -> None:
+        self.item_ids = tuple(item_ids)
+        self.item_index = {item: n for n, item in enumerate(self.item_ids)}
+        self.keep = keep
+        self.window_ms = int(recent_days * DAY_MS)
+        self.users: dict[str, UserState] = {}
+        self.seen: dict[str, set[str]] = {}
+        self.seen_index: dict[str, list[int]] = {}  # vocabulary items, first-touch order
+        self.items: dict[str, ItemState] = {}
+        n = len(self.item_ids)
+        self.trend = np.zeros(n, np.float64)
+        self.last = np.zeros(n, np.int64)
+        self.clicks = np.zeros(n, np.int64)
+        self.users_per_item = np.zeros(n, np.float64)
+        self.cooccurrence = np.zeros((n, n), np.float32)
+        self.recent_counts = np.zeros(n, np.float64)
+        self._window: deque[tuple[int, int]] = deque()
+        self.version = 0  # folds so far: item rows are rebuilt only when it moves
+
+    def fold(self, event: Interaction | Click) -> None:
+        self.version += 1
+        if isinstance(event, Interaction):
+            user = self.users.setdefault(event.user_id, UserState())
+            if not fold_interaction(user, event, self.keep):
+                return  # a repeated event id: the worker does not count it twice
+            seen = self.seen.setdefault(event.user_id, set())
+            index = self.item_index.get(event.item_id)
+            if index is not None:
+                if event.item_id not in seen:
+                    self._covisit(event.user_id, index)
+                self._window.append((event.event_time, index))
+                self.recent_counts[index] += 1
+            seen.add(event.item_id)
+        delta = ItemDelta(event.item_id)
+        delta.add(event)
+        item = self.items.setdefault(event.item_id, ItemState())
+        fold_item(item, delta)
+        index = self.item_index.get(event.item_id)
+        if index is not None:
+            self.trend[index] = item.trend_score
+            self.last[index] = item.last_event_time
+            self.clicks[index] = item.click_count
+
+    def _covisit(self, user_id: str, index: int) -> None:
+        before = self.seen_index.setdefault(user_id, [])
+        if before:
+            self.cooccurrence[index, before] += 1.0
+            self.cooccurrence[before, index] += 1.0
+        before.append(index)
+        self.users_per_item[index] += 1.0
+
+    def advance(self, now_ms: int) -> None:
+        """Drop interactions older than the recent window ending at ``now_ms``."""
+        while self._window and self._window[0][0] < now_ms - self.window_ms:
+            _, index = self._window.popleft()
+            self.recent_counts[index] -= 1
+
+    def recent(self, user_id: str) -> RecentItems | None:
+        """The user's row as the API's feature reader returns it (None: never seen)."""
+        state = self.users.get(user_id)
+        if state is None or not state.items:
+            return None
+        return RecentItems(
+            items=tuple(state.items),
+            times=tuple(state.times),
+            interaction_count=state.interaction_count,
+            last_event_time=state.last_event_time,
+            seen=frozenset(self.seen.get(user_id, ())),
+        )
+
+    def item_features(self) -> ItemFeatures:
+        """The vocabulary's item rows as the API's item refresh builds them."""
+        return ItemFeatures(
+            trend_score=torch.from_numpy(self.trend.copy()),
+            last_event_time=torch.from_numpy(self.last.copy()),
+            clicks=torch.from_numpy(self.clicks.copy()),
+            impressions=torch.zeros(len(self.item_ids), dtype=torch.long),
+            latest_event_time=stream_clock([s.last_event_time for s in self.items.values()]),
+            with_stats=int((self.last > 0).sum()),
+        )
+
+    def seen_indices(self, user_id: str) -> list[int]:
+        return self.seen_index.get(user_id, [])
+
+    def recent_indices(self, user_id: str, n: int) -> list[int]:
+        state = self.users.get(user_id)
+        if state is None:
+            return []
+        out = [self.item_index[i] for i in state.items if i in self.item_index]
+        return out[:n]
+
+    def knn_scores(self, user_id: str, params: KnnParams) -> np.ndarray | None:
+        """(I,) cosine item-kNN scores of the user's recent items; None without history."""
+        recent = self.recent_indices(user_id, params.history)
+        if not recent:
+            return None
+        weights = params.decay ** np.arange(len(recent), dtype=np.float64)
+        norms = np.sqrt(self.users_per_item)
+        rows = self.cooccurrence[recent].astype(np.float64)  # (H, I)
+        denominator = np.outer(norms[recent], norms)  # (H, I)
+        cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
+        return np.asarray(weights @ cosine)  # (I,)
+
+
+def top_k(scores: np.ndarray, tiebreak: np.ndarray, exclude: Iterable[int], k: int) -> list[int]:
+    """The k best item indices by score, ties to the larger ``tiebreak``; ``exclude`` never."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[list(exclude)] = -np.inf
+    order = np.lexsort((-tiebreak, -scores))
+    allowed = order[np.isfinite(scores[order])]
+    return [int(i) for i in allowed[:k]]
+
+
+# An arm answers (user, the state to read) with the top-k item indices.
+Arm = Callable[[str, OnlineState], list[int]]
+
+
+def popularity_arm(k: int) -> Arm:
+    def arm(user_id: str, state: OnlineState) -> list[int]:
+        return top_k(state.users_per_item, state.recent_counts, state.seen_indices(user_id), k)
+
+    return arm
+
+
+def recent_popularity_arm(k: int) -> Arm:
+    def arm(user_id: str, state: OnlineState) -> list[int]:
+        return top_k(state.recent_counts, state.users_per_item, state.seen_indices(user_id), k)
+
+    return arm
+
+
+def knn_arm(k: int, params: KnnParams) -> Arm:
+    def arm(user_id: str, state: OnlineState) -> list[int]:
+        scores = state.knn_scores(user_id, params)
+        if scores is None:
+            scores = state.recent_counts
+        return top_k(scores, state.recent_counts, state.seen_indices(user_id), k)
+
+    return arm
+
+
+@dataclass
+class CascadeArm:
+    """The served cascade through ``serving.cascade.serve``; times every call."""
+
+    cascade: LoadedCascade
+    k: int
+    seconds: list[float] = field(default_factory=list)
+    _features: tuple[tuple[int, int], ItemFeatures] | None = None
+
+    def __call__(self, user_id: str, state: OnlineState) -> list[int]:
+        key = (id(state), state.version)  # item rows change only when the state folds
+        if self._features is None or self._features[0] != key:
+            self._features = (key, state.item_features())
+        serving = ServingSet(self.cascade, self._features[1])
+        started = time.perf_counter()
+        answer = serve(serving, user_id, state.recent(user_id), self.k, {})
+        self.seconds.append(time.perf_counter() - started)
+        return [self.cascade.item_index[pick.item_id] for pick in answer.picks]
+
+
+def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, Arm]:
+    arms = {
+        POPULARITY: popularity_arm(k),
+        RECENT_POPULARITY: recent_popularity_arm(k),
+        KNN: knn_arm(k, knn),
+    }
+    if tuned is not None:
+        arms[KNN_TUNED] = knn_arm(k, tuned)
+    return arms
