@@ -14,7 +14,7 @@ TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CU
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
 	STREAMREC_PROMETHEUS_PORT=19090
 
-.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec demo stop api-check test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -23,7 +23,7 @@ help:
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 
-install: install-uv install-python install-redis install-prometheus install-kafka install-spark install-compose-spec
+install: install-uv install-python install-redis install-prometheus install-kafka install-spark install-compose-spec install-ui install-browser
 
 # The Compose specification's validator (compose-go's own loader), for the check of
 # docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
@@ -43,6 +43,17 @@ install-redis:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 		$$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; }
+
+# The cockpit's chart library (uPlot, pinned) from the npm registry into api/ui/vendor/.
+install-ui:
+	bash scripts/install_ui.sh
+
+# Debian's Chromium and its driver for the browser tests (tests/e2e/test_cockpit.py).
+install-browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium and chromium-driver"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # Debian's prometheus (server and promtool); `streamrec services up` runs it from the state
 # directory, so the system service the package enables is turned off.

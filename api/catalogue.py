@@ -38,6 +38,8 @@ class LogCatalogue:
 
     item_counts: dict[str, int] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
+    # Each item's categories, first the main one (MovieLens genres, Amazon's category path).
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     events: int = 0
     signature: LogSignature = ()
 
@@ -76,8 +78,16 @@ def read_catalogue(log_dir: Path) -> LogCatalogue:
         ):
             counts[str(item_id)] = counts.get(str(item_id), 0) + int(count)
     titles: dict[str, str] = {}
+    categories: dict[str, tuple[str, ...]] = {}
     for path in items:
         dataset = ds.dataset(path, format="parquet")
+        if "categories" in dataset.schema.names:
+            listed = dataset.to_table(columns=["item_id", "categories"])
+            for item_id, names in zip(
+                listed["item_id"].to_pylist(), listed["categories"].to_pylist(), strict=True
+            ):
+                if isinstance(names, list) and names:
+                    categories[str(item_id)] = tuple(str(n) for n in names)
         if "title" not in dataset.schema.names:
             continue
         table = dataset.to_table(columns=["item_id", "title"])
@@ -87,7 +97,13 @@ def read_catalogue(log_dir: Path) -> LogCatalogue:
         ):
             titles[str(item_id)] = str(title)
             counts.setdefault(str(item_id), 0)
-    return LogCatalogue(item_counts=counts, titles=titles, events=total, signature=signature)
+    return LogCatalogue(
+        item_counts=counts,
+        titles=titles,
+        categories=categories,
+        events=total,
+        signature=signature,
+    )
 
 
 def read_cooccurrence(log_dir: Path, **options: int) -> CooccurrenceIndex:

@@ -8,6 +8,7 @@ Adapters come from the settings unless passed in (tests pass in-memory ones):
 * sink — Kafka at ``settings.bootstrap_servers`` under ``settings.topic_prefix``;
 * changes — Redis pub/sub on ``user_changed_channel(prefix)``; with no Redis, an in-memory
   feed nobody notifies (streams then send their first list and pings only);
+* replay sink — a producer to Kafka per replay started through ``/admin/replay``;
 * models — the ``champion`` set of the MLflow registry at ``settings.mlflow_uri``, looked
   for every ``model_poll_seconds`` (``api/serving/champion.py``); the heuristic serves until one
   is loaded.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
@@ -37,11 +38,14 @@ from api.errors import validation_error_response
 from api.ingest import IngestGuard
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
-from api.routes import admin, events, health, recommend, stream
+from api.replay_control import ReplayControl, SinkFactory
+from api.routes import admin, cockpit, events, health, recommend, replay, stream
+from api.routes.ui import install_ui
 from api.serving.champion import ChampionWatcher
 from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
 from api.stream_hub import StreamHub
+from replay.replayer import Sink
 from streamrec.infra.notify import user_changed_channel
 from streamrec.infra.readiness import redis_store
 from streamrec.settings import Settings
@@ -68,8 +72,13 @@ def create_app(
     metrics: ApiMetrics | None = None,
     log_refresh_seconds: float = LOG_REFRESH_SECONDS,
     features_marker: FeaturesMarker | None = None,
+    replay_sink: SinkFactory | None = None,
 ) -> FastAPI:
     api_metrics = metrics if metrics is not None else ApiMetrics()
+    replay_control = ReplayControl(
+        settings.data_dir,
+        replay_sink if replay_sink is not None else _kafka_replay_sink(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,6 +135,8 @@ def create_app(
             try:
                 yield
             finally:
+                # First: a running replay flushes its producer before the broker goes away.
+                await replay_control.close()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -135,8 +146,11 @@ def create_app(
         title="streamrec",
         summary="Real-time recommendations from an event-sourced log",
         lifespan=lifespan,
+        docs_url=None,  # served by install_ui from local assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.replay = replay_control
     app.state.metrics = api_metrics
     app.state.ingest_guard = IngestGuard(settings)
     app.state.stream_hub = StreamHub(settings.sse_max_streams_per_user, settings.sse_max_streams)
@@ -150,8 +164,9 @@ def create_app(
         return await validation_error_response(request, exc)
 
     app.add_exception_handler(RequestValidationError, count_rejected_events)
-    for module in (recommend, stream, events, health, admin):
+    for module in (recommend, stream, events, health, admin, replay, cockpit):
         app.include_router(module.router)
+    install_ui(app)
     return app
 
 
@@ -207,6 +222,18 @@ async def _open_kafka_sink(settings: Settings) -> AsyncIterator[EventSink]:
         security=settings.kafka_security(),
     ) as sink:
         yield sink
+
+
+def _kafka_replay_sink(settings: Settings) -> SinkFactory:
+    def open_sink() -> tuple[Sink, Callable[[], None]]:
+        # The CLI's sink over the project's one producer; a replay closes its own.
+        from replay.kafka_sink import KafkaSink
+        from streams.producer import EventProducer
+
+        producer = EventProducer(settings.bootstrap_servers, Topics(settings.topic_prefix))
+        return KafkaSink(producer), producer.close
+
+    return open_sink
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ there is one copy of each rule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -63,21 +64,46 @@ ClientEventTime = Annotated[
 ]
 
 
+class ServedItemOut(RecommendedItem):
+    """A served item as the event has it, plus what the catalogue and the answer say of it
+    (optional: absent from the catalogue, or not worked out, is null)."""
+
+    title: str | None = None
+    category: str | None = None
+    # The stage that gave the item its final place (e.g. "ranknet", "heuristic").
+    stage: str | None = None
+
+
 class RecommendationOut(BaseModel):
     request_id: str
     user_id: str
     variant: str
     model_version: str
-    items: list[RecommendedItem]
+    items: list[ServedItemOut]
 
     @classmethod
-    def from_event(cls, served: RecommendationServed) -> RecommendationOut:
+    def from_event(
+        cls,
+        served: RecommendationServed,
+        titles: Mapping[str, str] | None = None,
+        categories: Mapping[str, Sequence[str]] | None = None,
+        stage: str | None = None,
+    ) -> RecommendationOut:
+        titles, categories = titles or {}, categories or {}
         return cls(
             request_id=served.request_id,
             user_id=served.user_id,
             variant=served.variant,
             model_version=served.model_version,
-            items=list(served.items),
+            items=[
+                ServedItemOut(
+                    **item.model_dump(),
+                    title=titles.get(item.item_id),
+                    category=next(iter(categories.get(item.item_id, ())), None),
+                    stage=stage,
+                )
+                for item in served.items
+            ],
         )
 
 

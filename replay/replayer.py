@@ -104,6 +104,9 @@ class ReplayStatus:
     delivery_failures: int
     rate: float  # events per second of running (not paused) time
     speed: float | None  # None: as fast as possible
+    # Log event time that pacing says is due now; due_ms - position_ms is how far the
+    # replay trails its pace (None when paced by nothing: max speed, or not started).
+    due_ms: float | None = None
 
 
 def check_speed(speed: float | None) -> float | None:
@@ -396,6 +399,9 @@ class Replayer:
             delivery_failures=self._failures,
             rate=self._sent / active if active > 0 else 0.0,
             speed=self._speed,
+            due_ms=self._event_clock(self._clock.now())
+            if self._state in (RUNNING, PAUSED)
+            else None,
         )
 
     def _report_progress(self) -> None:

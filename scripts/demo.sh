@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 STREAMREC=.venv/bin/streamrec
 STATE="${STREAMREC_STATE_DIR:-var/state}"
 PORT="${STREAMREC_API_PORT:-8000}"
+# The cockpit's replay control needs the admin key: a fresh one per demo unless set.
+KEY_FILE="$STATE/api-key"
 mkdir -p "$STATE"
 
 stop_pid() {
@@ -62,6 +64,11 @@ PY
 "$STREAMREC" train --workers 1 --streaming-events 500 --report-dir reports ${STREAMREC_DEMO_TRAIN_ARGS:-}
 # From here the archiver follows the topics, so its group never shows a growing lag.
 start_bg archiver "$STREAMREC" archive
+if [[ -z "${STREAMREC_API_KEY:-}" ]]; then
+  [[ -s "$KEY_FILE" ]] || (umask 077 && .venv/bin/python -c "import secrets; print(secrets.token_hex(16))" >"$KEY_FILE")
+  STREAMREC_API_KEY="$(cat "$KEY_FILE")"
+fi
+export STREAMREC_API_KEY
 start_bg api "$STREAMREC" serve
 
 echo "waiting for the API to load the champion set..."
@@ -71,6 +78,8 @@ echo "waiting for the API to load the champion set..."
 cat <<MSG
 
 streamrec is running.
+  cockpit          http://127.0.0.1:$PORT/ui
+                   (its replay asks for the admin key: STREAMREC_API_KEY, or the one in $KEY_FILE)
   recommendations  curl 'http://127.0.0.1:$PORT/recommend?user_id=196&k=10'
   live stream      curl -N 'http://127.0.0.1:$PORT/recommend/stream?user_id=196&k=10'
   send an event    curl -X POST http://127.0.0.1:$PORT/events -H 'content-type: application/json' \\

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.cockpit import recommendation_out
 from api.deps import Services, ServicesDep
 from api.routes.params import KParam, UserIdParam
-from api.schemas import RecommendationOut
 from api.stream_hub import StreamHub
 
 router = APIRouter(tags=["recommend"])
@@ -50,7 +50,7 @@ async def _recommendation_events(
             while True:
                 served = await listener.next()
                 yield ServerSentEvent(
-                    data=RecommendationOut.from_event(served).model_dump_json(),
+                    data=recommendation_out(served, services.state.catalogue).model_dump_json(),
                     event=EVENT_NAME,
                     id=served.request_id,
                 )

@@ -17,6 +17,7 @@ from api.adapters.memory_features import InMemoryFeatureReader
 from api.adapters.memory_sink import InMemoryEventSink
 from api.deps import Services
 from api.main import create_app
+from api.replay_control import SinkFactory
 from streamrec.settings import Settings
 
 BASE_TIME = 1_700_000_000_000
@@ -87,10 +88,18 @@ class RunningApp:
 
 @asynccontextmanager
 async def running_app(
-    settings: Settings, adapters: Adapters, *, wait_for_index: bool = True
+    settings: Settings,
+    adapters: Adapters,
+    *,
+    wait_for_index: bool = True,
+    replay_sink: SinkFactory | None = None,
 ) -> AsyncIterator[RunningApp]:
     app = create_app(
-        settings, features=adapters.features, sink=adapters.sink, changes=adapters.changes
+        settings,
+        features=adapters.features,
+        sink=adapters.sink,
+        changes=adapters.changes,
+        replay_sink=replay_sink,
     )
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
