@@ -71,9 +71,19 @@ fi
 export STREAMREC_API_KEY
 start_bg api "$STREAMREC" serve
 
-echo "waiting for the API to load the champion set..."
-.venv/bin/python -m api.wait --port "$PORT" --timeout 180 ||
-  echo "the API still serves the heuristic; see $STATE/api.log"
+# The gate promotes a set only if its live cascade beats every live baseline on the
+# validation period (reports/eval.md says how it fared); a refused set is not served.
+PROMOTED="$(.venv/bin/python -c "import json; print(json.load(open('reports/eval.json'))['gate']['promoted'])" 2>/dev/null || echo False)"
+if [[ "$PROMOTED" == "True" ]]; then
+  SERVED="The API serves the champion cascade trained above"
+  echo "waiting for the API to load the champion set..."
+  .venv/bin/python -m api.wait --port "$PORT" --timeout 180 ||
+    echo "the API still serves the heuristic; see $STATE/api.log"
+else
+  SERVED="The gate refused the set trained above (reports/eval.md: it must beat the live
+baselines); the API serves an earlier champion if there is one, else the heuristic"
+  .venv/bin/python -m api.wait --port "$PORT" --timeout 20 >/dev/null 2>&1 || true
+fi
 
 cat <<MSG
 
@@ -92,5 +102,5 @@ streamrec is running.
   logs             $STATE/worker.log  $STATE/api.log  $STATE/archiver.log  $STATE/kafka/kafka.log
   stop everything  make stop
 
-The API serves the champion cascade trained above; \`model_version\` in each response names it.
+$SERVED; \`model_version\` in each response names what answered.
 MSG
