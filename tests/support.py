@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from streamrec.infra.processes import (
     stop_process,
     streamrec_process,
 )
+from streamrec.infra.services import LocalServices
 from streamrec.settings import Settings
 
 __all__ = ["REPO_ROOT", "free_port", "settings_env", "stop_process", "streamrec_process"]
@@ -80,3 +82,42 @@ def wait_until(
     if log is not None and log.exists():
         tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
+
+
+def private_settings(root: Path, **overrides: Any) -> Settings:
+    """Settings for services of a test's own (a broker and a Redis on free ports under
+    ``root``), for the tests that kill or restart them."""
+    values: dict[str, Any] = {
+        "state_dir": root / "services",
+        "kafka_port": free_port(),
+        "kafka_controller_port": free_port(),
+        "redis_port": free_port(),
+        "kafka_bootstrap": "",
+        "redis_url": "",
+    }
+    return isolated_settings(root, **{**values, **overrides})
+
+
+@contextmanager
+def running_services(settings: Settings) -> Iterator[LocalServices]:
+    """``settings``' local services, up for the block and down after it, also on failure."""
+    services = LocalServices(settings)
+    try:
+        services.up()
+        yield services
+    finally:
+        services.down()
+
+
+def log_end(settings: Settings, topic: str) -> int:
+    """Records in ``topic`` now: the sum of its partitions' high watermarks."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
+    try:
+        return sum(
+            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in range(settings.topic_partitions)
+        )
+    finally:
+        probe.close()

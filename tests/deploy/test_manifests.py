@@ -152,8 +152,8 @@ def test_the_compose_check_refuses_a_wrong_file(tmp_path: Path) -> None:
 
 def test_the_image_is_pinned_and_runs_as_a_user() -> None:
     dockerfile = (REPO_ROOT / "deploy" / "Dockerfile").read_text()
-    base = re.search(r"^FROM (\S+)", dockerfile, re.MULTILINE)
-    assert base and PINNED_IMAGE.match(base.group(1)), base
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)  # every stage's
+    assert bases and all(PINNED_IMAGE.match(base) for base in bases), bases
     assert re.search(r"^ARG UV_VERSION=\d+\.\d+\.\d+$", dockerfile, re.MULTILINE)
     user = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert user and not user[-1].startswith(("root", "0")), user

@@ -44,7 +44,7 @@ from tests.integration.test_backfill import (
     assert_same_features,
     online,
 )
-from tests.support import isolated_settings, wait_until
+from tests.support import isolated_settings, log_end, running_services, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -82,12 +82,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]
         kafka_bootstrap="",
         redis_url="",
     )
-    services = LocalServices(settings)
-    try:
-        services.up()
+    with running_services(settings) as services:
         yield services
-    finally:
-        services.down()
 
 
 @dataclass
@@ -152,19 +148,6 @@ def _event_ids(settings: Settings, topic: str) -> Counter[str]:
     return ids
 
 
-def _log_end(settings: Settings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
-    try:
-        return sum(
-            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-            for p in range(settings.topic_partitions)
-        )
-    finally:
-        probe.close()
-
-
 @pytest.mark.timeout(900)
 def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
     cluster: LocalServices, tmp_path: Path
@@ -220,7 +203,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
                 settings, "replay", "synthetic", "--speed", "max", log=logs["replay"]
             ) as replay:
                 wait_until(
-                    lambda: _log_end(settings, topics.interactions) > EVENTS // 5,
+                    lambda: log_end(settings, topics.interactions) > EVENTS // 5,
                     180,
                     "a fifth of the replay in the log",
                     interval=0.1,
@@ -228,7 +211,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
                     log=logs["replay"],
                 )
                 victim = kafka.node(kafka.leader(topics.interactions, 0))
-                killed_at = _log_end(settings, topics.interactions)
+                killed_at = log_end(settings, topics.interactions)
                 victim.kill()
                 time.sleep(5.0)  # past the broker session timeout: leadership moves
                 assert replay.poll() is None, "the replay ended before the node came back"

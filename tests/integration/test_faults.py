@@ -31,7 +31,7 @@ from api.adapters.kafka_sink import open_kafka_sink
 from api.ports import EventSinkError
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
-from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
+from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, RedisServer
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
@@ -45,28 +45,14 @@ from tests.integration.test_backfill import (
     online,
     produce_log,
 )
-from tests.support import isolated_settings, wait_until
+from tests.support import isolated_settings, log_end, private_settings, running_services, wait_until
 
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
     """A broker and a Redis of this module alone."""
-    root = tmp_path_factory.mktemp("faults")
-    settings = isolated_settings(
-        root,
-        state_dir=root / "services",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        kafka_bootstrap="",
-        redis_url="",
-    )
-    services = LocalServices(settings)
-    try:
-        services.up()
+    with running_services(private_settings(tmp_path_factory.mktemp("faults"))) as services:
         yield services
-    finally:
-        services.down()
 
 
 @pytest.fixture
@@ -85,19 +71,6 @@ def settings(private: LocalServices, tmp_path: Path) -> Settings:
 
     ensure_topics(fresh.bootstrap_servers, Topics(fresh.topic_prefix), fresh.topic_partitions)
     return fresh
-
-
-def _log_end(settings: Settings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "probe"})
-    try:
-        return sum(
-            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-            for p in range(settings.topic_partitions)
-        )
-    finally:
-        probe.close()
 
 
 def _kill(proc: Any) -> None:
@@ -364,7 +337,7 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
             broker = private.kafka
 
             def replaying() -> bool:
-                return _log_end(settings, topics.interactions) > 0 or replay.poll() is not None
+                return log_end(settings, topics.interactions) > 0 or replay.poll() is not None
 
             wait_until(replaying, 120, "the replay to start writing", interval=0.05)
             writer.start()  # after the replay's first records: it counts the log end above

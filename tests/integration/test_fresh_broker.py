@@ -13,36 +13,22 @@ from pathlib import Path
 import pytest
 
 from streamrec.infra.lag import consumer_lag
-from streamrec.infra.processes import free_port
-from streamrec.infra.services import LocalServices
 from streamrec.settings import Settings
 from streams.archiver import Archiver
 from streams.backfill import fold_log
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer
 from streams.topics import ensure_topics
-from tests.support import isolated_settings
+from tests.support import private_settings, running_services
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Settings]:
-    settings = isolated_settings(
-        tmp_path,
-        state_dir=tmp_path / "services",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        kafka_bootstrap="",
-        redis_url="",
-    )
-    services = LocalServices(settings)
-    try:
-        services.up()
+    settings = private_settings(tmp_path)
+    with running_services(settings):
         yield settings
-    finally:
-        services.down()
 
 
 @pytest.mark.timeout(300)
