@@ -92,6 +92,7 @@ def private_settings(root: Path, **overrides: Any) -> Settings:
         "kafka_port": free_port(),
         "kafka_controller_port": free_port(),
         "redis_port": free_port(),
+        "prometheus_port": free_port(),  # `up` starts one too; the suite's holds its port
         "kafka_bootstrap": "",
         "redis_url": "",
     }

@@ -32,7 +32,7 @@ from api.adapters.kafka_sink import open_kafka_sink
 from streamrec.infra.cluster import KafkaCluster
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
-from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
+from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, _port_open
 from streamrec.settings import Settings
 from streams.backfill import fold_log, read_log
@@ -44,7 +44,7 @@ from tests.integration.test_backfill import (
     assert_same_features,
     online,
 )
-from tests.support import isolated_settings, log_end, running_services, wait_until
+from tests.support import isolated_settings, log_end, private_settings, running_services, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -71,16 +71,12 @@ def _free_ports(count: int) -> int:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
     root = tmp_path_factory.mktemp("cluster")
     first = _free_ports(6)  # node i: client port first + 2i, controller port first + 2i + 1
-    settings = isolated_settings(
+    settings = private_settings(
         root,
-        state_dir=root / "services",
         kafka_brokers=3,
         kafka_port=first,
         kafka_controller_port=first + 1,
         kafka_heap="256m",
-        redis_port=free_port(),
-        kafka_bootstrap="",
-        redis_url="",
     )
     with running_services(settings) as services:
         yield services
