@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -415,6 +416,14 @@ def _kill_redis(redis: RedisServer) -> None:
     assert pid is not None, "Redis was not running"
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: redis.proc.pid() is None, 10, "Redis to die")
+    # A child Redis forked for an AOF rewrite may hold the port a moment longer.
+    wait_until(lambda: not _answers(redis.port), 15, "Redis's port to close")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.timeout(300)

@@ -34,7 +34,7 @@ class LightGCNHyper:
     dim: PositiveInt = LightGCNConfig.dim
     layers: PositiveInt = LightGCNConfig.layers
     reg_weight: NonNegativeFloat = LightGCNConfig.reg_weight
-    lr: PositiveFloat = 0.01
+    lr: NonNegativeFloat = 0.01
     epochs: Count = 20
     batch_size: PositiveInt = 4096
     # BPR positives are drawn with weight mix * 2^(-age / half-life) + (1 - mix), so the
@@ -50,7 +50,7 @@ class DINHyper:
     attention_hidden: PositiveInt = DINConfig.attention_hidden
     mlp_hidden: tuple[int, ...] = DINConfig.mlp_hidden
     activation: Literal["prelu", "dice"] = "prelu"
-    lr: PositiveFloat = 2e-3
+    lr: NonNegativeFloat = 2e-3
     weight_decay: NonNegativeFloat = 0.0
     epochs: Count = 2
     batch_size: PositiveInt = 2048
@@ -60,7 +60,7 @@ class DINHyper:
 class RankNetHyper:
     hidden: tuple[int, ...] = RankNetConfig.hidden
     sigma: PositiveFloat = RankNetConfig.sigma
-    lr: PositiveFloat = 3e-3
+    lr: NonNegativeFloat = 3e-3
     weight_decay: NonNegativeFloat = 1e-4
     epochs: Count = 60
     batch_size: PositiveInt = 64
