@@ -3,9 +3,11 @@ real services started by `streamrec services up`, and child processes of our com
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,3 +124,14 @@ def log_end(settings: Settings, topic: str) -> int:
         )
     finally:
         probe.close()
+
+
+def event_ids(settings: Settings, topic: str) -> Counter[str]:
+    """How many times each event id is in ``topic``, read from the beginning to its end."""
+    from streams.backfill import read_log
+
+    ids: Counter[str] = Counter()
+    for batch in read_log(settings.bootstrap_servers, [topic]):
+        for *_, value in batch:
+            ids[json.loads(value or b"{}")["event_id"]] += 1
+    return ids

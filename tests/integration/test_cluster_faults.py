@@ -14,7 +14,6 @@ killed with SIGKILL, left dead a few seconds, and restarted. Then:
 from __future__ import annotations
 
 import inspect
-import json
 import random
 import threading
 import time
@@ -34,8 +33,7 @@ from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, _port_open
-from streamrec.settings import Settings
-from streams.backfill import fold_log, read_log
+from streams.backfill import fold_log
 from streams.events import Topics
 from streams.topics import ensure_topics
 from tests.integration.test_backfill import (
@@ -44,7 +42,14 @@ from tests.integration.test_backfill import (
     assert_same_features,
     online,
 )
-from tests.support import isolated_settings, log_end, private_settings, running_services, wait_until
+from tests.support import (
+    event_ids,
+    isolated_settings,
+    log_end,
+    private_settings,
+    running_services,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -136,14 +141,6 @@ class _Prober:
         return longest
 
 
-def _event_ids(settings: Settings, topic: str) -> Counter[str]:
-    ids: Counter[str] = Counter()
-    for batch in read_log(settings.bootstrap_servers, [topic]):
-        for _topic, _partition, _offset, value in batch:
-            ids[json.loads(value or b"{}")["event_id"]] += 1
-    return ids
-
-
 @pytest.mark.timeout(900)
 def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
     cluster: LocalServices, tmp_path: Path
@@ -224,7 +221,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
             probing.join(60)
 
         # Exactly once: every replayed event, and every event the API accepted.
-        logged = _event_ids(settings, topics.interactions)
+        logged = event_ids(settings, topics.interactions)
         api_ids = set(prober.accepted)
         replayed = Counter({i: n for i, n in logged.items() if i not in api_ids})
         lost = set(expected) - set(replayed)

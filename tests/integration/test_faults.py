@@ -46,7 +46,14 @@ from tests.integration.test_backfill import (
     online,
     produce_log,
 )
-from tests.support import isolated_settings, log_end, private_settings, running_services, wait_until
+from tests.support import (
+    event_ids,
+    isolated_settings,
+    log_end,
+    private_settings,
+    running_services,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -289,14 +296,6 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
             assert met_again[kill - 1] > 0 or not was_ahead, f"kill {kill}: nothing met again"
 
 
-def _event_ids(settings: Settings, topic: str) -> Counter[str]:
-    ids: Counter[str] = Counter()
-    for batch in read_log(settings.bootstrap_servers, [topic]):
-        for _topic, _partition, _offset, _key, value in batch:
-            ids[json.loads(value or b"{}")["event_id"]] += 1
-    return ids
-
-
 @pytest.mark.timeout(600)
 def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
     private: LocalServices, settings: Settings, tmp_path: Path
@@ -352,7 +351,7 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
         stop.set()
         if writer.is_alive():
             writer.join(120)
-    replayed = _event_ids(settings, topics.interactions)
+    replayed = event_ids(settings, topics.interactions)
     live = {i for i in replayed if i in set(accepted) | set(refused)}
     replay_ids = Counter({i: n for i, n in replayed.items() if i not in live})
     assert sorted(replay_ids) == sorted(expected)
