@@ -168,9 +168,9 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
     run_streamrec(
         settings, "data", "prepare", f"synthetic:users=3000,items=1500,events={EVENTS},seed=19"
     )
-    expected = pq.read_table(
-        settings.data_dir / "log" / "synthetic" / "events.parquet", columns=["event_id"]
-    )["event_id"].to_pylist()
+    expected = pq.read_table(dataset_events(settings.data_dir, "synthetic"), columns=["event_id"])[
+        "event_id"
+    ].to_pylist()
     assert len(expected) >= EVENTS
     store = open_store(settings)
     apply_definitions(store)
