@@ -33,6 +33,7 @@ from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, _port_open
+from streamrec.paths import dataset_events
 from streams.backfill import fold_log
 from streams.events import Topics
 from streams.topics import ensure_topics
