@@ -135,3 +135,22 @@ def event_ids(settings: Settings, topic: str) -> Counter[str]:
         for *_, value in batch:
             ids[json.loads(value or b"{}")["event_id"]] += 1
     return ids
+
+
+def wait_committed(settings: Settings, what: str, timeout: float, proc: Any, log: Path) -> None:
+    """Wait until the worker's group has committed every record; name what is still
+    behind when it does not."""
+    from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
+
+    group = f"{settings.topic_prefix}worker"
+    behind: list[PartitionLag] | None = None
+
+    def caught_up() -> bool:
+        nonlocal behind
+        behind = partitions_behind(settings.bootstrap_servers, group)
+        return behind == []
+
+    try:
+        wait_until(caught_up, timeout, what, 0.5, proc, log)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nstill behind: {describe_behind(behind)}") from None

@@ -30,7 +30,6 @@ import pytest
 from api.adapters.kafka_sink import open_kafka_sink
 from streamrec.infra.cluster import KafkaCluster
 from streamrec.infra.feast_store import apply_definitions, open_store
-from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, _port_open
 from streamrec.paths import dataset_events
@@ -49,6 +48,7 @@ from tests.support import (
     log_end,
     private_settings,
     running_services,
+    wait_committed,
     wait_until,
 )
 
@@ -243,20 +243,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
         assert prober.longest_failure() <= DELIVERY_TIMEOUT, prober.answers[-50:]
 
         # The worker's state is a clean run's: the fold of the whole log.
-        group = f"{settings.topic_prefix}worker"
-        behind: list[PartitionLag] | None = None
-
-        def caught_up() -> bool:
-            nonlocal behind
-            behind = partitions_behind(settings.bootstrap_servers, group)
-            return behind == []
-
-        try:
-            wait_until(
-                caught_up, 300, "the worker to commit everything", 0.5, worker, logs["worker"]
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\nstill behind: {describe_behind(behind)}") from None
+        wait_committed(settings, "the worker to commit everything", 300, worker, logs["worker"])
         users, items, report = fold_log(settings)
         assert report.interactions == len(logged)
         want_users = {

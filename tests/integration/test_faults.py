@@ -31,7 +31,6 @@ import pytest
 from api.adapters.kafka_sink import open_kafka_sink
 from api.ports import EventSinkError
 from streamrec.infra.feast_store import apply_definitions, open_store
-from streamrec.infra.lag import PartitionLag, describe_behind, partitions_behind
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.services import LocalServices, RedisServer
 from streamrec.settings import Settings
@@ -52,6 +51,7 @@ from tests.support import (
     log_end,
     private_settings,
     running_services,
+    wait_committed,
     wait_until,
 )
 
@@ -243,20 +243,7 @@ def test_worker_killed_mid_fold_loses_and_doubles_nothing(
         # The killed worker may have pushed features past its last commit, so the store can
         # look complete before this one starts: wait until it has committed everything, so
         # the comparison below also covers what it folded again.
-        group = f"{settings.topic_prefix}worker"
-        behind: list[PartitionLag] | None = None
-
-        def caught_up() -> bool:
-            nonlocal behind
-            behind = partitions_behind(settings.bootstrap_servers, group)
-            return behind == []
-
-        try:
-            wait_until(
-                caught_up, 180, "the restarted worker to commit everything", 0.5, worker, log
-            )
-        except AssertionError as error:
-            raise AssertionError(f"{error}\nstill behind: {describe_behind(behind)}") from None
+        wait_committed(settings, "the restarted worker to commit everything", 180, worker, log)
 
         wrong: list[str] = []
 
