@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
+from streamrec.infra.processes import run_streamrec, streamrec_process
+from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from streams.archiver import Archiver
 from streams.backfill import fold_log
 from streams.events import Interaction, Topics
 from streams.producer import EventProducer
 from streams.topics import ensure_topics
-from tests.support import private_settings, running_services
+from tests.support import private_settings, running_services, wait_committed, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +52,30 @@ def test_every_client_path_on_a_just_created_broker(fresh: Settings) -> None:
     assert f"{fresh.topic_prefix}archiver" in groups
     users, _items, report = fold_log(fresh)
     assert report.interactions == 10 and len(users) == 3
+
+
+@pytest.mark.timeout(400)
+def test_worker_and_replay_start_on_a_just_created_broker(tmp_path: Path) -> None:
+    """The worker starts the moment a new broker answers, before any topic exists, and
+    `streamrec replay` runs right after it: both retry what a fresh broker answers
+    (no coordinator yet, topics being created) and every replayed event is folded."""
+    settings = private_settings(tmp_path)
+    run_streamrec(settings, "data", "prepare", "synthetic:users=50,items=40,events=2000,seed=3")
+    events = pq.read_table(dataset_events(settings.data_dir, "synthetic")).to_pandas()
+    log = tmp_path / "worker.log"
+    with running_services(settings):
+        apply_definitions(open_store(settings))
+        with streamrec_process(settings, "worker", log=log) as worker:
+            run_streamrec(settings, "replay", "synthetic", "--speed", "max")
+            wait_committed(settings, "the worker to fold the replay", 240, worker, log)
+            store = open_store(settings)
+            busiest = events["user_id"].value_counts()
+            user, count = str(busiest.index[0]), int(busiest.iloc[0])
+
+            def folded() -> bool:
+                row = store.get_online_features(
+                    features=["user_recent:interaction_count"], entity_rows=[{"user_id": user}]
+                ).to_dict()
+                return row["interaction_count"][0] == count
+
+            wait_until(folded, 60, f"{user}'s {count} interactions online", proc=worker, log=log)
