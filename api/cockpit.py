@@ -5,7 +5,6 @@ holds (the log catalogue, the online store's rows), plus the log's user director
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,11 +14,10 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from api.catalogue import LogCatalogue, LogSignature, log_files, log_signature
-from api.ports import ItemStats, RecentItems
+from api.ports import HourActivity, ItemStats, RecentItems
 from api.schemas import RecommendationOut
 from api.serving.heuristic import MODEL_VERSION
 from streams.events import RecommendationServed
-from streams.folding import TREND_HALF_LIFE_MS
 
 # A user with at least this many events in the log counts as active for "a random user".
 ACTIVE_EVENTS = 20
@@ -97,28 +95,51 @@ def interest_shares(
     return {name: round(w / total, 4) for name, w in ranked}
 
 
+HOUR_MS = 3_600_000
+
+
 @dataclass(frozen=True)
-class Trending:
+class TrendingHour:
     item_id: str
-    score: float  # interactions decayed to now (half-life TREND_HALF_LIFE_MS of event time)
-    interactions: int
+    last_hour: float  # the worker's interactions in the hour before ``now`` (see below)
+    spark_1h: float | None  # the Spark job's count for its 1-hour window, when current
+    interactions: int  # all time
 
 
-def trending(stats: Mapping[str, ItemStats], k: int) -> list[Trending]:
-    """The items with the highest trend score decayed to the newest event time seen, so
-    items are compared at one instant (each row is stored as of its own last event)."""
-    times = [s.last_event_time for s in stats.values() if s.last_event_time is not None]
-    if not times:
-        return []
-    now = max(times)
-    scored = [
-        Trending(
-            item_id,
-            s.trend_score * math.pow(0.5, (now - s.last_event_time) / TREND_HALF_LIFE_MS),
-            s.interaction_count,
-        )
+def hour_candidates(stats: Mapping[str, ItemStats], now_ms: int) -> list[str]:
+    """The items with an event in the hour before ``now_ms``: only they can trend."""
+    return [
+        item_id
         for item_id, s in stats.items()
-        if s.last_event_time is not None and s.trend_score > 0
+        if s.last_event_time is not None and s.last_event_time > now_ms - HOUR_MS
     ]
-    scored.sort(key=lambda t: (-t.score, t.item_id))
-    return scored[:k]
+
+
+def trending_hour(
+    hours: Mapping[str, HourActivity], stats: Mapping[str, ItemStats], now_ms: int, k: int
+) -> list[TrendingHour]:
+    """The items with the most interactions in the event-time hour before ``now_ms``.
+
+    The worker keeps each item's count for the hour ending at its own newest 5-minute
+    bucket (``end_1h``). An hour that ended ``d`` before now overlaps now's hour by
+    ``1 h - d``; its count is scaled by that share (events spread evenly within it), and
+    an hour that ended an hour ago or more counts nothing. The Spark job's 1-hour window
+    is shown beside it when its window ends within the hour.
+    """
+    ranked = []
+    for item_id, hour in hours.items():
+        if hour.end_1h <= 0:
+            continue
+        overlap = min(1.0, max(0.0, 1.0 - (now_ms - hour.end_1h) / HOUR_MS))
+        count = hour.interactions_1h * overlap
+        if count <= 0:
+            continue
+        spark = hour.spark_1h
+        if hour.spark_end_1h is None or hour.spark_end_1h <= now_ms - HOUR_MS:
+            spark = None
+        item = stats.get(item_id)
+        ranked.append(
+            TrendingHour(item_id, count, spark, item.interaction_count if item is not None else 0)
+        )
+    ranked.sort(key=lambda t: (-t.last_hour, t.item_id))
+    return ranked[:k]

@@ -1,9 +1,14 @@
 """The system's health as the cockpit shows it: the worker's consumer lag, events/s into
-the log, and freshness p95 where the API measures it.
+the log, and the two halves of freshness.
 
 Lag and events/s come from one consumer-lag probe (``streamrec.infra.lag``), run in a
 worker thread at most every ``min_interval`` seconds however many pages poll; events/s is
 the growth of the interactions topic's end offsets between two probes.
+
+Freshness is measured where it happens: event → features by the worker
+(``streamrec_event_to_feature_seconds``, read as the p95 recording rule from the
+Prometheus that scrapes it), and features → list on a stream here
+(``streamrec_api_sse_update_seconds``, from this process's registry).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+import httpx
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
@@ -26,8 +32,9 @@ class LogHealth:
     worker_lag: int | None  # records the worker has not committed yet; None: unknown
     events_per_second: float | None  # interactions appended to the log per second
     log_end: int | None  # interactions in the log
-    freshness_p95_seconds: float | None  # None: no freshness histogram in the registry
+    freshness_p95_seconds: float | None  # event -> features p95; None: not measured yet
     error: str | None = None
+    sse_update_p95_seconds: float | None = None  # features -> SSE list p95, this process
 
 
 class LogHealthProbe:
@@ -39,7 +46,9 @@ class LogHealthProbe:
         *,
         min_interval: float = 2.0,
         probe: Callable[[str], list[PartitionLag]] = consumer_lag,
+        prometheus_url: str | None = None,
     ) -> None:
+        self._prometheus = prometheus_url
         self._servers = bootstrap_servers
         self._group = f"{topic_prefix}worker"
         self._topic = f"{topic_prefix}interactions"
@@ -60,27 +69,54 @@ class LogHealthProbe:
             return health
 
     async def _measure(self, now: float) -> LogHealth:
-        freshness = freshness_p95(self._registry)
+        sse = histogram_p95(self._registry, SSE_UPDATE_HISTOGRAM)
+        freshness = await self._worker_freshness()
         try:
             rows = await anyio.to_thread.run_sync(self._probe, self._servers)
         except KafkaException as exc:
-            return LogHealth(None, None, None, freshness, f"consumer lag: {exc}")
+            return LogHealth(None, None, None, freshness, f"consumer lag: {exc}", sse)
         worker = [r for r in rows if r.group == self._group and r.topic == self._topic]
         if not worker:
-            return LogHealth(None, None, None, freshness, "the worker has committed nothing yet")
+            return LogHealth(
+                None, None, None, freshness, "the worker has committed nothing yet", sse
+            )
         end = sum(r.end for r in worker)
         rate = None
         if self._previous_end is not None and now > self._previous_end[0]:
             rate = max(0, end - self._previous_end[1]) / (now - self._previous_end[0])
         self._previous_end = (now, end)
-        return LogHealth(sum(r.lag for r in worker), rate, end, freshness)
+        return LogHealth(sum(r.lag for r in worker), rate, end, freshness, None, sse)
+
+    async def _worker_freshness(self) -> float | None:
+        """The worker's event -> features p95 over 5 minutes, from Prometheus; None when
+        no Prometheus answers or it has no samples yet (no event folded lately)."""
+        if self._prometheus is None:
+            return None
+        try:
+            async with httpx.AsyncClient(timeout=PROMETHEUS_TIMEOUT) as client:
+                response = await client.get(
+                    f"{self._prometheus}/api/v1/query", params={"query": WORKER_FRESHNESS_RULE}
+                )
+            result = response.json()["data"]["result"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return value if math.isfinite(value) else None
 
 
-def freshness_p95(registry: CollectorRegistry) -> float | None:
-    """p95 of the first histogram named ``*freshness*_seconds`` in the registry, from its
-    cumulative buckets (the upper bound of the bucket holding the 95th percentile)."""
+SSE_UPDATE_HISTOGRAM = "streamrec_api_sse_update_seconds"
+# deploy/prometheus/recording.rules.yml
+WORKER_FRESHNESS_RULE = "streamrec_event_to_feature_seconds:p95_5m"
+PROMETHEUS_TIMEOUT = 1.0
+
+
+def histogram_p95(registry: CollectorRegistry, name: str) -> float | None:
+    """p95 of the histogram ``name`` in the registry, from its cumulative buckets (the
+    upper bound of the bucket holding the 95th percentile); None before any sample."""
     for metric in registry.collect():
-        if metric.type != "histogram" or "freshness" not in metric.name:
+        if metric.type != "histogram" or metric.name != name:
             continue
         buckets: dict[float, float] = {}
         for sample in metric.samples:

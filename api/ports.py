@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from api.cockpit_features import HourActivity, LongInterests
 from serving.features import ItemStats, RecentItems
 from streams.events import Event
 
 __all__ = [
     "ChangeFeed",
+    "CockpitFeatures",
+    "HourActivity",
+    "LongInterests",
     "EventSink",
     "EventSinkError",
     "FeatureReader",
@@ -45,6 +49,20 @@ class FeatureReader(Protocol):
 
     async def ping(self) -> None:
         """Return when the store answers; raise PortUnavailable otherwise."""
+        ...
+
+
+@runtime_checkable
+class CockpitFeatures(Protocol):
+    """What the cockpit page reads beyond a request's features: the hour windows of items
+    and the long-window interests of a user."""
+
+    async def item_hours(self, item_ids: Sequence[str]) -> dict[str, HourActivity]:
+        """The hour windows of the given items; items without any are left out."""
+        ...
+
+    async def user_interests(self, user_id: str) -> LongInterests | None:
+        """The user's category interests over the Spark job's long window, or None."""
         ...
 
 

@@ -154,3 +154,10 @@ item_windows_v1 = FeatureService(
 
 # The Spark job's per-user category interests.
 user_interests_v1 = FeatureService(name="user_interests_v1", features=[user_interests])
+
+# What the cockpit's "trending now" reads per item: the worker's event-time hour and the
+# Spark job's 1-hour window.
+cockpit_item_v1 = FeatureService(
+    name="cockpit_item_v1",
+    features=[item_stats[["interactions_1h", "interactions_1h_end"]], item_windows_1h],
+)

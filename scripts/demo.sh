@@ -21,6 +21,7 @@ stop_pid() {
 
 if [[ "${1:-}" == "stop" ]]; then
   stop_pid api
+  stop_pid spark
   stop_pid archiver
   stop_pid worker
   "$STREAMREC" services down
@@ -64,6 +65,12 @@ PY
 "$STREAMREC" train --workers 1 --streaming-events 500 --report-dir reports ${STREAMREC_DEMO_TRAIN_ARGS:-}
 # From here the archiver follows the topics, so its group never shows a growing lag.
 start_bg archiver "$STREAMREC" archive
+# The Spark windows beside the worker (1 h / 24 h item windows, users' long-window
+# interests, shown by the cockpit); started after training so the two don't share the
+# cores. STREAMREC_DEMO_SPARK=0 leaves it out.
+if [[ "${STREAMREC_DEMO_SPARK:-1}" != "0" ]]; then
+  start_bg spark "$STREAMREC" spark
+fi
 if [[ -z "${STREAMREC_API_KEY:-}" ]]; then
   [[ -s "$KEY_FILE" ]] || (umask 077 && .venv/bin/python -c "import secrets; print(secrets.token_hex(16))" >"$KEY_FILE")
   STREAMREC_API_KEY="$(cat "$KEY_FILE")"
@@ -99,7 +106,8 @@ streamrec is running.
   prometheus       http://127.0.0.1:${STREAMREC_PROMETHEUS_PORT:-9090}  (dashboards: deploy/grafana)
   evaluation       reports/eval.md  (reports/eval.json; MLflow runs under $STATE/mlflow)
   services + lag   $STREAMREC services status
-  logs             $STATE/worker.log  $STATE/api.log  $STATE/archiver.log  $STATE/kafka/kafka.log
+  logs             $STATE/worker.log  $STATE/api.log  $STATE/archiver.log  $STATE/spark.log
+                   $STATE/kafka/kafka.log
   stop everything  make stop
 
 $SERVED; \`model_version\` in each response names what answered.

@@ -231,7 +231,16 @@
     catch (error) { $("recent").replaceChildren(note(`user features unavailable: ${error.message}`)); return; }
     if (state.user !== userId) return;
     showRecent(user);
+    showLongInterests(user);
     addInterestPoint(user.interests);
+  }
+
+  function showLongInterests(user) {
+    const names = Object.keys(user.interests_long);
+    const el = $("interests-long");
+    if (names.length === 0) { el.textContent = "long-window interests: none yet (the Spark job has no window for this user)"; return; }
+    const end = new Date(user.interests_long_window_end).toISOString().slice(0, 16).replace("T", " ");
+    el.textContent = `long-window interests (Spark, window ending ${end}): ${names.map((n) => `${n} ${Math.round(user.interests_long[n] * 100)}%`).join(", ")}`;
   }
 
   function note(text) { const li = document.createElement("li"); li.className = "muted"; li.textContent = text; return li; }
@@ -290,7 +299,8 @@
       const items = await getJSON("/cockpit/trending?k=10");
       $("trending-list").replaceChildren(...(items.length ? items.map((item) => {
         const li = document.createElement("li");
-        li.textContent = `${item.title || item.item_id} — ${fmt(item.score, 1)}`;
+        const spark = item.spark_1h === null ? "" : `, Spark window ${fmt(item.spark_1h, 0)}`;
+        li.textContent = `${item.title || item.item_id} — ${fmt(item.last_hour, 1)} in the last hour${spark}`;
         return li;
       }) : [note("nothing folded yet")]));
     } catch (error) { $("trending-list").replaceChildren(note(error.message)); }
@@ -302,7 +312,8 @@
       $("health-model").textContent = `${health.model_version} (${health.stage})`;
       $("health-lag").textContent = health.worker_lag === null ? "–" : health.worker_lag.toLocaleString();
       $("health-rate").textContent = fmt(health.events_per_second);
-      $("health-freshness").textContent = health.freshness_p95_seconds === null ? "not measured" : `${fmt(health.freshness_p95_seconds, 2)} s`;
+      const seconds = (value) => value === null ? "not measured" : `${fmt(value, 2)} s`;
+      $("health-freshness").textContent = `${seconds(health.freshness_p95_seconds)} to features, ${seconds(health.sse_update_p95_seconds)} to the stream`;
       $("health-sse").textContent = String(health.sse_clients);
     } catch (error) { $("health-model").textContent = `unavailable (${error.message})`; }
   }

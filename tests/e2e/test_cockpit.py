@@ -94,6 +94,8 @@ def test_the_cockpit_replays_follows_a_user_and_their_clicks(
         expect(page.locator("#trending-list li").first).not_to_have_text(
             "nothing folded yet", timeout=60_000
         )
+        expect(page.locator("#trending-list li").first).to_contain_text("in the last hour")
+        expect(page.locator("#health-freshness")).to_contain_text("to features")
         page.screenshot(path=shots / "1-loaded.png", full_page=True)
 
         # 2. A replay started from the page (second half of the log) moves the slider.

@@ -3,17 +3,14 @@ optional title, category and stage of each item in /recommend answers."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 from prometheus_client import CollectorRegistry, Histogram
 
-from api.cockpit import final_stage, interest_shares, trending
-from api.log_health import freshness_p95
-from api.ports import ItemStats, RecentItems
+from api.cockpit import HOUR_MS, final_stage, hour_candidates, interest_shares, trending_hour
+from api.log_health import histogram_p95
+from api.ports import HourActivity, ItemStats, LongInterests, RecentItems
 from api.serving.heuristic import MODEL_VERSION
 from streamrec.settings import Settings
-from streams.folding import TREND_HALF_LIFE_MS
 from tests.unit.api.helpers import (
     BASE_TIME,
     TINY_SEQUENCES,
@@ -105,27 +102,78 @@ def test_interest_shares_split_multi_category_items() -> None:
     assert interest_shares(None, {}) == {}
 
 
-def test_trending_compares_items_at_one_instant() -> None:
-    now = BASE_TIME + TREND_HALF_LIFE_MS
-    stats = {
-        # 10 a half-life ago is 5 now; 6 now beats it though its raw score is lower.
-        "old": ItemStats(interaction_count=10, trend_score=10.0, last_event_time=BASE_TIME),
-        "fresh": ItemStats(interaction_count=6, trend_score=6.0, last_event_time=now),
+def test_trending_counts_the_hour_before_now() -> None:
+    now = BASE_TIME + 10 * HOUR_MS
+    hours = {
+        # ended now: all 12 count; ended half an hour ago: half of 30 overlaps now's hour
+        "current": HourActivity(interactions_1h=12, end_1h=now),
+        "half": HourActivity(interactions_1h=30, end_1h=now - HOUR_MS // 2),
+        "gone": HourActivity(interactions_1h=99, end_1h=now - HOUR_MS),
+        # a live event ahead of the stream's clock reads as now, and Spark's current window
+        "ahead": HourActivity(
+            interactions_1h=3, end_1h=now + 5 * HOUR_MS, spark_1h=4.0, spark_end_1h=now
+        ),
+        "stale_spark": HourActivity(
+            interactions_1h=1, end_1h=now, spark_1h=8.0, spark_end_1h=now - 2 * HOUR_MS
+        ),
+    }
+    stats = {"current": ItemStats(interaction_count=40, last_event_time=now)}
+    top = trending_hour(hours, stats, now, 10)
+    assert [(t.item_id, t.last_hour) for t in top] == [
+        ("half", 15.0),
+        ("current", 12.0),
+        ("ahead", 3.0),
+        ("stale_spark", 1.0),
+    ]
+    assert top[1].interactions == 40 and top[0].interactions == 0
+    assert top[2].spark_1h == 4.0 and top[3].spark_1h is None
+    assert [t.item_id for t in trending_hour(hours, stats, now, 1)] == ["half"]
+    candidates = {
+        "recent": ItemStats(last_event_time=now - HOUR_MS + 1),
+        "old": ItemStats(last_event_time=now - HOUR_MS),
         "never": ItemStats(),
     }
-    top = trending(stats, 5)
-    assert [t.item_id for t in top] == ["fresh", "old"]
-    assert math.isclose(top[1].score, 5.0)
+    assert hour_candidates(candidates, now) == ["recent"]
 
 
-def test_freshness_p95_reads_a_histogram_when_there_is_one() -> None:
+async def test_trending_and_long_interests_come_from_the_store(
+    settings: Settings, adapters: Adapters
+) -> None:
+    _write_catalogue(settings)
+    now = BASE_TIME + 2000
+    adapters.features.items = {
+        item: ItemStats(interaction_count=5, last_event_time=now) for item in ("a", "b", "c")
+    }
+    adapters.features.hours = {
+        "a": HourActivity(interactions_1h=2, end_1h=now),
+        "c": HourActivity(interactions_1h=7, end_1h=now),
+    }
+    adapters.features.users["u1"] = RecentItems(items=("a",), times=(now,))
+    adapters.features.interests["u1"] = LongInterests({"Drama": 0.75, "Sci-Fi": 0.25}, now)
+    async with running_app(settings, adapters) as api:
+        await api.services.state.refresh_items()
+        top = (await api.client.get("/cockpit/trending", params={"k": 5})).json()
+        assert [(t["item_id"], t["title"], t["last_hour"]) for t in top] == [
+            ("c", "Casablanca", 7.0),
+            ("a", "Alien", 2.0),
+        ]
+        user = (await api.client.get("/cockpit/user", params={"user_id": "u1"})).json()
+        assert user["interests_long"] == {"Drama": 0.75, "Sci-Fi": 0.25}
+        assert user["interests_long_window_end"] == now
+        adapters.features.failure = "redis down"
+        answer = await api.client.get("/cockpit/trending")
+        assert answer.status_code == 503 and "redis down" in answer.text
+
+
+def test_histogram_p95_reads_the_named_histogram() -> None:
     registry = CollectorRegistry()
-    assert freshness_p95(registry) is None
+    assert histogram_p95(registry, "streamrec_test_freshness_seconds") is None
     histogram = Histogram(
         "streamrec_test_freshness_seconds", "x", buckets=(0.1, 0.5, 1.0), registry=registry
     )
+    Histogram("streamrec_other_seconds", "y", registry=registry).observe(100.0)
     for _ in range(90):
         histogram.observe(0.05)
     for _ in range(10):
         histogram.observe(0.7)
-    assert freshness_p95(registry) == 1.0
+    assert histogram_p95(registry, "streamrec_test_freshness_seconds") == 1.0
