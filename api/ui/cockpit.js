@@ -279,8 +279,9 @@
       el.replaceChildren();
       state.chart = new uPlot({
         width: Math.max(260, el.clientWidth), height: 220,
-        // One point would get a range of years: show at least the last minute.
-        scales: { x: { range: (_, min, max) => [Math.min(min, max - 60), max + 1] }, y: { range: [0, 1] } },
+        // From the first point to the newest, at least a minute: uPlot's own range for one
+        // point spans years.
+        scales: { x: { range: () => { const newest = state.times[state.times.length - 1]; return [Math.min(state.times[0], newest - 60), newest + 1]; } }, y: { range: [0, 1] } },
         axes: [{}, { values: (_, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) }],
         series: [{}, ...state.categories.map((name, i) => ({
           label: name, stroke: COLORS[i % COLORS.length], width: 2, points: { show: state.times.length < 3 },
