@@ -30,6 +30,13 @@ def build_session(settings: Settings, app_name: str = "streamrec-spark") -> Spar
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        # Window state in RocksDB (off the JVM heap, spilled to the checkpoint's disk): the
+        # default provider keeps every state version on the heap, and a replayed history
+        # (100k events, each in 12 + 24 sliding windows) ran a 1 GB driver out of memory.
+        .config(
+            "spark.sql.streaming.stateStore.providerClass",
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        )
         # Event times and windows are UTC; keep the driver's JVM from guessing otherwise.
         # A larger thread stack: stopping a query mid-batch formats its (long, 24-window)
         # plan through a recursive regex that overflows the default 1 MB stack.
