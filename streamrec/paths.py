@@ -32,3 +32,12 @@ def dataset_events(data_dir: Path, name: str) -> Path:
 
 def dataset_items(data_dir: Path, name: str) -> Path:
     return dataset_dir(data_dir, name) / ITEMS_FILE
+
+
+# The archive of the topics (`streamrec archive`): ``<data_dir>/archive/<topic-name>``.
+ARCHIVE = "archive"
+
+
+def archive_topic_dir(data_dir: Path, topic: str) -> Path:
+    """Folder of one topic's archive (``streams.archiver`` writes it)."""
+    return Path(data_dir) / ARCHIVE / topic

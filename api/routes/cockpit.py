@@ -20,8 +20,8 @@ from api.log_health import LogHealthProbe
 from api.ports import PortUnavailable
 from api.replay_control import UnknownSource, log_range, prepared_sources
 from api.routes.params import UserIdParam
+from api.serving.baseline import MODEL_VERSION
 from api.serving.champion import ChampionWatcher
-from api.serving.heuristic import MODEL_VERSION
 
 router = APIRouter(prefix="/cockpit", tags=["cockpit"])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,8 @@ import torch
 
 from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
 from serving.features import RecentItems
+from serving.knn import DenseCooccurrence, KnnParams, knn_scores, top_k
+from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
 from streams.folding import ItemDelta, ItemState, UserState, fold_interaction, fold_item
@@ -28,12 +30,6 @@ KNN = "item-kNN"
 KNN_TUNED = "item-kNN (tuned)"
 POPULARITY = "popularity"
 RECENT_POPULARITY = "popularity 14d"
-
-
-@dataclass(frozen=True)
-class KnnParams:
-    history: int
-    decay: float
 
 
 class OnlineState:
@@ -58,8 +54,7 @@ class OnlineState:
         self.trend = np.zeros(n, np.float64)
         self.last = np.zeros(n, np.int64)
         self.clicks = np.zeros(n, np.int64)
-        self.users_per_item = np.zeros(n, np.float64)
-        self.cooccurrence = np.zeros((n, n), np.float32)
+        self.cooccurrence = DenseCooccurrence(n)
         self.recent_counts = np.zeros(n, np.float64)
         self._window: deque[tuple[int, int]] = deque()
         self.version = 0  # folds so far: item rows are rebuilt only when it moves
@@ -90,11 +85,13 @@ class OnlineState:
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
-        if before:
-            self.cooccurrence[index, before] += 1.0
-            self.cooccurrence[before, index] += 1.0
+        self.cooccurrence.add(before, index)
         before.append(index)
-        self.users_per_item[index] += 1.0
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        """(I,) distinct users per item: all-time popularity."""
+        return self.cooccurrence.users_per_item
 
     def advance(self, now_ms: int) -> None:
         """Drop interactions older than the recent window ending at ``now_ms``."""
@@ -137,25 +134,9 @@ class OnlineState:
         return out[:n]
 
     def knn_scores(self, user_id: str, params: KnnParams) -> np.ndarray | None:
-        """(I,) cosine item-kNN scores of the user's recent items; None without history."""
-        recent = self.recent_indices(user_id, params.history)
-        if not recent:
-            return None
-        weights = params.decay ** np.arange(len(recent), dtype=np.float64)
-        norms = np.sqrt(self.users_per_item)
-        rows = self.cooccurrence[recent].astype(np.float64)  # (H, I)
-        denominator = np.outer(norms[recent], norms)  # (H, I)
-        cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
-        return np.asarray(weights @ cosine)  # (I,)
-
-
-def top_k(scores: np.ndarray, tiebreak: np.ndarray, exclude: Iterable[int], k: int) -> list[int]:
-    """The k best item indices by score, ties to the larger ``tiebreak``; ``exclude`` never."""
-    scores = scores.astype(np.float64, copy=True)
-    scores[list(exclude)] = -np.inf
-    order = np.lexsort((-tiebreak, -scores))
-    allowed = order[np.isfinite(scores[order])]
-    return [int(i) for i in allowed[:k]]
+        """(I,) item-kNN scores (``serving.knn``, what the API serves without a champion)
+        of the user's recent items; None without history."""
+        return knn_scores(self.cooccurrence, self.recent_indices(user_id, params.history), params)
 
 
 # An arm answers (user, the state to read) with the top-k item indices.
@@ -177,11 +158,18 @@ def recent_popularity_arm(k: int) -> Arm:
 
 
 def knn_arm(k: int, params: KnnParams) -> Arm:
+    """The item-kNN through ``serving.knn.recommend``, the function the API serves it with."""
+
     def arm(user_id: str, state: OnlineState) -> list[int]:
-        scores = state.knn_scores(user_id, params)
-        if scores is None:
-            scores = state.recent_counts
-        return top_k(scores, state.recent_counts, state.seen_indices(user_id), k)
+        picks = knn_recommend(
+            state.cooccurrence,
+            state.recent_indices(user_id, params.history),
+            state.recent_counts,
+            state.seen_indices(user_id),
+            k,
+            params,
+        )
+        return [pick.index for pick in picks]
 
     return arm
 

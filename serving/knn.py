@@ -1,0 +1,163 @@
+"""The live item-kNN: the baseline a served set must beat, and what serves when none does.
+
+Cosine item–item co-occurrence over users' histories (two items co-occur once per user who
+touched both), scored over the user's ``history`` most recent items weighted
+``decay**position`` (newest first); a user with no history, and ties, fall back to the
+recent popularity the caller passes. Pure: counts in, item indices out.
+
+Two holders of the counts, one scorer: :class:`DenseCooccurrence` is folded event by event
+(the prequential harness, a vocabulary of a few thousand items); :class:`SparseCooccurrence`
+is built from (user, item) pairs in one go (the API, rebuilt as the log grows). Both answer
+:class:`Cooccurrence`, which is all :func:`knn_contributions` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+# What the API says in ``model_version`` while the baseline serves (no set passed the gate).
+KNN_VERSION = "baseline-item-knn-v1"
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    history: int = 20  # the user's most recent items that vote
+    decay: float = 0.9  # weight of the item at position p (0 = newest): decay**p
+
+
+class Cooccurrence(Protocol):
+    """Co-occurrence counts of a vocabulary of I items."""
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        """(I,) distinct users per item (the diagonal of the co-occurrence)."""
+        ...
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        """(H, I) co-occurrence counts of the items ``indices`` with every item; 0 on the
+        diagonal."""
+        ...
+
+
+class DenseCooccurrence:
+    """(I, I) counts folded one first touch at a time (a user's new item with each older one)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.counts = np.zeros((n_items, n_items), np.float32)
+        self._users_per_item = np.zeros(n_items, np.float64)
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        return self._users_per_item
+
+    def add(self, before: Sequence[int], index: int) -> None:
+        """A user touched item ``index`` for the first time, after the items ``before``."""
+        if before:
+            self.counts[index, before] += 1.0
+            self.counts[before, index] += 1.0
+        self._users_per_item[index] += 1.0
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        return self.counts[list(indices)].astype(np.float64)
+
+
+class SparseCooccurrence:
+    """Counts built at once from distinct (user, item) pairs: ``X^T X`` of the binary
+    user–item matrix X, diagonal removed. A repeated pair (the same log replayed twice)
+    counts once."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int) -> None:
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        n_users = int(users.max()) + 1 if len(users) else 0
+        x = sp.csr_matrix(
+            (np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items)
+        )
+        x.sum_duplicates()
+        x.data[:] = 1.0  # a repeated pair was summed: binary again
+        counts = (x.T @ x).tocsr()
+        self._users_per_item = counts.diagonal().astype(np.float64)
+        counts.setdiag(0.0)
+        counts.eliminate_zeros()
+        self.counts = counts
+        self.pairs = int(x.nnz)
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        return self._users_per_item
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        return np.asarray(self.counts[list(indices)].toarray(), np.float64)
+
+
+def knn_contributions(
+    cooccurrence: Cooccurrence, recent: Sequence[int], params: KnnParams
+) -> np.ndarray | None:
+    """(H, I): what each of the user's ``H`` most recent items (newest first) adds to every
+    item's score, ``decay**position x cosine``; None for a user without history."""
+    recent = list(recent)[: params.history]
+    if not recent:
+        return None
+    weights = params.decay ** np.arange(len(recent), dtype=np.float64)  # (H,)
+    norms = np.sqrt(cooccurrence.users_per_item)  # (I,)
+    rows = cooccurrence.rows(recent)  # (H, I)
+    denominator = np.outer(norms[recent], norms)  # (H, I)
+    cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
+    return weights[:, None] * cosine
+
+
+def knn_scores(
+    cooccurrence: Cooccurrence, recent: Sequence[int], params: KnnParams
+) -> np.ndarray | None:
+    """(I,) item-kNN scores of a user whose recent items are ``recent``; None without history."""
+    contributions = knn_contributions(cooccurrence, recent, params)
+    return None if contributions is None else contributions.sum(axis=0)
+
+
+def top_k(scores: np.ndarray, tiebreak: np.ndarray, exclude: Iterable[int], k: int) -> list[int]:
+    """The k best item indices by score, ties to the larger ``tiebreak``; ``exclude`` never."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[list(exclude)] = -np.inf
+    order = np.lexsort((-tiebreak, -scores))
+    allowed = order[np.isfinite(scores[order])]
+    return [int(i) for i in allowed[:k]]
+
+
+@dataclass(frozen=True)
+class KnnPick:
+    index: int
+    score: float
+    # The recent item (an index) that added most to the score; None for a popularity pick.
+    because: int | None
+
+
+def recommend(
+    cooccurrence: Cooccurrence,
+    recent: Sequence[int],
+    popularity: np.ndarray,
+    exclude: Iterable[int],
+    k: int,
+    params: KnnParams,
+) -> list[KnnPick]:
+    """Up to ``k`` picks: item-kNN over ``recent`` (newest first), ties and a user without
+    history by ``popularity`` (I,); never an item of ``exclude``."""
+    contributions = knn_contributions(cooccurrence, recent, params)
+    if contributions is None:
+        return [
+            KnnPick(i, float(popularity[i]), None)
+            for i in top_k(popularity, popularity, exclude, k)
+        ]
+    scores = contributions.sum(axis=0)
+    voters = list(recent)[: params.history]
+    picks = []
+    for index in top_k(scores, popularity, exclude, k):
+        column = contributions[:, index]
+        best = int(np.argmax(column))
+        because = voters[best] if column[best] > 0 else None
+        picks.append(KnnPick(index, float(scores[index]), because))
+    return picks
