@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,7 @@ class RecommenderState:
             self._archive_events,
             tuple(self.catalogue.item_counts),
             clock,
+            self.catalogue.categories,
         )
         self._index_key = key
         self._index_built_at = time.monotonic()
@@ -220,7 +222,11 @@ class RecommenderState:
 
 
 def _index_as_of(
-    dataset: pd.DataFrame, archive: pd.DataFrame, item_ids: tuple[str, ...], clock: int
+    dataset: pd.DataFrame,
+    archive: pd.DataFrame,
+    item_ids: tuple[str, ...],
+    clock: int,
+    categories: Mapping[str, tuple[str, ...]],
 ) -> BaselineIndex:
     """Blocking: the dataset events up to ``clock`` (all of them at 0) and the archive's."""
     reached = dataset if clock == 0 else dataset[dataset["event_time"] <= clock]
@@ -228,4 +234,4 @@ def _index_as_of(
         ["user_id", "item_id", "event_time"]
     )
     now = clock or (int(events["event_time"].max()) if len(events) else 0)
-    return build_index(events, item_ids, now)
+    return build_index(events, item_ids, now, categories=categories)

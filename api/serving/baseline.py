@@ -21,17 +21,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from api.ports import ItemStats, RecentItems
 from serving.cascade import POPULAR_REASON
-from serving.knn import KNN_VERSION, KnnParams, SparseCooccurrence
+from serving.knn import (
+    KNN_VERSION,
+    SERVED_PARAMS,
+    KnnParams,
+    SparseCooccurrence,
+    category_incidence,
+)
 from serving.knn import recommend as knn_recommend
 
 MODEL_VERSION = KNN_VERSION
 RECENT_DAYS = 14.0
 DAY_MS = 86_400_000
-# The issue's item-kNN: the 20 most recent items weighted 0.9**position.
-DEFAULT_PARAMS = KnnParams()
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class BaselineIndex:
     item_index: Mapping[str, int] = field(default_factory=dict)
     cooccurrence: SparseCooccurrence | None = None
     recent_popularity: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (I,)
+    categories: sp.csr_matrix | None = None  # (I, C) item-category incidence
     clock_ms: int = 0
     events: int = 0
 
@@ -57,6 +63,7 @@ def build_index(
     item_ids: Sequence[str],
     clock_ms: int,
     recent_days: float = RECENT_DAYS,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> BaselineIndex:
     """The index of ``events`` (user_id, item_id, event_time): items of ``item_ids`` first,
     then any other item the events name; recent popularity over
@@ -72,6 +79,9 @@ def build_index(
         item_index=index,
         cooccurrence=SparseCooccurrence(users, items, len(names)),
         recent_popularity=np.bincount(items[recent], minlength=len(names)).astype(np.float64),
+        categories=category_incidence([categories.get(i, ()) for i in names])
+        if categories
+        else None,
         clock_ms=clock_ms,
         events=len(events),
     )
@@ -112,17 +122,19 @@ def recommend(
     *,
     index: BaselineIndex,
     popularity: PopularityRanking,
-    params: KnnParams = DEFAULT_PARAMS,
+    params: KnnParams = SERVED_PARAMS,
 ) -> list[Scored]:
     """Up to ``k`` items for a user (None: never seen); never an item the user touched."""
     touched = set(recent.items).union(recent.seen) if recent is not None else set()
     if index.cooccurrence is None:  # the log is not read yet: the online counts
-        picks = [item for item in popularity.items if item not in touched][:k]
-        return [Scored(item, popularity.scores[item], None) for item in picks]
+        popular = [item for item in popularity.items if item not in touched][:k]
+        return [Scored(item, popularity.scores[item], None) for item in popular]
     known = index.item_index
     history = [known[i] for i in (recent.items if recent is not None else ()) if i in known]
     exclude = [known[i] for i in touched if i in known]
-    picks = knn_recommend(index.cooccurrence, history, index.recent_popularity, exclude, k, params)
+    picks = knn_recommend(
+        index.cooccurrence, history, index.recent_popularity, exclude, k, params, index.categories
+    )
     return [
         Scored(
             index.item_ids[p.index],

@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
 from serving.features import RecentItems
-from serving.knn import DenseCooccurrence, KnnParams, knn_scores, top_k
+from serving.knn import SERVED_PARAMS, DenseCooccurrence, KnnParams, knn_scores, top_k
 from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
@@ -30,6 +31,7 @@ KNN = "item-kNN"
 KNN_TUNED = "item-kNN (tuned)"
 POPULARITY = "popularity"
 RECENT_POPULARITY = "popularity 14d"
+KNN_CATEGORIES = "item-kNN + categories"  # what the API serves without a champion
 
 
 class OnlineState:
@@ -41,8 +43,15 @@ class OnlineState:
     co-occurrence counts (dense (I, I): a vocabulary of a few thousand items).
     """
 
-    def __init__(self, item_ids: Sequence[str], keep: int, recent_days: float) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        keep: int,
+        recent_days: float,
+        categories: sp.csr_matrix | None = None,
+    ) -> None:
         self.item_ids = tuple(item_ids)
+        self.categories = categories  # (I, C) item-category incidence, when known
         self.item_index = {item: n for n, item in enumerate(self.item_ids)}
         self.keep = keep
         self.window_ms = int(recent_days * DAY_MS)
@@ -168,6 +177,7 @@ def knn_arm(k: int, params: KnnParams) -> Arm:
             state.seen_indices(user_id),
             k,
             params,
+            state.categories,
         )
         return [pick.index for pick in picks]
 
@@ -194,7 +204,9 @@ class CascadeArm:
         return [self.cascade.item_index[pick.item_id] for pick in answer.picks]
 
 
-def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, Arm]:
+def baseline_arms(
+    k: int, knn: KnnParams, tuned: KnnParams | None, categories: bool = False
+) -> dict[str, Arm]:
     arms = {
         POPULARITY: popularity_arm(k),
         RECENT_POPULARITY: recent_popularity_arm(k),
@@ -202,4 +214,6 @@ def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, 
     }
     if tuned is not None:
         arms[KNN_TUNED] = knn_arm(k, tuned)
+    if categories:
+        arms[KNN_CATEGORIES] = knn_arm(k, SERVED_PARAMS)
     return arms
