@@ -43,7 +43,7 @@ from api.metrics import ApiMetrics
 from api.ports import FeatureReader, ItemStats, PortUnavailable
 from api.serving.baseline import BaselineIndex, PopularityRanking, build_index, popularity_score
 from api.serving.champion import ChampionWatcher
-from serving.cascade import stream_clock
+from serving.cascade import CLOCK_GAP_MS, stream_clock
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,16 @@ class RecommenderState:
     # -- the baseline's index ----------------------------------------------------------------
 
     def clock(self) -> int:
-        """The stream's clock over the online item rows (0 while the store knows none)."""
-        return stream_clock([s.last_event_time or 0 for s in self.online_stats.values()])
+        """How far the stream has replayed the datasets: the stream's clock over the online
+        item rows, leaving out times past the datasets' last event by more than a day (live
+        events on a stack that replayed an old log: enough of them, 50 distinct items,
+        would otherwise move the clock to today, and every dataset event would count as
+        reached). 0 while the store knows no item."""
+        times = [s.last_event_time or 0 for s in self.online_stats.values()]
+        if len(self._dataset_events):
+            end = int(self._dataset_events["event_time"].max()) + CLOCK_GAP_MS
+            times = [t for t in times if t <= end]
+        return stream_clock(times)
 
     async def rebuild_baseline(self, *, force: bool = False) -> bool:
         """Rebuild the index when the clock moved or the archive grew; True when rebuilt."""

@@ -112,3 +112,20 @@ async def test_the_index_counts_what_the_stream_reached_and_the_archive(tmp_path
     live.to_parquet(archive / "p0000-0-1.parquet")
     await state.refresh_items()
     assert sorted(neighbours(state, "a")) == ["b", "z"]
+
+
+async def test_live_events_far_ahead_do_not_move_how_far_the_datasets_were_replayed(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.api.helpers import BASE_TIME
+
+    write_log(tmp_path, {"u1": ["a", "b", "c"]})
+    reader = InMemoryFeatureReader()
+    reader.items["a"] = ItemStats(interaction_count=1, last_event_time=BASE_TIME)
+    # More live items than the stream's clock can ignore, decades after the datasets.
+    for n in range(80):
+        reader.items[f"live{n}"] = ItemStats(interaction_count=1, last_event_time=BASE_TIME * 2)
+    state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics())
+    await state.refresh_log()
+    await state.refresh_items()
+    assert state.clock() == BASE_TIME
