@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
 from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
@@ -15,6 +16,9 @@ from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from streamrec.times import format_ms
 from tests.support import wait_until
+
+# Replays, a worker and an API on a shared two-core machine: minutes, not seconds.
+pytestmark = pytest.mark.timeout(900)
 
 SPEC = "synthetic:users=60,items=80,events=3000,seed=1,categories=4,switchers=0.3,session=4"
 
