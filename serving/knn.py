@@ -31,7 +31,8 @@ class KnnParams:
     # A recent item's vote for an item of a category it shares counts (1 + this) times.
     # 0 is the plain cosine kNN of the issue; on MovieLens the plain one follows the
     # blockbusters every user watched (4 of 10 Children's films after 12 of them, 3 of 10
-    # Horror after 12 Horror films), with 1 it follows what the user is watching now.
+    # Horror after 12 Horror films); a little weight makes it follow what the user is
+    # watching now (SERVED_PARAMS).
     same_category: float = 0.0
 
 
@@ -190,6 +191,9 @@ def recommend(
 
 
 # What the API serves while no set passed the gate: the issue's kNN (20 recent items,
-# 0.9**position) with shared categories counted double; the harness scores it beside the
-# plain one (``item-kNN + categories``).
-SERVED_PARAMS = KnnParams(history=20, decay=0.9, same_category=1.0)
+# 0.9**position) with a shared category's vote counted 1.25 times; the harness scores it
+# beside the plain one (``item-kNN + categories``). On MovieLens-100K, prequential from the
+# 80 % quantile (5,000 events), NDCG@10 by ``same_category``: 0 0.0909, 0.1 0.0924,
+# 0.25 0.0915, 0.5 0.0863, 1 0.0814; 0.25 is as good as the plain kNN and follows the genre
+# a user is rating (7 of 10 Children's films after 12 of them, then 8 of 10 Horror).
+SERVED_PARAMS = KnnParams(history=20, decay=0.9, same_category=0.25)

@@ -32,8 +32,6 @@ from tests.support import isolated_settings, require_services, wait_until
 # Replays, a worker and an API on a shared two-core machine: minutes, not seconds.
 pytestmark = pytest.mark.timeout(900)
 
-# The part of the old log replayed: about a third of MovieLens-100K.
-REPLAY_UNTIL = "1997-11-15T00:00:00Z"
 BECAUSE = "because you interacted with "
 
 
@@ -86,17 +84,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         run_streamrec(settings, "features", "apply")
         events = pd.read_parquet(dataset_events(settings.data_dir, "movielens-100k"))
         items = pd.read_parquet(dataset_items(settings.data_dir, "movielens-100k"))
-        until_ms = int(pd.Timestamp(REPLAY_UNTIL).timestamp() * 1000)
-        replayed = events[events["event_time"] < until_ms]
+        replayed = events  # the whole old log, as `make demo` replays it
         worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
         with (
             streamrec_process(settings, "worker", log=worker_log) as worker,
             streamrec_process(settings, "serve", log=api_log) as api,
             httpx.Client(base_url=base, timeout=30) as http,
         ):
-            run_streamrec(
-                settings, "replay", "movielens-100k", "--speed", "max", "--until", REPLAY_UNTIL
-            )
+            run_streamrec(settings, "replay", "movielens-100k", "--speed", "max")
 
             def ready() -> bool:
                 try:
