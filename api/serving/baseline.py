@@ -11,7 +11,7 @@ Its inputs here:
 * 14-day popularity (interactions in the 14 days up to the stream's clock), for a user
   with no history and for ties;
 * the catalogue's categories: a recent item's vote for an item of a category it shares
-  counts 1.25 times (``serving.knn.SERVED_PARAMS``), so the list follows what the user is
+  counts double (``serving.knn.SERVED_PARAMS``), so the list follows what the user is
   watching now rather than the blockbusters everyone watched.
 
 Until the log is read, items fall back to :class:`PopularityRanking` (the online counts).
