@@ -227,6 +227,8 @@ def api_check_command(args: Any, settings: Any) -> int:
         print(f"streamrec evaluate-api: no prepared log at {path}", file=sys.stderr)
         return 2
     url = args.url or f"http://127.0.0.1:{settings.api_port}"
+    if getattr(args, "prequential", False):
+        return _prequential_command(args, settings, path, url)
     try:
         result = check(
             load_events(path),
@@ -241,4 +243,36 @@ def api_check_command(args: Any, settings: Any) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(render(result))
+    return 0
+
+
+def _prequential_command(args: Any, settings: Any, path: Any, url: str) -> int:
+    from analysis.api_prequential import HttpStack, check_prequential, render_prequential
+    from streamrec.paths import dataset_items
+    from streamrec.times import parse_time_ms
+    from training.prequential_run import categories_of
+
+    events = pd.read_parquet(path)
+    items_path = dataset_items(settings.data_dir, args.source)
+    items = pd.read_parquet(items_path) if items_path.exists() else None
+    item_ids = sorted(
+        set(events["item_id"].astype(str))
+        | (set(items["item_id"].astype(str)) if items is not None else set())
+    )
+    try:
+        result = check_prequential(
+            events,
+            parse_time_ms(args.until),
+            HttpStack(url),
+            item_ids=item_ids,
+            item_categories=categories_of(items),
+            max_events=args.events,
+            k=args.k,
+        )
+    except (RuntimeError, ValueError) as exc:
+        print(f"streamrec evaluate-api: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(render_prequential(result))
     return 0

@@ -1,15 +1,15 @@
-"""What the API learns from the prepared datasets: known items, their counts, titles and
-the co-occurrence index of the heuristic. Blocking file I/O: call these from a worker thread.
+"""What the API learns from the prepared datasets: known items, their counts, titles, and
+the events the baseline's co-occurrence counts. Blocking file I/O: call these from a worker
+thread.
 
 Layout (written by `streamrec data prepare`, see ``streamrec.paths``):
 ``<datasets>/<name>/events.parquet`` (event_id, event_time, user_id, item_id, action,
 rating), and optionally a catalogue ``<datasets>/<name>/items.parquet`` (item_id, title,
 categories) beside it. Either may be a single file or a directory of Parquet parts.
 
-The datasets, not the archive of the topics: the catalogue (titles, categories) exists only
-there, and the heuristic's co-occurrence is a cold-start index of the history a shop ships
-with. What users do live reaches recommendations through the online store, which the
-worker folds from the topics, never through these files.
+The catalogue (titles, categories) exists only in the datasets. The baseline's
+co-occurrence counts the dataset events the stream has reached (``api.state``) and the
+archive of the interactions topic (``read_archived_events``), which holds live events too.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from api.serving.heuristic import CooccurrenceIndex, build_cooccurrence
 from streamrec.paths import EVENTS_FILE, ITEMS_FILE
 
 logger = logging.getLogger(__name__)
@@ -106,19 +105,41 @@ def read_catalogue(log_dir: Path) -> LogCatalogue:
     )
 
 
-def read_cooccurrence(log_dir: Path, **options: int) -> CooccurrenceIndex:
+EVENT_COLUMNS = ["user_id", "item_id", "event_time"]
+
+
+def read_events(log_dir: Path) -> pd.DataFrame:
+    """(user_id, item_id, event_time) of every prepared dataset's events, ids as text."""
     events, _ = log_files(log_dir)
-    if not events:
-        return CooccurrenceIndex()
-    frames = []
-    for number, path in enumerate(events):
-        table = ds.dataset(path, format="parquet").to_table(
-            columns=["user_id", "item_id", "event_time"]
+    return _read_frames(events)
+
+
+def read_archived_events(folder: Path | None) -> pd.DataFrame:
+    """The same columns from the archive of the interactions topic (empty when none)."""
+    if folder is None or not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return _read_frames([])
+    return _read_frames([folder])
+
+
+def archive_signature(folder: Path | None) -> LogSignature:
+    if folder is None or not folder.is_dir():
+        return ()
+    return tuple(
+        (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.glob("*.parquet"))
+    )
+
+
+def _read_frames(paths: list[Path]) -> pd.DataFrame:
+    frames = [
+        ds.dataset(path, format="parquet").to_table(columns=EVENT_COLUMNS).to_pandas()
+        for path in paths
+    ]
+    if not frames:
+        return pd.DataFrame({"user_id": [], "item_id": [], "event_time": []}).astype(
+            {"user_id": str, "item_id": str, "event_time": "int64"}
         )
-        frame = table.to_pandas()
-        # Datasets number their users independently: keep user 1 of one log apart from
-        # user 1 of another, or their sequences would be glued together.
-        frame["user_id"] = f"{number}:" + frame["user_id"].astype(str)
-        frame["item_id"] = frame["item_id"].astype(str)
-        frames.append(frame)
-    return build_cooccurrence(pd.concat(frames, ignore_index=True), **options)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["item_id"] = frame["item_id"].astype(str)
+    frame["event_time"] = frame["event_time"].astype("int64")
+    return frame

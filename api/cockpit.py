@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 from api.catalogue import LogCatalogue, LogSignature, log_files, log_signature
 from api.ports import HourActivity, ItemStats, RecentItems
 from api.schemas import RecommendationOut
-from api.serving.heuristic import MODEL_VERSION
+from api.serving.baseline import MODEL_VERSION
 from streams.events import RecommendationServed
 
 # A user with at least this many events in the log counts as active for "a random user".
@@ -28,7 +28,7 @@ def final_stage(model_version: str) -> str:
     """The stage whose order the list has: the last cascade stage that ran, or what it
     fell back to (``+rerank:rank_order`` means RankNet fell back and DIN's order stands)."""
     if model_version == MODEL_VERSION:
-        return "heuristic"
+        return "item-knn"
     fallbacks = dict(part.split(":", 1) for part in model_version.split("+")[1:] if ":" in part)
     if "rerank" not in fallbacks:
         return "ranknet"

@@ -10,8 +10,8 @@ Adapters come from the settings unless passed in (tests pass in-memory ones):
   feed nobody notifies (streams then send their first list and pings only);
 * replay sink — a producer to Kafka per replay started through ``/admin/replay``;
 * models — the ``champion`` set of the MLflow registry at ``settings.mlflow_uri``, looked
-  for every ``model_poll_seconds`` (``api/serving/champion.py``); the heuristic serves until one
-  is loaded.
+  for every ``model_poll_seconds`` (``api/serving/champion.py``); the baseline item-kNN
+  serves until one is loaded.
 
 The lifespan closes only what it opened itself.
 """
@@ -48,6 +48,7 @@ from api.stream_hub import StreamHub
 from replay.replayer import Sink
 from streamrec.infra.notify import user_changed_channel
 from streamrec.infra.readiness import redis_store
+from streamrec.paths import archive_topic_dir
 from streamrec.settings import Settings
 from streams.events import Topics
 
@@ -100,7 +101,15 @@ def create_app(
             )
             torch.set_num_threads(TORCH_THREADS)
             champion = ChampionWatcher(settings, api_metrics)
-            state = RecommenderState(settings.datasets_dir, reader, api_metrics, champion)
+            state = RecommenderState(
+                settings.datasets_dir,
+                reader,
+                api_metrics,
+                champion,
+                archive_dir=archive_topic_dir(
+                    settings.data_dir, Topics(settings.topic_prefix).interactions
+                ),
+            )
             served_log = ServedLog(event_sink, api_metrics)
             app.state.services = Services(
                 settings=settings,

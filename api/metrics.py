@@ -103,7 +103,7 @@ class ApiMetrics:
         )
         self.model_info = Gauge(
             "streamrec_api_model_info",
-            "1 for the set being served, 0 for sets served before; none while the heuristic serves",
+            "1 for the set being served, 0 for sets served before; none while the baseline serves",
             ["model_version", "model_set"],
             registry=r,
         )
@@ -135,7 +135,7 @@ class ApiMetrics:
         )
         self.inference_seconds = Histogram(
             "streamrec_api_inference_seconds",
-            "Model compute of one request (the cascade, or the heuristic's scoring)",
+            "Model compute of one request (the cascade, or the baseline item-kNN)",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -70,7 +70,7 @@ class ServedItemOut(RecommendedItem):
 
     title: str | None = None
     category: str | None = None
-    # The stage that gave the item its final place (e.g. "ranknet", "heuristic").
+    # The stage that gave the item its final place (e.g. "ranknet", "item-knn").
     stage: str | None = None
 
 

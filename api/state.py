@@ -1,8 +1,14 @@
 """In-process recommender state and the background tasks that keep it fresh.
 
-* the log catalogue (known items, log counts, titles), then the co-occurrence index, read
-  from the Parquet event log in a worker thread at startup and again whenever the files
-  change;
+* the log catalogue (known items, log counts, titles) and the datasets' events, read from
+  the Parquet files in a worker thread at startup and again whenever the files change;
+* the baseline's index (``api.serving.baseline``): co-occurrence and 14-day popularity of
+  the dataset events the stream has reached (event time up to the stream's clock over the
+  online item rows; all of them while the store knows no item) plus the archive of the
+  interactions topic, which holds the live events; rebuilt when the clock moves or the
+  archive grows, at most every ``baseline_rebuild_seconds``. The clock matters: a stack
+  that replayed a log up to T must not count pairs from after T (``evaluate-api`` would
+  score a baseline that knows the future);
 * item features from the online store, refreshed every ``item_cache_seconds``: item
   popularity moves slowly, so no request reads item rows. The items read are the log's
   and the served model set's; each refresh also re-aligns the set's item features
@@ -17,16 +23,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import pandas as pd
 
-from api.catalogue import LogCatalogue, log_signature, read_catalogue, read_cooccurrence
+from api.catalogue import (
+    LogCatalogue,
+    LogSignature,
+    archive_signature,
+    log_signature,
+    read_archived_events,
+    read_catalogue,
+    read_events,
+)
 from api.metrics import ApiMetrics
 from api.ports import FeatureReader, ItemStats, PortUnavailable
+from api.serving.baseline import BaselineIndex, PopularityRanking, build_index, popularity_score
 from api.serving.champion import ChampionWatcher
-from api.serving.heuristic import CooccurrenceIndex, PopularityRanking, popularity_score
+from serving.cascade import CLOCK_GAP_MS, stream_clock
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +66,23 @@ class RecommenderState:
         reader: FeatureReader,
         metrics: ApiMetrics,
         champion: ChampionWatcher | None = None,
+        *,
+        archive_dir: Path | None = None,
+        baseline_rebuild_seconds: float = 5.0,
     ) -> None:
         self._log_dir = log_dir
+        self._archive_dir = archive_dir
+        self._rebuild_seconds = baseline_rebuild_seconds
+        self._dataset_events = read_archived_events(None)
+        self._archive_events = self._dataset_events
+        self._archive_signature: LogSignature = ()
+        self._index_key: tuple[int, LogSignature, LogSignature] | None = None
+        self._index_built_at = 0.0
         self._reader = reader
         self._metrics = metrics
         self._champion = champion
         self.catalogue = LogCatalogue()
-        self.index = CooccurrenceIndex()
+        self.index = BaselineIndex()
         self.popularity = PopularityRanking()
         self.online_stats: dict[str, ItemStats] = {}
         self.catalogue_loaded = asyncio.Event()
@@ -76,24 +103,68 @@ class RecommenderState:
             self.catalogue = catalogue
             self._rank_popularity()
             self.catalogue_loaded.set()
-            index = await anyio.to_thread.run_sync(read_cooccurrence, self._log_dir)
+            self._dataset_events = await anyio.to_thread.run_sync(read_events, self._log_dir)
         except (OSError, ValueError) as exc:
             # pyarrow raises ArrowInvalid (a ValueError) for an unreadable Parquet file.
             self._last_log_error = f"{type(exc).__name__}: {exc}"
             logger.warning("reading the event log under %s failed: %s", self._log_dir, exc)
             return False
-        self.index = index
-        self.index_built.set()
         self._last_log_error = None
         self._metrics.catalogue_items.set(len(catalogue.item_counts))
-        self._metrics.cooccurrence_items.set(len(index))
+        await self.rebuild_baseline(force=True)
         logger.info(
             "event log read: %d events, %d items, %d with neighbours, in %.1fs",
             catalogue.events,
             len(catalogue.item_counts),
-            len(index),
+            len(self.index),
             time.perf_counter() - started,
         )
+        return True
+
+    # -- the baseline's index ----------------------------------------------------------------
+
+    def clock(self) -> int:
+        """How far the stream has replayed the datasets: the stream's clock over the online
+        item rows, leaving out times past the datasets' last event by more than a day (live
+        events on a stack that replayed an old log: enough of them, 50 distinct items,
+        would otherwise move the clock to today, and every dataset event would count as
+        reached). 0 while the store knows no item."""
+        times = [s.last_event_time or 0 for s in self.online_stats.values()]
+        if len(self._dataset_events):
+            end = int(self._dataset_events["event_time"].max()) + CLOCK_GAP_MS
+            times = [t for t in times if t <= end]
+        return stream_clock(times)
+
+    async def rebuild_baseline(self, *, force: bool = False) -> bool:
+        """Rebuild the index when the clock moved or the archive grew; True when rebuilt."""
+        if not force and time.monotonic() - self._index_built_at < self._rebuild_seconds:
+            return False
+        try:
+            signature = await anyio.to_thread.run_sync(archive_signature, self._archive_dir)
+            if signature != self._archive_signature:
+                self._archive_events = await anyio.to_thread.run_sync(
+                    read_archived_events, self._archive_dir
+                )
+                self._archive_signature = signature
+        except (OSError, ValueError) as exc:
+            # An archive part being written, or unreadable: keep what was read before.
+            logger.warning("reading the archive under %s failed: %s", self._archive_dir, exc)
+        clock = self.clock()
+        key = (clock, self.catalogue.signature, self._archive_signature)
+        if key == self._index_key and self.index_built.is_set():
+            return False
+        self.index = await anyio.to_thread.run_sync(
+            _index_as_of,
+            self._dataset_events,
+            self._archive_events,
+            tuple(self.catalogue.item_counts),
+            clock,
+            self.catalogue.categories,
+        )
+        self._index_key = key
+        self._index_built_at = time.monotonic()
+        self.index_built.set()
+        self._metrics.cooccurrence_items.set(len(self.index))
         return True
 
     async def run_log_refresh(self, period_seconds: float) -> None:
@@ -123,6 +194,8 @@ class RecommenderState:
         self._last_item_error = None
         self.online_stats = stats
         self._rank_popularity()
+        if self.index_built.is_set():
+            await self.rebuild_baseline()
         if self._champion is not None:
             await self._champion.refresh_items(stats)
 
@@ -154,3 +227,19 @@ class RecommenderState:
             last_log_error=self._last_log_error,
             last_item_error=self._last_item_error,
         )
+
+
+def _index_as_of(
+    dataset: pd.DataFrame,
+    archive: pd.DataFrame,
+    item_ids: tuple[str, ...],
+    clock: int,
+    categories: Mapping[str, tuple[str, ...]],
+) -> BaselineIndex:
+    """Blocking: the dataset events up to ``clock`` (all of them at 0) and the archive's."""
+    reached = dataset if clock == 0 else dataset[dataset["event_time"] <= clock]
+    events = pd.concat([reached, archive], ignore_index=True).drop_duplicates(
+        ["user_id", "item_id", "event_time"]
+    )
+    now = clock or (int(events["event_time"].max()) if len(events) else 0)
+    return build_index(events, item_ids, now, categories=categories)

@@ -1,7 +1,7 @@
 """Wait until a running API serves a trained champion set: ``python -m api.wait``.
 
 Used by ``make demo`` and ``make api-check`` after starting ``streamrec serve``: the API
-answers at once (with the heuristic) and loads the champion in the background, so "up"
+answers at once (with the baseline item-kNN) and loads the champion in the background, so "up"
 is not "serving the trained cascade". Polls ``/readyz`` until every check passes and the
 models check names a set; prints that set's label.
 """

@@ -35,7 +35,7 @@ from replay.cleaning import (
 from replay.dataset import EVENTS_SCHEMA, ITEMS_SCHEMA, event_ids
 from replay.loading import LoadStats, SourceError, rechunk
 from replay.sources import open_source
-from streamrec.paths import dataset_dir
+from streamrec.paths import SWITCHES_FILE, dataset_dir
 from streamrec.settings import Settings
 from streamrec.times import format_ms
 
@@ -132,6 +132,13 @@ def prepare(
         report.items_path = str(items_file)
     elif items_file.exists():
         items_file.unlink()  # a stale catalogue from an earlier source would mislead
+    planted = getattr(loader, "planted_switches", None)
+    switches = planted() if planted is not None else None
+    switches_file = folder / SWITCHES_FILE
+    if switches is not None:
+        _atomic_write(switches_file, switches, switches.schema)
+    else:
+        switches_file.unlink(missing_ok=True)
     (folder / "prepare.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     return report
 

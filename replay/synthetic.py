@@ -7,7 +7,15 @@ The model is small on purpose, each piece there because a downstream part needs 
   mix, so DIN's attention over recent behaviour has something to find;
 * every user's interests drift from one mix to another over the timeline (``drift``), so
   a model trained on old events is measurably staler than one fed fresh features;
-* event times strictly increase, so the output is already in replay order.
+* event times strictly increase, so the output is already in replay order;
+* planted interest drift (``switchers``): a share of users who each favour one category
+  until a known time and another after it; :meth:`SyntheticSource.planted_switches` is
+  the truth (user, switch time, from and to category), which ``prepare`` writes beside
+  the events (``switches.parquet``) so a test can check what a recommender recovered;
+* sessions (``session``: mean events per session): a user's events come in runs close in
+  time, each run on one category, as a visit to a shop is.
+
+With ``switchers=0`` and ``session=1`` (the defaults) the output is what it always was.
 
 Events are generated in fixed blocks, each block from its own seed ``(seed, block)``:
 the data depends on the spec only, not on how it is chunked for writing, and 10M events
@@ -34,6 +42,13 @@ START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 ACTIONS = ("view", "click", "cart", "purchase")
 ACTION_SHARES = (0.75, 0.17, 0.05, 0.03)
 MAX_CATEGORIES = 64
+# A planted switcher draws this share of its sessions from its planted category.
+PLANTED_FOCUS = 0.9
+# Planted switches fall in this part of the timeline (fractions of ``days``).
+SWITCH_WINDOW = (0.4, 0.8)
+# Mean gap between two events of one session.
+SESSION_GAP_MS = 60_000
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,8 @@ class SyntheticSpec:
     drift: float = 1.0  # 0: interests fixed; 1: each user ends on a fully new mix
     zipf: float = 1.0  # item popularity exponent
     days: float = 90.0  # span of the timeline
+    switchers: float = 0.0  # share of users with a planted switch of category
+    session: float = 1.0  # mean events per session (1: every event on its own)
 
     @property
     def category_count(self) -> int:
@@ -84,6 +101,10 @@ def parse_spec(text: str) -> SyntheticSpec:
         raise SourceError(f"synthetic: categories must be 0..{min(MAX_CATEGORIES, spec.items)}")
     if not 0.0 <= spec.drift <= 1.0 or spec.zipf < 0 or spec.days <= 0:
         raise SourceError("synthetic: need 0 <= drift <= 1, zipf >= 0 and days > 0")
+    if not 0.0 <= spec.switchers <= 1.0 or spec.session < 1.0:
+        raise SourceError("synthetic: need 0 <= switchers <= 1 and session >= 1")
+    if spec.switchers > 0 and spec.category_count < 2:
+        raise SourceError("synthetic: a planted switch needs at least 2 categories")
     return spec
 
 
@@ -119,12 +140,44 @@ class SyntheticSource:
         self.interest_end = _cumulative_mixes(rng, spec.users, share)
         activity = (rng.permutation(spec.users) + 1).astype(np.float64) ** -0.5
         self.user_cum = np.cumsum(activity) / activity.sum()
+        # The planted switches, from their own seed so the rest is what it was without them.
+        planted = np.random.default_rng([spec.seed, 0, 1])
+        n_switchers = int(round(spec.switchers * spec.users))
+        self.switcher = np.zeros(spec.users, dtype=bool)
+        self.switcher[planted.permutation(spec.users)[:n_switchers]] = True
+        self.switch_from = planted.integers(0, n_cat, spec.users)
+        # Another category than the first: a shift of 1..n_cat-1 around the circle.
+        self.switch_to = (self.switch_from + planted.integers(1, max(n_cat, 2), spec.users)) % max(
+            n_cat, 1
+        )
+        low, high = SWITCH_WINDOW
+        self.switch_ms = START_MS + (
+            planted.uniform(low, high, spec.users) * spec.days * DAY_MS
+        ).astype(np.int64)
+
+    def planted_switches(self) -> pa.Table | None:
+        """The truth of the planted drift: one row per switcher, None without switchers."""
+        users = np.flatnonzero(self.switcher)
+        if len(users) == 0:
+            return None
+        names = np.array([f"category-{c:02d}" for c in range(len(self.category_items))])
+        return pa.table(
+            {
+                "user_id": _prefixed("u", users),
+                "switch_time": pa.array(self.switch_ms[users]),
+                "from_category": pa.array(names[self.switch_from[users]]),
+                "to_category": pa.array(names[self.switch_to[users]]),
+            }
+        )
 
     def batches(self, stats: LoadStats) -> Iterator[pa.Table]:
         last_ms = START_MS
         for block, start in enumerate(range(0, self.spec.events, BLOCK_ROWS)):
             count = min(BLOCK_ROWS, self.spec.events - start)
-            table, last_ms = self._block(block, start, count, last_ms)
+            if self.spec.switchers > 0 or self.spec.session > 1:
+                table, last_ms = self._session_block(block, start, count, last_ms)
+            else:
+                table, last_ms = self._block(block, start, count, last_ms)
             stats.rows_read += count
             yield table
 
@@ -147,7 +200,63 @@ class SyntheticSource:
         mean_gap = spec.days * 86_400_000 / spec.events
         gaps = 1 + np.floor(rng.exponential(max(mean_gap - 1, 0.0), count)).astype(np.int64)
         times = last_ms + np.cumsum(gaps)
-        table = pa.Table.from_arrays(
+        return self._table(index, times, users, items, actions), int(times[-1])
+
+    def _session_block(
+        self, block: int, start: int, count: int, last_ms: int
+    ) -> tuple[pa.Table, int]:
+        """A block of sessions: each one user's run of events, close in time, on one
+        category (a planted switcher's favourite one before or after its switch)."""
+        spec = self.spec
+        rng = np.random.default_rng([spec.seed, block + 1])
+        index = np.arange(start, start + count, dtype=np.int64)
+        lengths = rng.geometric(1.0 / spec.session, count)  # more sessions than needed
+        ends = np.cumsum(lengths)
+        n_sessions = int(np.searchsorted(ends, count)) + 1
+        lengths = lengths[:n_sessions]
+        lengths[-1] -= int(ends[n_sessions - 1]) - count  # the last one is cut at the block
+        first = np.zeros(count, dtype=bool)
+        first[np.r_[0, np.cumsum(lengths)[:-1]]] = True
+        # Gaps: short within a session, longer before one, the timeline's span overall.
+        mean_gap = spec.days * DAY_MS / spec.events
+        within = min(SESSION_GAP_MS, mean_gap)
+        before = max((mean_gap * count - within * (count - n_sessions)) / n_sessions, 1.0)
+        scale = np.where(first, before - 1, within - 1)
+        gaps = 1 + np.floor(rng.exponential(1.0, count) * np.maximum(scale, 0)).astype(np.int64)
+        times = last_ms + np.cumsum(gaps)
+        session_start = times[first]
+
+        users = np.minimum(np.searchsorted(self.user_cum, rng.random(n_sessions)), spec.users - 1)
+        progress = (index[first] / max(spec.events - 1, 1)).astype(np.float64)
+        late = rng.random(n_sessions) < progress * spec.drift
+        mixes = np.where(late[:, None], self.interest_end[users], self.interest_start[users])
+        categories = (mixes < rng.random(n_sessions)[:, None].astype(np.float32)).sum(axis=1)
+        categories = np.minimum(categories, len(self.category_items) - 1)
+        planted = self.switcher[users] & (rng.random(n_sessions) < PLANTED_FOCUS)
+        switched = session_start >= self.switch_ms[users]
+        favourite = np.where(switched, self.switch_to[users], self.switch_from[users])
+        categories = np.where(planted, favourite, categories)
+
+        users = np.repeat(users, lengths)
+        categories = np.repeat(categories, lengths)
+        items = np.empty(count, dtype=np.int64)
+        for c in np.unique(categories):
+            where = np.flatnonzero(categories == c)
+            picks = np.searchsorted(self.category_cum[c], rng.random(where.size))
+            items[where] = self.category_items[c][np.minimum(picks, len(self.category_cum[c]) - 1)]
+        actions = rng.choice(len(ACTIONS), size=count, p=ACTION_SHARES)
+        return self._table(index, times, users, items, actions), int(times[-1])
+
+    def _table(
+        self,
+        index: np.ndarray,
+        times: np.ndarray,
+        users: np.ndarray,
+        items: np.ndarray,
+        actions: np.ndarray,
+    ) -> pa.Table:
+        count = len(index)
+        return pa.Table.from_arrays(
             [
                 pa.array(index),
                 pa.array(times),
@@ -160,7 +269,6 @@ class SyntheticSource:
             ],
             schema=RAW_SCHEMA,
         )
-        return table, int(times[-1])
 
     def catalogue(self) -> pa.Table:
         ids = _prefixed("i", np.arange(self.spec.items))

@@ -15,6 +15,8 @@ DEPLOY = REPO_ROOT / "deploy"
 DATASETS = "datasets"
 EVENTS_FILE = "events.parquet"
 ITEMS_FILE = "items.parquet"
+# The truth of a generated dataset's planted drift (``synthetic:...,switchers=F``).
+SWITCHES_FILE = "switches.parquet"
 
 
 def datasets_dir(data_dir: Path) -> Path:
@@ -32,3 +34,16 @@ def dataset_events(data_dir: Path, name: str) -> Path:
 
 def dataset_items(data_dir: Path, name: str) -> Path:
     return dataset_dir(data_dir, name) / ITEMS_FILE
+
+
+def dataset_switches(data_dir: Path, name: str) -> Path:
+    return dataset_dir(data_dir, name) / SWITCHES_FILE
+
+
+# The archive of the topics (`streamrec archive`): ``<data_dir>/archive/<topic-name>``.
+ARCHIVE = "archive"
+
+
+def archive_topic_dir(data_dir: Path, topic: str) -> Path:
+    """Folder of one topic's archive (``streams.archiver`` writes it)."""
+    return Path(data_dir) / ARCHIVE / topic

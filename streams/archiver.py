@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamrec.infra.kafka_retry import RETRIABLE_CODES, call_with_retry
+from streamrec.paths import archive_topic_dir
 from streamrec.settings import Settings
 from streams.dead_letters import DeadLetters
 from streams.events import (
@@ -110,7 +111,7 @@ _PART_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
 
 def topic_dir(data_dir: Path, topic: str) -> Path:
     """Folder of one topic's archive: ``<data_dir>/archive/<topic-name>``."""
-    return Path(data_dir) / ARCHIVE_DIR / topic
+    return archive_topic_dir(data_dir, topic)
 
 
 def part_name(partition: int, first_offset: int, last_offset: int) -> str:

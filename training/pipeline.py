@@ -16,7 +16,7 @@
    period scored prequentially: the set becomes ``champion`` only if its live cascade
    beats every live baseline there (paired Wilcoxon p < 0.05) and the champion set's
    validation metric. A refused set leaves the API on what it served before (the
-   heuristic, ``heuristic-cooc-v1``, while no set was ever promoted).
+   live item-kNN baseline, ``baseline-item-knn-v1``, while no set was ever promoted).
 """
 
 from __future__ import annotations

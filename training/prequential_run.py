@@ -36,6 +36,7 @@ def evaluate_trained(
     events: pd.DataFrame,
     config: PrequentialConfig,
     clicks: pd.DataFrame | None = None,
+    item_categories: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The test period's table, with the validation period's (``validation``): the kNN
     tuned there, and the cascade against the live baselines, which the gate reads."""
@@ -58,6 +59,7 @@ def evaluate_trained(
         tuned=tuned_params(validation),
         clicks=clicks,
         config=config,
+        item_categories=item_categories,
     )
     return {**result, "validation": validation}
 
@@ -80,7 +82,7 @@ def prequential_command(args: argparse.Namespace, settings: Settings) -> int:
     config = PrequentialConfig(
         max_events=args.events or None, seed=args.seed, keep=settings.recent_items_max
     )
-    result = evaluate_trained(trained, data, events, config)
+    result = evaluate_trained(trained, data, events, config, item_categories=categories_of(items))
     result["source"] = {"log": args.log, "interactions": len(events), "hyper": hyper}
     result["timings"] = {"train_s": trained_s, "evaluate_s": time.monotonic() - started - trained_s}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -89,3 +91,14 @@ def prequential_command(args: argparse.Namespace, settings: Settings) -> int:
     (args.out / "prequential.md").write_text(text)
     print(text)
     return 0
+
+
+def categories_of(items: pd.DataFrame | None) -> dict[str, list[str]] | None:
+    """Each item's categories from a catalogue (None without one or without categories)."""
+    if items is None or "categories" not in items.columns:
+        return None
+    return {
+        str(item): [str(c) for c in listed]
+        for item, listed in zip(items["item_id"], items["categories"], strict=True)
+        if listed is not None and len(listed) > 0
+    }

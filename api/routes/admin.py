@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import ServicesDep
 from api.security import AdminKey
-from api.serving.heuristic import MODEL_VERSION
+from api.serving.baseline import MODEL_VERSION
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminKey])
 

@@ -26,8 +26,8 @@ from api.log_health import LogHealthProbe
 from api.ports import CockpitFeatures, PortUnavailable
 from api.replay_control import UnknownSource, log_range, prepared_sources
 from api.routes.params import UserIdParam
+from api.serving.baseline import MODEL_VERSION
 from api.serving.champion import ChampionWatcher
-from api.serving.heuristic import MODEL_VERSION
 from serving.cascade import stream_clock
 from streamrec.settings import Settings
 

@@ -4,8 +4,8 @@
 needs: the broker (events can be written), the online store (features can be read), its
 features (the worker or backfill has pushed since the store was last empty), the
 change feed (streams will update), the recommender state (the log has been read) and
-the models (the champion set's label, or "no champion: heuristic": never a failure, since
-the heuristic answers without models);
+the models (the champion set's label, or "no champion: baseline item-kNN": never a failure, since
+the baseline answers without models);
 each check is bounded by a timeout, and a 503 names the checks that failed.
 
 /readyz is unauthenticated, so a failed check says only what failed, in a fixed sentence:
@@ -116,7 +116,7 @@ async def _features_ready(services: ServicesDep) -> str:
 
 
 async def _models_ready(services: ServicesDep) -> str:
-    """Always ready (the heuristic answers without models); the detail says what serves."""
+    """Always ready (the baseline answers without models); the detail says what serves."""
     return services.champion.status
 
 

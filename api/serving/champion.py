@@ -3,7 +3,7 @@
 At start and every ``model_poll_seconds`` the watcher asks the registry which set holds
 the ``champion`` alias (:func:`streamrec.infra.model_store.find_champion_set`). When that is a
 set it does not serve yet, it downloads and builds it in a worker thread while requests
-keep being served by what was there before (the heuristic, or the previous set), then
+keep being served by what was there before (the baseline, or the previous set), then
 swaps it in with one reference assignment: a request reads ``current`` once and finishes
 on the set it read, so none is dropped or sees half of a swap.
 
@@ -35,7 +35,7 @@ from streamrec.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-NO_CHAMPION = "no champion: heuristic"
+NO_CHAMPION = "no champion: baseline item-kNN"
 # The longest wait before a champion that failed to load is tried again.
 RETRY_MAX_SECONDS = 600.0
 # What can go wrong between the registry and a built set: MLflow's own errors (imported

@@ -1,7 +1,9 @@
 """Serving one recommendation list: read the user's features, score, record what was served.
 
-Scored by the champion cascade when a model set is loaded (``serving/cascade.py``),
-by the heuristic (``api/serving/heuristic.py``) otherwise; ``model_version`` says which.
+Scored by the champion cascade when a model set is loaded (``serving/cascade.py``): a set
+becomes champion only by beating the live baselines (the registry gate). Without one, the
+best baseline serves, the live item-kNN (``api/serving/baseline.py`` over ``serving.knn``,
+``model_version`` ``baseline-item-knn-v1``); ``model_version`` says which.
 
 Used by both GET /recommend and the SSE stream. User features are read on every call (no
 per-user cache): the stream's "user changed" notice means the store already holds the
@@ -21,8 +23,8 @@ import anyio
 
 from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
+from api.serving.baseline import MODEL_VERSION, Scored, reason, recommend
 from api.serving.champion import ChampionWatcher
-from api.serving.heuristic import MODEL_VERSION, Scored, reason, recommend
 from api.state import RecommenderState
 from serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
 from streams.events import RecommendationServed, RecommendedItem
@@ -110,7 +112,7 @@ class RecommendationService:
             items = [(p.item_id, p.score, p.reason) for p in answer.picks]
         else:
             model_version = MODEL_VERSION
-            items = [(s.item_id, s.score, reason(s, titles)) for s in self._heuristic(recent, k)]
+            items = [(s.item_id, s.score, reason(s, titles)) for s in self._baseline(recent, k)]
         served = RecommendationServed(
             request_id=uuid.uuid4().hex,
             user_id=user_id,
@@ -129,22 +131,16 @@ class RecommendationService:
         self._served_log.record(served)
         return served
 
-    def _heuristic(self, recent: RecentItems | None, k: int) -> list[Scored]:
+    def _baseline(self, recent: RecentItems | None, k: int) -> list[Scored]:
         started = time.perf_counter()
-        scored = recommend(
-            recent.items if recent is not None else (),
-            k,
-            index=self._state.index,
-            popularity=self._state.popularity,
-            exclude=recent.seen if recent is not None else (),
-        )
-        self._metrics.inference_seconds.labels("heuristic").observe(time.perf_counter() - started)
+        scored = recommend(recent, k, index=self._state.index, popularity=self._state.popularity)
+        self._metrics.inference_seconds.labels("baseline").observe(time.perf_counter() - started)
         return scored
 
     async def _cascade(
         self, serving: ServingSet, user_id: str, recent: RecentItems | None, k: int
     ) -> CascadeAnswer | None:
-        """The cascade's answer, or None (heuristic) if inference itself failed."""
+        """The cascade's answer, or None (the baseline) if inference itself failed."""
         started = time.perf_counter()
         try:
             answer = await anyio.to_thread.run_sync(
@@ -153,9 +149,9 @@ class RecommendationService:
             )
         except (RuntimeError, IndexError, ValueError) as exc:
             # A set whose tensors disagree with its own config: serve, and say so loudly.
-            self._metrics.stage_fallbacks.labels("cascade", "heuristic").inc()
+            self._metrics.stage_fallbacks.labels("cascade", "baseline").inc()
             logger.error(
-                "model set %s failed for user %s, serving the heuristic: %s",
+                "model set %s failed for user %s, serving the baseline: %s",
                 serving.cascade.label,
                 user_id,
                 exc,

@@ -97,6 +97,19 @@ def register(sub: Any) -> None:
     parser.add_argument("--k", type=int, default=10, help="list length asked for and scored")
     parser.add_argument("--users", type=int, metavar="N", help="score a sample of N users")
     parser.add_argument(
+        "--prequential",
+        action="store_true",
+        help="send the events after --until with POST /events (their original event time) "
+        "and ask GET /recommend before each user's first interaction with an item, scored "
+        "as the prequential harness scores it, beside the harness on the same events",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        metavar="N",
+        help="with --prequential: stop after the first N eligible events",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("reports/api_check.json"),

@@ -209,7 +209,8 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
                     "{{model_version}}",
                 ),
             ),
-            "Inference by model (the cascade, or the heuristic before a set is trained), "
+            "Inference by model (the cascade, or the baseline item-kNN while no set passed "
+            "the gate), "
             "and the version of the set being served",
         ),
         PanelSpec(

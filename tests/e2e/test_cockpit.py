@@ -89,7 +89,7 @@ def test_the_cockpit_replays_follows_a_user_and_their_clicks(
         slider = page.get_by_label("Event time")
         expect(slider).to_have_attribute("min", str(first_ms))
         expect(slider).to_have_attribute("max", str(last_ms))
-        expect(page.locator("#health-model")).to_contain_text("heuristic")
+        expect(page.locator("#health-model")).to_contain_text("baseline")
         # The API refreshes its item table in the background and the page polls every 5 s.
         expect(page.locator("#trending-list li").first).not_to_have_text(
             "nothing folded yet", timeout=60_000

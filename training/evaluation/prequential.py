@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from serving.knn import category_incidence
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
 from training.evaluation.prequential_state import (
@@ -178,6 +179,7 @@ def replay(
     end_ms: int | None = None,
     clicks: pd.DataFrame | None = None,
     config: PrequentialConfig | None = None,
+    item_categories: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Score every arm on the sampled eligible events of ``[start_ms, end_ms)``.
 
@@ -196,7 +198,12 @@ def replay(
         eligible = np.sort(rng.choice(eligible, size=config.max_events, replace=False))
     to_score = set(frame["event_id"].iloc[eligible].astype(str))
 
-    live = OnlineState(item_ids, config.keep, config.recent_days)
+    categories = (
+        category_incidence([item_categories.get(i, ()) for i in item_ids])
+        if item_categories
+        else None
+    )
+    live = OnlineState(item_ids, config.keep, config.recent_days, categories)
     frozen: OnlineState | None = None
     users_at_cutoff: set[str] = set()
     records: list[dict[str, Any]] = []
@@ -410,8 +417,13 @@ def prequential_evaluation(
     tuned: KnnParams | None = None,
     clicks: pd.DataFrame | None = None,
     config: PrequentialConfig | None = None,
+    item_categories: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The cascade (if any) and the baselines, live and frozen, on ``[start_ms, end_ms)``.
+
+    ``item_categories``: each item's categories; given, the item-kNN the API serves without
+    a champion (shared categories counted double, ``serving.knn.SERVED_PARAMS``) is scored
+    too.
 
     ``tuned``: the item-kNN's parameters chosen on another period (``validate``), reported
     beside the issue's fixed kNN.
@@ -420,7 +432,12 @@ def prequential_evaluation(
     item_ids: Sequence[str] = (
         cascade.item_ids if cascade is not None else sorted(set(interactions["item_id"]))
     )
-    baselines = baseline_arms(config.k, KnnParams(config.knn_history, config.knn_decay), tuned)
+    baselines = baseline_arms(
+        config.k,
+        KnnParams(config.knn_history, config.knn_decay),
+        tuned,
+        categories=bool(item_categories),
+    )
     live: dict[str, Arm] = {}
     frozen: dict[str, Arm] = {}
     timing: CascadeArm | None = None
@@ -439,6 +456,7 @@ def prequential_evaluation(
         end_ms=end_ms,
         clicks=clicks,
         config=config,
+        item_categories=item_categories,
     )
     extra: dict[str, Any] = {"cutoff_ms": cutoff_ms, "start_ms": start_ms, "end_ms": end_ms}
     if tuned is not None:

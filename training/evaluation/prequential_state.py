@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
 from serving.features import RecentItems
+from serving.knn import SERVED_PARAMS, DenseCooccurrence, KnnParams, knn_scores, top_k
+from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
 from streams.folding import ItemDelta, ItemState, UserState, fold_interaction, fold_item
@@ -28,12 +31,7 @@ KNN = "item-kNN"
 KNN_TUNED = "item-kNN (tuned)"
 POPULARITY = "popularity"
 RECENT_POPULARITY = "popularity 14d"
-
-
-@dataclass(frozen=True)
-class KnnParams:
-    history: int
-    decay: float
+KNN_CATEGORIES = "item-kNN + categories"  # what the API serves without a champion
 
 
 class OnlineState:
@@ -45,8 +43,15 @@ class OnlineState:
     co-occurrence counts (dense (I, I): a vocabulary of a few thousand items).
     """
 
-    def __init__(self, item_ids: Sequence[str], keep: int, recent_days: float) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        keep: int,
+        recent_days: float,
+        categories: sp.csr_matrix | None = None,
+    ) -> None:
         self.item_ids = tuple(item_ids)
+        self.categories = categories  # (I, C) item-category incidence, when known
         self.item_index = {item: n for n, item in enumerate(self.item_ids)}
         self.keep = keep
         self.window_ms = int(recent_days * DAY_MS)
@@ -58,8 +63,7 @@ class OnlineState:
         self.trend = np.zeros(n, np.float64)
         self.last = np.zeros(n, np.int64)
         self.clicks = np.zeros(n, np.int64)
-        self.users_per_item = np.zeros(n, np.float64)
-        self.cooccurrence = np.zeros((n, n), np.float32)
+        self.cooccurrence = DenseCooccurrence(n)
         self.recent_counts = np.zeros(n, np.float64)
         self._window: deque[tuple[int, int]] = deque()
         self.version = 0  # folds so far: item rows are rebuilt only when it moves
@@ -90,11 +94,13 @@ class OnlineState:
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
-        if before:
-            self.cooccurrence[index, before] += 1.0
-            self.cooccurrence[before, index] += 1.0
+        self.cooccurrence.add(before, index)
         before.append(index)
-        self.users_per_item[index] += 1.0
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        """(I,) distinct users per item: all-time popularity."""
+        return self.cooccurrence.users_per_item
 
     def advance(self, now_ms: int) -> None:
         """Drop interactions older than the recent window ending at ``now_ms``."""
@@ -137,25 +143,9 @@ class OnlineState:
         return out[:n]
 
     def knn_scores(self, user_id: str, params: KnnParams) -> np.ndarray | None:
-        """(I,) cosine item-kNN scores of the user's recent items; None without history."""
-        recent = self.recent_indices(user_id, params.history)
-        if not recent:
-            return None
-        weights = params.decay ** np.arange(len(recent), dtype=np.float64)
-        norms = np.sqrt(self.users_per_item)
-        rows = self.cooccurrence[recent].astype(np.float64)  # (H, I)
-        denominator = np.outer(norms[recent], norms)  # (H, I)
-        cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
-        return np.asarray(weights @ cosine)  # (I,)
-
-
-def top_k(scores: np.ndarray, tiebreak: np.ndarray, exclude: Iterable[int], k: int) -> list[int]:
-    """The k best item indices by score, ties to the larger ``tiebreak``; ``exclude`` never."""
-    scores = scores.astype(np.float64, copy=True)
-    scores[list(exclude)] = -np.inf
-    order = np.lexsort((-tiebreak, -scores))
-    allowed = order[np.isfinite(scores[order])]
-    return [int(i) for i in allowed[:k]]
+        """(I,) item-kNN scores (``serving.knn``, what the API serves without a champion)
+        of the user's recent items; None without history."""
+        return knn_scores(self.cooccurrence, self.recent_indices(user_id, params.history), params)
 
 
 # An arm answers (user, the state to read) with the top-k item indices.
@@ -177,11 +167,19 @@ def recent_popularity_arm(k: int) -> Arm:
 
 
 def knn_arm(k: int, params: KnnParams) -> Arm:
+    """The item-kNN through ``serving.knn.recommend``, the function the API serves it with."""
+
     def arm(user_id: str, state: OnlineState) -> list[int]:
-        scores = state.knn_scores(user_id, params)
-        if scores is None:
-            scores = state.recent_counts
-        return top_k(scores, state.recent_counts, state.seen_indices(user_id), k)
+        picks = knn_recommend(
+            state.cooccurrence,
+            state.recent_indices(user_id, params.history),
+            state.recent_counts,
+            state.seen_indices(user_id),
+            k,
+            params,
+            state.categories,
+        )
+        return [pick.index for pick in picks]
 
     return arm
 
@@ -206,7 +204,9 @@ class CascadeArm:
         return [self.cascade.item_index[pick.item_id] for pick in answer.picks]
 
 
-def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, Arm]:
+def baseline_arms(
+    k: int, knn: KnnParams, tuned: KnnParams | None, categories: bool = False
+) -> dict[str, Arm]:
     arms = {
         POPULARITY: popularity_arm(k),
         RECENT_POPULARITY: recent_popularity_arm(k),
@@ -214,4 +214,6 @@ def baseline_arms(k: int, knn: KnnParams, tuned: KnnParams | None) -> dict[str, 
     }
     if tuned is not None:
         arms[KNN_TUNED] = knn_arm(k, tuned)
+    if categories:
+        arms[KNN_CATEGORIES] = knn_arm(k, SERVED_PARAMS)
     return arms

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from api.adapters.memory_features import InMemoryFeatureReader
-from api.catalogue import read_catalogue, read_cooccurrence
+from api.catalogue import read_catalogue, read_events
 from api.metrics import ApiMetrics
-from api.ports import ItemStats, PortUnavailable
+from api.ports import ItemStats, PortUnavailable, RecentItems
 from api.state import RecommenderState
 from tests.unit.api.helpers import write_log
 
@@ -23,16 +23,24 @@ def test_catalogue_counts_items_and_reads_titles(tmp_path: Path) -> None:
 
 def test_missing_log_dir_is_an_empty_catalogue(tmp_path: Path) -> None:
     assert read_catalogue(tmp_path / "nothing").item_counts == {}
-    assert len(read_cooccurrence(tmp_path / "nothing")) == 0
+    assert len(read_events(tmp_path / "nothing")) == 0
 
 
-def test_users_of_different_logs_are_kept_apart(tmp_path: Path) -> None:
-    # User "1" of one dataset is not user "1" of another: "a" and "z" never meet.
+def test_every_dataset_s_events_are_read(tmp_path: Path) -> None:
     write_log(tmp_path, {"1": ["a"]}, name="first")
     write_log(tmp_path, {"1": ["z"]}, name="second")
-    index = read_cooccurrence(tmp_path / "datasets", min_count=1)
-    assert "a" not in index.neighbours
+    events = read_events(tmp_path / "datasets")
+    assert sorted(events["item_id"]) == ["a", "z"]
     assert read_catalogue(tmp_path / "datasets").item_counts == {"a": 1, "z": 1}
+
+
+def neighbours(state: RecommenderState, item: str) -> list[str]:
+    """The items the baseline recommends to a user who touched only ``item``."""
+    from api.serving.baseline import recommend
+
+    one = RecentItems(items=(item,), times=(0,))
+    picks = recommend(one, 5, index=state.index, popularity=state.popularity)
+    return [s.item_id for s in picks if s.because_of == item]
 
 
 async def test_state_reads_the_log_and_rebuilds_only_on_change(tmp_path: Path) -> None:
@@ -40,14 +48,14 @@ async def test_state_reads_the_log_and_rebuilds_only_on_change(tmp_path: Path) -
     state = RecommenderState(tmp_path / "datasets", InMemoryFeatureReader(), ApiMetrics())
     assert await state.refresh_log() is True
     assert state.index_built.is_set()
-    assert [n for n, _ in state.index.neighbours["a"]] == ["b"]
+    assert neighbours(state, "a") == ["b"]
     assert await state.refresh_log() is False
 
     write_log(tmp_path, {"u1": ["a", "c"], "u2": ["a", "c"]})
     stat = (folder / "events.parquet").stat()
     os.utime(folder / "events.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert await state.refresh_log() is True
-    assert [n for n, _ in state.index.neighbours["a"]] == ["c"]
+    assert neighbours(state, "a") == ["c"]
 
 
 async def test_online_item_stats_replace_log_counts_in_popularity(tmp_path: Path) -> None:
@@ -73,3 +81,51 @@ async def test_store_failure_keeps_the_last_item_stats(tmp_path: Path) -> None:
     await state.refresh_items()
     assert state.popularity.items == ("b", "a")
     assert state.summary().last_item_error == str(PortUnavailable("redis down"))
+
+
+async def test_the_index_counts_what_the_stream_reached_and_the_archive(tmp_path: Path) -> None:
+    """Dataset events after the stream's clock are not replayed yet: not counted; the
+    archive's events (live ones included) are."""
+    import pandas as pd
+
+    from tests.unit.api.helpers import BASE_TIME
+
+    # step 0: a, step 1: b (u1, u2); step 2: c. The store has seen up to step 1.
+    write_log(tmp_path, {"u1": ["a", "b", "c"], "u2": ["a", "b", "c"]})
+    archive = tmp_path / "archive" / "interactions"
+    archive.mkdir(parents=True)
+    reader = InMemoryFeatureReader()
+    reader.items.update(
+        {i: ItemStats(interaction_count=1, last_event_time=BASE_TIME + 1000) for i in "ab"}
+    )
+    state = RecommenderState(
+        tmp_path / "datasets", reader, ApiMetrics(), archive_dir=archive, baseline_rebuild_seconds=0
+    )
+    await state.refresh_log()
+    await state.refresh_items()
+    assert state.clock() == BASE_TIME + 1000
+    assert neighbours(state, "a") == ["b"]  # c is in the dataset's future
+
+    live = pd.DataFrame(
+        {"user_id": ["live"] * 2, "item_id": ["a", "z"], "event_time": [BASE_TIME + 10**12] * 2}
+    )
+    live.to_parquet(archive / "p0000-0-1.parquet")
+    await state.refresh_items()
+    assert sorted(neighbours(state, "a")) == ["b", "z"]
+
+
+async def test_live_events_far_ahead_do_not_move_how_far_the_datasets_were_replayed(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.api.helpers import BASE_TIME
+
+    write_log(tmp_path, {"u1": ["a", "b", "c"]})
+    reader = InMemoryFeatureReader()
+    reader.items["a"] = ItemStats(interaction_count=1, last_event_time=BASE_TIME)
+    # More live items than the stream's clock can ignore, decades after the datasets.
+    for n in range(80):
+        reader.items[f"live{n}"] = ItemStats(interaction_count=1, last_event_time=BASE_TIME * 2)
+    state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics())
+    await state.refresh_log()
+    await state.refresh_items()
+    assert state.clock() == BASE_TIME

@@ -16,8 +16,8 @@ import torch
 from mlflow import MlflowClient
 
 from api.ports import ItemStats, RecentItems
+from api.serving.baseline import MODEL_VERSION
 from api.serving.champion import NO_CHAMPION, ChampionWatcher
-from api.serving.heuristic import MODEL_VERSION
 from serving.loading import SetLoadError
 from streamrec.infra.model_store import ChampionSet
 from streamrec.settings import Settings
@@ -172,7 +172,7 @@ async def test_readiness_and_metrics_name_the_set(served: tuple[RunningApp, Cham
     assert 'streamrec_api_model_loads_total{outcome="loaded"} 1.0' in metrics
 
 
-async def test_without_a_champion_the_heuristic_serves(tmp_path: Path, adapters: Adapters) -> None:
+async def test_without_a_champion_the_baseline_serves(tmp_path: Path, adapters: Adapters) -> None:
     settings = _settings(tmp_path)
     write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
     async with running_app(settings, adapters) as api:

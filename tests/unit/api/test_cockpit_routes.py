@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from api.cockpit import HOUR_MS, final_stage, hour_candidates, interest_shares, trending_hour
 from api.log_health import histogram_p95
 from api.ports import HourActivity, ItemStats, LongInterests, RecentItems
-from api.serving.heuristic import MODEL_VERSION
+from api.serving.baseline import MODEL_VERSION
 from streamrec.settings import Settings
 from tests.unit.api.helpers import (
     BASE_TIME,
@@ -41,7 +41,7 @@ async def test_recommend_items_carry_title_category_and_stage(
         body = (await api.client.get("/recommend", params={"user_id": "new", "k": 5})).json()
     by_id = {item["item_id"]: item for item in body["items"]}
     assert by_id["p"]["title"] == "Playtime" and by_id["p"]["category"] == "Comedy"
-    assert all(item["stage"] == "heuristic" for item in body["items"])
+    assert all(item["stage"] == "item-knn" for item in body["items"])
     unknown = [item for item_id, item in by_id.items() if item_id not in CATEGORIES]
     assert all(item["title"] is None and item["category"] is None for item in unknown)
 
@@ -87,7 +87,7 @@ async def test_page_assets_and_offline_docs(settings: Settings, adapters: Adapte
 
 
 def test_final_stage_names_what_ordered_the_list() -> None:
-    assert final_stage(MODEL_VERSION) == "heuristic"
+    assert final_stage(MODEL_VERSION) == "item-knn"
     label = "cascade-lightgcn.v1-din.v1-ranknet.v1"
     assert final_stage(label) == "ranknet"
     assert final_stage(label + "+recall:cold_start") == "ranknet"

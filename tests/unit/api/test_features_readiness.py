@@ -65,7 +65,7 @@ async def test_empty_store_is_not_ready_but_recommend_still_answers(
         recommend = await client.get("/recommend", params={"user_id": "u1"})
         assert recommend.status_code == 200
         # no item features: no popularity to rank, so the list may be empty, but never a 500
-        assert recommend.json()["model_version"] == "heuristic-cooc-v1"
+        assert recommend.json()["model_version"] == "baseline-item-knn-v1"
 
         mark_pushed(store, settings.topic_prefix, "backfill")
         ready = await client.get("/readyz")

@@ -213,4 +213,4 @@ async def test_admin_needs_the_key(
         response = await app.client.get("/admin/status", headers=headers)
     assert response.status_code == status
     if status == 200:
-        assert response.json()["model_version"] == "heuristic-cooc-v1"
+        assert response.json()["model_version"] == "baseline-item-knn-v1"

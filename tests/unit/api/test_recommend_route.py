@@ -6,12 +6,12 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from api import state as api_state
-from api.catalogue import read_cooccurrence
+from api.catalogue import read_events
 from api.ports import RecentItems
-from api.serving.heuristic import CooccurrenceIndex
 from streams.events import RecommendationServed
 from tests.unit.api.helpers import TINY_SEQUENCES, TINY_TITLES, RunningApp, write_log
 
@@ -28,7 +28,7 @@ async def test_response_shape(api: RunningApp) -> None:
     assert set(body) == {"request_id", "user_id", "variant", "model_version", "items"}
     assert body["user_id"] == "u1"
     assert body["variant"] == "default"
-    assert body["model_version"] == "heuristic-cooc-v1"
+    assert body["model_version"] == "baseline-item-knn-v1"
     assert len(body["items"]) == 3
     assert [item["rank"] for item in body["items"]] == [1, 2, 3]
     for item in body["items"]:
@@ -135,11 +135,11 @@ async def test_answers_popular_items_before_the_index_is_built(
     write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
     release = threading.Event()
 
-    def slow_index(log_dir: Path) -> CooccurrenceIndex:
+    def slow_events(log_dir: Path) -> pd.DataFrame:
         release.wait(10)
-        return read_cooccurrence(log_dir)
+        return read_events(log_dir)
 
-    monkeypatch.setattr(api_state, "read_cooccurrence", slow_index)
+    monkeypatch.setattr(api_state, "read_events", slow_events)
     try:
         async with start_app(wait_for_index=False) as app:
             app.adapters.features.users["reader"] = recent("a")

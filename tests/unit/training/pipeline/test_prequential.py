@@ -152,7 +152,7 @@ def test_knn_is_cosine_co_occurrence_over_recent_items_weighted_by_position() ->
             )
         )
     # users per item: a 2, b 2, c 2; co-occurrence a-b 1, a-c 1, b-c 0.
-    assert state.cooccurrence[0].tolist() == [0, 1, 1]
+    assert state.cooccurrence.rows([0]).tolist() == [[0, 1, 1]]
     scores = state.knn_scores("u", KnnParams(history=2, decay=0.5))
     # u's recent items: b (weight 1), a (weight 0.5); cosine(x, y) = C / sqrt(n_x n_y).
     assert scores is not None

@@ -1,0 +1,201 @@
+"""The live item-kNN: the baseline a served set must beat, and what serves when none does.
+
+Cosine item–item co-occurrence over users' histories (two items co-occur once per user who
+touched both), scored over the user's ``history`` most recent items weighted
+``decay**position`` (newest first); a user with no history, and ties, fall back to the
+recent popularity the caller passes. Pure: counts in, item indices out.
+
+Two holders of the counts, one scorer: :class:`DenseCooccurrence` is folded event by event
+(the prequential harness, a vocabulary of a few thousand items); :class:`SparseCooccurrence`
+is built from (user, item) pairs in one go (the API, rebuilt as the log grows). Both answer
+:class:`Cooccurrence`, which is all :func:`knn_contributions` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+# What the API says in ``model_version`` while the baseline serves (no set passed the gate).
+KNN_VERSION = "baseline-item-knn-v1"
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    history: int = 20  # the user's most recent items that vote
+    decay: float = 0.9  # weight of the item at position p (0 = newest): decay**p
+    # A recent item's vote for an item of a category it shares counts (1 + this) times.
+    # 0 is the plain cosine kNN of the issue; on MovieLens the plain one follows the
+    # blockbusters every user watched (4 of 10 Children's films after 12 of them, 3 of 10
+    # Horror after 12 Horror films); a little weight makes it follow what the user is
+    # watching now (SERVED_PARAMS).
+    same_category: float = 0.0
+
+
+class Cooccurrence(Protocol):
+    """Co-occurrence counts of a vocabulary of I items."""
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        """(I,) distinct users per item (the diagonal of the co-occurrence)."""
+        ...
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        """(H, I) co-occurrence counts of the items ``indices`` with every item; 0 on the
+        diagonal."""
+        ...
+
+
+class DenseCooccurrence:
+    """(I, I) counts folded one first touch at a time (a user's new item with each older one)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.counts = np.zeros((n_items, n_items), np.float32)
+        self._users_per_item = np.zeros(n_items, np.float64)
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        return self._users_per_item
+
+    def add(self, before: Sequence[int], index: int) -> None:
+        """A user touched item ``index`` for the first time, after the items ``before``."""
+        if before:
+            self.counts[index, before] += 1.0
+            self.counts[before, index] += 1.0
+        self._users_per_item[index] += 1.0
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        return self.counts[list(indices)].astype(np.float64)
+
+
+class SparseCooccurrence:
+    """Counts built at once from distinct (user, item) pairs: ``X^T X`` of the binary
+    user–item matrix X, diagonal removed. A repeated pair (the same log replayed twice)
+    counts once."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int) -> None:
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        n_users = int(users.max()) + 1 if len(users) else 0
+        x = sp.csr_matrix(
+            (np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items)
+        )
+        x.sum_duplicates()
+        x.data[:] = 1.0  # a repeated pair was summed: binary again
+        counts = (x.T @ x).tocsr()
+        self._users_per_item = counts.diagonal().astype(np.float64)
+        counts.setdiag(0.0)
+        counts.eliminate_zeros()
+        self.counts = counts
+        self.pairs = int(x.nnz)
+
+    @property
+    def users_per_item(self) -> np.ndarray:
+        return self._users_per_item
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        return np.asarray(self.counts[list(indices)].toarray(), np.float64)
+
+
+def knn_contributions(
+    cooccurrence: Cooccurrence,
+    recent: Sequence[int],
+    params: KnnParams,
+    categories: sp.csr_matrix | None = None,
+) -> np.ndarray | None:
+    """(H, I): what each of the user's ``H`` most recent items (newest first) adds to every
+    item's score, ``decay**position x cosine``, times ``1 + same_category`` where the two
+    items share a category (``categories``: (I, C) item-category incidence); None for a
+    user without history."""
+    recent = list(recent)[: params.history]
+    if not recent:
+        return None
+    weights = params.decay ** np.arange(len(recent), dtype=np.float64)  # (H,)
+    norms = np.sqrt(cooccurrence.users_per_item)  # (I,)
+    rows = cooccurrence.rows(recent)  # (H, I)
+    denominator = np.outer(norms[recent], norms)  # (H, I)
+    cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
+    if categories is not None and params.same_category > 0:
+        shared = (categories[recent] @ categories.T).toarray() > 0  # (H, I)
+        cosine *= 1.0 + params.same_category * shared
+    return weights[:, None] * cosine
+
+
+def category_incidence(item_categories: Sequence[Sequence[str]]) -> sp.csr_matrix:
+    """(I, C) binary: item i has category c; from each item's category names."""
+    names: dict[str, int] = {}
+    rows, cols = [], []
+    for item, listed in enumerate(item_categories):
+        for name in dict.fromkeys(listed):
+            rows.append(item)
+            cols.append(names.setdefault(name, len(names)))
+    shape = (len(item_categories), max(len(names), 1))
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
+
+
+def knn_scores(
+    cooccurrence: Cooccurrence, recent: Sequence[int], params: KnnParams
+) -> np.ndarray | None:
+    """(I,) item-kNN scores of a user whose recent items are ``recent``; None without history."""
+    contributions = knn_contributions(cooccurrence, recent, params)
+    return None if contributions is None else contributions.sum(axis=0)
+
+
+def top_k(scores: np.ndarray, tiebreak: np.ndarray, exclude: Iterable[int], k: int) -> list[int]:
+    """The k best item indices by score, ties to the larger ``tiebreak``; ``exclude`` never."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[list(exclude)] = -np.inf
+    order = np.lexsort((-tiebreak, -scores))
+    allowed = order[np.isfinite(scores[order])]
+    return [int(i) for i in allowed[:k]]
+
+
+@dataclass(frozen=True)
+class KnnPick:
+    index: int
+    score: float
+    # The recent item (an index) that added most to the score; None for a popularity pick.
+    because: int | None
+
+
+def recommend(
+    cooccurrence: Cooccurrence,
+    recent: Sequence[int],
+    popularity: np.ndarray,
+    exclude: Iterable[int],
+    k: int,
+    params: KnnParams,
+    categories: sp.csr_matrix | None = None,
+) -> list[KnnPick]:
+    """Up to ``k`` picks: item-kNN over ``recent`` (newest first), ties and a user without
+    history by ``popularity`` (I,); never an item of ``exclude``."""
+    contributions = knn_contributions(cooccurrence, recent, params, categories)
+    if contributions is None:
+        return [
+            KnnPick(i, float(popularity[i]), None)
+            for i in top_k(popularity, popularity, exclude, k)
+        ]
+    scores = contributions.sum(axis=0)
+    voters = list(recent)[: params.history]
+    picks = []
+    for index in top_k(scores, popularity, exclude, k):
+        column = contributions[:, index]
+        best = int(np.argmax(column))
+        because = voters[best] if column[best] > 0 else None
+        picks.append(KnnPick(index, float(scores[index]), because))
+    return picks
+
+
+# What the API serves while no set passed the gate: the issue's kNN (20 recent items,
+# 0.9**position) with a shared category's vote counted double; the harness scores it
+# beside the plain one (``item-kNN + categories``). A trade-off, measured on MovieLens-100K
+# (docs/design.md, "What serves without a champion"): prequential NDCG@10 by
+# ``same_category`` 0: 0.0909, 0.1: 0.0924, 0.25: 0.0915, 0.5: 0.0863, 1: 0.0814; films of
+# the genre in the top 10 after a new user's 12 most popular Children's films, then 12
+# Horror films: 0: 4 and 3, 0.25: 4 and 1, 0.5: 5 and 4, 1: 7 and 6. Only 1 passes the
+# issue's behaviour test (5 of 10), at 10 % of the plain kNN's NDCG@10.
+SERVED_PARAMS = KnnParams(history=20, decay=0.9, same_category=1.0)
