@@ -84,7 +84,13 @@ def experiment_table(spec: ExperimentSpec, counts: Counts) -> dict[str, Any]:
                 **({"wins": c.get("wins", 0)} if spec.mode == "interleave" else {}),
             }
         )
-    table: dict[str, Any] = {**spec.model_dump(), "variants": rows}
+    table: dict[str, Any] = {
+        **spec.model_dump(),
+        "variants": rows,
+        # lists served and clicks attributed in all, whatever their variant
+        "lists": sum(c.get("impressions", 0) for c in counts.values()),
+        "item_clicks": sum(c.get("item_clicks", 0) for c in counts.values()),
+    }
     if spec.mode == "ab":
         control = rows[0]
         for row in rows[1:]:

@@ -1,0 +1,126 @@
+"""Online experiments end to end (issue 16): two API processes, the worker, Kafka, Redis.
+
+An experiment made through one API process reaches the other within a second; simulated
+users with known preferences (``analysis.simulator``) send lists and clicks through the
+API; the worker folds the log into the counters; the table names the better variant at
+p < 0.05, and team-draft interleaving reaches the same verdict with fewer users.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+
+from analysis.simulator import Preferences, SimulatedUsers
+from streamrec.infra.lag import wait_until_caught_up
+from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
+from streamrec.paths import dataset_events
+from streamrec.settings import Settings
+from tests.support import wait_until
+
+LOG = "synthetic"
+SPEC = "synthetic:users=200,items=150,events=4000,seed=11"
+MAX_USERS = 1200
+STEP = 20
+SEED = 5
+
+
+def _ab(name: str, mode: str = "ab") -> dict[str, object]:
+    return {
+        "name": name,
+        "mode": mode,
+        "variants": [
+            {"name": "popular", "strategy": "popularity", "share": 0.5},
+            {"name": "random", "strategy": "random", "share": 0.5},
+        ],
+    }
+
+
+def test_a_b_and_interleaving_name_the_better_variant(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    key = secrets.token_hex(16)
+    settings = live_settings.model_copy(update={"api_key": key, "events_rate_limit": ""})
+    other = settings.model_copy(update={"api_port": free_port()})
+    headers = {"X-API-Key": key}
+    run_streamrec(settings, "data", "prepare", SPEC)
+    run_streamrec(settings, "features", "apply")
+    counts = Counter(pq.read_table(dataset_events(settings.data_dir, LOG))["item_id"].to_pylist())
+    preferences = Preferences.from_popularity(dict(counts))
+    with (
+        streamrec_process(settings, "worker", log=tmp_path / "worker.log") as worker,
+        streamrec_process(settings, "serve", log=tmp_path / "api1.log") as api1,
+        streamrec_process(other, "serve", log=tmp_path / "api2.log") as api2,
+        httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30) as one,
+        httpx.Client(base_url=f"http://127.0.0.1:{other.api_port}", timeout=30) as two,
+    ):
+        run_streamrec(settings, "replay", LOG, "--speed", "max")
+        for client, proc, log in ((one, api1, "api1"), (two, api2, "api2")):
+
+            def ready(client: httpx.Client = client) -> bool:
+                try:
+                    return client.get("/readyz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_until(ready, 120, f"{log} to be ready", proc=proc, log=tmp_path / f"{log}.log")
+        wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 120)
+
+        def popular_known() -> bool:  # both processes have read the item rows
+            return all(
+                len(c.get("/recommend", params={"user_id": "probe", "k": 10}).json()["items"]) == 10
+                for c in (one, two)
+            )
+
+        wait_until(popular_known, 60, "popularity in both API processes")
+
+        # A change made through one process applies in the other within a second.
+        created = one.post("/admin/experiments", json=_ab("ab"), headers=headers)
+        assert created.status_code == 201, created.text
+        made = time.monotonic()
+
+        def in_experiment() -> bool:
+            body = two.get("/recommend", params={"user_id": "probe", "k": 3}).json()
+            return body["experiment"] == "ab"
+
+        wait_until(in_experiment, 2, "the other API process to apply the experiment", 0.05)
+        assert time.monotonic() - made < 1.0
+
+        users = SimulatedUsers([one, two], preferences, headers, seed=SEED)
+        ab_users, ab_table = users.run_until("ab", step=STEP, max_users=MAX_USERS)
+        rows = {row["name"]: row for row in ab_table["variants"]}
+        print(f"A/B: {ab_users} users, p={ab_table['p_value']}, {rows}")
+        assert ab_table["leader"] == "popular", ab_table
+        assert rows["popular"]["ctr"] > rows["random"]["ctr"]
+        assert rows["popular"]["conversions"] > 0
+        low, high = rows["popular"]["ctr_ci"]
+        assert low <= rows["popular"]["ctr"] <= high
+        assert one.delete("/admin/experiments/ab", headers=headers).status_code == 200
+
+        created = one.post("/admin/experiments", json=_ab("mix", "interleave"), headers=headers)
+        assert created.status_code == 201, created.text
+        wait_until(
+            lambda: (
+                two.get("/recommend", params={"user_id": "probe"}).json()["experiment"] == "mix"
+            ),
+            2,
+            "the interleaving experiment in the other process",
+            0.05,
+        )
+        il_users, il_table = users.run_until("mix", step=STEP, max_users=MAX_USERS)
+        print(f"interleaving: {il_users} users, p={il_table['p_value']}, {il_table['variants']}")
+        assert il_table["leader"] == "popular", il_table
+        assert il_users < ab_users, (il_users, ab_users)
+
+        # The worker exports the counters.
+        page = httpx.get(f"http://127.0.0.1:{settings.worker_port}/metrics").text
+        assert (
+            'streamrec_experiment_events_total{experiment="mix",variant="popular",what="wins"}'
+            in page
+        )
+        assert worker.poll() is None and api1.poll() is None and api2.poll() is None
