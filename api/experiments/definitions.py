@@ -127,29 +127,25 @@ def team_draft(
 def explore(
     ranked: Sequence[str], pool: Sequence[str], k: int, epsilon: float, rng: random.Random
 ) -> list[tuple[str, float]]:
-    """Epsilon-greedy per slot over ``ranked``, with each item's propensity.
+    """Epsilon-greedy at the list level, with each slot's propensity.
 
-    Slot by slot: with probability ``1 - epsilon`` the policy's next unused item, else a
-    uniformly random unused item of ``pool``. The propensity is the probability this
-    procedure had of putting that item in that slot given the slots above it, which is
-    what per-slot inverse propensity scoring (``analysis.ope``) needs.
+    With probability ``1 - epsilon`` the policy's list (``ranked[:k]``), else ``k`` items
+    drawn uniformly without replacement from the ``n`` items of ``pool`` and the policy's
+    list together, in random order. Every slot of the random list is then uniform over the
+    ``n``, so the chance that slot r holds item i is exactly
+    ``(1 - epsilon) * [ranked[r] == i] + epsilon / n``: the marginal propensity per slot
+    that inverse propensity scoring (``analysis.ope``) needs. (Exploring slot by slot
+    instead gives only propensities conditional on the slots above, which biases it.)
     """
-    used: set[str] = set()
-    out: list[tuple[str, float]] = []
-    for _ in range(k):
-        greedy = next((item for item in ranked if item not in used), None)
-        candidates = [item for item in pool if item not in used]
-        if greedy is not None and greedy not in pool:
-            candidates.append(greedy)
-        if not candidates:
-            break
-        uniform = epsilon / len(candidates)
-        item = greedy if greedy is not None and rng.random() >= epsilon else None
-        if item is None:
-            item = candidates[rng.randrange(len(candidates))]
-        propensity = uniform + ((1.0 - epsilon) if item == greedy else 0.0)
-        if greedy is None:
-            propensity = 1.0 / len(candidates)
-        used.add(item)
-        out.append((item, propensity))
-    return out
+    greedy = list(ranked[:k])
+    universe = list(dict.fromkeys([*greedy, *pool]))
+    if not universe:
+        return []
+    chosen = greedy
+    if epsilon > 0.0 and rng.random() < epsilon:
+        chosen = rng.sample(universe, min(k, len(universe)))
+    uniform = epsilon / len(universe)
+    return [
+        (item, uniform + ((1.0 - epsilon) if slot < len(greedy) and greedy[slot] == item else 0.0))
+        for slot, item in enumerate(chosen)
+    ]

@@ -46,7 +46,16 @@ def test_a_b_and_interleaving_name_the_better_variant(
 ) -> None:
     key = secrets.token_hex(16)
     settings = live_settings.model_copy(update={"api_key": key, "events_rate_limit": ""})
-    other = settings.model_copy(update={"api_port": free_port()})
+    taken = {
+        settings.api_port,
+        settings.worker_port,
+        settings.archiver_metrics_port,
+        settings.spark_metrics_port,
+        settings.drift_metrics_port,
+    }
+    # free now, and none of the ports chosen for this test but not bound yet
+    port = next(p for p in iter(free_port, None) if p not in taken)
+    other = settings.model_copy(update={"api_port": port})
     headers = {"X-API-Key": key}
     run_streamrec(settings, "data", "prepare", SPEC)
     run_streamrec(settings, "features", "apply")
