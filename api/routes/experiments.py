@@ -1,9 +1,9 @@
 """Admin routes of the online experiments, behind the API key (issue 16's contract).
 
-``POST /admin/experiments`` creates or changes one (the same name replaces it: new shares,
-same counters); ``GET`` lists them or returns one's table; ``DELETE`` stops it. Every
-change goes to the store (Redis) and this process's book at once; the other API
-processes see it at their next poll (``EXPERIMENT_POLL_SECONDS``).
+``POST /admin/experiments`` creates one (its counters from zero) or changes a running one
+(the same name: new shares, same counters); ``GET`` lists them or returns one's table;
+``DELETE`` stops it. Every change goes to the store (Redis) and this process's book at
+once; the other API processes see it at their next poll (``EXPERIMENT_POLL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ async def put_experiment(spec: ExperimentSpec, services: ServicesDep) -> dict[st
     # A change keeps the start time: the experiment stays where it was in the order.
     created = existing.created_ms if existing is not None else int(time.time() * 1000)
     stored = spec.model_copy(update={"created_ms": created})
-    await anyio.to_thread.run_sync(book.store.save, spec.name, stored.model_dump())
+    await anyio.to_thread.run_sync(
+        book.store.save, spec.name, stored.model_dump(), existing is None
+    )
     await book.refresh()
     return stored.model_dump()
 

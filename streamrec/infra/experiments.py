@@ -176,7 +176,7 @@ class ExperimentStore(Protocol):
 
     def version(self) -> int: ...
     def load(self) -> dict[str, dict[str, Any]]: ...
-    def save(self, name: str, definition: dict[str, Any]) -> None: ...
+    def save(self, name: str, definition: dict[str, Any], fresh: bool = False) -> None: ...
     def delete(self, name: str) -> bool: ...
     def counts(self, name: str) -> Counts: ...
 
@@ -195,8 +195,10 @@ class MemoryExperimentStore:
     def load(self) -> dict[str, dict[str, Any]]:
         return {name: dict(d) for name, d in self._definitions.items()}
 
-    def save(self, name: str, definition: dict[str, Any]) -> None:
+    def save(self, name: str, definition: dict[str, Any], fresh: bool = False) -> None:
         self._definitions[name] = dict(definition)
+        if fresh:
+            self.counters.pop(name, None)
         self._version += 1
 
     def delete(self, name: str) -> bool:
@@ -223,8 +225,12 @@ class RedisExperimentStore:
         raw = cast(dict[bytes, bytes], self._client.hgetall(definitions_key(self._prefix)))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def save(self, name: str, definition: dict[str, Any]) -> None:
+    def save(self, name: str, definition: dict[str, Any], fresh: bool = False) -> None:
+        """Store a definition; ``fresh`` (a new experiment, not a change of one) starts
+        its counters from zero, so a name used again never inherits an old test's numbers."""
         with self._client.pipeline(transaction=True) as pipe:
+            if fresh:
+                pipe.delete(counts_key(self._prefix, name))
             pipe.hset(definitions_key(self._prefix), name, json.dumps(definition))
             pipe.incr(version_key(self._prefix))
             pipe.execute()
