@@ -17,6 +17,10 @@ from api.experiments.definitions import ExperimentSpec, assign, explore, governi
 from streams.experiments import INTERLEAVED
 
 DEFAULT_VARIANT = "default"  # outside every experiment
+# The model versions of the strategies that use no model, and what joins an interleaved
+# list's two versions (not "+", which the cascade's versions use for their fallbacks).
+PLAIN_LISTS = ("popularity", "random")
+INTERLEAVED_VERSIONS = " & "
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,26 @@ async def plan_list(
             Pick(item, by_item[item].score, by_item[item].reason, variant=teams[team])
             for item, team in merged
         ]
-        version = version_a if version_a == version_b else f"{version_a}+{version_b}"
-        return Planned(spec.name, INTERLEAVED, version, _explored(spec, picks, pool, rng))
+        version = (
+            version_a if version_a == version_b else f"{version_a}{INTERLEAVED_VERSIONS}{version_b}"
+        )
+        return Planned(spec.name, INTERLEAVED, version, _explored(spec, picks, pool, rng, None))
     variant = assign(spec, user_id)
     model_version, picks = await lists(variant.strategy, k, rng)
     picks = [Pick(p.item_id, p.score, p.reason, variant=variant.name) for p in picks]
-    return Planned(spec.name, variant.name, model_version, _explored(spec, picks, pool, rng))
+    explored = _explored(spec, picks, pool, rng, variant.name)
+    return Planned(spec.name, variant.name, model_version, explored)
 
 
 def _explored(
-    spec: ExperimentSpec, picks: list[Pick], pool: Callable[[], Sequence[str]], rng: random.Random
+    spec: ExperimentSpec,
+    picks: list[Pick],
+    pool: Callable[[], Sequence[str]],
+    rng: random.Random,
+    variant: str | None,
 ) -> list[Pick]:
+    """The list with exploration; an explored item is credited to the assigned variant
+    (A/B) or to no team (interleaving: it counts for neither side's wins)."""
     if spec.exploration <= 0.0:
         return picks
     by_item = {p.item_id: p for p in picks}
@@ -85,7 +98,7 @@ def _explored(
             item,
             by_item[item].score if item in by_item else 0.0,
             by_item[item].reason if item in by_item else "exploring",
-            variant=by_item[item].variant if item in by_item else picks[0].variant,
+            variant=by_item[item].variant if item in by_item else variant,
             propensity=round(propensity, 9),
         )
         for item, propensity in chosen

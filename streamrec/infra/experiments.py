@@ -103,7 +103,8 @@ if kind == 'served' then
     redis.call('HSET', req, 'i:' .. item, team)
     redis.call('HSET', user, item, experiment .. '\\t' .. team .. '\\t' .. served_ms)
     count(experiment, team, 'item_impressions', 1)
-    if teams[team] == nil then teams[team] = true; table.insert(teams, team) end
+    -- an explored item of an interleaved list belongs to no team
+    if teams[team] == nil and team ~= variant then teams[team] = true; table.insert(teams, team) end
   end
   if mode == 'interleave' then
     table.sort(teams)

@@ -8,6 +8,7 @@ p < 0.05, and team-draft interleaving reaches the same verdict with fewer users.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ SPEC = "synthetic:users=200,items=150,events=4000,seed=11"
 MAX_USERS = 1200
 STEP = 20
 SEED = 5
+OPE_USERS = 60
 
 
 def _ab(name: str, mode: str = "ab") -> dict[str, object]:
@@ -125,6 +127,25 @@ def test_a_b_and_interleaving_name_the_better_variant(
         print(f"interleaving: {il_users} users, p={il_table['p_value']}, {il_table['variants']}")
         assert il_table["leader"] == "popular", il_table
         assert il_users < ab_users, (il_users, ab_users)
+
+        # An exploring experiment logs propensities; `streamrec ope` reads them from the log.
+        assert one.delete("/admin/experiments/mix", headers=headers).status_code == 200
+        exploring = {**_ab("explore"), "exploration": 0.5}
+        assert one.post("/admin/experiments", json=exploring, headers=headers).status_code == 201
+        explore_users = SimulatedUsers([one], preferences, headers, seed=SEED + 1)
+        explore_users.visit_all([f"ope-{n}" for n in range(OPE_USERS)])
+        wait_until(
+            lambda: explore_users.table("explore")["lists"] >= OPE_USERS, 60, "the lists folded"
+        )
+        result = json.loads(
+            run_streamrec(settings, "ope", "--experiment", "explore").splitlines()[-1]
+        )
+        print(f"OPE of popularity from {OPE_USERS} exploring lists: {result}")
+        assert result["lists"] == OPE_USERS and result["matched_slots"] > 0
+        for estimator in ("ips", "snips"):
+            assert (
+                result[estimator]["low"] <= result[estimator]["value"] <= result[estimator]["high"]
+            )
 
         # The worker exports the counters.
         page = httpx.get(f"http://127.0.0.1:{settings.worker_port}/metrics").text

@@ -114,6 +114,19 @@ def test_interleaving_credits_each_click_to_its_team(redis_settings: Settings) -
     )
     counts = store.counts("exp")
     assert counts["="]["wins"] == 1 and counts["a"]["wins"] == 1
+    # an explored item (no team) is clicked: it moves no win
+    explored = uuid.uuid4().hex
+    fold.fold(
+        fold_calls(
+            [
+                served(explored, "w", INTERLEAVED, [("x", "a"), ("r", None), ("y", "b")]),
+                click(explored, "w", "r"),
+                click(explored, "w", "y"),
+            ]
+        )
+    )
+    counts = store.counts("exp")
+    assert counts["b"]["wins"] == 1 and counts[INTERLEAVED]["item_clicks"] == 1
 
 
 def test_definitions_round_trip_and_bump_the_version(redis_settings: Settings) -> None:

@@ -97,6 +97,7 @@ async def test_answers_and_served_events_carry_the_assigned_variant(keyed: Runni
         expected = assign(spec, user).name
         assert body["experiment"] == "pop-vs-random" and body["variant"] == expected
         assert body["model_version"] == ("popularity" if expected == "pop" else "random")
+        assert {item["stage"] for item in body["items"]} == {body["model_version"]}
         # sticky
         again = (await client.get("/recommend", params={"user_id": user, "k": 3})).json()
         assert again["variant"] == expected
@@ -118,6 +119,8 @@ async def test_an_interleaved_list_credits_each_item_to_its_team(keyed: RunningA
     assert (await client.post("/admin/experiments", json=body, headers=HEADERS)).status_code == 201
     answer = (await client.get("/recommend", params={"user_id": "u1", "k": 4})).json()
     assert answer["variant"] == "interleaved" and answer["experiment"] == "mix"
+    assert answer["model_version"] == "popularity & random"
+    assert {item["stage"] for item in answer["items"]} == {"interleaved"}
     teams = [item["variant"] for item in answer["items"]]
     assert set(teams) <= {"pop", "rand"} and len(teams) == 4
     assert abs(teams.count("pop") - teams.count("rand")) <= 1
