@@ -3,7 +3,8 @@
 Each simulated user has a true click probability for every item, so the CTR any list
 would get is known. A user asks the API for a list (``GET /recommend``), looks down it
 with a position bias (the chance of examining rank r is ``1 / r ** position_decay``),
-clicks an examined item with its true probability, and sends each click through the API
+clicks an examined item with its true probability (times the user's activity, when
+users differ), and sends each click through the API
 (``POST /events`` with the ``request_id`` and rank), which writes the Click and the
 Interaction to the log like a real client. Nothing reaches the counters but the log.
 
@@ -38,9 +39,24 @@ class Preferences:
     liked: float = 0.35
     other: float = 0.05
     position_decay: float = 0.7
+    # Users differ in how much they click at all: each user's probabilities are multiplied
+    # by their activity, Beta(alpha, beta) * scale drawn once per user id (capped at 1
+    # per click). None: every user alike. Real users differ a lot; this is what makes
+    # comparing variants within one user (interleaving) pay off.
+    activity: tuple[float, float, float] | None = None
 
     def attractiveness(self, item_id: str) -> float:
         return self.liked if item_id in self.liked_items else self.other
+
+    def user_activity(self, user_id: str) -> float:
+        if self.activity is None:
+            return 1.0
+        alpha, beta, scale = self.activity
+        return random.Random(f"activity:{user_id}").betavariate(alpha, beta) * scale
+
+    def click_probability(self, user_id: str, item_id: str, rank: int) -> float:
+        chance = self.examine(rank) * self.attractiveness(item_id)
+        return min(1.0, chance * self.user_activity(user_id))
 
     def examine(self, rank: int) -> float:
         return 1.0 / rank**self.position_decay
@@ -89,8 +105,8 @@ class SimulatedUsers:
         clicked = 0
         for item in body["items"]:
             rank = int(item["rank"])
-            examined = self._rng.random() < self.preferences.examine(rank)
-            if examined and self._rng.random() < self.preferences.attractiveness(item["item_id"]):
+            chance = self.preferences.click_probability(user_id, item["item_id"], rank)
+            if self._rng.random() < chance:
                 event: dict[str, Any] = {
                     "user_id": user_id,
                     "item_id": item["item_id"],

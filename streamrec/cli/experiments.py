@@ -157,7 +157,7 @@ def register(sub: Any) -> None:
         description="Store the A/B experiment champion vs challenger in Redis; every API "
         "process applies it within a second.",
     )
-    canary.add_argument("--experiment", default=CANARY)
+    canary.add_argument("--experiment", default=CANARY, help="the experiment's name")
     canary.add_argument("--share", type=float, default=0.1, help="the challenger's share")
     canary.set_defaults(func=_canary)
 
@@ -169,10 +169,10 @@ def register(sub: Any) -> None:
         "`champion` moves to the challenger set or the set is rolled back, the decision "
         "is tagged on its MLflow versions, and the experiment stops.",
     )
-    promote.add_argument("--experiment", default=CANARY)
+    promote.add_argument("--experiment", default=CANARY, help="the canary experiment's name")
     promote.add_argument("--margin", type=float, default=0.01, help="absolute CTR margin")
     promote.add_argument("--min-lists", type=int, default=1000, help="lists per side first")
-    promote.add_argument("--alpha", type=float, default=0.05)
+    promote.add_argument("--alpha", type=float, default=0.05, help="the test's level")
     promote.set_defaults(func=_promote)
 
     ope = sub.add_parser(
@@ -181,11 +181,11 @@ def register(sub: Any) -> None:
         description="IPS and SNIPS with bootstrap intervals (analysis.ope) over the logged "
         "lists of EXPERIMENT that carry propensities (an experiment with exploration > 0).",
     )
-    ope.add_argument("--experiment", required=True)
+    ope.add_argument("--experiment", required=True, help="an experiment with exploration > 0")
     ope.add_argument(
         "--candidate",
         default="popularity",
         help="`popularity` (by interactions in the log) or a JSON file with a ranked item list",
     )
-    ope.add_argument("--k", type=int, default=10)
+    ope.add_argument("--k", type=int, default=10, help="slots per list to estimate")
     ope.set_defaults(func=_ope)

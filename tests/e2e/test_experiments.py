@@ -26,9 +26,10 @@ from tests.support import wait_until
 
 LOG = "synthetic"
 SPEC = "synthetic:users=200,items=150,events=4000,seed=11"
-MAX_USERS = 1200
-STEP = 20
+MAX_USERS = 1000
+STEP = 10
 SEED = 5
+REPLICATES = 5
 OPE_USERS = 60
 
 
@@ -62,7 +63,11 @@ def test_a_b_and_interleaving_name_the_better_variant(
     run_streamrec(settings, "data", "prepare", SPEC)
     run_streamrec(settings, "features", "apply")
     counts = Counter(pq.read_table(dataset_events(settings.data_dir, LOG))["item_id"].to_pylist())
-    preferences = Preferences.from_popularity(dict(counts))
+    # Clearly better and clearly worse: the liked items are the popular fifth; users differ
+    # in how much they click (see analysis.simulator).
+    preferences = Preferences.from_popularity(
+        dict(counts), liked=0.9, other=0.05, activity=(0.2, 2.0, 8.0)
+    )
     with (
         streamrec_process(settings, "worker", log=tmp_path / "worker.log") as worker,
         streamrec_process(settings, "serve", log=tmp_path / "api1.log") as api1,
@@ -101,35 +106,35 @@ def test_a_b_and_interleaving_name_the_better_variant(
 
         wait_until(in_experiment, 2, "the other API process to apply the experiment", 0.05)
         assert time.monotonic() - made < 1.0
-
-        users = SimulatedUsers([one, two], preferences, headers, seed=SEED)
-        ab_users, ab_table = users.run_until("ab", step=STEP, max_users=MAX_USERS)
-        rows = {row["name"]: row for row in ab_table["variants"]}
-        print(f"A/B: {ab_users} users, p={ab_table['p_value']}, {rows}")
-        assert ab_table["leader"] == "popular", ab_table
-        assert rows["popular"]["ctr"] > rows["random"]["ctr"]
-        assert rows["popular"]["conversions"] > 0
-        low, high = rows["popular"]["ctr_ci"]
-        assert low <= rows["popular"]["ctr"] <= high
+        # and a stop too
         assert one.delete("/admin/experiments/ab", headers=headers).status_code == 200
+        stopped = time.monotonic()
+        wait_until(lambda: not in_experiment(), 2, "the other process to stop it", 0.05)
+        assert time.monotonic() - stopped < 1.0
 
-        created = one.post("/admin/experiments", json=_ab("mix", "interleave"), headers=headers)
-        assert created.status_code == 201, created.text
-        wait_until(
-            lambda: (
-                two.get("/recommend", params={"user_id": "probe"}).json()["experiment"] == "mix"
-            ),
-            2,
-            "the interleaving experiment in the other process",
-            0.05,
-        )
-        il_users, il_table = users.run_until("mix", step=STEP, max_users=MAX_USERS)
-        print(f"interleaving: {il_users} users, p={il_table['p_value']}, {il_table['variants']}")
-        assert il_table["leader"] == "popular", il_table
-        assert il_users < ab_users, (il_users, ab_users)
+        # Replicates, each a fresh experiment of each mode: the users one path needs
+        # varies a lot (optional stopping), their sum over several paths much less.
+        ab_users, il_users = [], []
+        for replicate in range(REPLICATES):
+            users = SimulatedUsers([one, two], preferences, headers, seed=SEED + replicate)
+            for mode, needed in (("ab", ab_users), ("interleave", il_users)):
+                name = f"{mode}{replicate}"
+                created = one.post("/admin/experiments", json=_ab(name, mode), headers=headers)
+                assert created.status_code == 201, created.text
+                count, table = users.run_until(name, step=STEP, max_users=MAX_USERS)
+                print(f"{name}: {count} users, p={table['p_value']}, {table['variants']}")
+                assert table["leader"] == "popular", table
+                rows = {row["name"]: row for row in table["variants"]}
+                assert rows["popular"]["ctr"] > rows["random"]["ctr"]
+                assert rows["popular"]["conversions"] > 0
+                low, high = rows["popular"]["ctr_ci"]
+                assert low <= rows["popular"]["ctr"] <= high
+                assert one.delete(f"/admin/experiments/{name}", headers=headers).status_code == 200
+                needed.append(count)
+        print(f"users to p < 0.05: A/B {ab_users}, interleaving {il_users}")
+        assert sum(il_users) < sum(ab_users), (il_users, ab_users)
 
         # An exploring experiment logs propensities; `streamrec ope` reads them from the log.
-        assert one.delete("/admin/experiments/mix", headers=headers).status_code == 200
         exploring = {**_ab("explore"), "exploration": 0.5}
         assert one.post("/admin/experiments", json=exploring, headers=headers).status_code == 201
         explore_users = SimulatedUsers([one], preferences, headers, seed=SEED + 1)
@@ -150,7 +155,7 @@ def test_a_b_and_interleaving_name_the_better_variant(
         # The worker exports the counters.
         page = httpx.get(f"http://127.0.0.1:{settings.worker_port}/metrics").text
         assert (
-            'streamrec_experiment_events_total{experiment="mix",variant="popular",what="wins"}'
+            'streamrec_experiment_events_total{experiment="interleave0",variant="popular",what="wins"}'
             in page
         )
         assert worker.poll() is None and api1.poll() is None and api2.poll() is None
