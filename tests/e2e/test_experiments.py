@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
+import pytest
 
 from analysis.simulator import Preferences, SimulatedUsers
 from streamrec.infra.lag import wait_until_caught_up
@@ -44,6 +45,7 @@ def _ab(name: str, mode: str = "ab") -> dict[str, object]:
     }
 
 
+@pytest.mark.timeout(1500)  # ten simulated experiments on a shared 2-core host
 def test_a_b_and_interleaving_name_the_better_variant(
     live_settings: Settings, tmp_path: Path
 ) -> None:

@@ -84,6 +84,7 @@ def _traffic(settings: Settings, ctr: dict[str, float], seed: int) -> None:
     )
 
 
+@pytest.mark.timeout(600)  # five `streamrec` processes and MLflow on a shared 2-core host
 def test_promote_after_a_good_canary_then_roll_back_a_bad_one(
     settings: Settings, tmp_path: Path
 ) -> None:
