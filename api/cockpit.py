@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from api.catalogue import LogCatalogue, LogSignature, log_files, log_signature
+from api.experiments.plan import INTERLEAVED_VERSIONS, PLAIN_LISTS
 from api.ports import HourActivity, ItemStats, RecentItems
 from api.schemas import RecommendationOut
 from api.serving.baseline import MODEL_VERSION
@@ -29,6 +30,10 @@ def final_stage(model_version: str) -> str:
     fell back to (``+rerank:rank_order`` means RankNet fell back and DIN's order stands)."""
     if model_version == MODEL_VERSION:
         return "item-knn"
+    if model_version in PLAIN_LISTS:  # experiment strategies without a model
+        return model_version
+    if INTERLEAVED_VERSIONS in model_version:  # two variants' lists merged
+        return "interleaved"
     fallbacks = dict(part.split(":", 1) for part in model_version.split("+")[1:] if ":" in part)
     if "rerank" not in fallbacks:
         return "ranknet"

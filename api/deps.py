@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.adapters.features_marker import FeaturesMarker
+from api.experiments.book import ExperimentBook
 from api.metrics import ApiMetrics
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.serving.champion import ChampionWatcher
@@ -29,6 +30,7 @@ class Services:
     served_log: ServedLog
     champion: ChampionWatcher
     recommendations: RecommendationService
+    experiments: ExperimentBook
     # None: no marker to check (an injected reader in tests, or a non-Redis online store).
     features_marker: FeaturesMarker | None = None
 

@@ -35,17 +35,25 @@ from api.adapters.memory_changes import InMemoryChangeFeed
 from api.body_limit import BodySizeLimit
 from api.deps import Services
 from api.errors import validation_error_response
+from api.experiments.book import ExperimentBook
 from api.ingest import IngestGuard
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.replay_control import ReplayControl, SinkFactory
-from api.routes import admin, cockpit, events, health, recommend, replay, stream
+from api.routes import admin, cockpit, events, experiments, health, recommend, replay, stream
 from api.routes.ui import install_ui
 from api.serving.champion import ChampionWatcher
 from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
 from api.stream_hub import StreamHub
 from replay.replayer import Sink
+from streamrec.infra.experiments import (
+    EXPERIMENT_POLL_SECONDS,
+    ExperimentStore,
+    MemoryExperimentStore,
+    RedisExperimentStore,
+)
+from streamrec.infra.model_store import CHALLENGER
 from streamrec.infra.notify import user_changed_channel
 from streamrec.infra.readiness import redis_store
 from streamrec.paths import archive_topic_dir
@@ -74,6 +82,7 @@ def create_app(
     log_refresh_seconds: float = LOG_REFRESH_SECONDS,
     features_marker: FeaturesMarker | None = None,
     replay_sink: SinkFactory | None = None,
+    experiment_store: ExperimentStore | None = None,
 ) -> FastAPI:
     api_metrics = metrics if metrics is not None else ApiMetrics()
     replay_control = ReplayControl(
@@ -101,6 +110,7 @@ def create_app(
             )
             torch.set_num_threads(TORCH_THREADS)
             champion = ChampionWatcher(settings, api_metrics)
+            challenger = ChampionWatcher(settings, api_metrics, alias=CHALLENGER)
             state = RecommenderState(
                 settings.datasets_dir,
                 reader,
@@ -111,6 +121,9 @@ def create_app(
                 ),
             )
             served_log = ServedLog(event_sink, api_metrics)
+            book = ExperimentBook(
+                experiment_store if experiment_store is not None else _experiment_store(settings)
+            )
             app.state.services = Services(
                 settings=settings,
                 metrics=api_metrics,
@@ -121,8 +134,9 @@ def create_app(
                 served_log=served_log,
                 champion=champion,
                 recommendations=RecommendationService(
-                    reader, state, served_log, api_metrics, champion
+                    reader, state, served_log, api_metrics, champion, book, challenger
                 ),
+                experiments=book,
                 features_marker=(
                     features_marker
                     if features_marker is not None or features is not None
@@ -138,6 +152,11 @@ def create_app(
                     champion.run(settings.model_poll_seconds, lambda: state.online_stats),
                     name="model-poll",
                 ),
+                asyncio.create_task(
+                    challenger.run(settings.model_poll_seconds, lambda: state.online_stats),
+                    name="challenger-poll",
+                ),
+                asyncio.create_task(book.run(EXPERIMENT_POLL_SECONDS), name="experiments-poll"),
             ]
             for task in tasks:
                 task.add_done_callback(_report_task_end)
@@ -173,10 +192,18 @@ def create_app(
         return await validation_error_response(request, exc)
 
     app.add_exception_handler(RequestValidationError, count_rejected_events)
-    for module in (recommend, stream, events, health, admin, replay, cockpit):
+    for module in (recommend, stream, events, health, admin, experiments, replay, cockpit):
         app.include_router(module.router)
     install_ui(app)
     return app
+
+
+def _experiment_store(settings: Settings) -> ExperimentStore:
+    """The experiments in Redis, shared by every API process; in memory without Redis."""
+    redis_url = settings.redis_connection_url
+    if redis_url is None:
+        return MemoryExperimentStore()
+    return RedisExperimentStore(redis_url, settings.topic_prefix)
 
 
 def run(settings: Settings) -> None:

@@ -78,6 +78,7 @@ class RecommendationOut(BaseModel):
     request_id: str
     user_id: str
     variant: str
+    experiment: str | None = None  # the experiment that chose ``variant``
     model_version: str
     items: list[ServedItemOut]
 
@@ -94,6 +95,7 @@ class RecommendationOut(BaseModel):
             request_id=served.request_id,
             user_id=served.user_id,
             variant=served.variant,
+            experiment=served.experiment,
             model_version=served.model_version,
             items=[
                 ServedItemOut(

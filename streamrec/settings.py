@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="admin routes are closed while unset")
     item_cache_seconds: float = Field(5.0, gt=0, description="refresh period of item features")
     sse_ping_seconds: float = Field(15.0, gt=0)
+    canary_promotion: bool = Field(
+        True,
+        description="a trained set that passes the gate while a champion serves becomes "
+        "`challenger`, promoted by `streamrec promote` after its canary; off: champion at once",
+    )
     model_poll_seconds: float = Field(
         10.0, gt=0, description="how often the API asks the registry whether the champion moved"
     )

@@ -40,6 +40,7 @@ from streams.batches import (
 from streams.changelog import write_states
 from streams.decoding import DeadLetters, RawSchema
 from streams.events import Topics
+from streams.experiments import ExperimentFold, ExperimentMetrics, fold_calls
 from streams.folding import ItemEntries, group_entries, item_rows, user_rows
 from streams.joins import FaustJoin, JoinMetrics
 from streams.metrics import Laps, WorkerMetrics, add_metrics_page
@@ -61,6 +62,7 @@ def attach(
     features: FeatureSink,
     notifier: ChangeNotifier,
     seen: SeenWriter | None = None,
+    experiments: ExperimentFold | None = None,
 ) -> Worker:
     """Declare the worker's topics and tables on ``app`` and attach its three agents."""
     topics = Topics(settings.topic_prefix)
@@ -103,6 +105,12 @@ def attach(
     )
     join = FaustJoin(request_table, JoinMetrics.create(metrics.registry))
     activity_name = item_activity.get_topic_name()
+    experiment_metrics = ExperimentMetrics.create(metrics.registry)
+
+    async def fold_experiments(decoded: list[tuple[Any, Any]]) -> None:
+        """The experiment counters (``streams.experiments``), one script call per event."""
+        if experiments is not None and (calls := fold_calls(event for _, event in decoded)):
+            experiment_metrics.moved(await _in_thread(experiments.fold, calls))
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.EventT]]:
         """Batches of whole events (with their messages), acknowledged after each batch;
@@ -150,6 +158,7 @@ def attach(
             lap("notify")
             await send_entries(batch.for_items, [])
             lap("send_entries")
+            await fold_experiments(decoded)
             metrics.events.labels(topics.interactions).inc(batch.new)
             metrics.batch_seconds.labels(topics.interactions).observe(time.perf_counter() - started)
 
@@ -159,6 +168,7 @@ def attach(
             decoded = await dead_letters.decode_batch(events)
             for_items, to_join = split_clicks(decoded)
             joined = join.fold_batch(stream, to_join)
+            await fold_experiments(decoded)
             await send_entries(for_items, group_entries(joined))
             metrics.events.labels(topics.clicks).inc(len(for_items))
             metrics.events.labels(topics.recommendations).inc(len(to_join) - len(for_items))

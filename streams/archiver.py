@@ -76,6 +76,9 @@ RECOMMENDED_ITEM = pa.struct(
         pa.field("rank", pa.int32(), nullable=False),
         pa.field("score", pa.float64(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
+        # experiments (null outside one); parts written before them read as null
+        pa.field("variant", pa.string()),
+        pa.field("propensity", pa.float64()),
     ]
 )
 RECOMMENDATION_SCHEMA = pa.schema(
@@ -86,6 +89,7 @@ RECOMMENDATION_SCHEMA = pa.schema(
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("variant", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
+        pa.field("experiment", pa.string()),
         pa.field("items", pa.list_(RECOMMENDED_ITEM), nullable=False),
         *_KAFKA_FIELDS,
     ]

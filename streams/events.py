@@ -22,9 +22,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
+    model_serializer,
 )
 
 SCHEMA_VERSION = 1
@@ -153,6 +155,15 @@ class Interaction(Event):
     source: Source = "live"
 
 
+def _drop_none(data: Any, fields: tuple[str, ...]) -> Any:
+    """A record outside any experiment stays what it was before experiments existed."""
+    if isinstance(data, dict):
+        for name in fields:
+            if data.get(name, 0) is None:
+                del data[name]
+    return data
+
+
 class RecommendedItem(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -160,6 +171,14 @@ class RecommendedItem(BaseModel):
     rank: Rank
     score: Score
     reason: Text
+    # Experiments (optional, absent outside one): the variant that placed the item (the
+    # team, in an interleaved list), and the item's propensity when the list explored.
+    variant: str | None = Field(None, max_length=TEXT_MAX_CHARS)
+    propensity: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_experiment(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _drop_none(handler(self), ("variant", "propensity"))
 
 
 class RecommendationServed(Event):
@@ -168,6 +187,13 @@ class RecommendationServed(Event):
     request_id: Id
     variant: Text
     model_version: Text
+    # the experiment that chose ``variant``; None outside one
+    experiment: str | None = Field(None, max_length=TEXT_MAX_CHARS)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_experiment(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _drop_none(handler(self), ("experiment",))
+
     items: tuple[RecommendedItem, ...] = Field(max_length=ITEMS_MAX)
 
 

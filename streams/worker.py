@@ -13,6 +13,7 @@ from streamrec.settings import Settings
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Build the app with the real Feast and Redis adapters and run it until stopped."""
+    from streamrec.infra.experiments import RedisExperimentFold
     from streamrec.infra.feast_store import apply_definitions, open_store
     from streamrec.infra.seen import RedisSeenItems
     from streams.agents import attach
@@ -32,6 +33,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         FeastFeatureSink(store),
         RedisChangeNotifier(redis_url, settings.topic_prefix),
         RedisSeenItems(redis_url, settings.topic_prefix),
+        RedisExperimentFold(redis_url, settings.topic_prefix),
     )
     _tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

@@ -394,6 +394,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             metric_name=metric_name,
             metric=metric,
             refused=refused,
+            canary=settings.canary_promotion,
         )
         mlflow.set_tags(
             {
@@ -497,6 +498,9 @@ def train_command(args: Any, settings: Settings) -> int:
             f"{arms['cascade frozen']['ndcg@10']:.4f}, live item-kNN "
             f"{arms['item-kNN live']['ndcg@10']:.4f} over {s['n_events']} events"
         )
-    print(f"gate: {gate['reason']} -> {'promoted' if gate['promoted'] else 'not promoted'}")
+    outcome = "promoted" if gate["promoted"] else "not promoted"
+    if gate.get("challenger"):
+        outcome = "challenger: `streamrec promote` decides after its canary"
+    print(f"gate: {gate['reason']} -> {outcome}")
     print(f"report: {result.json_path} {result.markdown_path}; MLflow run {result.run_id}")
     return 0

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from streamrec.infra.model_store import (
+    CHALLENGER,
     REGISTERED_NAMES,
     SET_TAG,
     STAGES,
@@ -168,6 +169,8 @@ class SetDecision:
     promoted: bool
     # Why the set may not be promoted whatever the champion: it lost to a baseline.
     refused: str | None = None
+    # It passed the gate while a champion serves: ``challenger``, for a canary to decide.
+    challenger: bool = False
 
     @property
     def reason(self) -> str:
@@ -175,7 +178,7 @@ class SetDecision:
             return f"not eligible: {self.refused}"
         if self.champion is None:
             return f"no champion set yet: {self.metric_name}={self.candidate:.4f} promoted"
-        verdict = "beats" if self.promoted else "does not beat"
+        verdict = "beats" if self.promoted or self.challenger else "does not beat"
         return (
             f"{self.metric_name}={self.candidate:.4f} {verdict} champion set "
             f"{self.champion_set} ({self.champion:.4f})"
@@ -192,6 +195,7 @@ class SetDecision:
             "champion_versions": self.champion_versions,
             "promoted": self.promoted,
             "refused": self.refused,
+            "challenger": self.challenger,
             "reason": self.reason,
         }
 
@@ -212,12 +216,16 @@ def register_set_and_gate(
     metric: float,
     higher_is_better: bool = True,
     refused: str | None = None,
+    canary: bool = False,
 ) -> SetDecision:
     """Register one version per stage (names of ``streamrec.infra.model_store``), all tagged
     ``model_set=set_id``, and move ``champion`` to the three together only if ``metric``
     beats the current champion SET's. The set is compared whole because its stages share
     one item index; stages are never promoted one by one. A set ``refused`` (it lost to
-    a baseline) is registered for the record and never promoted.
+    a baseline) is registered for the record and never promoted. With ``canary``, a set
+    that passes while a champion serves gets ``challenger`` instead, and the online canary
+    decides (:func:`decide_canary`); the first set of all has nothing to be canaried
+    against and becomes champion.
     """
     missing = set(STAGES) - set(models)
     if missing:
@@ -229,7 +237,9 @@ def register_set_and_gate(
             REGISTERED_NAMES[STAGES[0]], current.versions[STAGES[0]]
         ).tags.get(METRIC_TAG)
         champion_metric = float(tag) if tag is not None else None
-    promoted = refused is None and gate_passes(float(metric), champion_metric, higher_is_better)
+    passes = refused is None and gate_passes(float(metric), champion_metric, higher_is_better)
+    challenger = passes and canary and current is not None
+    promoted = passes and not challenger
     versions: dict[str, str] = {}
     for stage in STAGES:
         name = REGISTERED_NAMES[stage]
@@ -256,12 +266,89 @@ def register_set_and_gate(
         champion_versions=dict(current.versions) if current is not None else None,
         promoted=promoted,
         refused=refused,
+        challenger=challenger,
     )
     for stage in STAGES:
         name, version = REGISTERED_NAMES[stage], versions[stage]
         client.set_model_version_tag(name, version, "gate", decision.reason)
         client.set_model_version_tag(name, version, "promoted", str(promoted).lower())
-    if promoted:
+    if promoted or challenger:
+        alias = CHAMPION if promoted else CHALLENGER
         for stage in STAGES:
-            client.set_registered_model_alias(REGISTERED_NAMES[stage], CHAMPION, versions[stage])
+            client.set_registered_model_alias(REGISTERED_NAMES[stage], alias, versions[stage])
     return decision
+
+
+# -- the canary -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    """What the canary's numbers say: ``promote``, ``rollback`` or ``wait``, and why."""
+
+    action: str
+    reason: str
+    p_value: float | None = None
+
+
+def decide_canary(
+    champion_clicks: int,
+    champion_lists: int,
+    challenger_clicks: int,
+    challenger_lists: int,
+    *,
+    margin: float,
+    min_lists: int,
+    alpha: float = 0.05,
+) -> CanaryDecision:
+    """A fixed-horizon non-inferiority test of the challenger's CTR against the champion's.
+
+    Wait until each side served ``min_lists`` lists; then test H0: ``ctr_challenger <=
+    ctr_champion - margin`` one-sided with the unpooled normal statistic (Wald); promote
+    when H0 is rejected at ``alpha`` (the challenger is not worse by more than the margin),
+    roll back otherwise. Decided once, at the horizon: looking repeatedly and stopping at
+    the first good look would inflate the error, so ``streamrec promote`` run before the
+    horizon only waits.
+    """
+    from scipy import stats
+
+    if min(champion_lists, challenger_lists) < min_lists:
+        return CanaryDecision(
+            "wait",
+            f"{challenger_lists} challenger and {champion_lists} champion lists of the "
+            f"{min_lists} each needed",
+        )
+    p0 = champion_clicks / champion_lists
+    p1 = challenger_clicks / challenger_lists
+    variance = p0 * (1 - p0) / champion_lists + p1 * (1 - p1) / challenger_lists
+    if variance == 0.0:
+        not_worse = p1 > p0 - margin
+        p_value = 0.0 if not_worse else 1.0
+    else:
+        z = (p1 - p0 + margin) / variance**0.5
+        p_value = float(stats.norm.sf(z))
+    verdict = (
+        f"challenger CTR {p1:.4f} vs champion {p0:.4f} over {challenger_lists}/"
+        f"{champion_lists} lists, margin {margin}: non-inferiority p={p_value:.4g}"
+    )
+    if p_value < alpha:
+        return CanaryDecision("promote", verdict, p_value)
+    return CanaryDecision("rollback", verdict, p_value)
+
+
+def finish_canary(client: MlflowClient, decision: CanaryDecision) -> dict[str, str] | None:
+    """Act on a decision: move ``champion`` to the challenger set (promote) or drop its
+    ``challenger`` alias (rollback), and record the decision on its versions. Returns the
+    challenger's versions, None when no set holds the alias."""
+    challenger = find_champion_set(client, CHALLENGER)
+    if challenger is None or decision.action == "wait":
+        return None
+    for stage in STAGES:
+        name, version = REGISTERED_NAMES[stage], challenger.versions[stage]
+        client.set_model_version_tag(name, version, "canary", decision.action)
+        client.set_model_version_tag(name, version, "canary_reason", decision.reason)
+        if decision.action == "promote":
+            client.set_registered_model_alias(name, CHAMPION, version)
+            client.set_model_version_tag(name, version, "promoted", "true")
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return dict(challenger.versions)

@@ -30,7 +30,13 @@ from api.metrics import ApiMetrics
 from api.ports import ItemStats
 from serving.cascade import ItemFeatures, ServingSet
 from serving.loading import SetLoadError, build_cascade
-from streamrec.infra.model_store import ChampionSet, StageFolder, find_champion_set, read_folder
+from streamrec.infra.model_store import (
+    CHAMPION,
+    ChampionSet,
+    StageFolder,
+    find_champion_set,
+    read_folder,
+)
 from streamrec.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +64,9 @@ def _mlflow_errors() -> tuple[type[BaseException], ...]:
 
 
 class ChampionWatcher:
-    def __init__(self, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: ApiMetrics, alias: str = CHAMPION) -> None:
+        # ``challenger`` for the canary's set: the same watcher, another alias.
+        self.alias = alias
         self._settings = settings
         self._metrics = metrics
         self._client: Any = None
@@ -78,7 +86,7 @@ class ChampionWatcher:
             self._client = self._open_client()
             if self._client is None:
                 return None
-        return find_champion_set(self._client)
+        return find_champion_set(self._client, self.alias)
 
     def _open_client(self) -> Any:
         from mlflow import MlflowClient
@@ -170,9 +178,11 @@ class ChampionWatcher:
         seconds = time.perf_counter() - started
         self._metrics.model_loads.labels("loaded").inc()
         self._metrics.model_load_seconds.set(seconds)
-        if serving is not None:  # 0, not removed: removal is unsupported in multiprocess mode
-            self._metrics.model_info.labels(serving.cascade.label, serving.cascade.set_id).set(0)
-        self._metrics.model_info.labels(champion.label, champion.set_id).set(1)
+        if self.alias == CHAMPION:  # the served-model gauge is the champion's
+            if serving is not None:  # 0, not removed: unsupported in multiprocess mode
+                info = self._metrics.model_info
+                info.labels(serving.cascade.label, serving.cascade.set_id).set(0)
+            self._metrics.model_info.labels(champion.label, champion.set_id).set(1)
         missing = ", ".join(f"{s}: {e}" for s, e in cascade.stage_errors.items())
         self.status = champion.label + (f" (falling back for {missing})" if missing else "")
         logger.info(

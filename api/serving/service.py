@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -21,17 +22,18 @@ from functools import partial
 
 import anyio
 
+from api.experiments.book import ExperimentBook
+from api.experiments.plan import Pick, plan_list
 from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
 from api.serving.baseline import MODEL_VERSION, Scored, reason, recommend
 from api.serving.champion import ChampionWatcher
 from api.state import RecommenderState
-from serving.cascade import LEARNED_SOURCES, CascadeAnswer, ServingSet, serve
+from serving.cascade import LEARNED_SOURCES, POPULAR_REASON, CascadeAnswer, ServingSet, serve
 from streams.events import RecommendationServed, RecommendedItem
 
 logger = logging.getLogger(__name__)
 
-VARIANT = "default"
 # Cascade inferences at once. One: the cascade's many small kernels hold the GIL between
 # them, so two callers in threads got less done than one (bench/cascade_request.py), and
 # the other core stays free for the event loop and the feature reads.
@@ -91,8 +93,12 @@ class RecommendationService:
         served_log: ServedLog,
         metrics: ApiMetrics,
         champion: ChampionWatcher | None = None,
+        experiments: ExperimentBook | None = None,
+        challenger: ChampionWatcher | None = None,
     ) -> None:
         self._reader = reader
+        self._experiments = experiments
+        self._challenger = challenger
         self._state = state
         self._served_log = served_log
         self._metrics = metrics
@@ -103,33 +109,79 @@ class RecommendationService:
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
         started = time.perf_counter()
         recent = await self._user_recent(user_id)
-        titles = self._state.catalogue.titles
-        # Read once: a set swapped in during this request serves the next one.
-        serving = self._champion.current if self._champion is not None else None
-        answer = await self._cascade(serving, user_id, recent, k) if serving else None
-        if answer is not None:
-            model_version = answer.model_version
-            items = [(p.item_id, p.score, p.reason) for p in answer.picks]
-        else:
-            model_version = MODEL_VERSION
-            items = [(s.item_id, s.score, reason(s, titles)) for s in self._baseline(recent, k)]
+        request_id = uuid.uuid4().hex
+        # The experiments pick the strategy (``api.experiments.plan``); outside them, the
+        # champion as before.
+        planned = await plan_list(
+            self._experiments.current if self._experiments is not None else (),
+            user_id,
+            request_id,
+            k,
+            partial(self._strategy_list, user_id, recent),
+            partial(self._pool, recent),
+        )
         served = RecommendationServed(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             user_id=user_id,
-            variant=VARIANT,
-            model_version=model_version,
+            variant=planned.variant,
+            experiment=planned.experiment,
+            model_version=planned.model_version,
             items=tuple(
-                RecommendedItem(item_id=item_id, rank=rank, score=round(score, 6), reason=why)
-                for rank, (item_id, score, why) in enumerate(items, start=1)
+                RecommendedItem(
+                    item_id=pick.item_id,
+                    rank=rank,
+                    score=round(pick.score, 6),
+                    reason=pick.reason,
+                    variant=pick.variant,
+                    propensity=pick.propensity,
+                )
+                for rank, pick in enumerate(planned.picks, start=1)
             ),
         )
         kind = "personal" if recent is not None else "cold_start"
         self._metrics.recommendations.labels(kind, channel).inc()
-        self._metrics.recommend_seconds.labels(VARIANT, channel).observe(
+        self._metrics.recommend_seconds.labels(planned.variant, channel).observe(
             time.perf_counter() - started
         )
         self._served_log.record(served)
         return served
+
+    async def _strategy_list(
+        self, user_id: str, recent: RecentItems | None, strategy: str, k: int, rng: random.Random
+    ) -> tuple[str, list[Pick]]:
+        """One strategy's list (``api.experiments.definitions.STRATEGIES``), best first."""
+        if strategy in ("champion", "challenger"):
+            watcher = self._champion if strategy == "champion" else self._challenger
+            serving = watcher.current if watcher is not None else None
+            answer = await self._cascade(serving, user_id, recent, k) if serving else None
+            if answer is not None:
+                return answer.model_version, [
+                    Pick(p.item_id, p.score, p.reason) for p in answer.picks
+                ]
+            strategy = "baseline"  # no set holds the alias yet (or it failed): as before
+        titles = self._state.catalogue.titles
+        if strategy == "random":
+            pool = self._pool(recent)
+            chosen = rng.sample(list(pool), min(k, len(pool)))
+            return "random", [Pick(item, 0.0, "exploring") for item in chosen]
+        if strategy == "popularity":  # the online counts' ranking, less the user's items
+            seen = self._pool_excludes(recent)
+            ranking = self._state.popularity
+            popular = [item for item in ranking.items if item not in seen][:k]
+            return "popularity", [
+                Pick(item, ranking.scores[item], POPULAR_REASON) for item in popular
+            ]
+        scored = self._baseline(recent, k)
+        return MODEL_VERSION, [Pick(s.item_id, s.score, reason(s, titles)) for s in scored]
+
+    def _pool(self, recent: RecentItems | None) -> list[str]:
+        """Every item the API knows, less what the user has: what exploration draws from."""
+        seen = self._pool_excludes(recent)
+        return [item for item in self._state.popularity.items if item not in seen]
+
+    @staticmethod
+    def _pool_excludes(recent: RecentItems | None) -> set[str]:
+        return set(recent.seen) | set(recent.items) if recent is not None else set()
 
     def _baseline(self, recent: RecentItems | None, k: int) -> list[Scored]:
         started = time.perf_counter()

@@ -33,6 +33,8 @@ import torch
 STAGES: tuple[str, ...] = ("lightgcn", "din", "ranknet")
 REGISTERED_NAMES: dict[str, str] = {stage: f"streamrec-{stage}" for stage in STAGES}
 CHAMPION = "champion"
+# A set that passed the offline gate, waiting for its canary (``streamrec promote``).
+CHALLENGER = "challenger"
 SET_TAG = "model_set"
 STATE_FILE = "state_dict.pt"
 CONFIG_FILE = "config.json"
@@ -86,10 +88,10 @@ class ChampionSet:
         return "cascade-" + "-".join(f"{stage}.v{self.versions[stage]}" for stage in STAGES)
 
 
-def find_champion_set(client: Any) -> ChampionSet | None:
-    """The current champion set, or None when some stage has no champion or the stages'
-    champions come from different sets (a promotion is under way). ``client`` is an
-    ``mlflow.MlflowClient``."""
+def find_champion_set(client: Any, alias: str = CHAMPION) -> ChampionSet | None:
+    """The current champion set (or the set holding ``alias``, e.g. ``challenger``), or
+    None when some stage has no such alias or the stages' aliases point into different
+    sets (a promotion is under way). ``client`` is an ``mlflow.MlflowClient``."""
     from mlflow.exceptions import MlflowException
 
     versions: dict[str, str] = {}
@@ -97,7 +99,7 @@ def find_champion_set(client: Any) -> ChampionSet | None:
     sets: set[str] = set()
     for stage in STAGES:
         try:
-            version = client.get_model_version_by_alias(REGISTERED_NAMES[stage], CHAMPION)
+            version = client.get_model_version_by_alias(REGISTERED_NAMES[stage], alias)
         except MlflowException:
             return None
         versions[stage] = str(version.version)

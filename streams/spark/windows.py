@@ -113,6 +113,8 @@ def event_schema() -> StructType:
             StructField("rank", LongType()),
             StructField("score", DoubleType()),
             StructField("reason", StringType()),
+            StructField("variant", StringType()),
+            StructField("propensity", DoubleType()),
         ]
     )
     return StructType(
@@ -128,6 +130,7 @@ def event_schema() -> StructType:
             StructField("request_id", StringType()),
             StructField("variant", StringType()),
             StructField("model_version", StringType()),
+            StructField("experiment", StringType()),
             StructField("items", ArrayType(item)),
             StructField("rank", LongType()),
         ]

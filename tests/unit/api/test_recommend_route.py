@@ -25,7 +25,15 @@ async def test_response_shape(api: RunningApp) -> None:
     response = await api.client.get("/recommend", params={"user_id": "u1", "k": 3})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"request_id", "user_id", "variant", "model_version", "items"}
+    assert set(body) == {
+        "request_id",
+        "user_id",
+        "variant",
+        "experiment",
+        "model_version",
+        "items",
+    }
+    assert body["experiment"] is None
     assert body["user_id"] == "u1"
     assert body["variant"] == "default"
     assert body["model_version"] == "baseline-item-knn-v1"

@@ -1,0 +1,1 @@
+"""Online experiments: definitions and assignment, the in-process book, the statistics."""
