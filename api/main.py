@@ -226,12 +226,15 @@ async def _open_kafka_sink(settings: Settings) -> AsyncIterator[EventSink]:
 
 def _kafka_replay_sink(settings: Settings) -> SinkFactory:
     def open_sink() -> tuple[Sink, Callable[[], None]]:
-        # The CLI's sink over the project's one producer; a replay closes its own.
+        # The CLI's sink; a replay closes its own.
         from replay.kafka_sink import KafkaSink
-        from streams.producer import EventProducer
 
-        producer = EventProducer(settings.bootstrap_servers, Topics(settings.topic_prefix))
-        return KafkaSink(producer), producer.close
+        sink = KafkaSink(
+            settings.bootstrap_servers,
+            Topics(settings.topic_prefix).interactions,
+            **settings.kafka_security(),
+        )
+        return sink, sink.close
 
     return open_sink
 
