@@ -16,10 +16,10 @@ compares the bytes with the contract's encoder.
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydantic_core
@@ -123,10 +123,10 @@ def encode_rows(batch: pa.RecordBatch, *, offset_ms: int = 0) -> Records:
     )
     keys = pc.cast(users, pa.binary()).to_pylist()
     encoded = pc.cast(values, pa.binary()).to_pylist()
-    if not plain.all():
+    if not pc.all(plain).as_py():
         # The few rows the fast path cannot vouch for: the contract normalises or rejects.
         columns = (event_ids, times, users, items, actions, ratings)
-        for row in np.flatnonzero(~plain).tolist():
+        for row in pc.indices_nonzero(pc.invert(plain)).to_pylist():
             keys[row], encoded[row] = _encode_one(*(column[row].as_py() for column in columns))
     return Records(keys, encoded)
 
@@ -143,7 +143,7 @@ def _plain_rows(
     items: pa.Array,
     actions: pa.Array,
     ratings: pa.Array,
-) -> np.ndarray:
+) -> pa.Array:
     """True where the contract would accept the row unchanged (see the module docstring)."""
     checks = [_plain_ids(ids) for ids in (event_ids, users, items)]
     checks.append(
@@ -156,7 +156,7 @@ def _plain_rows(
     for check in checks[1:]:
         plain = pc.and_kleene(plain, check)
     # A null anywhere (an id, a time) is not plain: the contract says what is wrong.
-    return np.asarray(pc.fill_null(plain, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return pc.fill_null(plain, False)
 
 
 def _plain_ids(ids: pa.Array) -> pa.Array:
@@ -175,7 +175,7 @@ def _rating_json(ratings: pa.Array) -> pa.Array:
     encoded = pc.dictionary_encode(as_float)
     formatted = pa.array(
         [
-            pydantic_core.to_json(value).decode() if np.isfinite(value) else "null"
+            pydantic_core.to_json(value).decode() if math.isfinite(value) else "null"
             for value in encoded.dictionary.to_pylist()
         ],
         type=pa.string(),
