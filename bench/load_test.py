@@ -57,7 +57,7 @@ def bare_app() -> Iterator[str]:
         process.wait(10)
 
 
-def wait_ready(url: str, path: str = "/readyz", timeout: float = 180) -> None:
+def wait_ready(url: str, path: str = "/readyz", timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -66,7 +66,10 @@ def wait_ready(url: str, path: str = "/readyz", timeout: float = 180) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"{url}{path} did not answer 200 within {timeout:.0f}s")
+    raise SystemExit(
+        f"{url}{path} did not answer 200 within {timeout:.0f}s: start the API first "
+        "(`make demo`, or `streamrec serve` on a replayed log) or pass --url"
+    )
 
 
 def run_locust(url: str, scenario: str, users: int, seconds: int, out: Path) -> None:
