@@ -2,7 +2,7 @@
 shared, busy machine disturbs far less than latency.
 
     .venv/bin/python bench/request_cpu.py --api NAME=URL:PID [--api ...] [--requests 2000]
-        [--concurrency 16] [--repeats 3] [--ingest-key KEY]
+        [--concurrency 16] [--repeats 3] [--ingest-keys K1,K2,...]
 
 For each repeat and API in turn: ``--requests`` of ``GET /recommend`` (random MovieLens
 users) and of ``POST /events``, ``--concurrency`` at a time, and the CPU seconds the API's
@@ -29,7 +29,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def load(url: str, target: str, requests: int, concurrency: int, key: str) -> int:
+async def load(url: str, target: str, requests: int, concurrency: int, keys: list[str]) -> int:
     rng = random.Random(3)
     failures = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -46,7 +46,7 @@ async def load(url: str, target: str, requests: int, concurrency: int, key: str)
                     response = await http.get("/recommend", params={"user_id": user, "k": 10})
                 else:
                     body = {"user_id": user, "item_id": str(rng.randint(1, 1682)), "action": "view"}
-                    headers = {"X-Ingest-Key": key} if key else {}
+                    headers = {"X-Ingest-Key": rng.choice(keys)} if keys else {}
                     response = await http.post("/events", json=body, headers=headers)
                 failures += response.status_code >= 300
 
@@ -60,20 +60,25 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ingest-key", default="")
+    parser.add_argument(
+        "--ingest-keys",
+        default="",
+        help="comma-separated; events spread over them (the rate limit is per client)",
+    )
     args = parser.parse_args()
     apis = []
     for spec in args.api:
         name, _, rest = spec.partition("=")
         url, _, pid = rest.rpartition(":")
         apis.append((name, url, int(pid)))
+    keys = [key for key in args.ingest_keys.split(",") if key]
     per_request: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):
         for target in ("recommend", "events"):
             for name, url, pid in apis:
                 before = cpu_seconds(pid)
                 failed = asyncio.run(
-                    load(url, target, args.requests, args.concurrency, args.ingest_key)
+                    load(url, target, args.requests, args.concurrency, keys)
                 )
                 used = cpu_seconds(pid) - before
                 per_request.setdefault((target, name), []).append(1000 * used / args.requests)
