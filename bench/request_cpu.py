@@ -77,9 +77,7 @@ def main() -> int:
         for target in ("recommend", "events"):
             for name, url, pid in apis:
                 before = cpu_seconds(pid)
-                failed = asyncio.run(
-                    load(url, target, args.requests, args.concurrency, keys)
-                )
+                failed = asyncio.run(load(url, target, args.requests, args.concurrency, keys))
                 used = cpu_seconds(pid) - before
                 per_request.setdefault((target, name), []).append(1000 * used / args.requests)
                 print(
