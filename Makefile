@@ -14,7 +14,7 @@ TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CU
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
 	STREAMREC_PROMETHEUS_PORT=19090
 
-.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench
+.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -22,8 +22,9 @@ help:
 	@echo "make stop   stop the demo's worker, API and services"
 	@echo "make api-check  replay MovieLens-100K to T, train --until T, serve, score /recommend after T"
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
+	@echo "make loadtest  open-loop load (vegeta) on the running API (make demo) and a bare FastAPI app"
 
-install: install-uv install-python install-redis install-prometheus install-kafka install-spark install-compose-spec install-ui install-browser
+install: install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser
 
 # The Compose specification's validator (compose-go's own loader), for the check of
 # docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
@@ -64,8 +65,8 @@ install-prometheus:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 		$$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }
 
-# vegeta, the fixed-arrival-rate load generator of bench/load_test.py (needs Go; not part
-# of `make install`: only the load test uses it).
+# vegeta, the fixed-arrival-rate (open-loop) load generator of `make loadtest`
+# (bench/open_loop.py); built with Go from the module proxy, pinned.
 VEGETA_VERSION := v12.12.0
 install-vegeta:
 	@command -v vegeta >/dev/null 2>&1 || test -x $$(go env GOPATH)/bin/vegeta || \
@@ -115,3 +116,10 @@ lint: install-python
 
 bench: install
 	@cat bench/README.md
+
+# Against the API of the settings (`make demo`'s, or STREAMREC_API_PORT): GET /recommend at
+# 50/200/400/800 requests/s and a bare FastAPI app at the same rates, in one run.
+# More: `make loadtest LOADTEST_ARGS="--targets recommend events --seconds 30"`.
+LOADTEST_ARGS ?=
+loadtest: install-python install-vegeta
+	$(VENV)/bin/python bench/load_test.py $(LOADTEST_ARGS)

@@ -36,7 +36,7 @@ from api.body_limit import BodySizeLimit
 from api.deps import Services
 from api.errors import validation_error_response
 from api.experiments.book import ExperimentBook
-from api.ingest import IngestGuard
+from api.ingest import CountStorage, IngestGuard, memory_counts, redis_counts
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
 from api.replay_control import ReplayControl, SinkFactory
@@ -83,6 +83,7 @@ def create_app(
     features_marker: FeaturesMarker | None = None,
     replay_sink: SinkFactory | None = None,
     experiment_store: ExperimentStore | None = None,
+    ingest_counts: CountStorage | None = None,
 ) -> FastAPI:
     api_metrics = metrics if metrics is not None else ApiMetrics()
     replay_control = ReplayControl(
@@ -180,7 +181,10 @@ def create_app(
     app.state.settings = settings
     app.state.replay = replay_control
     app.state.metrics = api_metrics
-    app.state.ingest_guard = IngestGuard(settings)
+    app.state.ingest_guard = IngestGuard(
+        settings,
+        ingest_counts if ingest_counts is not None else _default_ingest_counts(settings, features),
+    )
     app.state.stream_hub = StreamHub(settings.sse_max_streams_per_user, settings.sse_max_streams)
     app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)
     # Added last, so it runs first: an oversized body is refused before anything reads it.
@@ -217,6 +221,7 @@ def run(settings: Settings) -> None:
         # Open SSE streams are ended by sse-starlette on shutdown; don't wait for them long.
         timeout_graceful_shutdown=10,
         log_level="info",
+        access_log=settings.api_access_log,
     )
 
 
@@ -232,13 +237,45 @@ def _report_task_end(task: asyncio.Task[None]) -> None:
 async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]:
     # Feast is a heavy import; only a process that reads the real store pays for it.
     from api.adapters.feast_features import FeastFeatureReader
+    from streamrec.infra import feast_redis
     from streamrec.infra.feast_store import open_store
     from streamrec.infra.seen import RedisSeenItems
 
     store = await anyio.to_thread.run_sync(open_store, settings)
     redis_url = settings.redis_connection_url
     seen = RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None
-    yield FeastFeatureReader(store, seen=seen)
+    feast = FeastFeatureReader(store, seen=seen)
+    if redis_url is None or not feast_redis.supports(store.config):
+        yield feast
+        return
+    # A plain Redis store: a request's user row and seen set in one round trip.
+    import redis.asyncio as aioredis
+    from feast.infra.online_stores.helpers import compute_versioned_name
+
+    from api.adapters.redis_features import RedisFeatureReader
+    from feature_repo.definitions import user_recent
+    from feature_repo.fields import USER_RECENT
+
+    view = compute_versioned_name(
+        user_recent, store.config.registry.enable_online_feature_view_versioning
+    )
+    rows = feast_redis.RedisRowReader(store.config, view, "user_id", list(USER_RECENT))
+    reader = RedisFeatureReader(
+        aioredis.Redis.from_url(redis_url), rows, feast, settings.topic_prefix
+    )
+    try:
+        yield reader
+    finally:
+        await reader.close()
+
+
+def _default_ingest_counts(settings: Settings, features: FeatureReader | None) -> CountStorage:
+    """POST /events counts in Redis beside the features it serves, so that every API
+    process shares them; in this process for an app over injected adapters (tests)."""
+    redis_url = settings.redis_connection_url
+    if features is not None or redis_url is None:
+        return memory_counts
+    return redis_counts(redis_url, settings.topic_prefix)
 
 
 def _default_features_marker(settings: Settings) -> FeaturesMarker | None:
@@ -262,12 +299,15 @@ async def _open_kafka_sink(settings: Settings) -> AsyncIterator[EventSink]:
 
 def _kafka_replay_sink(settings: Settings) -> SinkFactory:
     def open_sink() -> tuple[Sink, Callable[[], None]]:
-        # The CLI's sink over the project's one producer; a replay closes its own.
+        # The CLI's sink; a replay closes its own.
         from replay.kafka_sink import KafkaSink
-        from streams.producer import EventProducer
 
-        producer = EventProducer(settings.bootstrap_servers, Topics(settings.topic_prefix))
-        return KafkaSink(producer), producer.close
+        sink = KafkaSink(
+            settings.bootstrap_servers,
+            Topics(settings.topic_prefix).interactions,
+            **settings.kafka_security(),
+        )
+        return sink, sink.close
 
     return open_sink
 

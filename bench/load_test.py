@@ -1,151 +1,170 @@
-"""The staging load test: Locust's scenarios, then an open-loop constant-rate run.
+"""The load test: open-loop constant-rate runs against a running API, with a bare FastAPI
+app (and optionally another build of the API) measured in the same run for the ratio.
 
-    .venv/bin/python bench/load_test.py [--url http://127.0.0.1:8000] [--rates 50 200 400]
-        [--seconds 30] [--locust-seconds 30] [--locust-users 20] [--out reports/load]
+    .venv/bin/python bench/load_test.py [--url http://127.0.0.1:8000] [--rates 50 200 400 800]
+        [--seconds 20] [--targets recommend events] [--compare-url URL] [--no-bare]
+        [--ingest-keys K1,K2,...] [--locust-seconds 0] [--out reports/load]
 
-Against a running API with MovieLens-100K replayed (`make demo`, or `scripts/demo.sh` with
-your ports). Locust runs each scenario of ``bench/locustfile.py`` headless and writes its
-CSV statistics. Locust is closed-loop (a slow answer delays the next request and hides the
-tail), so the latency figures come from vegeta at a fixed arrival rate: each rate runs for
-``--seconds`` and reports p50/p95/p99 and the share of errors. Vegeta is a Go tool:
-`make install-vegeta`. The dashboard (deploy/grafana) shows the run live.
+``make loadtest`` runs it against the API of the settings (``make demo``'s). For each rate,
+each system is attacked in turn (ours, the comparison, the bare app), so all see the same
+machine load; the table has p50/p95/p99, the achieved rate and the errors, and per system
+the highest rate held with p99 <= 50 ms and no errors, as a share of the bare app's.
+Vegeta (``make install-vegeta``, part of ``make install``) is the open-loop generator
+(``bench/open_loop.py``). POST /events counts against the per-client rate limit: pass the
+API's ingest keys so that the load spreads over several clients. Locust's closed-loop
+scenarios (``bench/locustfile.py``) run first when ``--locust-seconds`` is above 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
-import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
+from bench.open_loop import (
+    TABLE_HEADER,
+    Report,
+    attack,
+    events_targets,
+    recommend_targets,
+    table_row,
+)
+from streamrec.infra.processes import free_port
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import load_settings
 
 SCENARIOS = ("BrowsingUser", "HighLoadUser", "SwitchingUser", "ErraticTimeUser")
+P99_OBJECTIVE_MS = 50.0
 
 
-def _vegeta() -> str:
-    found = shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta")
-    if not Path(found).exists():
-        raise SystemExit("vegeta is missing: `make install-vegeta` (needs Go)")
-    return found
+@contextmanager
+def bare_app() -> Iterator[str]:
+    """``bench/bare_api.py`` on a free port, for as long as the context is open."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.bare_api", str(port)], cwd=REPO_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, "/healthz")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wait_ready(url: str, path: str = "/readyz", timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(
+        f"{url}{path} did not answer 200 within {timeout:.0f}s: start the API first "
+        "(`make demo`, or `streamrec serve` on a replayed log) or pass --url"
+    )
 
 
 def run_locust(url: str, scenario: str, users: int, seconds: int, out: Path) -> None:
     locust = Path(sys.executable).with_name("locust")
     command = [
-        str(locust),
-        "-f",
-        str(REPO_ROOT / "bench" / "locustfile.py"),
-        "--headless",
-        "--host",
-        url,
-        "-u",
-        str(users),
-        "-r",
-        str(max(1, users // 5)),
-        "-t",
-        f"{seconds}s",
-        "--csv",
-        str(out / scenario),
-        "--only-summary",
-        scenario,
-    ]
+        str(locust), "-f", str(REPO_ROOT / "bench" / "locustfile.py"), "--headless",
+        "--host", url, "-u", str(users), "-r", str(max(1, users // 5)), "-t", f"{seconds}s",
+        "--csv", str(out / scenario), "--only-summary", scenario,
+    ]  # fmt: skip
     subprocess.run(command, check=False, capture_output=True)
 
 
-def locust_row(out: Path, scenario: str) -> str:
-    """The Aggregated line of a scenario's CSV stats."""
-    import csv
-
-    with (out / f"{scenario}_stats.csv").open() as handle:
-        rows = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"]
-    r = rows[0]
-    return (
-        f"| {scenario} | {float(r['Requests/s']):.0f} | {r['50%']} | {r['95%']} | "
-        f"{r['99%']} | {r['Failure Count']}/{r['Request Count']} |"
-    )
+def capacity(reports: list[Report]) -> int:
+    """The highest offered rate held (no errors, rate achieved, p99 within the objective)
+    below the first rate that was not."""
+    held = 0
+    for report in sorted(reports, key=lambda r: r.rate):
+        if not report.meets(P99_OBJECTIVE_MS):
+            break
+        held = report.rate
+    return held
 
 
-def targets_file(url: str, out: Path, users: int = 943, n: int = 5000) -> Path:
-    """GET /recommend for returning users in random order; vegeta cycles through them."""
-    path = out / "targets.txt"
-    rng = random.Random(7)
-    path.write_text(
-        "".join(f"GET {url}/recommend?user_id={rng.randint(1, users)}&k=10\n" for _ in range(n))
-    )
-    return path
-
-
-def run_vegeta(vegeta: str, targets: Path, rate: int, seconds: int, out: Path) -> dict:
-    results = out / f"vegeta_{rate}.bin"
-    with results.open("wb") as sink:
-        subprocess.run(
-            [
-                vegeta,
-                "attack",
-                f"-targets={targets}",
-                f"-rate={rate}/s",
-                f"-duration={seconds}s",
-                "-timeout=10s",
-                "-max-workers=2000",
-            ],
-            stdout=sink,
-            check=True,
-        )
-    report = subprocess.run(
-        [vegeta, "report", "-type=json", str(results)], capture_output=True, check=True, text=True
-    )
-    return dict(json.loads(report.stdout))
-
-
-def vegeta_row(rate: int, report: dict) -> str:
-    ms = {q: report["latencies"][q] / 1e6 for q in ("50th", "95th", "99th", "max")}
-    errors = report["requests"] - round(report["success"] * report["requests"])
-    return (
-        f"| {rate} | {report['throughput']:.1f} | {ms['50th']:.1f} | {ms['95th']:.1f} | "
-        f"{ms['99th']:.1f} | {ms['max']:.0f} | {errors}/{report['requests']} "
-        f"{dict(report['status_codes'])} |"
-    )
-
-
-def main() -> None:
+def main() -> int:
     settings = load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=f"http://127.0.0.1:{settings.api_port}")
-    parser.add_argument("--rates", type=int, nargs="+", default=[50, 200, 400])
-    parser.add_argument("--seconds", type=int, default=30, help="per constant rate")
-    parser.add_argument("--locust-seconds", type=int, default=30, help="per scenario")
+    parser.add_argument("--compare-url", default=None, help="another API build, same load")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare FastAPI app")
+    parser.add_argument("--rates", type=int, nargs="+", default=[50, 200, 400, 800])
+    parser.add_argument("--seconds", type=float, default=20, help="per rate and system")
+    parser.add_argument(
+        "--targets", nargs="+", default=["recommend"], choices=["recommend", "events"]
+    )
+    parser.add_argument("--users", type=int, default=943, help="user ids 1..N (MovieLens-100K)")
+    parser.add_argument("--items", type=int, default=1682, help="item ids 1..N")
+    parser.add_argument(
+        "--ingest-keys",
+        default=settings.ingest_keys.get_secret_value() if settings.ingest_keys else "",
+    )
+    parser.add_argument("--locust-seconds", type=int, default=0, help="per Locust scenario")
     parser.add_argument("--locust-users", type=int, default=20)
-    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
     args = parser.parse_args()
-    vegeta = _vegeta()
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = ["## Locust (closed loop)", ""]
-    lines += [
-        "| scenario | req/s | p50 ms | p95 ms | p99 ms | failures |",
-        "|---|---|---|---|---|---|",
-    ]
-    for scenario in args.scenarios:
+    wait_ready(args.url)
+    systems = {"streamrec": args.url}
+    if args.compare_url:
+        wait_ready(args.compare_url)
+        systems["compare"] = args.compare_url
+    lines: list[str] = []
+    for scenario in SCENARIOS if args.locust_seconds > 0 else ():
         run_locust(args.url, scenario, args.locust_users, args.locust_seconds, args.out)
-        lines.append(locust_row(args.out, scenario))
-        print(lines[-1], flush=True)
-    lines += ["", "## vegeta, GET /recommend at a constant arrival rate (open loop)", ""]
-    lines += [
-        "| rate/s | achieved/s | p50 ms | p95 ms | p99 ms | max ms | errors (status codes) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    targets = targets_file(args.url, args.out)
-    for rate in args.rates:
-        lines.append(vegeta_row(rate, run_vegeta(vegeta, targets, rate, args.seconds, args.out)))
-        print(lines[-1], flush=True)
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"locust {scenario}: see {args.out / scenario}_stats.csv")
+    keys = [k.strip() for k in args.ingest_keys.split(",") if k.strip()]
+    with bare_app() if not args.no_bare else _nothing() as bare_url:
+        if bare_url:
+            systems["bare FastAPI"] = bare_url
+        results: dict[tuple[str, str], list[Report]] = {}
+        lines += [TABLE_HEADER]
+        print(TABLE_HEADER, flush=True)
+        for target in args.targets:
+            for rate in args.rates:
+                for name, url in systems.items():
+                    path = args.out / f"{target}_{name.replace(' ', '_')}.targets"
+                    if target == "recommend":
+                        targets = recommend_targets(url, path, args.users)
+                    else:
+                        targets = events_targets(url, path, args.users, args.items, keys)
+                    report = attack(
+                        targets, rate, args.seconds, args.out, json_targets=target == "events"
+                    )
+                    results.setdefault((target, name), []).append(report)
+                    lines.append(table_row(f"{name} {target}", report))
+                    print(lines[-1], flush=True)
+        lines.append("")
+        for target in args.targets:
+            floor = capacity(results.get((target, "bare FastAPI"), []))
+            for name in systems:
+                held = capacity(results[(target, name)])
+                share = f", {held / floor:.0%} of the bare app's" if floor and bare_url else ""
+                lines.append(
+                    f"{name} {target}: held {held}/s with p99 <= {P99_OBJECTIVE_MS:.0f} ms "
+                    f"and no errors{share}"
+                )
+    summary = "\n".join(lines) + "\n"
+    (args.out / "summary.md").write_text(summary)
+    print(summary)
+    return 0
+
+
+@contextmanager
+def _nothing() -> Iterator[str]:
+    yield ""
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -91,7 +91,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
     from replay.progress import ProgressLine
     from replay.replayer import Replayer, ReplayError
     from streams.events import Topics
-    from streams.producer import DeliveryFailed, EventProducer
+    from streams.producer import DeliveryFailed
     from streams.topics import ensure_topics
 
     name = args.source.partition(":")[0].strip()
@@ -125,11 +125,11 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
             1,
         )
     progress = ProgressLine()
-    producer = EventProducer(settings.bootstrap_servers, topics, **settings.kafka_security())
+    sink = KafkaSink(settings.bootstrap_servers, topics.interactions, **settings.kafka_security())
     try:
         replayer = Replayer(
             path,
-            KafkaSink(producer),
+            sink,
             speed=args.speed,
             since_ms=args.since,
             until_ms=args.until,
@@ -141,7 +141,7 @@ def replay_command(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(f"replay: {exc}", 1)
     finally:
         try:
-            producer.close()
+            sink.close()
         except DeliveryFailed as exc:
             print(f"replay: {exc}", file=sys.stderr)
     progress.finish(status)

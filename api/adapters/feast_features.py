@@ -40,17 +40,7 @@ class FeastFeatureReader:
 
     async def user_recent(self, user_id: str) -> RecentItems | None:
         columns, seen = await self._run(partial(self._read_user, user_id))
-        items = columns.get("recent_items", [None])[0]
-        if not items:
-            return None
-        times = columns.get("recent_times", [None])[0] or []
-        return RecentItems(
-            items=tuple(str(item) for item in items),
-            times=tuple(int(t) for t in times),
-            interaction_count=_int_or_none(columns.get("interaction_count", [None])[0]),
-            last_event_time=_int_or_none(columns.get("last_event_time", [None])[0]),
-            seen=seen,
-        )
+        return recent_items({name: values[0] for name, values in columns.items()}, seen)
 
     def _read_user(self, user_id: str) -> tuple[dict[str, list[Any]], frozenset[str]]:
         """The user's features and seen set, in one trip to the thread pool."""
@@ -95,6 +85,21 @@ class FeastFeatureReader:
             # Feast surfaces store failures as many types (redis, sqlite, registry errors);
             # every one of them means the same thing to the API: the store did not answer.
             raise PortUnavailable(f"online store read failed: {type(exc).__name__}: {exc}") from exc
+
+
+def recent_items(row: dict[str, Any], seen: frozenset[str]) -> RecentItems | None:
+    """A user's ``user_recent`` row (feature name to value) as RecentItems; None when the
+    row has no recent items (an unknown user)."""
+    items = row.get("recent_items")
+    if not items:
+        return None
+    return RecentItems(
+        items=tuple(str(item) for item in items),
+        times=tuple(int(t) for t in row.get("recent_times") or []),
+        interaction_count=_int_or_none(row.get("interaction_count")),
+        last_event_time=_int_or_none(row.get("last_event_time")),
+        seen=seen,
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

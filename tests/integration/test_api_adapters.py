@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 import redis
+import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from feast import FeatureStore
 
 from api.adapters.feast_features import FeastFeatureReader
 from api.adapters.kafka_sink import KafkaEventSink, open_kafka_sink
 from api.adapters.redis_changes import RedisChangeFeed, open_redis_change_feed
+from api.adapters.redis_features import RedisFeatureReader
 from api.ports import EventSinkError, ItemStats, PortUnavailable, RecentItems
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.notify import user_changed_channel
@@ -320,3 +322,69 @@ async def test_redis_feed_recovers_after_its_pubsub_connection_is_killed(
         await worker_notify(user)
         await asyncio.wait_for(subscription.changed(), ARRIVAL_SECONDS)
     await redis_feed.ping()
+
+
+class TestRedisFeatureReader(TestFeastFeatureReaderOnRedis):
+    """The API's per-request reader: Feast's rows read in one pipelined round trip."""
+
+    @pytest.fixture
+    async def reader(  # type: ignore[override]
+        self, redis_feast_store: FeatureStore, live_settings: Settings
+    ) -> AsyncIterator[RedisFeatureReader]:
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        from feature_repo.definitions import user_recent
+        from feature_repo.fields import USER_RECENT
+        from streamrec.infra.feast_redis import RedisRowReader
+
+        config = redis_feast_store.config
+        view = compute_versioned_name(
+            user_recent, config.registry.enable_online_feature_view_versioning
+        )
+        reader = RedisFeatureReader(
+            aioredis.Redis.from_url(_redis_url(live_settings)),
+            RedisRowReader(config, view, "user_id", list(USER_RECENT)),
+            FeastFeatureReader(redis_feast_store),
+            live_settings.topic_prefix,
+        )
+        yield reader
+        await reader.close()
+
+
+async def test_redis_reader_reads_the_seen_set_in_the_same_trip(
+    redis_feast_store: FeatureStore, live_settings: Settings
+) -> None:
+    from feast.infra.online_stores.helpers import compute_versioned_name
+
+    from feature_repo.definitions import user_recent
+    from feature_repo.fields import USER_RECENT
+    from streamrec.infra.feast_redis import RedisRowReader
+    from streamrec.infra.seen import RedisSeenItems
+
+    user = unique("user")
+    recent = RecentItems(
+        items=("i2", "i1"), times=(2_000, 1_000), interaction_count=2, last_event_time=2_000
+    )
+    sink = FeastFeatureSink(redis_feast_store)
+    await anyio.to_thread.run_sync(
+        lambda: sink.push(USER_PUSH_SOURCE, user_rows([(user, _user_state(user, recent))]))
+    )
+    seen = RedisSeenItems(_redis_url(live_settings), live_settings.topic_prefix)
+    seen.add({user: ["i1", "i2", "old"]})
+    config = redis_feast_store.config
+    view = compute_versioned_name(
+        user_recent, config.registry.enable_online_feature_view_versioning
+    )
+    reader = RedisFeatureReader(
+        aioredis.Redis.from_url(_redis_url(live_settings)),
+        RedisRowReader(config, view, "user_id", list(USER_RECENT)),
+        FeastFeatureReader(redis_feast_store),
+        live_settings.topic_prefix,
+    )
+    try:
+        got = await reader.user_recent(user)
+        via_feast = await FeastFeatureReader(redis_feast_store, seen=seen).user_recent(user)
+    finally:
+        await reader.close()
+    assert got is not None and got.seen == frozenset({"i1", "i2", "old"})
+    assert got == via_feast

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from replay.dataset import EVENTS_SCHEMA
+from replay.encoding import Records
 from replay.replayer import ListSink, Replayer, ReplayError, ReplayStatus
 from streams.events import Interaction
 
@@ -120,16 +119,17 @@ def test_seek_forward_and_backward(tmp_path: Path, clock: FakeClock) -> None:
     replayer: Replayer
 
     class SeekingSink(ListSink):
-        def send(self, event: Interaction) -> Future[Any] | None:
-            super().send(event)
-            if event.event_id == "e1" and len(self.events) == 2:
+        def send(self, records: Records) -> None:
+            super().send(records)
+            event = self.events[-1]
+            if event.event_id == "e1" and len(self.records) == 2:
                 replayer.seek(T0 + 6500)  # forward, between events: next is e7
-            if event.event_id == "e8" and len(self.events) == 4:
+            if event.event_id == "e8" and len(self.records) == 4:
                 replayer.seek(T0 + 2000)  # backward, exactly on e2
-            return None
 
     sink = SeekingSink()
-    replayer = Replayer(log, sink, speed=None, clock=clock)
+    # One event per send, so that a seek can land between any two events.
+    replayer = Replayer(log, sink, speed=None, clock=clock, chunk_events=1)
     replayer.run()
     assert [e.event_id for e in sink.events] == [
         "e0",
@@ -180,19 +180,15 @@ def test_since_until(tmp_path: Path, clock: FakeClock) -> None:
 class FailingSink(ListSink):
     """Delivery of the third event fails, as a broker rejection would."""
 
-    def send(self, event: Interaction) -> Future[None]:
-        super().send(event)
-        future: Future[None] = Future()
-        if len(self.events) == 3:
-            future.set_exception(RuntimeError("broker said no"))
-        else:
-            future.set_result(None)
-        return future
+    def failures(self) -> tuple[int, BaseException | None]:
+        if len(self.records) >= 3:
+            return 1, RuntimeError("broker said no")
+        return 0, None
 
 
 def test_delivery_failure_stops_and_raises(tmp_path: Path, clock: FakeClock) -> None:
     log = write_log(tmp_path / "events.parquet", [i * 1000 for i in range(10)])
-    replayer = Replayer(log, FailingSink(), clock=clock)
+    replayer = Replayer(log, FailingSink(), clock=clock, chunk_events=1)
     with pytest.raises(ReplayError, match="1 events were not delivered.*broker said no"):
         replayer.run()
     status = replayer.status()
@@ -248,3 +244,26 @@ def test_progress_and_errors(log: Path, clock: FakeClock, tmp_path: Path) -> Non
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(ReplayError, match="not a readable Parquet log"):
         Replayer(tmp_path / "junk.parquet", ListSink())
+
+
+def test_a_sink_that_raises_fails_the_chunk(tmp_path: Path, clock: FakeClock) -> None:
+    class RaisingSink(ListSink):
+        def send(self, records: Records) -> None:
+            raise OSError("disk full")
+
+    log = write_log(tmp_path / "events.parquet", [i * 1000 for i in range(10)])
+    replayer = Replayer(log, RaisingSink(), clock=clock, chunk_events=4)
+    with pytest.raises(ReplayError, match="4 events were not delivered.*disk full"):
+        replayer.run()
+    assert replayer.status().events_sent == 0
+
+
+def test_a_row_outside_the_contract_fails_the_replay(tmp_path: Path, clock: FakeClock) -> None:
+    log = write_log(tmp_path / "events.parquet", [0, 1000])
+    table = pq.read_table(log).to_pylist()
+    table[1]["action"] = "like"
+    pq.write_table(pa.Table.from_pylist(table, schema=EVENTS_SCHEMA), log)
+    replayer = Replayer(log, ListSink(), clock=clock)
+    with pytest.raises(ReplayError, match="'e1' is not a valid Interaction.*action"):
+        replayer.run()
+    assert replayer.status().state == "failed"
