@@ -41,6 +41,7 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "archiver_metrics_port": free_port(),
         "spark_metrics_port": free_port(),
         "drift_metrics_port": free_port(),
+        "monitor_metrics_port": free_port(),
         "kafka_jars_dir": base.kafka_jars_dir.resolve(),
     }
     values.update(overrides)

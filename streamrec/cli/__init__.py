@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from streamrec.cli import data, serve, services, stream, train
+from streamrec.cli import data, monitor, serve, services, stream, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.register(sub)
     serve.register(sub)
     train.register(sub)
+    monitor.register(sub)
     return parser
 
 
