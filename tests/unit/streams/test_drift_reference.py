@@ -103,9 +103,7 @@ def test_a_category_switch_drifts_the_category_mix() -> None:
     reference = _reference(rng)
     live = _traffic(rng, 500)
     switched = [str((int(i) // 5) * 5) for i in live.item_ids]  # every item now in c0
-    results = compare_with_reference(
-        reference, LiveWindow(live.user_ids, switched, live.actions)
-    )
+    results = compare_with_reference(reference, LiveWindow(live.user_ids, switched, live.actions))
     by_column = {r.column: r for r in results}
     assert by_column["category"].drifted and by_column["category"].test == "jensen_shannon"
     assert "click_position" not in by_column  # no live clicks: nothing to compare
