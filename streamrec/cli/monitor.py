@@ -24,14 +24,15 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     from training.monitoring.reference import champion
     from training.monitoring.runner import Retrainer, run_monitor
 
+    window = args.window_events or settings.monitor_window_events
     try:
         config = MonitorConfig(
-            window_events=args.window_events or settings.monitor_window_events,
-            step_events=args.step_events
-            or (args.window_events or settings.monitor_window_events) // 2,
+            window_events=window,
+            step_events=args.step_events or window,
             quality_window=args.quality_window,
             policy=PolicyConfig(
                 windows=args.persist,
+                drift_share=args.drift_share,
                 degradation_margin=args.margin,
                 cooldown_events=args.cooldown_events,
             ),
@@ -82,7 +83,17 @@ def register(sub: Any) -> None:
         "the size the references were measured for)",
     )
     monitor.add_argument(
-        "--step-events", type=int, metavar="N", help="interactions between checks (default N/2)"
+        "--step-events",
+        type=int,
+        metavar="N",
+        help="interactions between checks (default: the window, so windows do not overlap)",
+    )
+    monitor.add_argument(
+        "--drift-share",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="a window drifts when at least this share of its columns drift",
     )
     monitor.add_argument(
         "--quality-window",

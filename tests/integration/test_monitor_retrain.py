@@ -38,9 +38,9 @@ TINY: dict[str, dict[str, Any]] = {
     "din": {"epochs": 1},
     "ranknet": {"epochs": 1},
 }
-TRAIN_EVENTS = 5000  # the first events of MovieLens-100K: the set's training window
-LIVE_EVENTS = 2000  # per phase: the continuation, then the shifted continuation
-WINDOW, STEP, PERSIST = 500, 250, 2
+TRAIN_EVENTS = 10_000  # the first events of MovieLens-100K: the set's training window
+LIVE_EVENTS = 3000  # per phase: the continuation, then the shifted continuation
+WINDOW, STEP, PERSIST = 1000, 1000, 2
 # A window must first fill with shifted events, then the signal must persist.
 DETECTION_BOUND = WINDOW + PERSIST * STEP
 

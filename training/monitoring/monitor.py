@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class MonitorConfig:
     window_events: int = 1000  # live interactions per compared window
-    step_events: int = 500  # interactions between two checks
+    step_events: int = 1000  # interactions between two checks: no overlap, by default
     quality_window: int = 500  # scored interactions behind the online figures
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -43,6 +43,8 @@ class MonitorConfig:
         for name in ("window_events", "step_events", "quality_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.policy.drift_share <= 1:
+            raise ValueError(f"drift_share is in (0, 1], got {self.policy.drift_share}")
         if self.policy.windows < 1:
             raise ValueError(
                 f"the persistence must be at least 1 window, got {self.policy.windows}"
@@ -152,7 +154,7 @@ class MonitorState:
             results = compare_with_reference(serving.reference, live)
             self.last_drift = results
             self.metrics.record_drift(results)
-            drifted = drift_signal(results)
+            drifted = drift_signal(results, self.config.policy.drift_share)
             log.info("drift check at %d events: %s", self.events_seen, _detail(results))
             self._observe("drift", drifted, _detail(results))
         window = self.quality.windows.get(version_label(serving.label))

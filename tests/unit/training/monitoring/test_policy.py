@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from streams.drift import DriftResult
 from training.monitoring.policy import (
     Persistence,
     PolicyConfig,
     degradation_signal,
+    drift_signal,
 )
 
 
@@ -36,3 +38,14 @@ def test_degradation_is_online_below_offline_by_more_than_the_margin() -> None:
     assert not degradation_signal(0.27, 0.30, 0.05)
     assert not degradation_signal(None, 0.30, 0.05)
     assert not degradation_signal(0.1, None, 0.05)
+
+
+def test_a_window_drifts_when_at_least_half_its_columns_do() -> None:
+    def window(*drifted: bool) -> list[DriftResult]:
+        return [DriftResult(f"c{i}", "jensen_shannon", 0.2, d) for i, d in enumerate(drifted)]
+
+    assert not drift_signal(window(True, False, False, False))
+    assert drift_signal(window(True, True, False, False))
+    assert drift_signal(window(True, False, False, False), share=0.25)
+    assert not drift_signal(window(False, False))
+    assert not drift_signal([])
