@@ -129,6 +129,11 @@ def test_a_planted_shift_triggers_a_retrain_and_steady_traffic_does_not(
     assert serving.reference.din_scores and serving.offline_ndcg is not None
 
     prometheus = services_prometheus(settings)
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = {rule["name"] for group in groups for rule in group["rules"]}
+    assert "RetrainTriggered" in rules, (
+        "the running Prometheus has older rules: `streamrec services down` and `up` again"
+    )
     logs = {name: tmp_path / f"{name}.log" for name in ("archiver", "monitor")}
     with ExitStack() as stack:
         stack.enter_context(scraped(prometheus, settings))
