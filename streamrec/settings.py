@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     archiver_metrics_port: int = Field(9101, description="`streamrec archive` /metrics")
     spark_metrics_port: int = Field(9102, description="`streamrec spark` /metrics")
     drift_metrics_port: int = Field(9103, description="`streamrec drift` /metrics")
+    monitor_metrics_port: int = Field(9104, description="`streamrec monitor` /metrics")
+    monitor_window_events: int = Field(
+        1000,
+        ge=10,
+        description="live interactions per drift window; each set's reference measures "
+        "user activity on windows of this size",
+    )
 
     # Ray: empty means a local Ray started by the training command; else a cluster address.
     ray_address: str = ""

@@ -41,7 +41,9 @@ class DriftResult:
     drifted: bool
 
 
-def numeric_drift(column: str, reference: Sequence[float], current: Sequence[float]) -> DriftResult:
+def numeric_drift(
+    column: str, reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray
+) -> DriftResult:
     ref, cur = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
     if len(ref) == 0 or len(cur) == 0:
         raise ValueError(f"{column}: an empty sample cannot be compared")

@@ -4,14 +4,17 @@ interactions with a reference window and exports each test's score to Prometheus
 A periodic job over the Parquet archive rather than a stream consumer: the tests need a
 whole window at once, the archive already holds the events in event-time order with
 duplicates removed, and a check a minute is plenty for an alert that waits ten. The
-reference is the window just before ``reference_until`` (the champion set's training
-cutoff); the live window is the newest ``window_events`` interactions after it.
+reference is the serving set's, saved with it by ``streamrec train``
+(``streams.drift_reference``); the live window is the newest interactions after the set's
+training window. Without a set, ``reference_until`` names a reference window in the
+archive: the ``window_events`` interactions before it, against the newest after it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from streamrec.paths import ITEMS_FILE, datasets_dir
 from streamrec.settings import Settings
 from streams.archiver import read_interactions
 from streams.drift import DriftResult, Window, compare
+from streams.drift_reference import LiveWindow, Reference, compare_with_reference
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +72,15 @@ class DriftMetrics:
         self.window_events.labels("current").set(current)
 
 
-def _categories(data_dir: Path) -> dict[str, str]:
-    """Each catalogued item's first category (the category mix needs one per item)."""
+def catalogue_categories(data_dir: Path, items_path: Path | None = None) -> dict[str, str]:
+    """Each catalogued item's first category (the category mix needs one per item): from
+    ``items_path``, else from every prepared dataset's catalogue."""
     found: dict[str, str] = {}
     folder = datasets_dir(data_dir)
-    for path in sorted(folder.glob(f"*/{ITEMS_FILE}")) if folder.is_dir() else []:
+    paths = [items_path] if items_path is not None else []
+    if not paths and folder.is_dir():
+        paths = sorted(folder.glob(f"*/{ITEMS_FILE}"))
+    for path in paths:
         table = pq.read_table(path, columns=["item_id", "categories"]).to_pylist()
         for row in table:
             if row["categories"]:
@@ -90,11 +98,29 @@ def _window(table: object, categories: dict[str, str]) -> Window:
     )
 
 
+def check_against(settings: Settings, reference: Reference) -> tuple[list[DriftResult], int, int]:
+    """The newest archived interactions after the set's training window against the set's
+    saved reference: (results, reference size, live size); no results before the live
+    window holds the reference's window size."""
+    table = read_interactions(settings.data_dir, settings.topic_prefix)
+    after = table.filter(pc.greater_equal(table["event_time"], reference.until_ms))
+    current = after.slice(max(0, after.num_rows - reference.window_events))
+    if current.num_rows < reference.window_events:
+        return [], reference.events, current.num_rows
+    live = LiveWindow(
+        current["user_id"].to_pylist(),
+        current["item_id"].to_pylist(),
+        current["action"].to_pylist(),
+    )
+    return compare_with_reference(reference, live), reference.events, current.num_rows
+
+
 def check_once(
     settings: Settings, reference_until_ms: int, window_events: int
 ) -> tuple[list[DriftResult], int, int]:
-    """One comparison: (results, reference size, live size); no results before both
-    windows hold ``window_events // 10`` interactions."""
+    """One comparison against the window just before ``reference_until_ms`` (when no set
+    with a saved reference serves): (results, reference size, live size); no results
+    before both windows hold ``window_events // 10`` interactions."""
     table = read_interactions(settings.data_dir, settings.topic_prefix)
     before = table.filter(pc.less(table["event_time"], reference_until_ms))
     after = table.filter(pc.greater_equal(table["event_time"], reference_until_ms))
@@ -102,7 +128,7 @@ def check_once(
     current = after.slice(max(0, after.num_rows - window_events))
     if min(reference.num_rows, current.num_rows) < max(1, window_events // 10):
         return [], reference.num_rows, current.num_rows
-    categories = _categories(settings.data_dir)
+    categories = catalogue_categories(settings.data_dir)
     results = compare(_window(reference, categories), _window(current, categories))
     return results, reference.num_rows, current.num_rows
 
@@ -111,15 +137,23 @@ def run_drift_monitor(
     settings: Settings,
     metrics: DriftMetrics,
     *,
-    reference_until_ms: int,
+    reference: Callable[[], Reference | None] | int,
     window_events: int,
     every_seconds: float,
     stop: threading.Event,
     once: bool = False,
 ) -> list[DriftResult]:
+    """``reference``: the serving set's saved reference, looked up before each check, or
+    the end of a reference window in the archive (epoch ms)."""
     results: list[DriftResult] = []
     while True:
-        results, n_ref, n_cur = check_once(settings, reference_until_ms, window_events)
+        if isinstance(reference, int):
+            results, n_ref, n_cur = check_once(settings, reference, window_events)
+        elif (saved := reference()) is not None:
+            results, n_ref, n_cur = check_against(settings, saved)
+        else:
+            log.info("drift: no serving set with a saved reference yet")
+            results, n_ref, n_cur = [], 0, 0
         metrics.record(results, n_ref, n_cur)
         for r in results:
             log.info("drift %s %s=%.4g%s", r.column, r.test, r.score, " DRIFT" if r.drifted else "")

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -124,12 +124,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Event(BaseModel):
-    """Fields every event carries. Subclasses name their topic in ``topic``.
-
-    Every event of version 1 is about one user, so ``user_id`` lives here too: it is the
-    partition key that keeps one user's events in order.
-    """
+class LogEvent(BaseModel):
+    """Fields every record of the log carries. Subclasses name their topic in ``topic``
+    and their partition key in ``key``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -138,6 +135,16 @@ class Event(BaseModel):
     event_id: Id = Field(default_factory=new_event_id)
     schema_version: Literal[1] = Field(1, alias="schema")  # SCHEMA_VERSION
     event_time: EventTimeMs = Field(default_factory=now_ms)
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class Event(LogEvent):
+    """An event about one user: ``user_id`` is the partition key that keeps one user's
+    events in order. Every event the users' traffic makes is one."""
+
     user_id: Id
 
     @property
@@ -208,6 +215,32 @@ class Click(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.topic: cls for cls in (Interaction, RecommendationServed, Click)
 }
+
+MonitorSignal = Literal["drift", "degradation"]
+MonitorDecisionKind = Literal["triggered", "retrain_finished", "retrain_failed"]
+MONITOR_DECISIONS: tuple[str, ...] = ("triggered", "retrain_finished", "retrain_failed")
+
+
+class MonitorDecision(LogEvent):
+    """What the monitor decided about the serving set: a signal that persisted past its
+    threshold triggered a retrain, and what the registry gate made of the result. Not about
+    a user: one key, so the decisions stay in order; the archiver does not read it."""
+
+    topic: ClassVar[str] = "monitor"
+
+    decision: MonitorDecisionKind
+    signal: MonitorSignal
+    model_set: Text  # the set the monitor compared traffic with; "" when none
+    detail: Text  # the scores behind the signal, or the gate's reason, in one sentence
+    events_seen: int = Field(ge=0, description="live interactions the monitor had read")
+    new_set: Text | None = None  # retrain_finished: the set it registered
+    promoted: bool | None = None  # retrain_finished: whether the gate promoted it
+
+    @property
+    def key(self) -> str:
+        return self.topic
+
+
 DEAD_LETTERS = "dead-letters"
 
 
@@ -233,14 +266,27 @@ class Topics:
     def dead_letters(self) -> str:
         return self.prefix + DEAD_LETTERS
 
+    @property
+    def monitor(self) -> str:
+        return self.prefix + MonitorDecision.topic
+
     def all(self) -> list[str]:
-        return [self.interactions, self.recommendations, self.clicks, self.dead_letters]
+        return [
+            self.interactions,
+            self.recommendations,
+            self.clicks,
+            self.dead_letters,
+            self.monitor,
+        ]
 
     def event_type(self, topic: str) -> type[Event]:
         """The event class a topic carries; KeyError for a topic outside the contract."""
         if not topic.startswith(self.prefix):
             raise KeyError(topic)
         return EVENT_TYPES[topic[len(self.prefix) :]]
+
+
+E = TypeVar("E", bound=LogEvent)
 
 
 class EventRejected(ValueError):
@@ -256,13 +302,13 @@ class EventRejected(ValueError):
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def encode(event: Event) -> tuple[bytes, bytes]:
+def encode(event: LogEvent) -> tuple[bytes, bytes]:
     """(key, value) bytes of one Kafka record."""
     value = event.model_dump_json(by_alias=True).encode()
     return event.key.encode(), value
 
 
-def decode(event_type: type[Event], value: bytes | str | None) -> Event:
+def decode(event_type: type[E], value: bytes | str | None) -> E:
     """Parse and validate one record as ``event_type``; raise EventRejected with a reason."""
     if value is None:
         raise EventRejected("empty record (null value)")

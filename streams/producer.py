@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.events import Event, Topics, encode
+from streams.events import LogEvent, Topics, encode
 
 
 class DeliveryFailed(RuntimeError):
@@ -50,10 +50,10 @@ class EventProducer:
         while not self._closed.is_set():
             self._producer.poll(0.1)
 
-    def topic_for(self, event: Event) -> str:
+    def topic_for(self, event: LogEvent) -> str:
         return self.topics.prefix + event.topic
 
-    def send(self, event: Event) -> Future[Message]:
+    def send(self, event: LogEvent) -> Future[Message]:
         """Queue one event; the future resolves once the broker has acknowledged it."""
         key, value = encode(event)
         return self.send_raw(self.topic_for(event), key, value)

@@ -20,6 +20,7 @@ from streamrec.infra.processes import (
     stop_process,
     streamrec_process,
 )
+from streamrec.infra.prometheus import PrometheusServer, stack_targets
 from streamrec.infra.services import LocalServices
 from streamrec.settings import Settings
 
@@ -41,6 +42,7 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "archiver_metrics_port": free_port(),
         "spark_metrics_port": free_port(),
         "drift_metrics_port": free_port(),
+        "monitor_metrics_port": free_port(),
         "kafka_jars_dir": base.kafka_jars_dir.resolve(),
     }
     values.update(overrides)
@@ -110,6 +112,26 @@ def running_services(settings: Settings) -> Iterator[LocalServices]:
         yield services
     finally:
         services.down()
+
+
+def services_prometheus(settings: Settings) -> PrometheusServer:
+    """The Prometheus of the running services: their state directory, not this test's."""
+    prometheus = PrometheusServer(
+        settings.model_copy(update={"state_dir": Settings().resolved().state_dir})
+    )
+    assert prometheus.healthy(), "Prometheus is not running: `streamrec services up` starts it"
+    return prometheus
+
+
+@contextmanager
+def scraped(prometheus: PrometheusServer, settings: Settings) -> Iterator[str]:
+    """This test's processes in Prometheus's targets, labelled with its topic prefix."""
+    name = f"test-{settings.topic_prefix.rstrip('.')}"
+    prometheus.add_targets(name, stack_targets(settings), {"stack": settings.topic_prefix})
+    try:
+        yield settings.topic_prefix
+    finally:
+        prometheus.remove_targets(name)
 
 
 def log_end(settings: Settings, topic: str) -> int:

@@ -279,6 +279,33 @@ def _flat_params(hyper: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _log_reference(
+    settings: Settings,
+    options: TrainOptions,
+    events: pd.DataFrame,
+    clicks: pd.DataFrame | None,
+    trained: Any,
+    data: Any,
+) -> None:
+    """The training window's distributions, saved with the set: what the monitor compares
+    live traffic with while the set serves (``training.monitoring.reference``)."""
+    from streams.drift_monitor import catalogue_categories
+    from training.monitoring.reference import din_scores, log_reference, training_reference
+
+    until = options.until_ms
+    if until is None:
+        until = int(events["event_time"].max()) + 1
+    reference = training_reference(
+        events,
+        until_ms=until,
+        window_events=settings.monitor_window_events,
+        category_of=catalogue_categories(settings.data_dir, options.items_path),
+        clicks=clicks,
+        din=din_scores(trained, data),
+    )
+    log_reference(reference)
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
@@ -387,6 +414,8 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             logged = {
                 stage: registry.log_folder(folder, stage) for stage, folder in folders.items()
             }
+        _log_reference(settings, options, events, clicks, trained[seeds[0]], data)
+        lap("reference distributions")
         decision = registry.register_set_and_gate(
             client,
             set_id=set_id,

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from streamrec.cli import data, experiments, serve, services, stream, train
+from streamrec.cli import data, experiments, monitor, serve, services, stream, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     train.register(sub)
     experiments.register(sub)
+    monitor.register(sub)
     return parser
 
 

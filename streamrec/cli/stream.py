@@ -60,6 +60,17 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
     from streams.archiver import install_stop_signals
     from streams.drift_monitor import DriftMetrics, run_drift_monitor
 
+    reference: Any = args.reference_until
+    if reference is None:
+        from training import registry
+        from training.monitoring.reference import champion
+
+        client = registry.configure(settings)
+
+        def reference() -> Any:
+            serving = champion(client)
+            return serving.reference if serving is not None else None
+
     metrics = DriftMetrics.create()
     stop = threading.Event()
     restore = install_stop_signals(stop)
@@ -68,7 +79,7 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
         results = run_drift_monitor(
             settings,
             metrics,
-            reference_until_ms=args.reference_until,
+            reference=reference,
             window_events=args.window_events,
             every_seconds=args.every,
             stop=stop,
@@ -78,7 +89,7 @@ def _drift(args: argparse.Namespace, settings: Settings) -> int:
         server.close()
         restore()
     if not results:
-        print("drift: not enough archived interactions on both sides of --reference-until")
+        print("drift: no reference, or not enough archived interactions to compare with it")
     for r in results:
         print(f"{r.column:16} {r.test:15} {r.score:.4g}{'  DRIFT' if r.drifted else ''}")
     return 0
@@ -241,25 +252,27 @@ def register(sub: Any) -> None:
     drift = sub.add_parser(
         "drift",
         help="compare live interactions with a reference window; export drift scores",
-        description="Every --every seconds, compare the newest --window-events archived "
-        "interactions after --reference-until with the same number before it (action mix, "
-        "item popularity, category mix, user activity; KS or Wasserstein, chi-squared or "
-        "Jensen-Shannon by sample size) and serve the scores on "
-        "STREAMREC_DRIFT_METRICS_PORT for Prometheus. Needs the archiver running.",
+        description="Every --every seconds, compare the newest archived interactions after "
+        "the champion set's training window with the reference distributions saved with "
+        "the set (action mix, item popularity, category mix, user activity; KS or "
+        "Wasserstein, chi-squared or Jensen-Shannon by sample size) and serve the scores on "
+        "STREAMREC_DRIFT_METRICS_PORT for Prometheus. With --reference-until, the reference "
+        "is instead the --window-events archived interactions before that time. Needs the "
+        "archiver running.",
     )
     drift.add_argument(
         "--reference-until",
         type=time_arg,
-        required=True,
         metavar="TIME",
-        help="end of the reference window (the champion's training cutoff)",
+        help="compare with the archived window before TIME instead of the champion's "
+        "saved reference",
     )
     drift.add_argument(
         "--window-events",
         type=int,
         default=5000,
         metavar="N",
-        help="interactions in each compared window (the newest N on each side)",
+        help="with --reference-until: interactions in each compared window",
     )
     drift.add_argument(
         "--every", type=float, default=60.0, metavar="SECONDS", help="time between comparisons"

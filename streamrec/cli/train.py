@@ -1,4 +1,4 @@
-"""``streamrec train`` and ``streamrec evaluate-api``: fit, register and check the cascade."""
+"""``streamrec train``, ``retrain`` and ``evaluate-api``: fit, register and check the cascade."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ from streamrec.settings import Settings
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from training.pipeline import train_command
 
+    return train_command(args, settings)
+
+
+def _retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from training.pipeline import train_command
+
+    args.until = datetime.now(tz=UTC).isoformat()
     return train_command(args, settings)
 
 
@@ -40,48 +49,17 @@ def register(sub: Any) -> None:
         "prequentially (p < 0.05) and the champion set.",
     )
     train.add_argument("--until", metavar="T", help="train only on events before T")
-    train.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers")
-    train.add_argument(
-        "--seeds", type=int, default=1, metavar="S", help="seeds (mean and spread reported)"
-    )
-    train.add_argument(
-        "--report-dir",
-        type=Path,
-        default=Path("reports"),
-        metavar="DIR",
-        help="where eval.json and eval.md are written",
-    )
-    train.add_argument(
-        "--hyper",
-        metavar="JSON",
-        help='hyper-parameter overrides, e.g. \'{"lightgcn": {"epochs": 5}}\'',
-    )
-    train.add_argument(
-        "--streaming-events",
-        type=int,
-        default=5000,
-        metavar="N",
-        help="events scored by the prequential evaluation in the validation and the test "
-        "period each (0 skips it, and the gate falls back to static validation NDCG@10)",
-    )
-    train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
-    train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")
-    train.add_argument(
-        "--train-fraction",
-        type=float,
-        default=0.8,
-        metavar="F",
-        help="share of the log (by time) the stages are fitted on",
-    )
-    train.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.1,
-        metavar="F",
-        help="share after the training period that chooses weights and gates the set; "
-        "the rest is the test period",
-    )
+    _training_options(train)
     train.set_defaults(func=_train)
+
+    retrain = sub.add_parser(
+        "retrain",
+        help="train on everything archived until now; the gate decides (what the monitor runs)",
+        description="`streamrec train --until now`: the same path, options and registry gate. "
+        "`streamrec monitor` runs it when drift or degradation persists.",
+    )
+    _training_options(retrain)
+    retrain.set_defaults(func=_retrain)
 
     parser = sub.add_parser(
         "evaluate-api",
@@ -138,3 +116,47 @@ def register(sub: Any) -> None:
         "--out", type=Path, default=Path("reports"), help="where prequential.json/.md go"
     )
     parser.set_defaults(func=_evaluate_prequential)
+
+
+def _training_options(train: Any) -> None:
+    train.add_argument("--workers", type=int, default=1, metavar="N", help="Ray Train workers")
+    train.add_argument(
+        "--seeds", type=int, default=1, metavar="S", help="seeds (mean and spread reported)"
+    )
+    train.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports"),
+        metavar="DIR",
+        help="where eval.json and eval.md are written",
+    )
+    train.add_argument(
+        "--hyper",
+        metavar="JSON",
+        help='hyper-parameter overrides, e.g. \'{"lightgcn": {"epochs": 5}}\'',
+    )
+    train.add_argument(
+        "--streaming-events",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="events scored by the prequential evaluation in the validation and the test "
+        "period each (0 skips it, and the gate falls back to static validation NDCG@10)",
+    )
+    train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
+    train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")
+    train.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.8,
+        metavar="F",
+        help="share of the log (by time) the stages are fitted on",
+    )
+    train.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="share after the training period that chooses weights and gates the set; "
+        "the rest is the test period",
+    )

@@ -214,19 +214,58 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
             "and the version of the set being served",
         ),
         PanelSpec(
-            "Drift against the reference window",
-            "short",
-            (
-                Query("streamrec_drift_score", "{{column}} {{test}}"),
-                Query("max by (column) (streamrec_drift_detected)", "{{column}} drifted"),
-            ),
-            "p-values (ks, chi2: drift below 0.05) and distances (wasserstein, "
-            "jensen_shannon: drift at 0.1 or more), from `streamrec drift`",
-        ),
-        PanelSpec(
             "Processes up",
             "short",
             (Query('up{job=~"streamrec-.*"}', "{{job}}"),),
+        ),
+    ),
+    "Drift, quality and retraining": (
+        PanelSpec(
+            "Drift against the serving set's reference",
+            "short",
+            (
+                Query("streamrec_drift_score", "{{job}} {{column}} {{test}}"),
+                Query("max by (column) (streamrec_drift_detected)", "{{column}} drifted"),
+            ),
+            "p-values (ks, chi2: drift below 0.05) and distances (wasserstein, "
+            "jensen_shannon: drift at 0.1 or more), from `streamrec monitor` (live windows) "
+            "and `streamrec drift` (the archive)",
+        ),
+        PanelSpec(
+            "Online quality against the offline figure",
+            "percentunit",
+            (
+                Query("streamrec_online_ndcg_at_10", "online NDCG@10 {{model_version}}"),
+                Query("streamrec_online_hit_at_10", "online Hit@10 {{model_version}}"),
+                Query("streamrec_offline_ndcg_at_10", "offline NDCG@10 {{model_version}}"),
+            ),
+            "Each user's next new item ranked in the last list served to them, over the "
+            "newest scored interactions; offline: the set's own evaluation report",
+        ),
+        PanelSpec(
+            "Signals, triggers and retrains",
+            "short",
+            (
+                Query("max by (signal) (streamrec_monitor_signal_windows)", "{{signal}} windows"),
+                Query(
+                    "sum by (signal) (increase(streamrec_monitor_triggers_total[15m]))",
+                    "{{signal}} triggers (15m)",
+                ),
+                Query(
+                    "sum by (outcome) (increase(streamrec_monitor_retrains_total[1h]))",
+                    "retrains {{outcome}} (1h)",
+                ),
+            ),
+            "Consecutive windows showing each signal (a retrain at --persist), the retrains "
+            "they triggered and what the registry gate made of them",
+        ),
+        PanelSpec(
+            "Retrain duration",
+            "s",
+            (
+                Query("max(streamrec_monitor_retrain_seconds)", "last retrain"),
+                Query("max(streamrec_monitor_retraining)", "running"),
+            ),
         ),
     ),
 }

@@ -59,6 +59,7 @@ def stack_targets(settings: Settings) -> list[ScrapeTarget]:
             "archiver", "streamrec-archiver", f"127.0.0.1:{settings.archiver_metrics_port}"
         ),
         ScrapeTarget("drift", "streamrec-drift", f"127.0.0.1:{settings.drift_metrics_port}"),
+        ScrapeTarget("monitor", "streamrec-monitor", f"127.0.0.1:{settings.monitor_metrics_port}"),
     ]
 
 

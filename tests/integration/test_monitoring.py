@@ -1,13 +1,12 @@
 """The monitoring loop on the real stack: the Prometheus that `streamrec services up` runs
-scrapes a worker, an API, an archiver, a Spark job and the drift job started as
-`streamrec` processes, and every panel of the generated dashboards returns series after a
+scrapes a worker, an API, an archiver, a Spark job, the drift job and the monitor started
+as `streamrec` processes, and every panel of the generated dashboards returns series after a
 short replay."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -18,14 +17,10 @@ import pytest
 from api.sse_client import SseStream
 from streamrec.infra.dashboards import overview_panels
 from streamrec.infra.processes import run_streamrec, streamrec_process
-from streamrec.infra.prometheus import (
-    PrometheusQueryError,
-    PrometheusServer,
-    stack_targets,
-)
+from streamrec.infra.prometheus import PrometheusQueryError, PrometheusServer
 from streamrec.paths import dataset_events
 from streamrec.settings import Settings
-from tests.support import wait_until
+from tests.support import scraped, services_prometheus, wait_until
 
 JOBS = (
     "streamrec-api",
@@ -33,27 +28,8 @@ JOBS = (
     "streamrec-spark",
     "streamrec-archiver",
     "streamrec-drift",
+    "streamrec-monitor",
 )
-
-
-def _services_prometheus(settings: Settings) -> PrometheusServer:
-    """The Prometheus of the running services: their state directory, not this test's."""
-    prometheus = PrometheusServer(
-        settings.model_copy(update={"state_dir": Settings().resolved().state_dir})
-    )
-    assert prometheus.healthy(), "Prometheus is not running: `streamrec services up` starts it"
-    return prometheus
-
-
-@contextmanager
-def _scraped(prometheus: PrometheusServer, settings: Settings) -> Iterator[str]:
-    """This test's processes in Prometheus's targets, labelled with its topic prefix."""
-    name = f"test-{settings.topic_prefix.rstrip('.')}"
-    prometheus.add_targets(name, stack_targets(settings), {"stack": settings.topic_prefix})
-    try:
-        yield settings.topic_prefix
-    finally:
-        prometheus.remove_targets(name)
 
 
 def _traffic(base: str, user: str) -> None:
@@ -94,17 +70,17 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     settings = live_settings
-    prometheus = _services_prometheus(settings)
+    prometheus = services_prometheus(settings)
     base = f"http://127.0.0.1:{settings.api_port}"
     run_streamrec(settings, "data", "prepare", "synthetic:users=200,items=80,events=3000,seed=3")
     run_streamrec(settings, "features", "apply")
-    names = ("worker", "api", "archiver", "spark", "drift")
+    names = ("worker", "api", "archiver", "spark", "drift", "monitor")
     logs = {name: tmp_path / f"{name}.log" for name in names}
     # The drift job's reference ends halfway through the synthetic log (epoch seconds).
     times = pq.read_table(dataset_events(settings.data_dir, "synthetic"), columns=["event_time"])
     cutoff = str(int(np.median(times.column(0).to_numpy())) // 1000)
     with ExitStack() as stack:
-        stack.enter_context(_scraped(prometheus, settings))
+        stack.enter_context(scraped(prometheus, settings))
         procs = {
             "worker": stack.enter_context(
                 streamrec_process(settings, "worker", log=logs["worker"])
@@ -125,6 +101,12 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
                     "--every",
                     "5",
                     log=logs["drift"],
+                )
+            ),
+            # No set is trained here: the monitor scores the heuristic's lists online.
+            "monitor": stack.enter_context(
+                streamrec_process(
+                    settings, "monitor", "--window-events", "200", log=logs["monitor"]
                 )
             ),
         }
@@ -175,7 +157,7 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
 
 
 def test_prometheus_loads_the_repository_rules(live_settings: Settings) -> None:
-    prometheus = _services_prometheus(live_settings)
+    prometheus = services_prometheus(live_settings)
     groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     names = {rule["name"] for group in groups for rule in group["rules"]}
     assert {"FreshnessAboveObjective", "ConsumerLagGrowing", "ApiErrorRatioHigh"} <= names

@@ -21,6 +21,7 @@ def test_config_and_targets(tmp_path: Path) -> None:
         archiver_metrics_port=1804,
         prometheus_port=1805,
         drift_metrics_port=1806,
+        monitor_metrics_port=1807,
     )
     server = PrometheusServer(settings)
     server.write_config()
@@ -31,6 +32,7 @@ def test_config_and_targets(tmp_path: Path) -> None:
         "streamrec-spark": ["127.0.0.1:1803"],
         "streamrec-archiver": ["127.0.0.1:1804"],
         "streamrec-drift": ["127.0.0.1:1806"],
+        "streamrec-monitor": ["127.0.0.1:1807"],
     }
     assert [t.name for t in stack_targets(settings)] == [
         "api",
@@ -38,6 +40,7 @@ def test_config_and_targets(tmp_path: Path) -> None:
         "spark",
         "archiver",
         "drift",
+        "monitor",
     ]
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make install` installs Debian's prometheus"

@@ -1,0 +1,107 @@
+"""The monitor's logic without a broker: a planted shift triggers one retrain within a
+bounded number of events, its outcome is logged, and steady traffic triggers nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.drift_reference import build_reference
+from streams.events import MonitorDecision
+from training.monitoring.metrics import MonitorMetrics
+from training.monitoring.monitor import MonitorConfig, MonitorState, RetrainOutcome
+from training.monitoring.policy import PolicyConfig
+from training.monitoring.reference import MonitoredSet, offline_quality
+
+ITEMS = 200
+WINDOW, STEP, PERSIST = 400, 400, 2
+
+
+def _events(rng: np.random.Generator, n: int, inverted: bool = False) -> list[tuple[str, str]]:
+    weights = np.arange(1, ITEMS + 1, dtype=float) ** -1.0
+    if inverted:
+        weights = weights[::-1]
+    weights /= weights.sum()
+    users = rng.integers(0, 300, size=n)
+    items = rng.choice(ITEMS, size=n, p=weights)
+    return [(f"u{u}", f"i{i}") for u, i in zip(users, items, strict=True)]
+
+
+def _monitor(rng: np.random.Generator) -> tuple[MonitorState, list[MonitorDecision], list[int]]:
+    training = _events(rng, 20_000)
+    reference = build_reference(
+        until_ms=1,
+        user_ids=[u for u, _ in training],
+        item_ids=[i for _, i in training],
+        actions=["rate"] * len(training),
+        window_events=WINDOW,
+        category_of={f"i{i}": f"c{i // 50}" for i in range(ITEMS)},  # by popularity
+    )
+    published: list[MonitorDecision] = []
+    retrains: list[int] = []
+    config = MonitorConfig(WINDOW, STEP, 100, PolicyConfig(windows=PERSIST))
+    state = MonitorState(
+        config,
+        MonitorMetrics.create(),
+        publish=published.append,
+        retrain=lambda: retrains.append(state.events_seen),
+    )
+    state.set_serving(MonitoredSet("set1", "cascade-a", "run", reference, 0.3, 0.5, "static"))
+    return state, published, retrains
+
+
+def _feed(state: MonitorState, events: list[tuple[str, str]]) -> None:
+    for n, (user, item) in enumerate(events):
+        state.interaction(user, item, "rate", received_ms=n)
+
+
+def test_a_popularity_inversion_triggers_one_retrain_within_the_bound() -> None:
+    rng = np.random.default_rng(0)
+    state, published, retrains = _monitor(rng)
+    steady = 2000
+    _feed(state, _events(rng, steady))
+    assert retrains == [] and published == []
+    _feed(state, _events(rng, 3000, inverted=True))
+    assert len(retrains) == 1  # no second trigger while it runs
+    # A window must fill with shifted traffic, then persist: window + persist * step.
+    assert retrains[0] - steady <= WINDOW + PERSIST * STEP
+    triggered = published[0]
+    assert triggered.decision == "triggered" and triggered.signal == "drift"
+    assert triggered.model_set == "set1" and "item_popularity" in triggered.detail
+    state.retrain_done(RetrainOutcome(True, 42.0, "set2", True, "no champion: promoted"))
+    finished = published[-1]
+    assert finished.decision == "retrain_finished"
+    assert finished.new_set == "set2" and finished.promoted is True
+    assert state.metrics.retrains.labels("promoted")._value.get() == 1  # noqa: SLF001
+
+
+def test_steady_traffic_triggers_nothing() -> None:
+    rng = np.random.default_rng(1)
+    state, published, retrains = _monitor(rng)
+    _feed(state, _events(rng, 5000))
+    assert retrains == [] and published == []
+    assert state.last_drift  # the windows were checked
+    assert state.policy.streak["drift"] < PERSIST
+
+
+def test_degradation_persists_into_a_retrain_and_a_failure_is_logged() -> None:
+    rng = np.random.default_rng(2)
+    state, published, retrains = _monitor(rng)
+    lists = [f"i{i}" for i in range(20)]
+    for n, (user, item) in enumerate(_events(rng, 2000)):
+        # Every list misses the item that follows it: online NDCG@10 is 0, offline 0.3.
+        state.served(user, "cascade-a+rank:recall", [x for x in lists if x != item], n * 2)
+        state.interaction(user, item, "rate", n * 2 + 1)
+    assert retrains and published[0].signal == "degradation"
+    state.retrain_done(RetrainOutcome(False, 3.0, reason="streamrec retrain exited 2"))
+    assert published[-1].decision == "retrain_failed"
+
+
+def test_offline_quality_prefers_the_prequential_figure() -> None:
+    report = {
+        "streaming": {"all": {"arms": {"cascade live": {"ndcg@10": 0.2, "hit@10": 0.4}}}},
+        "cascade": {"mean": {"cascade": {"ndcg@10": 0.1, "hit@10": 0.3}}},
+    }
+    assert offline_quality(report) == (0.2, 0.4, "prequential test, cascade live")
+    report["streaming"] = None
+    assert offline_quality(report) == (0.1, 0.3, "static test split")
+    assert offline_quality({})[2] == "none"
