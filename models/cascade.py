@@ -243,19 +243,24 @@ def recall_scores(
 
 
 def recall(
-    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+    models: CascadeModels,
+    items: ItemTable,
+    request: CascadeRequest,
+    config: CascadeConfig,
+    covisited: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, str, Tensor | None]:
-    """Top candidates (N,), their recall scores (N,), the source, and the user vector."""
+    """Top candidates (N,), their recall scores (N,), the source, and the user vector.
+
+    ``covisited`` (I,): the request's ``covisit_scores`` when the caller has them already.
+    """
     scores, source, query = recall_scores(models, items, request, config)
     scores[request.seen_items] = float("-inf")
     n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
     chosen = torch.zeros_like(scores, dtype=torch.bool)  # (I,)
-    covisited = (
-        covisit_scores(items, request.recent_items, config)
-        if config.covisit_candidates > 0
-        else None
-    )
-    if covisited is not None:  # first: what the user's recent items were visited with
+    if covisited is None and config.covisit_candidates > 0:
+        covisited = covisit_scores(items, request.recent_items, config)
+    if covisited is not None and config.covisit_candidates > 0:
+        covisited = covisited.clone()  # first: what the user's recent items were visited with
         covisited[~torch.isfinite(scores)] = 0.0
         c = min(config.covisit_candidates, n, int((covisited > 0).sum()))
         chosen[torch.topk(covisited, c).indices] = True
@@ -339,7 +344,15 @@ def recommend(
     models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
 ) -> CascadeResult:
     recent = request.recent_items[: config.max_history]
-    candidates, recall_scores, recall_source, query = recall(models, items, request, config)
+    # One pass serves both the co-visitation channel and the final blend.
+    everywhere = (
+        covisit_scores(items, request.recent_items, config)
+        if config.covisit_candidates > 0 or config.covisit_weight > 0
+        else None
+    )  # (I,) or None
+    candidates, recall_scores, recall_source, query = recall(
+        models, items, request, config, everywhere
+    )
     if candidates.numel() == 0:  # everything is seen: an empty list, not an error
         empty = _empty_long()
         return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
@@ -352,8 +365,9 @@ def recommend(
     allowed = _rules(shortlist, request.excluded_items, items.categories, config.max_per_category)
     vectors = models.item_embeddings[shortlist] if models.item_embeddings is not None else None
     din_scores = scores[top]  # (M,)
-    everywhere = covisit_scores(items, recent, config) if config.covisit_weight > 0 else None
-    covisited = everywhere[shortlist] if everywhere is not None else None  # (M,)
+    covisited = (
+        everywhere[shortlist] if everywhere is not None and config.covisit_weight > 0 else None
+    )  # (M,)
     # RankNet learned on DIN scores: fed recall scores in their place it would be off its
     # training distribution, so without DIN the rank stage's order stands.
     if models.ranknet is not None and rank_source == "din":
