@@ -6,9 +6,22 @@ from pathlib import Path
 import pytest
 
 from streamrec.settings import Settings
-from streams.events import Topics
-from streams.topics import delete_topics, ensure_topics
-from tests.support import isolated_settings, require_services
+from streams.topics import delete_topics
+from tests.support import create_own_topics, isolated_settings, require_services
+
+
+@pytest.fixture
+def redis_settings(tmp_path: Path) -> Iterator[Settings]:
+    """Integration: this test's own keys (its topic prefix) on the running Redis, removed
+    after it."""
+    settings = isolated_settings(tmp_path)
+    require_services(settings)
+    yield settings
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_connection_url or "")
+    for key in client.scan_iter(f"{settings.topic_prefix}*"):
+        client.delete(key)
 
 
 @pytest.fixture
@@ -16,13 +29,7 @@ def live_settings(tmp_path: Path) -> Iterator[Settings]:
     """Integration and e2e: this test's own topics on the running broker and Redis."""
     settings = isolated_settings(tmp_path)
     require_services(settings)
-    topics = Topics(settings.topic_prefix)
-    ensure_topics(
-        settings.bootstrap_servers,
-        topics,
-        settings.topic_partitions,
-        replication_factor=settings.replication_factor,
-    )
+    create_own_topics(settings)
     yield settings
     from confluent_kafka.admin import AdminClient
 

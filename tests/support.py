@@ -134,6 +134,19 @@ def scraped(prometheus: PrometheusServer, settings: Settings) -> Iterator[str]:
         prometheus.remove_targets(name)
 
 
+def create_own_topics(settings: Settings) -> None:
+    """Create the topics of ``settings``' prefix, replicated as its broker(s) allow."""
+    from streams.events import Topics
+    from streams.topics import ensure_topics
+
+    ensure_topics(
+        settings.bootstrap_servers,
+        Topics(settings.topic_prefix),
+        settings.topic_partitions,
+        replication_factor=settings.replication_factor,
+    )
+
+
 def log_end(settings: Settings, topic: str) -> int:
     """Records in ``topic`` now: the sum of its partitions' high watermarks."""
     from confluent_kafka import Consumer, TopicPartition

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -26,22 +25,9 @@ from streamrec.infra.processes import run_streamrec
 from streamrec.settings import Settings
 from streams.events import Click, RecommendationServed, RecommendedItem
 from streams.experiments import fold_calls
-from tests.support import isolated_settings, require_services
 from training.registry import LoggedModel, configure, log_folder, register_set_and_gate
 
 LISTS = 1200
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    settings = isolated_settings(tmp_path)
-    require_services(settings)
-    yield settings
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_connection_url or "")
-    for key in client.scan_iter(f"{settings.topic_prefix}*"):
-        client.delete(key)
 
 
 def _register(client: MlflowClient, tmp_path: Path, set_id: str, metric: float) -> None:
@@ -86,8 +72,9 @@ def _traffic(settings: Settings, ctr: dict[str, float], seed: int) -> None:
 
 @pytest.mark.timeout(600)  # five `streamrec` processes and MLflow on a shared 2-core host
 def test_promote_after_a_good_canary_then_roll_back_a_bad_one(
-    settings: Settings, tmp_path: Path
+    redis_settings: Settings, tmp_path: Path
 ) -> None:
+    settings = redis_settings
     client = configure(settings, experiment="canary-test")
     _register(client, tmp_path, "s1", 0.2)
     _register(client, tmp_path, "s2", 0.3)

@@ -35,7 +35,6 @@ from streamrec.infra.services import LocalServices, _port_open
 from streamrec.paths import dataset_events
 from streams.backfill import fold_log
 from streams.events import Topics
-from streams.topics import ensure_topics
 from tests.integration.test_backfill import (
     ITEM_FEATURES,
     USER_FEATURES,
@@ -43,6 +42,7 @@ from tests.integration.test_backfill import (
     online,
 )
 from tests.support import (
+    create_own_topics,
     event_ids,
     isolated_settings,
     log_end,
@@ -159,12 +159,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
     assert isinstance(cluster.kafka, KafkaCluster)
     kafka = cluster.kafka
     topics = Topics(settings.topic_prefix)
-    ensure_topics(
-        settings.bootstrap_servers,
-        topics,
-        settings.topic_partitions,
-        replication_factor=settings.replication_factor,
-    )
+    create_own_topics(settings)
     assert kafka.in_sync(topics.interactions)
     run_streamrec(
         settings, "data", "prepare", f"synthetic:users=3000,items=1500,events={EVENTS},seed=19"

@@ -5,30 +5,13 @@ before their list, repeats, interleaving wins and conversions (``streams.experim
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from streamrec.infra.experiments import RedisExperimentFold, RedisExperimentStore
 from streamrec.settings import Settings
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem
 from streams.experiments import INTERLEAVED, fold_calls
-from tests.support import isolated_settings, require_services
 
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture
-def redis_settings(tmp_path: Path) -> Iterator[Settings]:
-    settings = isolated_settings(tmp_path)
-    require_services(settings)
-    yield settings
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_connection_url or "")
-    for key in client.scan_iter(f"{settings.topic_prefix}*"):
-        client.delete(key)
 
 
 def served(

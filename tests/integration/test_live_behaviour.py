@@ -25,9 +25,8 @@ from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
-from streams.events import Topics
-from streams.topics import delete_topics, ensure_topics
-from tests.support import isolated_settings, require_services, wait_until
+from streams.topics import delete_topics
+from tests.support import create_own_topics, isolated_settings, require_services, wait_until
 
 # Replays, a worker and an API on a shared two-core machine: minutes, not seconds.
 pytestmark = pytest.mark.timeout(900)
@@ -70,13 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("live")
     settings = isolated_settings(tmp_path)
     require_services(settings)
-    topics = Topics(settings.topic_prefix)
-    ensure_topics(
-        settings.bootstrap_servers,
-        topics,
-        settings.topic_partitions,
-        replication_factor=settings.replication_factor,
-    )
+    create_own_topics(settings)
     base = f"http://127.0.0.1:{settings.api_port}"
     try:
         run_streamrec(settings, "data", "fetch", "movielens-100k")
