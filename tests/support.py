@@ -147,6 +147,20 @@ def create_own_topics(settings: Settings) -> None:
     )
 
 
+def paced_speed(settings: Settings, source: str, seconds: float) -> str:
+    """The `streamrec replay --speed` at which the prepared log ``source`` takes about
+    ``seconds``: fault tests need the replay still running when they strike, and
+    ``--speed max`` writes 100k events in a second or two."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from streamrec.paths import dataset_events
+
+    times = pq.read_table(dataset_events(settings.data_dir, source), columns=["event_time"])
+    span_ms = pc.max(times["event_time"]).as_py() - pc.min(times["event_time"]).as_py()
+    return f"{max(1.0, span_ms / 1000 / seconds):.0f}"
+
+
 def log_end(settings: Settings, topic: str) -> int:
     """Records in ``topic`` now: the sum of its partitions' high watermarks."""
     from confluent_kafka import Consumer, TopicPartition

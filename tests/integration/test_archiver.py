@@ -142,7 +142,10 @@ def test_archive_once_writes_the_log_exactly_once(live_settings: Settings) -> No
         "rank": 1,
         "score": 0.9,
         "reason": "popular",
+        "variant": None,  # outside an experiment
+        "propensity": None,
     }
+    assert recommendations[0]["experiment"] is None
     clicks = read_clicks(settings.data_dir, settings.topic_prefix).to_pylist()
     assert [(c["event_id"], c["item_id"], c["rank"]) for c in clicks] == [(click.event_id, "i3", 1)]
 

@@ -46,6 +46,7 @@ from tests.support import (
     event_ids,
     isolated_settings,
     log_end,
+    paced_speed,
     private_settings,
     running_services,
     wait_committed,
@@ -55,6 +56,8 @@ from tests.support import (
 pytestmark = pytest.mark.cluster
 
 EVENTS = 100_000
+# The leader dies once a fifth is in the log and stays down 5 s: paced to last this long.
+REPLAY_SECONDS = 40
 # What POST /events waits for the log before it answers 503 (api/main.py keeps the default).
 DELIVERY_TIMEOUT = inspect.signature(open_kafka_sink).parameters["delivery_timeout_seconds"].default
 
@@ -188,8 +191,9 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
         wait_until(answers, 120, "the API to answer", proc=api, log=logs["api"])
         probing.start()
         try:
+            speed = paced_speed(settings, "synthetic", REPLAY_SECONDS)
             with streamrec_process(
-                settings, "replay", "synthetic", "--speed", "max", log=logs["replay"]
+                settings, "replay", "synthetic", "--speed", speed, log=logs["replay"]
             ) as replay:
                 wait_until(
                     lambda: log_end(settings, topics.interactions) > EVENTS // 5,

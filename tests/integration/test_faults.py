@@ -49,11 +49,15 @@ from tests.support import (
     event_ids,
     isolated_settings,
     log_end,
+    paced_speed,
     private_settings,
     running_services,
     wait_committed,
     wait_until,
 )
+
+# The broker restart strikes half a second into the replay: paced to last this long.
+REPLAY_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -318,8 +322,9 @@ def test_broker_restart_mid_replay_keeps_every_event_exactly_once(
     writer = threading.Thread(target=api_writes)
     replay_log = tmp_path / "replay.dataset"
     try:
+        speed = paced_speed(settings, "synthetic", REPLAY_SECONDS)
         with streamrec_process(
-            settings, "replay", "synthetic", "--speed", "max", log=replay_log
+            settings, "replay", "synthetic", "--speed", speed, log=replay_log
         ) as replay:
             broker = private.kafka
 
