@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.settings import Settings
-from streams.topics import delete_topics
-from tests.support import create_own_topics, isolated_settings, require_services
+from tests.support import create_own_topics, delete_own_topics, isolated_settings, require_services
 
 
 @pytest.fixture
@@ -31,13 +30,4 @@ def live_settings(tmp_path: Path) -> Iterator[Settings]:
     require_services(settings)
     create_own_topics(settings)
     yield settings
-    from confluent_kafka.admin import AdminClient
-
-    names = [
-        name
-        for name in AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-        .list_topics(timeout=10)
-        .topics
-        if name.startswith(settings.topic_prefix)
-    ]
-    delete_topics(settings.bootstrap_servers, names)
+    delete_own_topics(settings)

@@ -147,6 +147,22 @@ def create_own_topics(settings: Settings) -> None:
     )
 
 
+def delete_own_topics(settings: Settings) -> None:
+    """Delete every topic of ``settings``' prefix (a test's own, on a shared broker)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import delete_topics
+
+    names = [
+        name
+        for name in AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        .list_topics(timeout=10)
+        .topics
+        if name.startswith(settings.topic_prefix)
+    ]
+    delete_topics(settings.bootstrap_servers, names)
+
+
 def paced_speed(settings: Settings, source: str, seconds: float) -> str:
     """The `streamrec replay --speed` at which the prepared log ``source`` takes about
     ``seconds``: fault tests need the replay still running when they strike, and

@@ -25,8 +25,13 @@ from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
-from streams.topics import delete_topics
-from tests.support import create_own_topics, isolated_settings, require_services, wait_until
+from tests.support import (
+    create_own_topics,
+    delete_own_topics,
+    isolated_settings,
+    require_services,
+    wait_until,
+)
 
 # Replays, a worker and an API on a shared two-core machine: minutes, not seconds.
 pytestmark = pytest.mark.timeout(900)
@@ -120,16 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
             assert worker.poll() is None and api.poll() is None
     finally:
-        from confluent_kafka.admin import AdminClient
-
-        names = [
-            name
-            for name in AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-            .list_topics(timeout=10)
-            .topics
-            if name.startswith(settings.topic_prefix)
-        ]
-        delete_topics(settings.bootstrap_servers, names)
+        delete_own_topics(settings)
 
 
 def within_a_second(stack: Stack, user_id: str, genre: str) -> tuple[int, float, dict]:  # type: ignore[type-arg]
