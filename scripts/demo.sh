@@ -85,10 +85,10 @@ if [[ "$PROMOTED" == "True" ]]; then
   SERVED="The API serves the champion cascade trained above"
   echo "waiting for the API to load the champion set..."
   .venv/bin/python -m api.wait --port "$PORT" --timeout 180 ||
-    echo "the API still serves the heuristic; see $STATE/api.log"
+    echo "the API still serves the baseline item-kNN; see $STATE/api.log"
 else
   SERVED="The gate refused the set trained above (reports/eval.md: it must beat the live
-baselines); the API serves an earlier champion if there is one, else the heuristic"
+baselines); the API serves an earlier champion if there is one, else the baseline item-kNN"
   .venv/bin/python -m api.wait --port "$PORT" --timeout 20 >/dev/null 2>&1 || true
 fi
 
