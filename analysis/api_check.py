@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -240,10 +241,7 @@ def api_check_command(args: Any, settings: Any) -> int:
     except (ApiCheckError, ValueError) as exc:
         print(f"streamrec evaluate-api: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(render(result))
-    return 0
+    return _report(args.out, result, render(result))
 
 
 def _prequential_command(args: Any, settings: Any, path: Any, url: str) -> int:
@@ -272,7 +270,12 @@ def _prequential_command(args: Any, settings: Any, path: Any, url: str) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"streamrec evaluate-api: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(render_prequential(result))
+    return _report(args.out, result, render_prequential(result))
+
+
+def _report(out: Path, result: dict[str, Any], table: str) -> int:
+    """Both checks' ending: the result as JSON at ``out``, the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(table)
     return 0
