@@ -249,20 +249,9 @@ async def _open_feast_reader(settings: Settings) -> AsyncIterator[FeatureReader]
         yield feast
         return
     # A plain Redis store: a request's user row and seen set in one round trip.
-    import redis.asyncio as aioredis
-    from feast.infra.online_stores.helpers import compute_versioned_name
-
     from api.adapters.redis_features import RedisFeatureReader
-    from feature_repo.definitions import user_recent
-    from feature_repo.fields import USER_RECENT
 
-    view = compute_versioned_name(
-        user_recent, store.config.registry.enable_online_feature_view_versioning
-    )
-    rows = feast_redis.RedisRowReader(store.config, view, "user_id", list(USER_RECENT))
-    reader = RedisFeatureReader(
-        aioredis.Redis.from_url(redis_url), rows, feast, settings.topic_prefix
-    )
+    reader = RedisFeatureReader.over(feast, redis_url, settings.topic_prefix)
     try:
         yield reader
     finally:

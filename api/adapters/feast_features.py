@@ -38,6 +38,10 @@ class FeastFeatureReader:
         self._seen = seen
         self._limiter = anyio.CapacityLimiter(max_threads)
 
+    @property
+    def store(self) -> FeatureStore:
+        return self._store
+
     async def user_recent(self, user_id: str) -> RecentItems | None:
         columns, seen = await self._run(partial(self._read_user, user_id))
         return recent_items({name: values[0] for name, values in columns.items()}, seen)

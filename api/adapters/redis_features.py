@@ -37,6 +37,24 @@ class RedisFeatureReader:
         self._feast = feast
         self._prefix = topic_prefix
 
+    @classmethod
+    def over(
+        cls, feast: FeastFeatureReader, redis_url: str, topic_prefix: str
+    ) -> RedisFeatureReader:
+        """The reader of ``feast``'s store (a plain Redis one) at ``redis_url``: the
+        ``user_recent`` view's rows in Feast's layout, under the view's current name."""
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        from feature_repo.definitions import user_recent
+        from feature_repo.fields import USER_RECENT
+
+        config = feast.store.config
+        view = compute_versioned_name(
+            user_recent, config.registry.enable_online_feature_view_versioning
+        )
+        rows = RedisRowReader(config, view, "user_id", list(USER_RECENT))
+        return cls(aioredis.Redis.from_url(redis_url), rows, feast, topic_prefix)
+
     async def user_recent(self, user_id: str) -> RecentItems | None:
         try:
             async with self._client.pipeline(transaction=False) as pipe:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 import redis
-import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from feast import FeatureStore
 
@@ -331,20 +330,9 @@ class TestRedisFeatureReader(TestFeastFeatureReaderOnRedis):
     async def reader(  # type: ignore[override]
         self, redis_feast_store: FeatureStore, live_settings: Settings
     ) -> AsyncIterator[RedisFeatureReader]:
-        from feast.infra.online_stores.helpers import compute_versioned_name
-
-        from feature_repo.definitions import user_recent
-        from feature_repo.fields import USER_RECENT
-        from streamrec.infra.feast_redis import RedisRowReader
-
-        config = redis_feast_store.config
-        view = compute_versioned_name(
-            user_recent, config.registry.enable_online_feature_view_versioning
-        )
-        reader = RedisFeatureReader(
-            aioredis.Redis.from_url(_redis_url(live_settings)),
-            RedisRowReader(config, view, "user_id", list(USER_RECENT)),
+        reader = RedisFeatureReader.over(
             FeastFeatureReader(redis_feast_store),
+            _redis_url(live_settings),
             live_settings.topic_prefix,
         )
         yield reader
@@ -354,11 +342,6 @@ class TestRedisFeatureReader(TestFeastFeatureReaderOnRedis):
 async def test_redis_reader_reads_the_seen_set_in_the_same_trip(
     redis_feast_store: FeatureStore, live_settings: Settings
 ) -> None:
-    from feast.infra.online_stores.helpers import compute_versioned_name
-
-    from feature_repo.definitions import user_recent
-    from feature_repo.fields import USER_RECENT
-    from streamrec.infra.feast_redis import RedisRowReader
     from streamrec.infra.seen import RedisSeenItems
 
     user = unique("user")
@@ -371,15 +354,8 @@ async def test_redis_reader_reads_the_seen_set_in_the_same_trip(
     )
     seen = RedisSeenItems(_redis_url(live_settings), live_settings.topic_prefix)
     seen.add({user: ["i1", "i2", "old"]})
-    config = redis_feast_store.config
-    view = compute_versioned_name(
-        user_recent, config.registry.enable_online_feature_view_versioning
-    )
-    reader = RedisFeatureReader(
-        aioredis.Redis.from_url(_redis_url(live_settings)),
-        RedisRowReader(config, view, "user_id", list(USER_RECENT)),
-        FeastFeatureReader(redis_feast_store),
-        live_settings.topic_prefix,
+    reader = RedisFeatureReader.over(
+        FeastFeatureReader(redis_feast_store), _redis_url(live_settings), live_settings.topic_prefix
     )
     try:
         got = await reader.user_recent(user)
