@@ -157,3 +157,33 @@ def test_the_image_is_pinned_and_runs_as_a_user() -> None:
     assert re.search(r"^ARG UV_VERSION=\d+\.\d+\.\d+$", dockerfile, re.MULTILINE)
     user = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert user and not user[-1].startswith(("root", "0")), user
+
+
+def test_the_image_holds_every_package_and_every_process_has_a_pod() -> None:
+    """The image copies each package the wheel installs (a missing one fails at import in
+    the container, nowhere else), and Kubernetes runs each long-running process compose runs."""
+    import tomllib
+
+    dockerfile = (REPO_ROOT / "deploy" / "Dockerfile").read_text()
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert set(packages) <= copied, f"not copied into the image: {set(packages) - copied}"
+    # `streamrec spark` needs Java and the connector jars where the settings look for them.
+    assert "openjdk-17-jre-headless" in dockerfile
+    assert "STREAMREC_SPARK_JARS_DIR=/opt/spark-jars" in dockerfile
+
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+    compose_commands = {
+        s["command"][0]
+        for s in compose.values()
+        if s.get("image", "").startswith("streamrec:") and "command" in s
+    }
+    pods = {
+        c["args"][0]
+        for _, spec in _pod_specs()
+        for c in spec["containers"]
+        if c["image"].startswith("streamrec:") and c.get("args")
+    }
+    long_running = compose_commands - {"topics", "features", "init"}
+    assert long_running <= pods, f"compose runs {long_running - pods}; no Kubernetes pod does"

@@ -163,7 +163,7 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
     kafka = cluster.kafka
     topics = Topics(settings.topic_prefix)
     create_own_topics(settings)
-    assert kafka.in_sync(topics.interactions)
+    wait_until(lambda: kafka.in_sync(topics.interactions), 60, "the new topic's replicas in sync")
     run_streamrec(
         settings, "data", "prepare", f"synthetic:users=3000,items=1500,events={EVENTS},seed=19"
     )
@@ -206,9 +206,15 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
                 victim = kafka.node(kafka.leader(topics.interactions, 0))
                 killed_at = log_end(settings, topics.interactions)
                 victim.kill()
-                time.sleep(5.0)  # past the broker session timeout: leadership moves
+                # Past the broker session timeout (4 s) the controller moves leadership; on
+                # a loaded machine it takes longer, so wait for it rather than sleep a fixed time.
+                wait_until(
+                    lambda: kafka.leader(topics.interactions, 0) not in (victim.node_id, -1),
+                    30,
+                    "leadership of partition 0 to move off the killed node",
+                    interval=0.25,
+                )
                 assert replay.poll() is None, "the replay ended before the node came back"
-                assert kafka.leader(topics.interactions, 0) not in (victim.node_id, -1)
                 victim.up()
                 assert replay.wait(600) == 0, logs["replay"].read_text()[-3000:]
             wait_until(
@@ -259,15 +265,26 @@ def test_leader_killed_mid_replay_loses_doubles_and_breaks_nothing(
         }
         item_ids = sorted(want_items)
 
+        differ: dict[str, tuple[Any, Any]] = {}  # item: (online, the log's fold)
+
         def settled() -> bool:
             got = online(store, "item_stats", "item_id", item_ids, ["interaction_count"])
-            return all(
-                got[i]["interaction_count"] == w["interaction_count"] for i, w in want_items.items()
-            )
+            differ.clear()
+            for i, w in want_items.items():
+                if got[i]["interaction_count"] != w["interaction_count"]:
+                    differ[i] = (got[i]["interaction_count"], w["interaction_count"])
+            return not differ
 
-        wait_until(
-            settled, 120, "the item counts of the whole log", proc=worker, log=logs["worker"]
-        )
+        try:
+            wait_until(
+                settled, 120, "the item counts of the whole log", proc=worker, log=logs["worker"]
+            )
+        except AssertionError as error:
+            extra = sum(g - w for g, w in differ.values() if g is not None)
+            raise AssertionError(
+                f"{len(differ)} items' counts differ from the log's fold (online - log ="
+                f" {extra:+}; first: {dict(sorted(differ.items())[:8])})\n{error}"
+            ) from None
         assert_same_features(
             online(store, "user_recent", "user_id", sorted(want_users), USER_FEATURES), want_users
         )
