@@ -111,6 +111,11 @@ class RecommenderState:
             return False
         self._last_log_error = None
         self._metrics.catalogue_items.set(len(catalogue.item_counts))
+        if not self.online_stats:
+            # The first build: read the online item rows first, so the index is built at
+            # the stream's clock, not over every dataset event (the future of a stack
+            # replayed up to T) until the next rebuild.
+            await self.refresh_items()
         await self.rebuild_baseline(force=True)
         logger.info(
             "event log read: %d events, %d items, %d with neighbours, in %.1fs",
@@ -165,6 +170,18 @@ class RecommenderState:
         self._index_built_at = time.monotonic()
         self.index_built.set()
         self._metrics.cooccurrence_items.set(len(self.index))
+        return True
+
+    async def first_index(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the first index (the log read at start-up); True when
+        it is built. A request arriving in the API's first seconds then gets the kNN's
+        list, not the popularity fallback, unless the log takes longer than that."""
+        if self.index_built.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self.index_built.wait(), timeout)
+        except TimeoutError:
+            return False
         return True
 
     async def run_log_refresh(self, period_seconds: float) -> None:

@@ -37,7 +37,7 @@ PUBLIC_FAILURE = {
     "features": "no features confirmed in the online store (empty, wiped or unreachable); "
     "after a wipe run the worker or `streamrec backfill --from-beginning`",
     "change_feed": "the change feed is not connected",
-    "recommender": "the event log has not been read yet",
+    "recommender": "the event log has not been read and indexed yet",
     "models": "the model status is unknown",
 }
 
@@ -97,14 +97,13 @@ async def _recommender_ready(services: ServicesDep) -> str:
             f"event log under {services.settings.datasets_dir} not read yet"
             + (f" (last error: {summary.last_log_error})" if summary.last_log_error else "")
         )
-    index = (
-        f"{summary.items_with_neighbours} with neighbours"
-        if summary.index_built
-        else "co-occurrence index building"
-    )
     if summary.items_known == 0:
+        index = "index built" if summary.index_built else "co-occurrence index building"
         return f"no items in the event log yet; {index}"
-    return f"{summary.items_known} items, {index}"
+    if not summary.index_built:
+        # Until then a list is the popularity fallback, not the baseline kNN's.
+        raise PortUnavailable(f"{summary.items_known} items, co-occurrence index building")
+    return f"{summary.items_known} items, {summary.items_with_neighbours} with neighbours"
 
 
 async def _features_ready(services: ServicesDep) -> str:

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 # them, so two callers in threads got less done than one (bench/cascade_request.py), and
 # the other core stays free for the event loop and the feature reads.
 INFERENCE_THREADS = 1
+# How long a request in the API's first seconds waits for the baseline's first index (the
+# event log read at start-up, about a second for MovieLens-100K) before it gets the
+# popularity fallback.
+FIRST_INDEX_WAIT_SECONDS = 3.0
 
 
 class ServedLog:
@@ -171,6 +175,7 @@ class RecommendationService:
             return "popularity", [
                 Pick(item, ranking.scores[item], POPULAR_REASON) for item in popular
             ]
+        await self._state.first_index(FIRST_INDEX_WAIT_SECONDS)
         scored = self._baseline(recent, k)
         return MODEL_VERSION, [Pick(s.item_id, s.score, reason(s, titles)) for s in scored]
 

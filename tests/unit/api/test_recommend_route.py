@@ -12,6 +12,7 @@ import pytest
 from api import state as api_state
 from api.catalogue import read_events
 from api.ports import RecentItems
+from api.serving import service as api_service
 from streams.events import RecommendationServed
 from tests.unit.api.helpers import TINY_SEQUENCES, TINY_TITLES, RunningApp, write_log
 
@@ -135,7 +136,7 @@ async def test_answers_with_no_event_log(start_app) -> None:  # type: ignore[no-
         assert response.json()["items"] == []
 
 
-async def test_answers_popular_items_before_the_index_is_built(
+async def test_answers_popular_items_when_the_index_takes_too_long(
     start_app,
     settings,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
@@ -148,10 +149,14 @@ async def test_answers_popular_items_before_the_index_is_built(
         return read_events(log_dir)
 
     monkeypatch.setattr(api_state, "read_events", slow_events)
+    monkeypatch.setattr(api_service, "FIRST_INDEX_WAIT_SECONDS", 0.3)
     try:
         async with start_app(wait_for_index=False) as app:
             app.adapters.features.users["reader"] = recent("a")
             await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
+            ready = await app.client.get("/readyz")
+            assert ready.status_code == 503, ready.json()
+            assert "indexed" in ready.json()["checks"]["recommender"]["detail"]
             early = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
             assert early["items"][0]["item_id"] == "p"
             assert {i["reason"] for i in early["items"]} == {"popular right now"}
@@ -162,5 +167,37 @@ async def test_answers_popular_items_before_the_index_is_built(
             later = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
             assert later["items"][0]["item_id"] == "b"
             assert later["items"][0]["reason"] == "because you interacted with Alien"
+    finally:
+        release.set()
+
+
+async def test_a_request_in_the_first_seconds_waits_for_the_index(
+    start_app,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """The API's first requests get the kNN's list once the log is read, not popularity."""
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    release = threading.Event()
+
+    def slow_events(log_dir: Path) -> pd.DataFrame:
+        release.wait(10)
+        return read_events(log_dir)
+
+    monkeypatch.setattr(api_state, "read_events", slow_events)
+    try:
+        async with start_app(wait_for_index=False) as app:
+            app.adapters.features.users["reader"] = recent("a")
+            await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
+            request = asyncio.create_task(
+                app.client.get("/recommend", params={"user_id": "reader"})
+            )
+            await asyncio.sleep(0.3)
+            assert not request.done()  # waiting for the index, not answering popularity
+            release.set()
+            first = (await asyncio.wait_for(request, 10)).json()
+            assert first["items"][0]["item_id"] == "b"
+            assert first["items"][0]["reason"] == "because you interacted with Alien"
+            assert (await app.client.get("/readyz")).status_code == 200
     finally:
         release.set()
