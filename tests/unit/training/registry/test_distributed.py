@@ -1,4 +1,7 @@
-"""Ray Train, for real (a local Ray): one and two data-parallel workers both learn."""
+"""Ray Train, for real (a local Ray): two data-parallel workers learn the planted weights.
+
+One worker is the path `streamrec train` takes by default, run for real by
+tests/integration/test_train_command.py and test_monitor_retrain.py."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def _planted_regression(config: dict[str, Any]) -> None:
     y = x @ torch.tensor([3.0, -2.0])
     torch.manual_seed(config["seed"])
     model = ray.train.torch.prepare_model(torch.nn.Linear(2, 1, bias=False))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
     first_loss = None
     for epoch in range(config["epochs"]):
         optimizer.zero_grad()
@@ -50,14 +53,13 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_data_parallel_training_learns_the_planted_weights(
-    ray_local: None, tmp_path: Path, workers: int
-) -> None:
+def test_data_parallel_training_learns_the_planted_weights(ray_local: None, tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state").resolved()
-    outcome = fit(settings, _planted_regression, {"seed": 0, "epochs": 40}, workers=workers)
-    assert outcome.metrics["world_size"] == workers
-    assert outcome.metrics["epoch"] == 39
+    # Each step halves the error (lr 0.25 on unit-variance inputs): 15 reach 3e-5 of it.
+    config = {"seed": 0, "epochs": 15, "lr": 0.25}
+    outcome = fit(settings, _planted_regression, config, workers=2)
+    assert outcome.metrics["world_size"] == 2
+    assert outcome.metrics["epoch"] == 14
     assert outcome.metrics["loss"] < 0.01 * outcome.metrics["first_loss"]
     assert outcome.state_dict is not None
     assert torch.allclose(outcome.state_dict["weight"], torch.tensor([[3.0, -2.0]]), atol=0.05)
