@@ -1,10 +1,39 @@
 #!/usr/bin/env bash
 # Start the services the tests need, run the whole suite, stop what was started.
+#
+# With no arguments the unit tests (which need no services) run beside the integration and
+# end-to-end tests, as two pytest processes with their own temporary folders: most of an
+# integration test's time is spent waiting for the processes it starts, so the two share
+# the two cores well. With arguments, one pytest runs them as given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMREC=.venv/bin/streamrec
+PYTEST=(.venv/bin/pytest -q -p no:cacheprovider --durations=15)
 
-cleanup() { "$STREAMREC" services down || true; }
+root=$(mktemp -d)
+cleanup() {
+  [[ -n "${unit_pid:-}" ]] && kill "$unit_pid" 2>/dev/null
+  "$STREAMREC" services down || true
+  rm -rf "$root"
+}
 trap cleanup EXIT
 "$STREAMREC" services up
-.venv/bin/pytest -q -p no:cacheprovider --durations=15 "$@"
+
+if (($# > 0)); then
+  "${PYTEST[@]}" "$@"
+  exit
+fi
+
+"${PYTEST[@]}" --basetemp "$root/unit" tests/unit tests/deploy >"$root/unit.log" 2>&1 &
+unit_pid=$!
+status=0
+"${PYTEST[@]}" --basetemp "$root/services" tests/integration tests/e2e || status=$?
+unit_status=0
+wait "$unit_pid" || unit_status=$?
+unit_pid=
+echo "== unit and deploy tests (run beside the above) =="
+cat "$root/unit.log"
+if ((status != 0 || unit_status != 0)); then
+  echo "failed: integration/e2e exit $status, unit/deploy exit $unit_status"
+  exit 1
+fi
