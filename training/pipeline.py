@@ -158,6 +158,64 @@ def train_stages_loop(config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
+class _EpochProgress:
+    """Logs each stage's epochs while Ray Train runs (the workers' own output does not reach
+    the driver): rank 0 writes every epoch's loss to the seed's MLflow run, and a thread here
+    reads those runs every ``interval`` seconds, so the lines work on a Ray cluster too."""
+
+    def __init__(self, tracking_uri: str, run_ids: dict[int, str], interval: float = 2.0) -> None:
+        import threading
+
+        self._tracking_uri = tracking_uri
+        self._run_ids = run_ids
+        self._interval = interval
+        self._seen: dict[tuple[int, str], int] = {}
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="train-progress", daemon=True)
+
+    def __enter__(self) -> _EpochProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.poll()  # the last epochs, logged after the previous read
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.poll()
+            except Exception as exc:  # progress is best effort: never fail the training
+                log.debug("train: reading progress failed: %s", exc)
+
+    def poll(self) -> list[str]:
+        """Log (and return) a line per epoch finished since the last poll."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self._tracking_uri)
+        lines = []
+        for seed, run_id in self._run_ids.items():
+            latest = client.get_run(run_id).data.metrics
+            for key in sorted(k for k in latest if k.endswith(".loss")):
+                history = client.get_metric_history(run_id, key)
+                done = self._seen.get((seed, key), -1)
+                for metric in sorted(history, key=lambda m: m.step):
+                    if metric.step <= done:
+                        continue
+                    stage = key.removesuffix(".loss")
+                    lines.append(
+                        f"train: seed {seed} {stage} epoch {metric.step + 1}:"
+                        f" loss {metric.value:.4f} ({time.monotonic() - self._started:.0f} s)"
+                    )
+                    done = metric.step
+                self._seen[(seed, key)] = done
+        for line in lines:
+            log.info(line)
+        return lines
+
+
 def train_through_ray(
     settings: Settings,
     data: Any,
@@ -171,7 +229,9 @@ def train_through_ray(
 
     from training.fit.distributed import fit, init_ray
 
+    started = time.monotonic()
     init_ray(settings, workers)
+    log.info("train: Ray started in %.1f s (%d worker(s))", time.monotonic() - started, workers)
     try:
         config = {
             "data": [ray.put(data)],
@@ -180,7 +240,11 @@ def train_through_ray(
             "run_ids": list(run_ids),
             "tracking_uri": settings.mlflow_uri,
         }
-        outcome = fit(settings, train_stages_loop, config, workers=workers, name="streamrec-train")
+        progress = _EpochProgress(settings.mlflow_uri, dict(zip(seeds, run_ids, strict=True)))
+        with progress:
+            outcome = fit(
+                settings, train_stages_loop, config, workers=workers, name="streamrec-train"
+            )
         if outcome.checkpoint_dir is None:
             raise RuntimeError("Ray Train finished without a checkpoint of the trained sets")
         if outcome.metrics.get("world_size") != workers:

@@ -58,6 +58,11 @@ def _train(
         timeout=1200,
     )
     assert "gate:" in output, output
+    # Progress while Ray trains: a line per stage and epoch, and Ray's start-up apart.
+    assert "train: Ray started in" in output, output
+    epochs = (hyper.get("lightgcn") or {}).get("epochs", 1)
+    assert f"train: seed 0 lightgcn epoch {epochs}: loss" in output, output
+    assert "train: seed 0 din epoch 1: loss" in output, output
     return json.loads((report_dir / "eval.json").read_text())
 
 
