@@ -58,6 +58,17 @@ WINDOW_STEP_MS = 5 * 60 * 1000
 CTR_PRIOR_CLICKS = 1.0
 CTR_PRIOR_IMPRESSIONS = 20.0
 
+# Co-visitation ("watched together"): each interaction pairs its item with the
+# COVISIT_WINDOW items the user touched just before it (the session around it), each pair
+# weighing 1 (weighting by distance, or a window of 1 or 3, scored lower on MovieLens;
+# docs/design.md, "The cascade"). Both items add the pair to their neighbours. An item
+# keeps its COVISIT_KEEP heaviest neighbours, so a 50k-item catalogue holds at most
+# 50k x COVISIT_KEEP pairs; an evicted neighbour starts again from its next pair.
+# ``covisit_total`` keeps every pair's weight, evicted or not: the norm of the cosine
+# that serving scores with (``models.cascade.covisit_scores``).
+COVISIT_WINDOW = 10
+COVISIT_KEEP = 100
+
 
 def source_key(topic: str, partition: int) -> str:
     """Names one partition of the log in a state's ``offsets``."""
@@ -165,6 +176,40 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
     return True
 
 
+def covisit_pairs(
+    state: UserState, event: Interaction, window: int = COVISIT_WINDOW
+) -> list[tuple[str, float]]:
+    """The items ``event`` is co-visited with, and each pair's weight (``COVISIT_WINDOW``).
+
+    They are the user's ``window`` items just older than the event, nearest first: those
+    after it in ``state.items`` once it is folded, or after its slot when it is not (so
+    the answer is the same before and after folding, and for a redelivered event). The
+    event's own item, and a repeat of an item nearer to it, pair with nothing.
+    """
+    if event.event_id in state.event_ids:
+        slot = state.event_ids.index(event.event_id) + 1
+    else:
+        slot = bisect.bisect_right(state.times, -event.event_time, key=operator.neg)
+    pairs: list[tuple[str, float]] = []
+    met = {event.item_id}
+    for item in state.items[slot : slot + window]:
+        if item not in met:
+            met.add(item)
+            pairs.append((item, 1.0))
+    return pairs
+
+
+def merge_covisits(neighbours: dict[str, float], more: dict[str, float], keep: int) -> None:
+    """Add ``more``'s pair weights to ``neighbours`` and keep the ``keep`` heaviest
+    (ties to the smaller id, so every fold of the same pairs keeps the same ones)."""
+    for item, weight in more.items():
+        neighbours[item] = neighbours.get(item, 0.0) + weight
+    if len(neighbours) > keep:
+        kept = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+        neighbours.clear()
+        neighbours.update(kept)
+
+
 def fold_interaction_at(
     state: UserState, event: Interaction, keep: int, source: str, offset: int
 ) -> Fold:
@@ -217,6 +262,24 @@ class ItemState:
     window: dict[int, int] = field(default_factory=dict)  # bucket start -> interactions
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
     offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
+    # Co-visitation (``COVISIT_*``): the heaviest neighbours' pair weights, the weight of
+    # every pair ever, and the newest pair's event time (row timestamps cover it).
+    covisits: dict[str, float] = field(default_factory=dict)
+    covisit_total: float = 0.0
+    covisit_time: int = 0
+
+    @property
+    def covisit_items(self) -> list[str]:
+        """The kept neighbours, heaviest first (the row's ``covisit_items``)."""
+        return [item for item, _ in self._covisits_ordered()]
+
+    @property
+    def covisit_weights(self) -> list[float]:
+        """Their pair weights, parallel to ``covisit_items``."""
+        return [weight for _, weight in self._covisits_ordered()]
+
+    def _covisits_ordered(self) -> list[tuple[str, float]]:
+        return sorted(self.covisits.items(), key=lambda kv: (-kv[1], kv[0]))
 
     @property
     def attributed_ctr(self) -> float:
@@ -248,6 +311,9 @@ class ItemState:
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
             "offsets": self.offsets,
+            "covisits": self._covisits_ordered(),
+            "covisit_total": self.covisit_total,
+            "covisit_time": self.covisit_time,
         }
 
     @classmethod
@@ -255,7 +321,15 @@ class ItemState:
         if not data:
             return cls()
         window = {int(start): int(count) for start, count in data.get("window", [])}
-        return cls(**{**data, "window": window, "offsets": dict(data.get("offsets", {}))})
+        covisits = {str(item): float(weight) for item, weight in data.get("covisits", [])}
+        return cls(
+            **{
+                **data,
+                "window": window,
+                "offsets": dict(data.get("offsets", {})),
+                "covisits": covisits,
+            }
+        )
 
     def to_json(self) -> bytes:
         """The state as its table and changelog hold it (see ``UserState.from_json``)."""
@@ -284,16 +358,29 @@ class ItemDelta:
     attributed_clicks: int = 0
     join_time: int = 0  # newest event time of the IMPRESSION and ATTRIBUTED_CLICK entries
     window: dict[int, int] = field(default_factory=dict)  # interactions per bucket start
+    covisits: dict[str, float] = field(default_factory=dict)  # neighbour -> pair weight
+    covisit_time: int = 0  # newest event time of the COVISIT entries
 
     def add(self, event: Interaction | Click) -> None:
         self.add_kind(entry_kind(event), event.event_time)
 
-    def add_kind(self, kind: str, event_time: int) -> None:
+    def add_covisit(self, other: str, weight: float, event_time: int) -> None:
+        """One co-visitation pair with ``other`` (``covisit_pairs``); not an interaction of
+        this item, so its recency stays."""
+        self.covisits[other] = self.covisits.get(other, 0.0) + weight
+        self.covisit_time = max(self.covisit_time, event_time)
+
+    def add_kind(self, kind: str, event_time: int, *payload: Any) -> None:
         """Add one event of ``kind`` (an ``ENTRY_KINDS`` letter) at ``event_time``.
 
         The joined kinds are not interactions of the item: they leave its
-        ``last_event_time`` (its recency) alone and move ``join_time`` instead.
+        ``last_event_time`` (its recency) alone and move ``join_time`` instead. A COVISIT
+        entry's payload is the other item and the pair's weight.
         """
+        if kind == COVISIT:
+            other, weight = payload
+            self.add_covisit(str(other), float(weight), event_time)
+            return
         if kind in (IMPRESSION, ATTRIBUTED_CLICK):
             if kind == IMPRESSION:
                 self.impressions += 1
@@ -332,6 +419,8 @@ class ItemDelta:
             "attributed_clicks": self.attributed_clicks,
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
+            "covisits": sorted([item, weight] for item, weight in self.covisits.items()),
+            "covisit_time": self.covisit_time,
         }
 
     @classmethod
@@ -347,6 +436,8 @@ class ItemDelta:
             attributed_clicks=int(data.get("attributed_clicks", 0)),
             join_time=int(data.get("join_time", 0)),
             window={int(start): int(count) for start, count in data.get("window", [])},
+            covisits={str(item): float(weight) for item, weight in data.get("covisits", [])},
+            covisit_time=int(data.get("covisit_time", 0)),
         )
 
 
@@ -362,7 +453,9 @@ VIEW, PURCHASE, REC_CLICK = "v", "p", "c"  # VIEW: any interaction that is not a
 # From the impression-click join (streams.joins): the item was served in a request, and a
 # click on it in that request.
 IMPRESSION, ATTRIBUTED_CLICK = "i", "a"
-ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK)
+# A co-visitation pair (``covisit_pairs``): the entry carries the other item and the weight.
+COVISIT = "n"
+ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK, COVISIT)
 
 
 @dataclass
@@ -371,7 +464,8 @@ class ItemEntries:
 
     The item side folds only the entries above its folded offset for ``source``, so a
     message sent again after a crash, or cut differently, adds nothing twice. One message
-    per item and partition per batch; an entry is ``[offset, kind, event_time]``.
+    per item and partition per batch; an entry is ``[offset, kind, event_time]``, and a
+    COVISIT entry ``[offset, kind, event_time, other_item, weight]``.
     """
 
     item_id: str
@@ -408,31 +502,50 @@ def entry_kind(event: Interaction | Click) -> str:
     return PURCHASE if event.action == "purchase" else VIEW
 
 
-def item_entries(positioned: Iterable[tuple[str, int, Interaction | Click]]) -> list[ItemEntries]:
-    """Group ``(source, offset, event)`` (in offset order per source) by item and source."""
-    return group_entries(
-        (source, offset, event.item_id, entry_kind(event), event.event_time)
-        for source, offset, event in positioned
-    )
-
-
 # One entry for the item side: source, offset, item_id, kind, event_time.
 Entry = tuple[str, int, str, str, int]
+# A COVISIT entry: the same, then the other item and the pair's weight.
+CovisitEntry = tuple[str, int, str, str, int, str, float]
 
 
-def group_entries(entries: Iterable[Entry]) -> list[ItemEntries]:
+def covisit_entries(
+    source: str, offset: int, event: Interaction, pairs: Iterable[tuple[str, float]]
+) -> list[CovisitEntry]:
+    """The item side's COVISIT entries of one interaction's pairs: both items get each."""
+    entries: list[CovisitEntry] = []
+    for other, weight in pairs:
+        entries.append((source, offset, event.item_id, COVISIT, event.event_time, other, weight))
+        entries.append((source, offset, other, COVISIT, event.event_time, event.item_id, weight))
+    return entries
+
+
+def item_entries(
+    positioned: Iterable[tuple[str, int, Interaction | Click]],
+    covisits: Iterable[CovisitEntry] = (),
+) -> list[ItemEntries]:
+    """Group ``(source, offset, event)`` (in offset order per source) and the COVISIT
+    entries of the same events by item and source."""
+    events: list[Entry | CovisitEntry] = [
+        (source, offset, event.item_id, entry_kind(event), event.event_time)
+        for source, offset, event in positioned
+    ]
+    return group_entries(sorted([*events, *covisits], key=lambda entry: entry[1]))
+
+
+def group_entries(entries: Iterable[Entry | CovisitEntry]) -> list[ItemEntries]:
     """Group entries (in offset order per source) by item and source.
 
     One event may give an item several entries at its offset (the join's impression and a
-    click waiting for it); they are in the same batch, so in the same message.
+    click waiting for it, an interaction's co-visitation pairs); they are in the same
+    batch, so in the same message.
     """
     grouped: dict[tuple[str, str], ItemEntries] = {}
-    for source, offset, item_id, kind, event_time in entries:
+    for source, offset, item_id, kind, event_time, *payload in entries:
         key = (item_id, source)
         message = grouped.get(key)
         if message is None:
             message = grouped[key] = ItemEntries(item_id, source)
-        message.entries.append([offset, kind, event_time])
+        message.entries.append([offset, kind, event_time, *payload])
     return list(grouped.values())
 
 
@@ -446,12 +559,12 @@ def fold_item_entries(state: ItemState, message: ItemEntries) -> int:
     folded_up_to = folded_before
     delta = ItemDelta(message.item_id)
     applied = 0
-    for offset, kind, event_time in message.entries:
+    for offset, kind, event_time, *payload in message.entries:
         if offset <= folded_before:
             continue
         folded_up_to = max(folded_up_to, offset)
         applied += 1
-        delta.add_kind(kind, int(event_time))
+        delta.add_kind(kind, int(event_time), *payload)
     if applied:
         state.offsets[message.source] = folded_up_to
         fold_item(state, delta)
@@ -466,6 +579,10 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.attributed_click_count += delta.attributed_clicks
     state.join_time = max(state.join_time, delta.join_time)
     merge_window(state.window, delta.window)
+    if delta.covisits:
+        merge_covisits(state.covisits, delta.covisits, COVISIT_KEEP)
+        state.covisit_total += sum(delta.covisits.values())
+        state.covisit_time = max(state.covisit_time, delta.covisit_time)
     reference = max(state.last_event_time, delta.last_event_time)
     state.trend_score = decayed(state.trend_score, state.last_event_time, reference) + decayed(
         delta.trend, delta.last_event_time, reference
@@ -480,13 +597,14 @@ def stamp(state: UserState | ItemState) -> int:
     Event time alone does not always move forward: an item gets deltas from batches of
     different partitions whose times interleave, and two of a user's events can share a
     millisecond. So the row time is the last event time, or one millisecond after the
-    previous row's, whichever is later. An item's joined entries (impressions) do not move
-    its last event time, so its row time covers their ``join_time`` too: a row stamped
+    previous row's, whichever is later. An item's joined entries (impressions) and
+    co-visitation pairs do not move its last event time, so its row time covers their
+    ``join_time`` and ``covisit_time`` too: a row stamped
     ``s`` then holds only events at or before ``s``.
     """
     newest = state.last_event_time
     if isinstance(state, ItemState):
-        newest = max(newest, state.join_time)
+        newest = max(newest, state.join_time, state.covisit_time)
     state.feature_time = max(newest, state.feature_time + 1)
     return state.feature_time
 
