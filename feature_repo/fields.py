@@ -44,11 +44,11 @@ ITEM_STATS: dict[str, Kind] = {
     "interactions_1h": "int64",
     "interactions_1h_end": "int64",
     # co-visitation (streams.folding.COVISIT_*): the item's heaviest neighbours among the
-    # items users touched right before or after it, heaviest first, their pair weights,
-    # and the weight of every pair ever (the cosine's norm)
+    # items users touched right before or after it, heaviest first (ties by id), their
+    # pair counts, and the count of every pair ever (the cosine's norm)
     "covisit_items": "string[]",
-    "covisit_weights": "float64[]",
-    "covisit_total": "float64",
+    "covisit_weights": "int64[]",
+    "covisit_total": "int64",
 }
 
 # The Spark job's short window (default 1 hour sliding every 5 minutes).

@@ -87,8 +87,8 @@ class ItemFeatures:
         )
 
 
-# One item's co-visitation as the store holds it: neighbours, their weights, the total.
-CovisitRow = tuple[Sequence[str], Sequence[float], float]
+# One item's co-visitation as the store holds it: neighbours, their pair counts, the total.
+CovisitRow = tuple[Sequence[str], Sequence[int], int]
 
 
 def covisit_row(

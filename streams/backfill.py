@@ -236,7 +236,8 @@ def fold_log(
                     continue
                 report.interactions += 1
                 for_items.append((source, offset, event))
-                covisits += covisit_entries(source, offset, event, covisit_pairs(user, event))
+                pairs = covisit_pairs(user, event, position=offset)
+                covisits += covisit_entries(source, offset, event, pairs)
             elif isinstance(event, Click):
                 report.clicks += 1
                 for_items.append((source, offset, event))

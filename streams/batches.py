@@ -153,9 +153,9 @@ def fold_user_batch(
             # the item side would count it as new.
             batch.for_items.append((source, message.offset, interaction))
             # The pairs read the state the event is folded into; a redelivered event's
-            # are the same as the first time (``covisit_pairs``), and the item side skips
-            # them if they arrived then.
-            pairs = covisit_pairs(state, interaction)
+            # are the same as the first time, even when the recovered state holds later
+            # events (``covisit_pairs``), and the item side skips them if they arrived then.
+            pairs = covisit_pairs(state, interaction, position=message.offset)
             batch.covisits += covisit_entries(source, message.offset, interaction, pairs)
         if fold is Fold.NEW:
             batch.new += 1

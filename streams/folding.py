@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,12 +61,15 @@ CTR_PRIOR_IMPRESSIONS = 20.0
 
 # Co-visitation ("watched together"): each interaction pairs its item with the
 # COVISIT_WINDOW items the user touched just before it (the session around it), each pair
-# weighing 1 (weighting by distance, or a window of 1 or 3, scored lower on MovieLens;
-# docs/design.md, "The cascade"). Both items add the pair to their neighbours. An item
-# keeps its COVISIT_KEEP heaviest neighbours, so a 50k-item catalogue holds at most
-# 50k x COVISIT_KEEP pairs; an evicted neighbour starts again from its next pair.
-# ``covisit_total`` keeps every pair's weight, evicted or not: the norm of the cosine
-# that serving scores with (``models.cascade.covisit_scores``).
+# counting 1 (weighting by distance, or a window of 1 or 3, scored lower on MovieLens;
+# docs/design.md, "The cascade"). Both items add the pair to their neighbours. The state
+# keeps every neighbour's integer count, never evicting one: a sum of integers is the same
+# however the pairs were batched, partitioned, replayed or ordered, where a bounded top-N
+# with eviction (or a float sum) is not. The COVISIT_KEEP heaviest (ties to the smaller id)
+# are chosen only when the row is written (``covisit_items``). ``covisit_total`` counts
+# every pair: the norm of the cosine that serving scores with
+# (``models.cascade.covisit_scores``). The cost, distinct neighbours per item, is in
+# docs/design.md ("The co-visitation channel").
 COVISIT_WINDOW = 10
 COVISIT_KEEP = 100
 
@@ -105,6 +109,10 @@ class UserState:
     items: list[str] = field(default_factory=list)
     times: list[int] = field(default_factory=list)  # epoch ms, descending, parallel to items
     event_ids: list[str] = field(default_factory=list)
+    # the log offset each kept item was folded at (a user's events are all in the one
+    # partition of their key), -1 where unknown: ``covisit_pairs`` of a redelivered event
+    # leave out the items folded after it
+    positions: list[int] = field(default_factory=list)
     interaction_count: int = 0
     last_event_time: int = 0
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
@@ -117,6 +125,7 @@ class UserState:
             "items": self.items,
             "times": self.times,
             "event_ids": self.event_ids,
+            "positions": self.positions,
             "interaction_count": self.interaction_count,
             "last_event_time": self.last_event_time,
             "offsets": self.offsets,
@@ -131,6 +140,7 @@ class UserState:
             items=list(data["items"]),
             times=list(data["times"]),
             event_ids=list(data["event_ids"]),
+            positions=list(data.get("positions", [-1] * len(data["items"]))),
             interaction_count=int(data["interaction_count"]),
             last_event_time=int(data["last_event_time"]),
             feature_time=int(data.get("feature_time", 0)),
@@ -155,11 +165,12 @@ class UserState:
         return cls.from_dict(orjson.loads(value)) if value else cls()
 
 
-def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
+def fold_interaction(state: UserState, event: Interaction, keep: int, position: int = -1) -> bool:
     """Add one interaction to the user's recent items; False when it was already folded.
 
     Events are placed by event time, not arrival order, so a late event lands where it
-    belongs (or falls off the end when it is older than everything kept).
+    belongs (or falls off the end when it is older than everything kept). ``position``:
+    the event's offset in its partition of the log (``UserState.positions``).
     """
     if event.event_id in state.event_ids:
         return False
@@ -172,42 +183,52 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
     state.items.insert(slot, event.item_id)
     state.times.insert(slot, event.event_time)
     state.event_ids.insert(slot, event.event_id)
-    del state.items[keep:], state.times[keep:], state.event_ids[keep:]
+    state.positions.insert(slot, position)
+    del state.items[keep:], state.times[keep:], state.event_ids[keep:], state.positions[keep:]
     return True
 
 
 def covisit_pairs(
-    state: UserState, event: Interaction, window: int = COVISIT_WINDOW
-) -> list[tuple[str, float]]:
-    """The items ``event`` is co-visited with, and each pair's weight (``COVISIT_WINDOW``).
+    state: UserState, event: Interaction, window: int = COVISIT_WINDOW, position: int = -1
+) -> list[tuple[str, int]]:
+    """The items ``event`` is co-visited with, and each pair's count (``COVISIT_WINDOW``).
 
-    They are the user's ``window`` items just older than the event, nearest first: those
-    after it in ``state.items`` once it is folded, or after its slot when it is not (so
-    the answer is the same before and after folding, and for a redelivered event). The
-    event's own item, and a repeat of an item nearer to it, pair with nothing.
+    They are the user's ``window`` items just older than the event, nearest first, among
+    those folded before it: those after it in ``state.items`` once it is folded, or after
+    its slot when it is not. ``position`` is the event's offset: a state recovered ahead
+    of the commit (the worker killed between its table write and its commit) already holds
+    the user's later events, and a late one among them sits after this event; leaving out
+    the items folded at a later offset gives the same pairs as the first time. The event's
+    own item, and a repeat of an item nearer to it, pair with nothing.
     """
     if event.event_id in state.event_ids:
         slot = state.event_ids.index(event.event_id) + 1
     else:
         slot = bisect.bisect_right(state.times, -event.event_time, key=operator.neg)
-    pairs: list[tuple[str, float]] = []
+    older = zip(state.items[slot:], state.positions[slot:], strict=True)
+    before = [item for item, at in older if position < 0 or at < position][:window]
+    pairs: list[tuple[str, int]] = []
     met = {event.item_id}
-    for item in state.items[slot : slot + window]:
+    for item in before:
         if item not in met:
             met.add(item)
-            pairs.append((item, 1.0))
+            pairs.append((item, 1))
     return pairs
 
 
-def merge_covisits(neighbours: dict[str, float], more: dict[str, float], keep: int) -> None:
-    """Add ``more``'s pair weights to ``neighbours`` and keep the ``keep`` heaviest
-    (ties to the smaller id, so every fold of the same pairs keeps the same ones)."""
-    for item, weight in more.items():
-        neighbours[item] = neighbours.get(item, 0.0) + weight
-    if len(neighbours) > keep:
-        kept = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
-        neighbours.clear()
-        neighbours.update(kept)
+def merge_covisits(neighbours: dict[str, int], more: dict[str, int]) -> None:
+    """Add ``more``'s pair counts to ``neighbours``: every neighbour is kept, so the sum
+    is the same in any order and any cut of the pairs into deltas."""
+    for item, count in more.items():
+        neighbours[item] = neighbours.get(item, 0) + count
+
+
+def heaviest_covisits(
+    neighbours: dict[str, int], keep: int = COVISIT_KEEP
+) -> list[tuple[str, int]]:
+    """The ``keep`` neighbours with the most pairs, ties to the smaller id: chosen when a
+    row is written or read, from counts that never depended on the order of folding."""
+    return heapq.nsmallest(keep, neighbours.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def fold_interaction_at(
@@ -225,7 +246,7 @@ def fold_interaction_at(
             return Fold.REDELIVERED_DUPLICATE
         return Fold.REDELIVERED
     state.offsets[source] = offset
-    if fold_interaction(state, event, keep):
+    if fold_interaction(state, event, keep, offset):
         return Fold.NEW
     state.duplicates.append(position)
     del state.duplicates[:-DUPLICATES_KEPT]
@@ -262,24 +283,21 @@ class ItemState:
     window: dict[int, int] = field(default_factory=dict)  # bucket start -> interactions
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
     offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
-    # Co-visitation (``COVISIT_*``): the heaviest neighbours' pair weights, the weight of
-    # every pair ever, and the newest pair's event time (row timestamps cover it).
-    covisits: dict[str, float] = field(default_factory=dict)
-    covisit_total: float = 0.0
+    # Co-visitation (``COVISIT_*``): every neighbour's pair count, the count of every pair
+    # ever, and the newest pair's event time (row timestamps cover it).
+    covisits: dict[str, int] = field(default_factory=dict)
+    covisit_total: int = 0
     covisit_time: int = 0
 
     @property
     def covisit_items(self) -> list[str]:
-        """The kept neighbours, heaviest first (the row's ``covisit_items``)."""
-        return [item for item, _ in self._covisits_ordered()]
+        """The COVISIT_KEEP heaviest neighbours, heaviest first (the row's field)."""
+        return [item for item, _ in heaviest_covisits(self.covisits)]
 
     @property
-    def covisit_weights(self) -> list[float]:
-        """Their pair weights, parallel to ``covisit_items``."""
-        return [weight for _, weight in self._covisits_ordered()]
-
-    def _covisits_ordered(self) -> list[tuple[str, float]]:
-        return sorted(self.covisits.items(), key=lambda kv: (-kv[1], kv[0]))
+    def covisit_weights(self) -> list[int]:
+        """Their pair counts, parallel to ``covisit_items``."""
+        return [count for _, count in heaviest_covisits(self.covisits)]
 
     @property
     def attributed_ctr(self) -> float:
@@ -311,7 +329,7 @@ class ItemState:
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
             "offsets": self.offsets,
-            "covisits": self._covisits_ordered(),
+            "covisits": self.covisits,
             "covisit_total": self.covisit_total,
             "covisit_time": self.covisit_time,
         }
@@ -321,7 +339,7 @@ class ItemState:
         if not data:
             return cls()
         window = {int(start): int(count) for start, count in data.get("window", [])}
-        covisits = {str(item): float(weight) for item, weight in data.get("covisits", [])}
+        covisits = {str(item): int(count) for item, count in dict(data.get("covisits", {})).items()}
         return cls(
             **{
                 **data,
@@ -358,16 +376,16 @@ class ItemDelta:
     attributed_clicks: int = 0
     join_time: int = 0  # newest event time of the IMPRESSION and ATTRIBUTED_CLICK entries
     window: dict[int, int] = field(default_factory=dict)  # interactions per bucket start
-    covisits: dict[str, float] = field(default_factory=dict)  # neighbour -> pair weight
+    covisits: dict[str, int] = field(default_factory=dict)  # neighbour -> pair count
     covisit_time: int = 0  # newest event time of the COVISIT entries
 
     def add(self, event: Interaction | Click) -> None:
         self.add_kind(entry_kind(event), event.event_time)
 
-    def add_covisit(self, other: str, weight: float, event_time: int) -> None:
+    def add_covisit(self, other: str, count: int, event_time: int) -> None:
         """One co-visitation pair with ``other`` (``covisit_pairs``); not an interaction of
         this item, so its recency stays."""
-        self.covisits[other] = self.covisits.get(other, 0.0) + weight
+        self.covisits[other] = self.covisits.get(other, 0) + count
         self.covisit_time = max(self.covisit_time, event_time)
 
     def add_kind(self, kind: str, event_time: int, *payload: Any) -> None:
@@ -375,11 +393,11 @@ class ItemDelta:
 
         The joined kinds are not interactions of the item: they leave its
         ``last_event_time`` (its recency) alone and move ``join_time`` instead. A COVISIT
-        entry's payload is the other item and the pair's weight.
+        entry's payload is the other item and the pair's count.
         """
         if kind == COVISIT:
-            other, weight = payload
-            self.add_covisit(str(other), float(weight), event_time)
+            other, count = payload
+            self.add_covisit(str(other), int(count), event_time)
             return
         if kind in (IMPRESSION, ATTRIBUTED_CLICK):
             if kind == IMPRESSION:
@@ -419,7 +437,7 @@ class ItemDelta:
             "attributed_clicks": self.attributed_clicks,
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
-            "covisits": sorted([item, weight] for item, weight in self.covisits.items()),
+            "covisits": sorted([item, count] for item, count in self.covisits.items()),
             "covisit_time": self.covisit_time,
         }
 
@@ -436,7 +454,7 @@ class ItemDelta:
             attributed_clicks=int(data.get("attributed_clicks", 0)),
             join_time=int(data.get("join_time", 0)),
             window={int(start): int(count) for start, count in data.get("window", [])},
-            covisits={str(item): float(weight) for item, weight in data.get("covisits", [])},
+            covisits={str(item): int(count) for item, count in data.get("covisits", [])},
             covisit_time=int(data.get("covisit_time", 0)),
         )
 
@@ -453,7 +471,7 @@ VIEW, PURCHASE, REC_CLICK = "v", "p", "c"  # VIEW: any interaction that is not a
 # From the impression-click join (streams.joins): the item was served in a request, and a
 # click on it in that request.
 IMPRESSION, ATTRIBUTED_CLICK = "i", "a"
-# A co-visitation pair (``covisit_pairs``): the entry carries the other item and the weight.
+# A co-visitation pair (``covisit_pairs``): the entry carries the other item and the count.
 COVISIT = "n"
 ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK, COVISIT)
 
@@ -465,7 +483,7 @@ class ItemEntries:
     The item side folds only the entries above its folded offset for ``source``, so a
     message sent again after a crash, or cut differently, adds nothing twice. One message
     per item and partition per batch; an entry is ``[offset, kind, event_time]``, and a
-    COVISIT entry ``[offset, kind, event_time, other_item, weight]``.
+    COVISIT entry ``[offset, kind, event_time, other_item, count]``.
     """
 
     item_id: str
@@ -504,18 +522,18 @@ def entry_kind(event: Interaction | Click) -> str:
 
 # One entry for the item side: source, offset, item_id, kind, event_time.
 Entry = tuple[str, int, str, str, int]
-# A COVISIT entry: the same, then the other item and the pair's weight.
-CovisitEntry = tuple[str, int, str, str, int, str, float]
+# A COVISIT entry: the same, then the other item and the pair's count.
+CovisitEntry = tuple[str, int, str, str, int, str, int]
 
 
 def covisit_entries(
-    source: str, offset: int, event: Interaction, pairs: Iterable[tuple[str, float]]
+    source: str, offset: int, event: Interaction, pairs: Iterable[tuple[str, int]]
 ) -> list[CovisitEntry]:
     """The item side's COVISIT entries of one interaction's pairs: both items get each."""
     entries: list[CovisitEntry] = []
-    for other, weight in pairs:
-        entries.append((source, offset, event.item_id, COVISIT, event.event_time, other, weight))
-        entries.append((source, offset, other, COVISIT, event.event_time, event.item_id, weight))
+    for other, count in pairs:
+        entries.append((source, offset, event.item_id, COVISIT, event.event_time, other, count))
+        entries.append((source, offset, other, COVISIT, event.event_time, event.item_id, count))
     return entries
 
 
@@ -580,7 +598,7 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.join_time = max(state.join_time, delta.join_time)
     merge_window(state.window, delta.window)
     if delta.covisits:
-        merge_covisits(state.covisits, delta.covisits, COVISIT_KEEP)
+        merge_covisits(state.covisits, delta.covisits)
         state.covisit_total += sum(delta.covisits.values())
         state.covisit_time = max(state.covisit_time, delta.covisit_time)
     reference = max(state.last_event_time, delta.last_event_time)

@@ -72,8 +72,8 @@ class FeastFeatureReader:
                     last_event_time=_int_or_none(columns["last_event_time"][row]),
                     trend_score=float(columns["trend_score"][row] or 0.0),
                     covisit_items=tuple(str(i) for i in columns["covisit_items"][row] or ()),
-                    covisit_weights=tuple(float(w) for w in columns["covisit_weights"][row] or ()),
-                    covisit_total=float(columns["covisit_total"][row] or 0.0),
+                    covisit_weights=tuple(int(w) for w in columns["covisit_weights"][row] or ()),
+                    covisit_total=int(columns["covisit_total"][row] or 0),
                 )
         return found
 

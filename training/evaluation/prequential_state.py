@@ -78,6 +78,7 @@ class OnlineState:
         self.neighbours = np.full((n, COVISIT_KEEP), -1, np.int64)
         self.neighbour_weights = np.zeros((n, COVISIT_KEEP), np.float32)
         self.covisit_totals = np.zeros(n, np.float32)
+        self._covisits_changed: set[str] = set()  # rows to choose again (item_features)
         self._window: deque[tuple[int, int]] = deque()
         self.version = 0  # folds so far: item rows are rebuilt only when it moves
 
@@ -98,10 +99,10 @@ class OnlineState:
                 self.recent_counts[index] += 1
             seen.add(event.item_id)
             # The worker's co-visitation: both items of every pair get it (streams.batches).
-            for other, weight in covisit_pairs(user, event):
-                delta.add_covisit(other, weight, event.event_time)
+            for other, count in covisit_pairs(user, event):
+                delta.add_covisit(other, count, event.event_time)
                 partner = ItemDelta(other)
-                partner.add_covisit(event.item_id, weight, event.event_time)
+                partner.add_covisit(event.item_id, count, event.event_time)
                 self._fold_item(partner)
         self._fold_item(delta)
 
@@ -114,11 +115,20 @@ class OnlineState:
             self.last[index] = item.last_event_time
             self.clicks[index] = item.click_count
             if delta.covisits:
-                row = (item.covisit_items, item.covisit_weights, item.covisit_total)
-                neighbours, weights = covisit_row(row, self.item_index)
-                self.neighbours[index] = neighbours
-                self.neighbour_weights[index] = weights
-                self.covisit_totals[index] = item.covisit_total
+                self._covisits_changed.add(delta.item_id)
+
+    def _choose_covisits(self) -> None:
+        """The changed items' rows as the worker pushes them: the heaviest neighbours,
+        chosen from all the counts only when read (``streams.folding.heaviest_covisits``)."""
+        for item_id in self._covisits_changed:
+            item = self.items[item_id]
+            row = (item.covisit_items, item.covisit_weights, item.covisit_total)
+            neighbours, weights = covisit_row(row, self.item_index)
+            index = self.item_index[item_id]
+            self.neighbours[index] = neighbours
+            self.neighbour_weights[index] = weights
+            self.covisit_totals[index] = item.covisit_total
+        self._covisits_changed.clear()
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
@@ -151,6 +161,7 @@ class OnlineState:
 
     def item_features(self) -> ItemFeatures:
         """The vocabulary's item rows as the API's item refresh builds them."""
+        self._choose_covisits()
         return ItemFeatures(
             trend_score=torch.from_numpy(self.trend.copy()),
             last_event_time=torch.from_numpy(self.last.copy()),

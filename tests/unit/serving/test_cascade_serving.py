@@ -256,10 +256,10 @@ def test_covisits_from_the_store_become_the_table_and_the_reason(tmp_path: Path)
         interaction_count=4,
         last_event_time=NINETY_EIGHT,
         covisit_items=("m3", "gone"),
-        covisit_weights=(3.0, 1.0),
-        covisit_total=4.0,
+        covisit_weights=(3, 1),
+        covisit_total=4,
     )
-    stats["m3"] = ItemStats(covisit_items=("a",), covisit_weights=(3.0,), covisit_total=3.0)
+    stats["m3"] = ItemStats(covisit_items=("a",), covisit_weights=(3,), covisit_total=3)
     items = ItemFeatures.build(ITEMS, stats)
     assert items.covisits is not None
     a, m3 = ITEMS.index("a"), ITEMS.index("m3")
