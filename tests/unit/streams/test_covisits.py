@@ -167,8 +167,8 @@ def _worker(batches: list[list[tuple[str, str]]]) -> dict[str, ItemState]:
         grouped = by_item_partition(batch.for_items, [], 2, batch.covisits)
         records = [_record("activity", p, n, {"items": m}) for p, m in grouped.items() for n in [0]]
         folded = fold_item_batch(records, items.get)
-        for item, state in folded.changed.items():
-            items[item] = state.to_json()
+        for item, item_state in folded.changed.items():
+            items[item] = item_state.to_json()
     return {item: ItemState.from_json(value) for item, value in items.items()}
 
 
@@ -259,8 +259,8 @@ def _fold_worker(
         rng.shuffle(grouped)
         for destination, messages in grouped:
             records = [_record("activity", destination, 0, {"items": messages})]
-            for item, state in fold_item_batch(records, items.get).changed.items():
-                items[item] = state.to_json()
+            for item, item_state in fold_item_batch(records, items.get).changed.items():
+                items[item] = item_state.to_json()
     return {item: ItemState.from_json(value) for item, value in items.items()}
 
 
