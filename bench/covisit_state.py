@@ -7,8 +7,9 @@ No services: it folds a prepared log through the worker's own batch functions
 batches, states kept as the bytes the tables hold) in batches of ``--batch`` events, as
 the worker does. It prints the distinct neighbours per item at the end, the largest item
 state, and per batch the bytes of the changed item states (one changelog record each,
-``streams.changelog.write_states``), the time to decode, fold and encode them, and the
-time to decode and encode them alone; beside the bytes and the codec time, the same states
+``streams.changelog.write_states``), the time to decode, fold and encode them, the time
+to decode and encode them alone and to build their rows (``item_rows``, where the top
+``COVISIT_KEEP`` are chosen); beside the bytes and the last two times, the same states
 with their neighbours cut to the ``COVISIT_KEEP`` heaviest (what a bounded state would
 hold: the order-dependent design it replaced), measured in the same run, and the ratios
 of the medians.
@@ -30,7 +31,7 @@ from streamrec.paths import dataset_events
 from streamrec.settings import load_settings
 from streams.batches import by_item_partition, fold_item_batch, fold_user_batch
 from streams.events import Interaction
-from streams.folding import COVISIT_KEEP, ItemState, heaviest_covisits
+from streams.folding import COVISIT_KEEP, ItemState, heaviest_covisits, item_rows
 
 ITEM_PARTITIONS = 3
 
@@ -46,6 +47,14 @@ def _bounded(state: ItemState) -> bytes:
     data = state.to_dict()
     data["covisits"] = dict(heaviest_covisits(state.covisits, COVISIT_KEEP))
     return orjson.dumps(data)
+
+
+def _rows_ms(values: list[bytes]) -> float:
+    """Build the rows the worker pushes for the states of ``values``, in ms."""
+    states = [(str(n), ItemState.from_json(value)) for n, value in enumerate(values)]
+    started = time.perf_counter()
+    item_rows(states)
+    return 1000 * (time.perf_counter() - started)
 
 
 def _codec_ms(values: list[bytes]) -> float:
@@ -71,6 +80,8 @@ def main() -> None:
     fold_ms: list[float] = []  # decode + fold + encode of the item side per batch
     codec_ms: list[float] = []  # decode + encode alone, every count and bounded
     codec_bounded_ms: list[float] = []
+    rows_ms: list[float] = []  # the rows pushed, every count and bounded
+    rows_bounded_ms: list[float] = []
     rows = events[["event_id", "user_id", "item_id", "event_time"]].itertuples(index=False)
     decoded = []
     for offset, (event_id, user_id, item_id, event_time) in enumerate(rows):
@@ -100,6 +111,8 @@ def main() -> None:
         written_bounded.append(sum(map(len, bounded)) / 1024)
         codec_ms.append(_codec_ms(list(encoded.values())))
         codec_bounded_ms.append(_codec_ms(bounded))
+        rows_ms.append(_rows_ms(list(encoded.values())))
+        rows_bounded_ms.append(_rows_ms(bounded))
 
     states = {item: ItemState.from_json(value) for item, value in items.items()}
     neighbours = [len(state.covisits) for state in states.values()]
@@ -118,6 +131,11 @@ def main() -> None:
     print(summary(f"decode and encode per batch, top {COVISIT_KEEP}", codec_bounded_ms, "ms"))
     print(
         f"ratio of medians: {statistics.median(codec_ms) / statistics.median(codec_bounded_ms):.2f}"
+    )
+    print(summary("rows per batch, every count", rows_ms, "ms"))
+    print(summary(f"rows per batch, top {COVISIT_KEEP}", rows_bounded_ms, "ms"))
+    print(
+        f"ratio of medians: {statistics.median(rows_ms) / statistics.median(rows_bounded_ms):.2f}"
     )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import heapq
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -228,7 +227,7 @@ def heaviest_covisits(
 ) -> list[tuple[str, int]]:
     """The ``keep`` neighbours with the most pairs, ties to the smaller id: chosen when a
     row is written or read, from counts that never depended on the order of folding."""
-    return heapq.nsmallest(keep, neighbours.items(), key=lambda kv: (-kv[1], kv[0]))
+    return sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
 
 
 def fold_interaction_at(
@@ -658,7 +657,12 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
+        heaviest = heaviest_covisits(state.covisits)  # once for both of the row's fields
+        chosen = {
+            "covisit_items": [item for item, _ in heaviest],
+            "covisit_weights": [count for _, count in heaviest],
+        }
         for name in ITEM_FEATURES:
-            columns[name].append(getattr(state, name))
+            columns[name].append(chosen[name] if name in chosen else getattr(state, name))
         columns[fields.ROW_TIME].append(state.feature_time)
     return columns

@@ -32,6 +32,7 @@ from streams.folding import (
     covisit_pairs,
     fold_interaction,
     fold_item,
+    heaviest_covisits,
 )
 
 DAY_MS = 86_400_000
@@ -122,7 +123,8 @@ class OnlineState:
         chosen from all the counts only when read (``streams.folding.heaviest_covisits``)."""
         for item_id in self._covisits_changed:
             item = self.items[item_id]
-            row = (item.covisit_items, item.covisit_weights, item.covisit_total)
+            heaviest = heaviest_covisits(item.covisits)
+            row = ([n for n, _ in heaviest], [c for _, c in heaviest], item.covisit_total)
             neighbours, weights = covisit_row(row, self.item_index)
             index = self.item_index[item_id]
             self.neighbours[index] = neighbours
