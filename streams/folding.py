@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -227,7 +228,13 @@ def heaviest_covisits(
 ) -> list[tuple[str, int]]:
     """The ``keep`` neighbours with the most pairs, ties to the smaller id: chosen when a
     row is written or read, from counts that never depended on the order of folding."""
-    return sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+    pool = list(neighbours)
+    if len(pool) > keep:  # only those at least as heavy as the keep-th count can make it
+        cut = heapq.nlargest(keep, neighbours.values())[-1]
+        pool = [item for item in pool if neighbours[item] >= cut]
+    pool.sort()
+    pool.sort(key=neighbours.__getitem__, reverse=True)  # stable: ties stay in id order
+    return [(item, neighbours[item]) for item in pool[:keep]]
 
 
 def fold_interaction_at(
