@@ -69,7 +69,7 @@ CTR_PRIOR_IMPRESSIONS = 20.0
 # are chosen only when the row is written (``covisit_items``). ``covisit_total`` counts
 # every pair: the norm of the cosine that serving scores with
 # (``models.cascade.covisit_scores``). The cost, distinct neighbours per item, is in
-# docs/design.md ("The co-visitation channel").
+# docs/design.md ("Exactly-once co-visitation").
 COVISIT_WINDOW = 10
 COVISIT_KEEP = 100
 
