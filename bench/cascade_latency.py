@@ -5,7 +5,9 @@
 MovieLens-100K sized models (943 users, 1682 items, dim 64), 50 recent items per user,
 the cascade configuration training registers (`training.fit.hyper.trained_cascade`: recall of
 200 candidates with the item prior and the trend channel, DIN over all of them in one
-pass, RankNet placing k of DIN's top 200 greedily), plus the diversity rule. LightGCN and
+pass, RankNet placing k of DIN's top 200 greedily, the co-visitation channel over a full
+table of random neighbours), plus the diversity rule, and the co-visitation channel's
+cost as the ratio of the same requests with and without it. LightGCN and
 RankNet weights are random (latency does not depend on them); DIN is first fitted for a
 few seconds to a synthetic genre rule so that its logits spread like a trained model's,
 which is what makes the int8-vs-float32 score difference meaningful. Only model compute
@@ -29,6 +31,7 @@ from models.cascade import (
     CascadeConfig,
     CascadeModels,
     CascadeRequest,
+    Covisits,
     ItemTable,
     din_context,
     rank,
@@ -38,6 +41,7 @@ from models.cascade import (
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig
+from streams.folding import COVISIT_KEEP
 from training.fit.hyper import trained_cascade
 
 N_USERS, N_ITEMS, DIM, HISTORY, N_GENRES = 943, 1682, 64, 50, 19  # MovieLens-100K
@@ -60,6 +64,12 @@ def build_models(seed: int) -> tuple[CascadeModels, ItemTable]:
         categories=genres,
     )
     prior = torch.log1p(torch.bincount(items[:20_000], minlength=N_ITEMS).float())
+    weights = torch.rand(N_ITEMS, COVISIT_KEEP).sort(dim=1, descending=True).values
+    table.covisits = Covisits(  # every item with a full neighbour list: the worst case
+        neighbours=torch.randint(0, N_ITEMS, (N_ITEMS, COVISIT_KEEP)),
+        weights=weights,
+        totals=weights.sum(1) * 2,
+    )
     return CascadeModels(user_emb, item_emb, din, ranknet, item_prior=prior), table
 
 
@@ -198,6 +208,16 @@ def main() -> None:
     for name, call in stages.items():
         samples = time_calls(call, requests)
         print(f"  {name:<14} median {statistics.median(samples):.2f} ms")
+
+    # The co-visitation channel's cost: the same requests without it, in the same run.
+    plain = replace(config, covisit_candidates=0, covisit_weight=0.0)
+    without = statistics.median(time_calls(full_cascade(fp32, table, plain), requests))
+    with_it = statistics.median(time_calls(full_cascade(fp32, table, config), requests))
+    print(
+        f"co-visitation channel ({COVISIT_KEEP} neighbours per item, history "
+        f"{config.covisit_history}): median {without:.2f} ms without, {with_it:.2f} ms with, "
+        f"ratio {with_it / without:.2f}"
+    )
 
     diffs, spreads, correlations, overlaps = [], [], [], []
     for request in requests[:100]:

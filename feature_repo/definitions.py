@@ -147,6 +147,12 @@ recommend_item_v1 = FeatureService(
     name="recommend_item_v1", features=[item_stats[list(fields.RECOMMEND_ITEM)]]
 )
 
+# Each item's co-visited neighbours: the cascade's co-visitation channel, read with the
+# item table (not by training's point-in-time lookups, which do not use it).
+recommend_covisit_v1 = FeatureService(
+    name="recommend_covisit_v1", features=[item_stats[list(fields.RECOMMEND_COVISIT)]]
+)
+
 # The Spark job's windowed item features, both windows in one read.
 item_windows_v1 = FeatureService(
     name="item_windows_v1", features=[item_windows_1h, item_windows_24h]

@@ -43,6 +43,12 @@ ITEM_STATS: dict[str, Kind] = {
     # interactions in the event-time hour ending at interactions_1h_end (epoch ms)
     "interactions_1h": "int64",
     "interactions_1h_end": "int64",
+    # co-visitation (streams.folding.COVISIT_*): the item's heaviest neighbours among the
+    # items users touched right before or after it, heaviest first (ties by id), their
+    # pair counts, and the count of every pair ever (the cosine's norm)
+    "covisit_items": "string[]",
+    "covisit_weights": "int64[]",
+    "covisit_total": "int64",
 }
 
 # The Spark job's short window (default 1 hour sliding every 5 minutes).
@@ -76,3 +82,7 @@ RECOMMEND_ITEM: tuple[str, ...] = (
     "last_event_time",
     "trend_score",
 )
+
+# The co-visitation fields a request reads: the recall channel and the ranking feature
+# (serving.cascade), read with the item table but not by training's point-in-time lookups.
+RECOMMEND_COVISIT: tuple[str, ...] = ("covisit_items", "covisit_weights", "covisit_total")

@@ -63,6 +63,24 @@ class CascadeConfig:
     # split RankNet, trained on a few hundred lists, orders users with history worse than
     # recall does; the blend lets it re-order only where it is confident
     final_recall_weight: float = 0.0
+    # co-visitation channel (``covisit_scores``): this many of the n_candidates are the
+    # items most co-visited with the user's recent items, ahead of the other channels; 0 off
+    covisit_candidates: int = 0
+    # weight of the standardized co-visitation score added to the final scorer's
+    # standardized scores over the shortlist; 0 off
+    covisit_weight: float = 0.0
+    covisit_history: int = 20  # recent items whose neighbours count, most recent first ...
+    covisit_decay: float = 0.9  # ... the i-th weighted decay**i, as the item-kNN baseline
+
+
+@dataclass
+class Covisits:
+    """Each item's co-visited neighbours as the online store holds them (``streams.folding``
+    ``COVISIT_*``), by item index: a bounded top-W list per item."""
+
+    neighbours: Tensor  # (I, W) long item indices, heaviest first; -1 pads
+    weights: Tensor  # (I, W) float32 pair weights, parallel; 0 on padding
+    totals: Tensor  # (I,) float32 the weight of every pair the item was in (the norm)
 
 
 @dataclass
@@ -73,6 +91,7 @@ class ItemTable:
     recency: Tensor  # freshness in [0, 1], 1 = interacted with just now
     ctr: Tensor  # click-through rate of served impressions
     categories: Tensor | None = None  # long category per item; needed by the diversity rule
+    covisits: Covisits | None = None  # the co-visitation channel; None: the store has none
 
     def context(self, items: Tensor) -> Tensor:
         # items (N,) -> (N, 3): the item side of DIN's context, [popularity, recency, ctr]
@@ -148,6 +167,56 @@ def user_vector(
     return w_user * F.normalize(trained, dim=-1) + w_recent * F.normalize(recent_mean, dim=-1)
 
 
+def covisit_contributions(
+    covisits: Covisits, recent: Tensor, config: CascadeConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What each recent item adds to its neighbours' co-visitation scores.
+
+    recent (L,) most recent first; the first ``covisit_history`` count, the i-th weighted
+    ``covisit_decay**i``. The pair weight is cosine-normalized by both items' totals, as
+    the item-kNN normalizes co-occurrence. Returns the recent items (H,), their
+    neighbours (H, W) (-1 pads) and the weighted cosines (H, W) (0 on padding).
+    """
+    history = recent[: config.covisit_history]  # (H,)
+    neighbours = covisits.neighbours[history]  # (H, W)
+    real = neighbours >= 0
+    safe = neighbours.clamp(min=0)
+    norms = covisits.totals.clamp(min=0).sqrt()  # (I,)
+    denominator = norms[history].unsqueeze(1) * norms[safe]  # (H, W)
+    cosine = torch.where(
+        real & (denominator > 0), covisits.weights[history] / denominator.clamp(min=1e-12), 0.0
+    )
+    decay = config.covisit_decay ** torch.arange(history.numel(), dtype=torch.float32)
+    return history, neighbours, cosine * decay.unsqueeze(1)  # (H,), (H, W), (H, W)
+
+
+def covisit_scores(items: ItemTable, recent: Tensor, config: CascadeConfig) -> Tensor | None:
+    """(I,) the recency-weighted cosine co-visitation of every item with the user's recent
+    items; None when the table has no co-visitation or the user no recent item."""
+    if items.covisits is None or recent.numel() == 0:
+        return None
+    _, neighbours, contribution = covisit_contributions(items.covisits, recent, config)
+    scores = torch.zeros(items.covisits.totals.shape[0])  # (I,)
+    real = neighbours >= 0
+    scores.index_add_(0, neighbours[real], contribution[real].float())
+    return scores
+
+
+def covisit_reasons(
+    items: ItemTable, recent: Tensor, picks: Tensor, config: CascadeConfig
+) -> Tensor:
+    """(k,) for each pick, the recent item that added most to its co-visitation score;
+    -1 where no recent item is co-visited with it."""
+    none = torch.full_like(picks, -1)
+    if items.covisits is None or recent.numel() == 0 or picks.numel() == 0:
+        return none
+    history, neighbours, contribution = covisit_contributions(items.covisits, recent, config)
+    match = neighbours.unsqueeze(-1) == picks.view(1, 1, -1)  # (H, W, k)
+    per_recent = (contribution.unsqueeze(-1) * match).sum(1)  # (H, k)
+    best = per_recent.max(0)  # (k,)
+    return torch.where(best.values > 0, history[best.indices], none)
+
+
 def _standardized(values: Tensor) -> Tensor:
     std = values.std()
     return (values - values.mean()) / std if float(std) > 0 else values - values.mean()
@@ -174,22 +243,37 @@ def recall_scores(
 
 
 def recall(
-    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+    models: CascadeModels,
+    items: ItemTable,
+    request: CascadeRequest,
+    config: CascadeConfig,
+    covisited: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, str, Tensor | None]:
-    """Top candidates (N,), their recall scores (N,), the source, and the user vector."""
+    """Top candidates (N,), their recall scores (N,), the source, and the user vector.
+
+    ``covisited`` (I,): the request's ``covisit_scores`` when the caller has them already.
+    """
     scores, source, query = recall_scores(models, items, request, config)
     scores[request.seen_items] = float("-inf")
     n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
-    m = min(config.trend_candidates, n)
-    if source != "lightgcn" or m <= 0:
+    chosen = torch.zeros_like(scores, dtype=torch.bool)  # (I,)
+    if covisited is None and config.covisit_candidates > 0:
+        covisited = covisit_scores(items, request.recent_items, config)
+    if covisited is not None and config.covisit_candidates > 0:
+        covisited = covisited.clone()  # first: what the user's recent items were visited with
+        covisited[~torch.isfinite(scores)] = 0.0
+        c = min(config.covisit_candidates, n, int((covisited > 0).sum()))
+        chosen[torch.topk(covisited, c).indices] = True
+    m = min(config.trend_candidates, n - int(chosen.sum()))
+    if source != "lightgcn" and not bool(chosen.any()):
         top = torch.topk(scores, n)
         return top.indices, top.values, source, query
-    trend = items.popularity.clone().float()  # (I,)
-    trend[~torch.isfinite(scores)] = float("-inf")
-    chosen = torch.zeros_like(scores, dtype=torch.bool)  # (I,)
-    chosen[torch.topk(trend, m).indices] = True
+    if source == "lightgcn" and m > 0:
+        trend = items.popularity.clone().float()  # (I,)
+        trend[~torch.isfinite(scores) | chosen] = float("-inf")
+        chosen[torch.topk(trend, m).indices] = True
     by_recall = torch.topk(scores, n).indices  # (n,)
-    fill = by_recall[~chosen[by_recall]][: n - m]
+    fill = by_recall[~chosen[by_recall]][: n - int(chosen.sum())]
     chosen[fill] = True
     candidates = chosen.nonzero().squeeze(-1)
     order = torch.argsort(scores[candidates], descending=True)
@@ -234,15 +318,23 @@ def _rules(
 
 
 def _final_scorer(
-    ranknet: RankNet, recall_scores: Tensor, config: CascadeConfig
+    scorer: Callable[[Tensor], Tensor],
+    recall_scores: Tensor,
+    covisited: Tensor | None,
+    config: CascadeConfig,
 ) -> Callable[[Tensor], Tensor]:
-    """RankNet's scorer, plus the weighted standardized recall scores (M,) when set."""
-    if config.final_recall_weight <= 0:
-        return ranknet
-    blend = config.final_recall_weight * _standardized(recall_scores.float())  # (M,)
+    """The final scorer (RankNet, or the rank order), plus the weighted standardized recall
+    scores (M,) and co-visitation scores (M,) of the shortlist when set."""
+    blend = torch.zeros_like(recall_scores, dtype=torch.float32)  # (M,)
+    if config.final_recall_weight > 0:
+        blend += config.final_recall_weight * _standardized(recall_scores.float())
+    if covisited is not None and config.covisit_weight > 0:
+        blend += config.covisit_weight * _standardized(covisited.float())
+    if not bool(blend.any()):
+        return scorer
 
     def score(features: Tensor) -> Tensor:
-        return _standardized(ranknet(features)) + blend
+        return _standardized(scorer(features)) + blend
 
     return score
 
@@ -252,7 +344,15 @@ def recommend(
     models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
 ) -> CascadeResult:
     recent = request.recent_items[: config.max_history]
-    candidates, recall_scores, recall_source, query = recall(models, items, request, config)
+    # One pass serves both the co-visitation channel and the final blend.
+    everywhere = (
+        covisit_scores(items, request.recent_items, config)
+        if config.covisit_candidates > 0 or config.covisit_weight > 0
+        else None
+    )  # (I,) or None
+    candidates, recall_scores, recall_source, query = recall(
+        models, items, request, config, everywhere
+    )
     if candidates.numel() == 0:  # everything is seen: an empty list, not an error
         empty = _empty_long()
         return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
@@ -265,6 +365,9 @@ def recommend(
     allowed = _rules(shortlist, request.excluded_items, items.categories, config.max_per_category)
     vectors = models.item_embeddings[shortlist] if models.item_embeddings is not None else None
     din_scores = scores[top]  # (M,)
+    covisited = (
+        everywhere[shortlist] if everywhere is not None and config.covisit_weight > 0 else None
+    )  # (M,)
     # RankNet learned on DIN scores: fed recall scores in their place it would be off its
     # training distribution, so without DIN the rank stage's order stands.
     if models.ranknet is not None and rank_source == "din":
@@ -277,22 +380,25 @@ def recommend(
             items.ctr[shortlist],
             torch.zeros(depth),
         )  # (M, F)
-        score_fn = _final_scorer(models.ranknet, recall_scores[top], config)
+        score_fn = _final_scorer(models.ranknet, recall_scores[top], covisited, config)
         placed, placed_scores = greedy_rerank(score_fn, features, vectors, request.k, allowed)
         rerank_source = "ranknet"
     else:
         placed, placed_scores = greedy_rerank(
-            lambda _features: din_scores,
+            _final_scorer(lambda _features: din_scores, recall_scores[top], covisited, config),
             torch.zeros(depth, len(RERANK_FEATURES)),
             None,
             request.k,
             allowed,
         )
         rerank_source = "rank_order"
+    picks = shortlist[placed]
+    # The reason: the recent item co-visited most with the pick, else DIN's top attention.
+    covisit_reason = covisit_reasons(items, recent, picks, config)
     return CascadeResult(
-        items=shortlist[placed],
+        items=picks,
         scores=placed_scores,
-        reasons=reasons[top][placed],
+        reasons=torch.where(covisit_reason >= 0, covisit_reason, reasons[top][placed]),
         recall_source=recall_source,
         rank_source=rank_source,
         rerank_source=rerank_source,

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 
 from models import context
-from models.cascade import CascadeRequest, ItemTable, recommend
+from models.cascade import CascadeRequest, Covisits, ItemTable, recommend
 from serving.features import ItemStats, RecentItems
 from serving.loading import LoadedCascade
+from streams.folding import COVISIT_KEEP
 
 # The stream's clock: walk up from the CLOCK_RANK-th most recently active item's last event
 # time through newer ones while no gap exceeds CLOCK_GAP_MS. A burst of one user's events
@@ -48,10 +49,12 @@ class ItemFeatures:
     impressions: torch.Tensor  # int64, 0 until the store has served counts
     latest_event_time: int  # the stream's clock over ALL items read (stream_clock)
     with_stats: int  # vocabulary items the store knows
+    covisits: Covisits | None = None  # each item's co-visited neighbours (covisit_table)
 
     @classmethod
     def build(cls, item_ids: tuple[str, ...], stats: Mapping[str, ItemStats]) -> ItemFeatures:
         rows = [stats.get(item_id) for item_id in item_ids]
+        index = {item_id: n for n, item_id in enumerate(item_ids)}
         return cls(
             trend_score=torch.tensor(
                 [r.trend_score if r else 0.0 for r in rows], dtype=torch.float64
@@ -63,6 +66,13 @@ class ItemFeatures:
             impressions=torch.zeros(len(rows), dtype=torch.long),
             latest_event_time=stream_clock([s.last_event_time or 0 for s in stats.values()]),
             with_stats=sum(r is not None for r in rows),
+            covisits=covisit_table(
+                [
+                    (r.covisit_items, r.covisit_weights, r.covisit_total) if r else None
+                    for r in rows
+                ],
+                index,
+            ),
         )
 
     def table(self, now_ms: int, half_life_ms: int, categories: torch.Tensor | None) -> ItemTable:
@@ -73,7 +83,43 @@ class ItemFeatures:
             recency=context.recency(self.last_event_time, now_ms),
             ctr=context.ctr(self.clicks, self.impressions),
             categories=categories,
+            covisits=self.covisits,
         )
+
+
+# One item's co-visitation as the store holds it: neighbours, their pair counts, the total.
+CovisitRow = tuple[Sequence[str], Sequence[int], int]
+
+
+def covisit_row(
+    row: CovisitRow, index: Mapping[str, int], width: int = COVISIT_KEEP
+) -> tuple[list[int], list[float]]:
+    """One item's neighbours as item indices and their weights, padded to ``width`` with
+    -1 and 0; neighbours outside the vocabulary are skipped."""
+    items, weights, _ = row
+    kept = [(index[i], float(w)) for i, w in zip(items, weights, strict=False) if i in index]
+    kept = kept[:width]
+    pad = width - len(kept)
+    return [i for i, _ in kept] + [-1] * pad, [w for _, w in kept] + [0.0] * pad
+
+
+def covisit_table(
+    rows: Sequence[CovisitRow | None], index: Mapping[str, int], width: int = COVISIT_KEEP
+) -> Covisits | None:
+    """The vocabulary's co-visitation (rows in item order); None when no item has any."""
+    if not any(row and row[0] for row in rows):
+        return None
+    neighbours, weights, totals = [], [], []
+    for row in rows:
+        ids, values = covisit_row(row, index, width) if row else ([-1] * width, [0.0] * width)
+        neighbours.append(ids)
+        weights.append(values)
+        totals.append(float(row[2]) if row else 0.0)
+    return Covisits(
+        neighbours=torch.tensor(neighbours, dtype=torch.long),
+        weights=torch.tensor(weights, dtype=torch.float32),
+        totals=torch.tensor(totals, dtype=torch.float32),
+    )
 
 
 @dataclass(frozen=True)

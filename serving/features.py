@@ -36,3 +36,8 @@ class ItemStats:
     purchase_count: int = 0
     last_event_time: int | None = None
     trend_score: float = 0.0  # decayed interaction count as of last_event_time
+    # co-visited neighbours, heaviest first, their pair counts, and the count of every
+    # pair the item was ever in (streams.folding.COVISIT_*); empty where a store has none
+    covisit_items: tuple[str, ...] = ()
+    covisit_weights: tuple[int, ...] = ()
+    covisit_total: int = 0

@@ -41,7 +41,7 @@ from streams.changelog import write_states
 from streams.decoding import DeadLetters, RawSchema
 from streams.events import Topics
 from streams.experiments import ExperimentFold, ExperimentMetrics, fold_calls
-from streams.folding import ItemEntries, group_entries, item_rows, user_rows
+from streams.folding import CovisitEntry, ItemEntries, group_entries, item_rows, user_rows
 from streams.joins import FaustJoin, JoinMetrics
 from streams.metrics import Laps, WorkerMetrics, add_metrics_page
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
@@ -127,8 +127,13 @@ def attach(
         with metrics.push_seconds.labels(source).time():
             await _in_thread(features.push, source, columns)
 
-    async def send_entries(positioned: list[Positioned], joined: list[ItemEntries]) -> None:
-        for destination, items in by_item_partition(positioned, joined, partitions).items():
+    async def send_entries(
+        positioned: list[Positioned],
+        joined: list[ItemEntries],
+        covisits: list[CovisitEntry] | None = None,
+    ) -> None:
+        grouped = by_item_partition(positioned, joined, partitions, covisits or [])
+        for destination, items in grouped.items():
             await item_activity.send(value={"items": items}, partition=destination)
 
     @app.agent(interactions, concurrency=1)
@@ -156,7 +161,7 @@ def attach(
                 # After the push: a notice tells the API that fresh features are readable.
                 await _in_thread(notifier.users_changed, list(folded.changed))
             lap("notify")
-            await send_entries(batch.for_items, [])
+            await send_entries(batch.for_items, [], batch.covisits)
             lap("send_entries")
             await fold_experiments(decoded)
             metrics.events.labels(topics.interactions).inc(batch.new)

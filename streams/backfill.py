@@ -39,10 +39,13 @@ from streamrec.settings import Settings
 from streams.dead_letters import DeadLetters
 from streams.events import Click, EventRejected, Interaction, RecommendationServed, Topics, decode
 from streams.folding import (
+    CovisitEntry,
     Entry,
     Fold,
     ItemState,
     UserState,
+    covisit_entries,
+    covisit_pairs,
     fold_interaction_at,
     fold_item_entries,
     group_entries,
@@ -198,6 +201,7 @@ def fold_log(
         settings.bootstrap_servers, list(kinds), security=settings.kafka_security()
     ):
         for_items: list[tuple[str, int, Interaction | Click]] = []
+        covisits: list[CovisitEntry] = []
         joined: list[Entry] = []
         for topic, partition, offset, key, value in batch:
             report.records += 1
@@ -232,6 +236,8 @@ def fold_log(
                     continue
                 report.interactions += 1
                 for_items.append((source, offset, event))
+                pairs = covisit_pairs(user, event, position=offset)
+                covisits += covisit_entries(source, offset, event, pairs)
             elif isinstance(event, Click):
                 report.clicks += 1
                 for_items.append((source, offset, event))
@@ -240,7 +246,7 @@ def fold_log(
                 report.recommendations += 1
                 joined.extend(join.fold(event, source, partition, offset))
         join.expire()
-        for entries in item_entries(for_items) + group_entries(joined):
+        for entries in item_entries(for_items, covisits) + group_entries(joined):
             item = items.get(entries.item_id)
             if item is None:
                 item = items[entries.item_id] = ItemState()

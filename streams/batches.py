@@ -21,10 +21,13 @@ from aiokafka.partitioner import murmur2
 
 from streams.events import Click, Event, Interaction, RecommendationServed
 from streams.folding import (
+    CovisitEntry,
     Fold,
     ItemEntries,
     ItemState,
     UserState,
+    covisit_entries,
+    covisit_pairs,
     entries_of,
     fold_interaction_at,
     fold_item_entries,
@@ -114,6 +117,7 @@ class Folded(Generic[S, R]):
 class UserBatch(Generic[R]):
     folded: Folded[UserState, R]
     for_items: list[Positioned]  # the events whose entries go to the item side
+    covisits: list[CovisitEntry]  # their co-visitation pairs, for the item side too
     seen: dict[str, set[str]]  # items each user interacted with, for the seen-item sets
     new: int  # events folded now
     duplicates: int  # repeated sends recognised by event_id
@@ -124,7 +128,7 @@ def fold_user_batch(
 ) -> UserBatch[R]:
     """Fold a batch of decoded interactions into the users' recent items."""
     folded: Folded[UserState, R] = Folded()
-    batch = UserBatch(folded=folded, for_items=[], seen={}, new=0, duplicates=0)
+    batch = UserBatch(folded=folded, for_items=[], covisits=[], seen={}, new=0, duplicates=0)
     for record, interaction in decoded:
         if not isinstance(interaction, Interaction):
             continue
@@ -148,6 +152,11 @@ def fold_user_batch(
             # arrived there, and the item side skips it if it did. A repeat's never went:
             # the item side would count it as new.
             batch.for_items.append((source, message.offset, interaction))
+            # The pairs read the state the event is folded into; a redelivered event's
+            # are the same as the first time, even when the recovered state holds later
+            # events (``covisit_pairs``), and the item side skips them if they arrived then.
+            pairs = covisit_pairs(state, interaction, position=message.offset)
+            batch.covisits += covisit_entries(source, message.offset, interaction, pairs)
         if fold is Fold.NEW:
             batch.new += 1
             folded.changed[user_id] = state
@@ -205,13 +214,17 @@ def item_partition(item_id: str, partitions: int) -> int:
 
 
 def by_item_partition(
-    positioned: list[Positioned], joined: list[ItemEntries], partitions: int
+    positioned: list[Positioned],
+    joined: list[ItemEntries],
+    partitions: int,
+    covisits: Sequence[CovisitEntry] = (),
 ) -> dict[int, list[dict[str, Any]]]:
     """The item-side messages of a batch, one per destination partition, not per item: a
     batch touches hundreds of items, and each message costs the event loop a produce and
-    a decode."""
+    a decode. ``covisits`` are the pairs of ``positioned``'s interactions: an item's
+    entries of one source travel in one message."""
     grouped: dict[int, list[dict[str, Any]]] = {}
-    for message in [*item_entries(positioned), *joined]:
+    for message in [*item_entries(positioned, covisits), *joined]:
         destination = item_partition(message.item_id, partitions)
         grouped.setdefault(destination, []).append(message.to_dict())
     return grouped

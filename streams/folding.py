@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,20 @@ WINDOW_STEP_MS = 5 * 60 * 1000
 CTR_PRIOR_CLICKS = 1.0
 CTR_PRIOR_IMPRESSIONS = 20.0
 
+# Co-visitation ("watched together"): each interaction pairs its item with the
+# COVISIT_WINDOW items the user touched just before it (the session around it), each pair
+# counting 1 (weighting by distance, or a window of 1 or 3, scored lower on MovieLens;
+# docs/design.md, "The cascade"). Both items add the pair to their neighbours. The state
+# keeps every neighbour's integer count, never evicting one: a sum of integers is the same
+# however the pairs were batched, partitioned, replayed or ordered, where a bounded top-N
+# with eviction (or a float sum) is not. The COVISIT_KEEP heaviest (ties to the smaller id)
+# are chosen only when the row is written (``covisit_items``). ``covisit_total`` counts
+# every pair: the norm of the cosine that serving scores with
+# (``models.cascade.covisit_scores``). The cost, distinct neighbours per item, is in
+# docs/design.md ("Exactly-once co-visitation").
+COVISIT_WINDOW = 10
+COVISIT_KEEP = 100
+
 
 def source_key(topic: str, partition: int) -> str:
     """Names one partition of the log in a state's ``offsets``."""
@@ -94,6 +109,10 @@ class UserState:
     items: list[str] = field(default_factory=list)
     times: list[int] = field(default_factory=list)  # epoch ms, descending, parallel to items
     event_ids: list[str] = field(default_factory=list)
+    # the log offset each kept item was folded at (a user's events are all in the one
+    # partition of their key), -1 where unknown: ``covisit_pairs`` of a redelivered event
+    # leave out the items folded after it
+    positions: list[int] = field(default_factory=list)
     interaction_count: int = 0
     last_event_time: int = 0
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
@@ -106,6 +125,7 @@ class UserState:
             "items": self.items,
             "times": self.times,
             "event_ids": self.event_ids,
+            "positions": self.positions,
             "interaction_count": self.interaction_count,
             "last_event_time": self.last_event_time,
             "offsets": self.offsets,
@@ -120,6 +140,7 @@ class UserState:
             items=list(data["items"]),
             times=list(data["times"]),
             event_ids=list(data["event_ids"]),
+            positions=list(data.get("positions", [-1] * len(data["items"]))),
             interaction_count=int(data["interaction_count"]),
             last_event_time=int(data["last_event_time"]),
             feature_time=int(data.get("feature_time", 0)),
@@ -144,11 +165,12 @@ class UserState:
         return cls.from_dict(orjson.loads(value)) if value else cls()
 
 
-def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
+def fold_interaction(state: UserState, event: Interaction, keep: int, position: int = -1) -> bool:
     """Add one interaction to the user's recent items; False when it was already folded.
 
     Events are placed by event time, not arrival order, so a late event lands where it
-    belongs (or falls off the end when it is older than everything kept).
+    belongs (or falls off the end when it is older than everything kept). ``position``:
+    the event's offset in its partition of the log (``UserState.positions``).
     """
     if event.event_id in state.event_ids:
         return False
@@ -161,8 +183,58 @@ def fold_interaction(state: UserState, event: Interaction, keep: int) -> bool:
     state.items.insert(slot, event.item_id)
     state.times.insert(slot, event.event_time)
     state.event_ids.insert(slot, event.event_id)
-    del state.items[keep:], state.times[keep:], state.event_ids[keep:]
+    state.positions.insert(slot, position)
+    del state.items[keep:], state.times[keep:], state.event_ids[keep:], state.positions[keep:]
     return True
+
+
+def covisit_pairs(
+    state: UserState, event: Interaction, window: int = COVISIT_WINDOW, position: int = -1
+) -> list[tuple[str, int]]:
+    """The items ``event`` is co-visited with, and each pair's count (``COVISIT_WINDOW``).
+
+    They are the user's ``window`` items just older than the event, nearest first, among
+    those folded before it: those after it in ``state.items`` once it is folded, or after
+    its slot when it is not. ``position`` is the event's offset: a state recovered ahead
+    of the commit (the worker killed between its table write and its commit) already holds
+    the user's later events, and a late one among them sits after this event; leaving out
+    the items folded at a later offset gives the same pairs as the first time. The event's
+    own item, and a repeat of an item nearer to it, pair with nothing.
+    """
+    if event.event_id in state.event_ids:
+        slot = state.event_ids.index(event.event_id) + 1
+    else:
+        slot = bisect.bisect_right(state.times, -event.event_time, key=operator.neg)
+    older = zip(state.items[slot:], state.positions[slot:], strict=True)
+    before = [item for item, at in older if position < 0 or at < position][:window]
+    pairs: list[tuple[str, int]] = []
+    met = {event.item_id}
+    for item in before:
+        if item not in met:
+            met.add(item)
+            pairs.append((item, 1))
+    return pairs
+
+
+def merge_covisits(neighbours: dict[str, int], more: dict[str, int]) -> None:
+    """Add ``more``'s pair counts to ``neighbours``: every neighbour is kept, so the sum
+    is the same in any order and any cut of the pairs into deltas."""
+    for item, count in more.items():
+        neighbours[item] = neighbours.get(item, 0) + count
+
+
+def heaviest_covisits(
+    neighbours: dict[str, int], keep: int = COVISIT_KEEP
+) -> list[tuple[str, int]]:
+    """The ``keep`` neighbours with the most pairs, ties to the smaller id: chosen when a
+    row is written or read, from counts that never depended on the order of folding."""
+    pool = list(neighbours)
+    if len(pool) > keep:  # only those at least as heavy as the keep-th count can make it
+        cut = heapq.nlargest(keep, neighbours.values())[-1]
+        pool = [item for item in pool if neighbours[item] >= cut]
+    pool.sort()
+    pool.sort(key=neighbours.__getitem__, reverse=True)  # stable: ties stay in id order
+    return [(item, neighbours[item]) for item in pool[:keep]]
 
 
 def fold_interaction_at(
@@ -180,7 +252,7 @@ def fold_interaction_at(
             return Fold.REDELIVERED_DUPLICATE
         return Fold.REDELIVERED
     state.offsets[source] = offset
-    if fold_interaction(state, event, keep):
+    if fold_interaction(state, event, keep, offset):
         return Fold.NEW
     state.duplicates.append(position)
     del state.duplicates[:-DUPLICATES_KEPT]
@@ -217,6 +289,21 @@ class ItemState:
     window: dict[int, int] = field(default_factory=dict)  # bucket start -> interactions
     feature_time: int = 0  # timestamp of the last row pushed to Feast; see ``stamp``
     offsets: dict[str, int] = field(default_factory=dict)  # highest folded, per partition
+    # Co-visitation (``COVISIT_*``): every neighbour's pair count, the count of every pair
+    # ever, and the newest pair's event time (row timestamps cover it).
+    covisits: dict[str, int] = field(default_factory=dict)
+    covisit_total: int = 0
+    covisit_time: int = 0
+
+    @property
+    def covisit_items(self) -> list[str]:
+        """The COVISIT_KEEP heaviest neighbours, heaviest first (the row's field)."""
+        return [item for item, _ in heaviest_covisits(self.covisits)]
+
+    @property
+    def covisit_weights(self) -> list[int]:
+        """Their pair counts, parallel to ``covisit_items``."""
+        return [count for _, count in heaviest_covisits(self.covisits)]
 
     @property
     def attributed_ctr(self) -> float:
@@ -248,6 +335,9 @@ class ItemState:
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
             "offsets": self.offsets,
+            "covisits": self.covisits,
+            "covisit_total": self.covisit_total,
+            "covisit_time": self.covisit_time,
         }
 
     @classmethod
@@ -255,7 +345,15 @@ class ItemState:
         if not data:
             return cls()
         window = {int(start): int(count) for start, count in data.get("window", [])}
-        return cls(**{**data, "window": window, "offsets": dict(data.get("offsets", {}))})
+        covisits = {str(item): int(count) for item, count in dict(data.get("covisits", {})).items()}
+        return cls(
+            **{
+                **data,
+                "window": window,
+                "offsets": dict(data.get("offsets", {})),
+                "covisits": covisits,
+            }
+        )
 
     def to_json(self) -> bytes:
         """The state as its table and changelog hold it (see ``UserState.from_json``)."""
@@ -284,16 +382,29 @@ class ItemDelta:
     attributed_clicks: int = 0
     join_time: int = 0  # newest event time of the IMPRESSION and ATTRIBUTED_CLICK entries
     window: dict[int, int] = field(default_factory=dict)  # interactions per bucket start
+    covisits: dict[str, int] = field(default_factory=dict)  # neighbour -> pair count
+    covisit_time: int = 0  # newest event time of the COVISIT entries
 
     def add(self, event: Interaction | Click) -> None:
         self.add_kind(entry_kind(event), event.event_time)
 
-    def add_kind(self, kind: str, event_time: int) -> None:
+    def add_covisit(self, other: str, count: int, event_time: int) -> None:
+        """One co-visitation pair with ``other`` (``covisit_pairs``); not an interaction of
+        this item, so its recency stays."""
+        self.covisits[other] = self.covisits.get(other, 0) + count
+        self.covisit_time = max(self.covisit_time, event_time)
+
+    def add_kind(self, kind: str, event_time: int, *payload: Any) -> None:
         """Add one event of ``kind`` (an ``ENTRY_KINDS`` letter) at ``event_time``.
 
         The joined kinds are not interactions of the item: they leave its
-        ``last_event_time`` (its recency) alone and move ``join_time`` instead.
+        ``last_event_time`` (its recency) alone and move ``join_time`` instead. A COVISIT
+        entry's payload is the other item and the pair's count.
         """
+        if kind == COVISIT:
+            other, count = payload
+            self.add_covisit(str(other), int(count), event_time)
+            return
         if kind in (IMPRESSION, ATTRIBUTED_CLICK):
             if kind == IMPRESSION:
                 self.impressions += 1
@@ -332,6 +443,8 @@ class ItemDelta:
             "attributed_clicks": self.attributed_clicks,
             "join_time": self.join_time,
             "window": sorted([start, count] for start, count in self.window.items()),
+            "covisits": sorted([item, count] for item, count in self.covisits.items()),
+            "covisit_time": self.covisit_time,
         }
 
     @classmethod
@@ -347,6 +460,8 @@ class ItemDelta:
             attributed_clicks=int(data.get("attributed_clicks", 0)),
             join_time=int(data.get("join_time", 0)),
             window={int(start): int(count) for start, count in data.get("window", [])},
+            covisits={str(item): int(count) for item, count in data.get("covisits", [])},
+            covisit_time=int(data.get("covisit_time", 0)),
         )
 
 
@@ -362,7 +477,9 @@ VIEW, PURCHASE, REC_CLICK = "v", "p", "c"  # VIEW: any interaction that is not a
 # From the impression-click join (streams.joins): the item was served in a request, and a
 # click on it in that request.
 IMPRESSION, ATTRIBUTED_CLICK = "i", "a"
-ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK)
+# A co-visitation pair (``covisit_pairs``): the entry carries the other item and the count.
+COVISIT = "n"
+ENTRY_KINDS = (VIEW, PURCHASE, REC_CLICK, IMPRESSION, ATTRIBUTED_CLICK, COVISIT)
 
 
 @dataclass
@@ -371,7 +488,8 @@ class ItemEntries:
 
     The item side folds only the entries above its folded offset for ``source``, so a
     message sent again after a crash, or cut differently, adds nothing twice. One message
-    per item and partition per batch; an entry is ``[offset, kind, event_time]``.
+    per item and partition per batch; an entry is ``[offset, kind, event_time]``, and a
+    COVISIT entry ``[offset, kind, event_time, other_item, count]``.
     """
 
     item_id: str
@@ -408,31 +526,50 @@ def entry_kind(event: Interaction | Click) -> str:
     return PURCHASE if event.action == "purchase" else VIEW
 
 
-def item_entries(positioned: Iterable[tuple[str, int, Interaction | Click]]) -> list[ItemEntries]:
-    """Group ``(source, offset, event)`` (in offset order per source) by item and source."""
-    return group_entries(
-        (source, offset, event.item_id, entry_kind(event), event.event_time)
-        for source, offset, event in positioned
-    )
-
-
 # One entry for the item side: source, offset, item_id, kind, event_time.
 Entry = tuple[str, int, str, str, int]
+# A COVISIT entry: the same, then the other item and the pair's count.
+CovisitEntry = tuple[str, int, str, str, int, str, int]
 
 
-def group_entries(entries: Iterable[Entry]) -> list[ItemEntries]:
+def covisit_entries(
+    source: str, offset: int, event: Interaction, pairs: Iterable[tuple[str, int]]
+) -> list[CovisitEntry]:
+    """The item side's COVISIT entries of one interaction's pairs: both items get each."""
+    entries: list[CovisitEntry] = []
+    for other, count in pairs:
+        entries.append((source, offset, event.item_id, COVISIT, event.event_time, other, count))
+        entries.append((source, offset, other, COVISIT, event.event_time, event.item_id, count))
+    return entries
+
+
+def item_entries(
+    positioned: Iterable[tuple[str, int, Interaction | Click]],
+    covisits: Iterable[CovisitEntry] = (),
+) -> list[ItemEntries]:
+    """Group ``(source, offset, event)`` (in offset order per source) and the COVISIT
+    entries of the same events by item and source."""
+    events: list[Entry | CovisitEntry] = [
+        (source, offset, event.item_id, entry_kind(event), event.event_time)
+        for source, offset, event in positioned
+    ]
+    return group_entries(sorted([*events, *covisits], key=lambda entry: entry[1]))
+
+
+def group_entries(entries: Iterable[Entry | CovisitEntry]) -> list[ItemEntries]:
     """Group entries (in offset order per source) by item and source.
 
     One event may give an item several entries at its offset (the join's impression and a
-    click waiting for it); they are in the same batch, so in the same message.
+    click waiting for it, an interaction's co-visitation pairs); they are in the same
+    batch, so in the same message.
     """
     grouped: dict[tuple[str, str], ItemEntries] = {}
-    for source, offset, item_id, kind, event_time in entries:
+    for source, offset, item_id, kind, event_time, *payload in entries:
         key = (item_id, source)
         message = grouped.get(key)
         if message is None:
             message = grouped[key] = ItemEntries(item_id, source)
-        message.entries.append([offset, kind, event_time])
+        message.entries.append([offset, kind, event_time, *payload])
     return list(grouped.values())
 
 
@@ -446,12 +583,12 @@ def fold_item_entries(state: ItemState, message: ItemEntries) -> int:
     folded_up_to = folded_before
     delta = ItemDelta(message.item_id)
     applied = 0
-    for offset, kind, event_time in message.entries:
+    for offset, kind, event_time, *payload in message.entries:
         if offset <= folded_before:
             continue
         folded_up_to = max(folded_up_to, offset)
         applied += 1
-        delta.add_kind(kind, int(event_time))
+        delta.add_kind(kind, int(event_time), *payload)
     if applied:
         state.offsets[message.source] = folded_up_to
         fold_item(state, delta)
@@ -466,6 +603,10 @@ def fold_item(state: ItemState, delta: ItemDelta) -> None:
     state.attributed_click_count += delta.attributed_clicks
     state.join_time = max(state.join_time, delta.join_time)
     merge_window(state.window, delta.window)
+    if delta.covisits:
+        merge_covisits(state.covisits, delta.covisits)
+        state.covisit_total += sum(delta.covisits.values())
+        state.covisit_time = max(state.covisit_time, delta.covisit_time)
     reference = max(state.last_event_time, delta.last_event_time)
     state.trend_score = decayed(state.trend_score, state.last_event_time, reference) + decayed(
         delta.trend, delta.last_event_time, reference
@@ -480,13 +621,14 @@ def stamp(state: UserState | ItemState) -> int:
     Event time alone does not always move forward: an item gets deltas from batches of
     different partitions whose times interleave, and two of a user's events can share a
     millisecond. So the row time is the last event time, or one millisecond after the
-    previous row's, whichever is later. An item's joined entries (impressions) do not move
-    its last event time, so its row time covers their ``join_time`` too: a row stamped
+    previous row's, whichever is later. An item's joined entries (impressions) and
+    co-visitation pairs do not move its last event time, so its row time covers their
+    ``join_time`` and ``covisit_time`` too: a row stamped
     ``s`` then holds only events at or before ``s``.
     """
     newest = state.last_event_time
     if isinstance(state, ItemState):
-        newest = max(newest, state.join_time)
+        newest = max(newest, state.join_time, state.covisit_time)
     state.feature_time = max(newest, state.feature_time + 1)
     return state.feature_time
 
@@ -522,7 +664,12 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
+        heaviest = heaviest_covisits(state.covisits)  # once for both of the row's fields
+        chosen = {
+            "covisit_items": [item for item, _ in heaviest],
+            "covisit_weights": [count for _, count in heaviest],
+        }
         for name in ITEM_FEATURES:
-            columns[name].append(getattr(state, name))
+            columns[name].append(chosen[name] if name in chosen else getattr(state, name))
         columns[fields.ROW_TIME].append(state.feature_time)
     return columns

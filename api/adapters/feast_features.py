@@ -14,7 +14,7 @@ import anyio
 from feast import FeatureStore
 
 from api.ports import ItemStats, PortUnavailable, RecentItems
-from feature_repo.definitions import recommend_item_v1, recommend_user_v1
+from feature_repo.definitions import recommend_covisit_v1, recommend_item_v1, recommend_user_v1
 from streamrec.infra.feast_store import service_refs
 from streamrec.infra.seen import RedisSeenItems
 
@@ -23,6 +23,8 @@ T = TypeVar("T")
 # What a request reads: the declared feature services (feature_repo/definitions.py).
 USER_FEATURES = service_refs(recommend_user_v1)
 ITEM_FEATURES = service_refs(recommend_item_v1)
+# Each item's co-visited neighbours, read with its counts (the cascade's co-visitation).
+COVISIT_FEATURES = service_refs(recommend_covisit_v1)
 # Entity rows per online read: Redis answers a few hundred keys in one round trip quickly,
 # and a bounded batch keeps one refresh from holding a thread for long.
 ITEM_BATCH = 500
@@ -57,7 +59,8 @@ class FeastFeatureReader:
         ids = list(dict.fromkeys(item_ids))
         for start in range(0, len(ids), ITEM_BATCH):
             batch = ids[start : start + ITEM_BATCH]
-            columns = await self._run(partial(self._read, ITEM_FEATURES, "item_id", batch))
+            refs = ITEM_FEATURES + COVISIT_FEATURES
+            columns = await self._run(partial(self._read, refs, "item_id", batch))
             for row, item_id in enumerate(batch):
                 count = columns["interaction_count"][row]
                 if count is None:
@@ -68,6 +71,9 @@ class FeastFeatureReader:
                     purchase_count=int(columns["purchase_count"][row] or 0),
                     last_event_time=_int_or_none(columns["last_event_time"][row]),
                     trend_score=float(columns["trend_score"][row] or 0.0),
+                    covisit_items=tuple(str(i) for i in columns["covisit_items"][row] or ()),
+                    covisit_weights=tuple(int(w) for w in columns["covisit_weights"][row] or ()),
+                    covisit_total=int(columns["covisit_total"][row] or 0),
                 )
         return found
 

@@ -17,13 +17,23 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from serving.cascade import ItemFeatures, ServingSet, serve, stream_clock
+from models.cascade import Covisits
+from serving.cascade import ItemFeatures, ServingSet, covisit_row, serve, stream_clock
 from serving.features import RecentItems
 from serving.knn import SERVED_PARAMS, DenseCooccurrence, KnnParams, knn_scores, top_k
 from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
-from streams.folding import ItemDelta, ItemState, UserState, fold_interaction, fold_item
+from streams.folding import (
+    COVISIT_KEEP,
+    ItemDelta,
+    ItemState,
+    UserState,
+    covisit_pairs,
+    fold_interaction,
+    fold_item,
+    heaviest_covisits,
+)
 
 DAY_MS = 86_400_000
 CASCADE = "cascade"
@@ -38,8 +48,9 @@ class OnlineState:
     """The fold of a log prefix: what the online store holds, plus the baselines' counts.
 
     Users: the worker's ``UserState`` and every item they touched. Vocabulary items: the
-    raw values the item view holds (trend score, last event time, clicks), distinct users
-    (all-time popularity), interactions in the recent window, and item-item
+    raw values the item view holds (trend score, last event time, clicks, co-visited
+    neighbours, kept as the arrays serving reads and updated per changed item), distinct
+    users (all-time popularity), interactions in the recent window, and item-item
     co-occurrence counts (dense (I, I): a vocabulary of a few thousand items).
     """
 
@@ -65,11 +76,17 @@ class OnlineState:
         self.clicks = np.zeros(n, np.int64)
         self.cooccurrence = DenseCooccurrence(n)
         self.recent_counts = np.zeros(n, np.float64)
+        self.neighbours = np.full((n, COVISIT_KEEP), -1, np.int64)
+        self.neighbour_weights = np.zeros((n, COVISIT_KEEP), np.float32)
+        self.covisit_totals = np.zeros(n, np.float32)
+        self._covisits_changed: set[str] = set()  # rows to choose again (item_features)
         self._window: deque[tuple[int, int]] = deque()
         self.version = 0  # folds so far: item rows are rebuilt only when it moves
 
     def fold(self, event: Interaction | Click) -> None:
         self.version += 1
+        delta = ItemDelta(event.item_id)
+        delta.add(event)
         if isinstance(event, Interaction):
             user = self.users.setdefault(event.user_id, UserState())
             if not fold_interaction(user, event, self.keep):
@@ -82,15 +99,38 @@ class OnlineState:
                 self._window.append((event.event_time, index))
                 self.recent_counts[index] += 1
             seen.add(event.item_id)
-        delta = ItemDelta(event.item_id)
-        delta.add(event)
-        item = self.items.setdefault(event.item_id, ItemState())
+            # The worker's co-visitation: both items of every pair get it (streams.batches).
+            for other, count in covisit_pairs(user, event):
+                delta.add_covisit(other, count, event.event_time)
+                partner = ItemDelta(other)
+                partner.add_covisit(event.item_id, count, event.event_time)
+                self._fold_item(partner)
+        self._fold_item(delta)
+
+    def _fold_item(self, delta: ItemDelta) -> None:
+        item = self.items.setdefault(delta.item_id, ItemState())
         fold_item(item, delta)
-        index = self.item_index.get(event.item_id)
+        index = self.item_index.get(delta.item_id)
         if index is not None:
             self.trend[index] = item.trend_score
             self.last[index] = item.last_event_time
             self.clicks[index] = item.click_count
+            if delta.covisits:
+                self._covisits_changed.add(delta.item_id)
+
+    def _choose_covisits(self) -> None:
+        """The changed items' rows as the worker pushes them: the heaviest neighbours,
+        chosen from all the counts only when read (``streams.folding.heaviest_covisits``)."""
+        for item_id in self._covisits_changed:
+            item = self.items[item_id]
+            heaviest = heaviest_covisits(item.covisits)
+            row = ([n for n, _ in heaviest], [c for _, c in heaviest], item.covisit_total)
+            neighbours, weights = covisit_row(row, self.item_index)
+            index = self.item_index[item_id]
+            self.neighbours[index] = neighbours
+            self.neighbour_weights[index] = weights
+            self.covisit_totals[index] = item.covisit_total
+        self._covisits_changed.clear()
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
@@ -123,6 +163,7 @@ class OnlineState:
 
     def item_features(self) -> ItemFeatures:
         """The vocabulary's item rows as the API's item refresh builds them."""
+        self._choose_covisits()
         return ItemFeatures(
             trend_score=torch.from_numpy(self.trend.copy()),
             last_event_time=torch.from_numpy(self.last.copy()),
@@ -130,6 +171,13 @@ class OnlineState:
             impressions=torch.zeros(len(self.item_ids), dtype=torch.long),
             latest_event_time=stream_clock([s.last_event_time for s in self.items.values()]),
             with_stats=int((self.last > 0).sum()),
+            covisits=Covisits(
+                neighbours=torch.from_numpy(self.neighbours.copy()),
+                weights=torch.from_numpy(self.neighbour_weights.copy()),
+                totals=torch.from_numpy(self.covisit_totals.copy()),
+            )
+            if self.covisit_totals.any()
+            else None,
         )
 
     def seen_indices(self, user_id: str) -> list[int]:

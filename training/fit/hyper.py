@@ -67,9 +67,17 @@ class RankNetHyper:
 
 
 def trained_cascade() -> CascadeConfig:
-    """The cascade a trained set serves: RankNet re-ranks all 200 candidates, half of them
-    from the trend channel, and recall adds the 14-day item prior (``docs/tuning.md``)."""
-    return CascadeConfig(rerank_depth=200, trend_candidates=100, prior_weight=4.0)
+    """The cascade a trained set serves: RankNet re-ranks all 200 candidates, up to half
+    of them from the co-visitation channel and the trend channel filling the rest up to
+    half, recall adds the 14-day item prior, and the final score adds the co-visitation
+    score (``docs/tuning.md``, ``docs/design.md`` "The cascade")."""
+    return CascadeConfig(
+        rerank_depth=200,
+        trend_candidates=100,
+        prior_weight=4.0,
+        covisit_candidates=100,
+        covisit_weight=2.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ class FeatureReaderContract:
             purchase_count=1,
             last_event_time=5,
             trend_score=3.25,
+            covisit_items=(other, "elsewhere"),
+            covisit_weights=(2, 1),
+            covisit_total=5,
         )
         await seed({}, {known: stats, other: ItemStats(interaction_count=1, last_event_time=1)})
         found = await reader.item_stats([known, unknown])

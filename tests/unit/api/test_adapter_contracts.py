@@ -95,6 +95,9 @@ class TestFeastFeatureReaderOnSqlite(FeatureReaderContract):
                             "attributed_ctr": 0.05,
                             "interactions_1h": 0,
                             "interactions_1h_end": 0,
+                            "covisit_items": [list(s.covisit_items) for s in items.values()],
+                            "covisit_weights": [list(s.covisit_weights) for s in items.values()],
+                            "covisit_total": [s.covisit_total for s in items.values()],
                             "event_timestamp": now,
                         }
                     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,32 @@ def test_one_users_live_burst_leaves_another_users_list_in_order() -> None:
     # other item keeps its place in line: what was shown still comes first, in order.
     kept = [item for item in before if item not in touched]
     assert [item for item in after if item not in touched][: len(kept)] == kept
+
+
+def test_covisits_from_the_store_become_the_table_and_the_reason(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path)
+    stats = _stats()
+    # "a" was watched together with "m3" (kept neighbours heaviest first; "gone" is not in
+    # the vocabulary and is skipped), and "m3" with "a".
+    stats["a"] = ItemStats(
+        interaction_count=4,
+        last_event_time=NINETY_EIGHT,
+        covisit_items=("m3", "gone"),
+        covisit_weights=(3, 1),
+        covisit_total=4,
+    )
+    stats["m3"] = ItemStats(covisit_items=("a",), covisit_weights=(3,), covisit_total=3)
+    items = ItemFeatures.build(ITEMS, stats)
+    assert items.covisits is not None
+    a, m3 = ITEMS.index("a"), ITEMS.index("m3")
+    assert items.covisits.neighbours[a].tolist()[:2] == [m3, -1]
+    assert items.covisits.weights[a].tolist()[:2] == [3.0, 0.0]
+    assert items.covisits.totals[a].item() == 4.0
+    assert ItemFeatures.build(ITEMS, _stats()).covisits is None  # no item has any
+
+    config = dataclasses.replace(loaded.config, covisit_candidates=1, covisit_weight=10.0)
+    serving = ServingSet(dataclasses.replace(loaded, config=config), items)
+    recent = RecentItems(("a",), (NINETY_EIGHT,), 1, NINETY_EIGHT)
+    answer = serve(serving, "u1", recent, 3, {"a": "Alien"})
+    assert answer.picks[0].item_id == "m3"
+    assert answer.picks[0].reason == "because you interacted with Alien"
