@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -136,68 +137,57 @@ async def test_answers_with_no_event_log(start_app) -> None:  # type: ignore[no-
         assert response.json()["items"] == []
 
 
+@pytest.fixture
+def slow_log(settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:  # type: ignore[no-untyped-def]
+    """The tiny log, whose events the API reads only once the returned event is set."""
+    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
+    release = threading.Event()
+
+    def slow_events(log_dir: Path) -> pd.DataFrame:
+        release.wait(10)
+        return read_events(log_dir)
+
+    monkeypatch.setattr(api_state, "read_events", slow_events)
+    yield release
+    release.set()
+
+
 async def test_answers_popular_items_when_the_index_takes_too_long(
     start_app,
-    settings,
+    slow_log: threading.Event,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
-    release = threading.Event()
-
-    def slow_events(log_dir: Path) -> pd.DataFrame:
-        release.wait(10)
-        return read_events(log_dir)
-
-    monkeypatch.setattr(api_state, "read_events", slow_events)
     monkeypatch.setattr(api_service, "FIRST_INDEX_WAIT_SECONDS", 0.3)
-    try:
-        async with start_app(wait_for_index=False) as app:
-            app.adapters.features.users["reader"] = recent("a")
-            await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
-            ready = await app.client.get("/readyz")
-            assert ready.status_code == 503, ready.json()
-            assert "indexed" in ready.json()["checks"]["recommender"]["detail"]
-            early = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
-            assert early["items"][0]["item_id"] == "p"
-            assert {i["reason"] for i in early["items"]} == {"popular right now"}
-            assert "a" not in [i["item_id"] for i in early["items"]]
+    async with start_app(wait_for_index=False) as app:
+        app.adapters.features.users["reader"] = recent("a")
+        await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
+        ready = await app.client.get("/readyz")
+        assert ready.status_code == 503, ready.json()
+        assert "indexed" in ready.json()["checks"]["recommender"]["detail"]
+        early = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
+        assert early["items"][0]["item_id"] == "p"
+        assert {i["reason"] for i in early["items"]} == {"popular right now"}
+        assert "a" not in [i["item_id"] for i in early["items"]]
 
-            release.set()
-            await asyncio.wait_for(app.services.state.index_built.wait(), 10)
-            later = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
-            assert later["items"][0]["item_id"] == "b"
-            assert later["items"][0]["reason"] == "because you interacted with Alien"
-    finally:
-        release.set()
+        slow_log.set()
+        await asyncio.wait_for(app.services.state.index_built.wait(), 10)
+        later = (await app.client.get("/recommend", params={"user_id": "reader"})).json()
+        assert later["items"][0]["item_id"] == "b"
+        assert later["items"][0]["reason"] == "because you interacted with Alien"
 
 
-async def test_a_request_in_the_first_seconds_waits_for_the_index(
-    start_app,
-    settings,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+async def test_a_request_in_the_first_seconds_waits_for_the_index(  # type: ignore[no-untyped-def]
+    start_app, slow_log: threading.Event
 ) -> None:
     """The API's first requests get the kNN's list once the log is read, not popularity."""
-    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
-    release = threading.Event()
-
-    def slow_events(log_dir: Path) -> pd.DataFrame:
-        release.wait(10)
-        return read_events(log_dir)
-
-    monkeypatch.setattr(api_state, "read_events", slow_events)
-    try:
-        async with start_app(wait_for_index=False) as app:
-            app.adapters.features.users["reader"] = recent("a")
-            await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
-            request = asyncio.create_task(
-                app.client.get("/recommend", params={"user_id": "reader"})
-            )
-            await asyncio.sleep(0.3)
-            assert not request.done()  # waiting for the index, not answering popularity
-            release.set()
-            first = (await asyncio.wait_for(request, 10)).json()
-            assert first["items"][0]["item_id"] == "b"
-            assert first["items"][0]["reason"] == "because you interacted with Alien"
-            assert (await app.client.get("/readyz")).status_code == 200
-    finally:
-        release.set()
+    async with start_app(wait_for_index=False) as app:
+        app.adapters.features.users["reader"] = recent("a")
+        await asyncio.wait_for(app.services.state.catalogue_loaded.wait(), 10)
+        request = asyncio.create_task(app.client.get("/recommend", params={"user_id": "reader"}))
+        await asyncio.sleep(0.3)
+        assert not request.done()  # waiting for the index, not answering popularity
+        slow_log.set()
+        first = (await asyncio.wait_for(request, 10)).json()
+        assert first["items"][0]["item_id"] == "b"
+        assert first["items"][0]["reason"] == "because you interacted with Alien"
+        assert (await app.client.get("/readyz")).status_code == 200
