@@ -133,6 +133,9 @@ class CascadeResult:
     recall_source: str  # "lightgcn", "cold_start" (the set's prior) or "popularity"
     rank_source: str  # "din" or "recall" ("none" when no candidate was left)
     rerank_source: str  # "ranknet" or "rank_order" ("none" when no candidate was left)
+    # (k',) the rank stage's score of each pick (DIN's logit when rank_source is "din"):
+    # what the monitor compares with the set's reference, whatever ordered the list last
+    rank_scores: Tensor | None = None
 
 
 def din_context(items: ItemTable, candidates: Tensor, user_context: Tensor) -> Tensor:
@@ -402,4 +405,5 @@ def recommend(
         recall_source=recall_source,
         rank_source=rank_source,
         rerank_source=rerank_source,
+        rank_scores=din_scores[placed],
     )

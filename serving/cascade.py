@@ -135,6 +135,7 @@ class CascadePick:
     item_id: str
     score: float
     reason: str
+    din_score: float | None = None  # DIN's logit of the pick (None when DIN did not rank)
 
 
 @dataclass(frozen=True)
@@ -238,16 +239,21 @@ def serve(
     fallback = (
         POPULAR_REASON if result.recall_source in ("popularity", "cold_start") else HISTORY_REASON
     )
+    din = (
+        result.rank_scores.tolist()
+        if result.rank_source == "din" and result.rank_scores is not None
+        else [None] * len(result.items)
+    )
     picks = []
-    for index, score, because in zip(
-        result.items.tolist(), result.scores.tolist(), result.reasons.tolist(), strict=True
+    for index, score, because, logit in zip(
+        result.items.tolist(), result.scores.tolist(), result.reasons.tolist(), din, strict=True
     ):
         if because >= 0:
             past = cascade.item_ids[because]
             reason = f"because you interacted with {titles.get(past, past)}"
         else:
             reason = fallback
-        picks.append(CascadePick(cascade.item_ids[index], float(score), reason))
+        picks.append(CascadePick(cascade.item_ids[index], float(score), reason, logit))
     suffix = "".join(
         f"+{stage}:{source}"
         for stage, source in sources.items()

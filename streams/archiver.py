@@ -79,6 +79,8 @@ RECOMMENDED_ITEM = pa.struct(
         # experiments (null outside one); parts written before them read as null
         pa.field("variant", pa.string()),
         pa.field("propensity", pa.float64()),
+        # DIN's logit (null unless the trained cascade ranked the item; null in older parts)
+        pa.field("din_score", pa.float64()),
     ]
 )
 RECOMMENDATION_SCHEMA = pa.schema(

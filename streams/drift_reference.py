@@ -16,8 +16,9 @@ back to samples for scipy. Each column says what it is measured on:
 * ``user_activity``: events per user in consecutive chunks of ``window_events``
   interactions, the size of the live windows it is compared with (activity depends on it);
 * ``click_ranks``: the position of every click in its list;
-* ``din_scores``: DIN's scores of the training period's positive examples, kept for the
-  record (the served log carries the last stage's score, not DIN's; see docs/design.md).
+* ``din_scores``: DIN's logits of the items the set's cascade put in its lists when it was
+  replayed over the validation period (the prequential harness calls the function the API
+  serves with), compared with the ``din_score`` the served events carry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from streams.drift import DriftResult, Window, categorical_drift, numeric_drift
 
 REFERENCE_VERSION = 1
 MIN_CLICKS = 200  # fewer make the distance to a large reference mostly noise (0.15 at 50)
+MIN_DIN_SCORES = 200  # the same floor for DIN's scores of served items
 UNKNOWN_CATEGORY = "unknown"
 
 
@@ -133,12 +135,13 @@ class LiveWindow:
     item_ids: Sequence[str]
     actions: Sequence[str]
     click_ranks: Sequence[int] = ()
+    din_scores: Sequence[float] = ()  # DIN's logits of the serving set's served items
 
 
 def compare_with_reference(reference: Reference, live: LiveWindow) -> list[DriftResult]:
     """One test per column (``streams.drift`` picks KS or Wasserstein, chi-squared or
     Jensen–Shannon by sample size). User activity is compared only on a window of the size
-    it was measured for; click positions only with enough clicks."""
+    it was measured for; click positions and DIN's scores only with enough of them."""
     if not live.item_ids:
         raise ValueError("an empty live window cannot be compared")
     results = [
@@ -166,4 +169,6 @@ def compare_with_reference(reference: Reference, live: LiveWindow) -> list[Drift
         results.append(
             numeric_drift("click_position", _expand(reference.click_ranks), list(live.click_ranks))
         )
+    if len(reference.din_scores) >= MIN_DIN_SCORES and len(live.din_scores) >= MIN_DIN_SCORES:
+        results.append(numeric_drift("din_score", reference.din_scores, list(live.din_scores)))
     return results

@@ -182,10 +182,13 @@ class RecommendedItem(BaseModel):
     # team, in an interleaved list), and the item's propensity when the list explored.
     variant: str | None = Field(None, max_length=TEXT_MAX_CHARS)
     propensity: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    # DIN's logit of the item when the trained cascade ranked it (absent otherwise): the
+    # monitor compares its distribution with the serving set's reference.
+    din_score: Score | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_experiment(self, handler: SerializerFunctionWrapHandler) -> Any:
-        return _drop_none(handler(self), ("variant", "propensity"))
+        return _drop_none(handler(self), ("variant", "propensity", "din_score"))
 
 
 class RecommendationServed(Event):

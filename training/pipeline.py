@@ -348,13 +348,13 @@ def _log_reference(
     options: TrainOptions,
     events: pd.DataFrame,
     clicks: pd.DataFrame | None,
-    trained: Any,
-    data: Any,
+    din: list[float],
 ) -> None:
     """The training window's distributions, saved with the set: what the monitor compares
-    live traffic with while the set serves (``training.monitoring.reference``)."""
+    live traffic with while the set serves (``training.monitoring.reference``). ``din``:
+    DIN's logits of what the set served in the validation replay (none without one)."""
     from streams.drift_monitor import catalogue_categories
-    from training.monitoring.reference import din_scores, log_reference, training_reference
+    from training.monitoring.reference import log_reference, training_reference
 
     until = options.until_ms
     if until is None:
@@ -365,7 +365,7 @@ def _log_reference(
         window_events=settings.monitor_window_events,
         category_of=catalogue_categories(settings.data_dir, options.items_path),
         clicks=clicks,
-        din=din_scores(trained, data),
+        din=din,
     )
     log_reference(reference)
 
@@ -379,7 +379,11 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     from training import registry
     from training.data.split import SplitConfig, split_summary
     from training.evaluation.new_users import new_user_bound
-    from training.evaluation.prequential import PrequentialConfig, beats_baselines
+    from training.evaluation.prequential import (
+        DIN_SCORES_KEY,
+        PrequentialConfig,
+        beats_baselines,
+    )
     from training.evaluation.prequential_report import check_targets as prequential_targets
     from training.fit.hyper import Hyper
     from training.fit.stages import evaluate_set, prepare
@@ -463,6 +467,8 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             )
             streaming["targets"] = prequential_targets(streaming)
             lap("prequential evaluation")
+        # The monitor's DIN reference, kept out of the report (thousands of numbers).
+        served_din = streaming["validation"].pop(DIN_SCORES_KEY, []) if streaming else []
 
         metric_name, metric, refused = GATE_METRIC, gate_metric(validation_runs[0]), None
         if streaming is not None:
@@ -478,7 +484,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             logged = {
                 stage: registry.log_folder(folder, stage) for stage, folder in folders.items()
             }
-        _log_reference(settings, options, events, clicks, trained[seeds[0]], data)
+        _log_reference(settings, options, events, clicks, served_din)
         lap("reference distributions")
         decision = registry.register_set_and_gate(
             client,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from api.experiments.definitions import ExperimentSpec, assign, explore, governing, team_draft
 from streams.experiments import INTERLEAVED
@@ -30,6 +30,7 @@ class Pick:
     reason: str
     variant: str | None = None  # the team that placed it (interleaving)
     propensity: float | None = None  # when the experiment explores
+    din_score: float | None = None  # DIN's logit, when the trained cascade ranked it
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,14 @@ async def plan_list(
         by_item = {p.item_id: p for p in picks_b} | {p.item_id: p for p in picks_a}
         merged = team_draft([p.item_id for p in picks_a], [p.item_id for p in picks_b], k, rng)
         teams = (first.name, second.name)
-        picks = [
-            Pick(item, by_item[item].score, by_item[item].reason, variant=teams[team])
-            for item, team in merged
-        ]
+        picks = [replace(by_item[item], variant=teams[team]) for item, team in merged]
         version = (
             version_a if version_a == version_b else f"{version_a}{INTERLEAVED_VERSIONS}{version_b}"
         )
         return Planned(spec.name, INTERLEAVED, version, _explored(spec, picks, pool, rng, None))
     variant = assign(spec, user_id)
     model_version, picks = await lists(variant.strategy, k, rng)
-    picks = [Pick(p.item_id, p.score, p.reason, variant=variant.name) for p in picks]
+    picks = [replace(p, variant=variant.name) for p in picks]
     explored = _explored(spec, picks, pool, rng, variant.name)
     return Planned(spec.name, variant.name, model_version, explored)
 
@@ -94,12 +92,8 @@ def _explored(
     by_item = {p.item_id: p for p in picks}
     chosen = explore([p.item_id for p in picks], pool(), len(picks), spec.exploration, rng)
     return [
-        Pick(
-            item,
-            by_item[item].score if item in by_item else 0.0,
-            by_item[item].reason if item in by_item else "exploring",
-            variant=by_item[item].variant if item in by_item else variant,
-            propensity=round(propensity, 9),
-        )
+        replace(by_item[item], propensity=round(propensity, 9))
+        if item in by_item
+        else Pick(item, 0.0, "exploring", variant=variant, propensity=round(propensity, 9))
         for item, propensity in chosen
     ]

@@ -138,6 +138,7 @@ class RecommendationService:
                     reason=pick.reason,
                     variant=pick.variant,
                     propensity=pick.propensity,
+                    din_score=None if pick.din_score is None else round(pick.din_score, 6),
                 )
                 for rank, pick in enumerate(planned.picks, start=1)
             ),
@@ -160,7 +161,7 @@ class RecommendationService:
             answer = await self._cascade(serving, user_id, recent, k) if serving else None
             if answer is not None:
                 return answer.model_version, [
-                    Pick(p.item_id, p.score, p.reason) for p in answer.picks
+                    Pick(p.item_id, p.score, p.reason, din_score=p.din_score) for p in answer.picks
                 ]
             strategy = "baseline"  # no set holds the alias yet (or it failed): as before
         titles = self._state.catalogue.titles

@@ -115,6 +115,7 @@ def event_schema() -> StructType:
             StructField("reason", StringType()),
             StructField("variant", StringType()),
             StructField("propensity", DoubleType()),
+            StructField("din_score", DoubleType()),
         ]
     )
     return StructType(

@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 # The grid tune_knn searches: history lengths and position decays.
+DIN_SCORES_KEY = "cascade_din_scores"
+DIN_REFERENCE_MAX = 5000  # DIN scores kept in a reference
 KNN_HISTORIES = (5, 10, 20, 50)
 KNN_DECAYS = (0.6, 0.8, 0.9, 1.0)
 
@@ -270,8 +272,9 @@ def validate(
     live: dict[str, Arm] = {name: knn_arm(config.k, params) for name, params in grid.items()}
     live[POPULARITY] = popularity_arm(config.k)
     live[RECENT_POPULARITY] = recent_popularity_arm(config.k)
-    if cascade is not None:
-        live[CASCADE] = CascadeArm(cascade, config.k)
+    served = CascadeArm(cascade, config.k) if cascade is not None else None
+    if served is not None:
+        live[CASCADE] = served
     records, n_eligible = replay(
         interactions,
         item_ids,
@@ -303,7 +306,17 @@ def validate(
         "n_eligible": n_eligible,
         "knn_tuned": {"history": grid[best].history, "decay": grid[best].decay, "grid": scores},
         "all": summarize(renamed, config.k),
+        # DIN's logits of what the cascade served here: the set's monitoring reference
+        # (``training.pipeline`` takes it out of the report)
+        DIN_SCORES_KEY: sample_evenly(served.din_scores if served else [], DIN_REFERENCE_MAX),
     }
+
+
+def sample_evenly(values: Sequence[float], most: int) -> list[float]:
+    """At most ``most`` of ``values``, evenly spaced over them (all when fewer)."""
+    if len(values) <= most:
+        return list(values)
+    return [values[int(i)] for i in np.linspace(0, len(values) - 1, most)]
 
 
 def tuned_params(validation: Mapping[str, Any]) -> KnnParams:

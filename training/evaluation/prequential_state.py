@@ -239,6 +239,7 @@ class CascadeArm:
     cascade: LoadedCascade
     k: int
     seconds: list[float] = field(default_factory=list)
+    din_scores: list[float] = field(default_factory=list)  # DIN's logit of every pick
     _features: tuple[tuple[int, int], ItemFeatures] | None = None
 
     def __call__(self, user_id: str, state: OnlineState) -> list[int]:
@@ -249,6 +250,7 @@ class CascadeArm:
         started = time.perf_counter()
         answer = serve(serving, user_id, state.recent(user_id), self.k, {})
         self.seconds.append(time.perf_counter() - started)
+        self.din_scores.extend(p.din_score for p in answer.picks if p.din_score is not None)
         return [self.cascade.item_index[pick.item_id] for pick in answer.picks]
 
 

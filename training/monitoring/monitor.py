@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,8 @@ class MonitorState:
         self._items: deque[str] = deque(maxlen=config.window_events)
         self._actions: deque[str] = deque(maxlen=config.window_events)
         self._clicks: deque[int] = deque(maxlen=config.window_events)
+        # DIN's logits of the items the serving set's own lists carried (the newest ones)
+        self._din: deque[float] = deque(maxlen=config.window_events)
         self.events_seen = 0
         self.decisions: list[MonitorDecision] = []
         self.last_drift: list[DriftResult] = []
@@ -96,6 +98,8 @@ class MonitorState:
         if previous is not None and (serving is None or serving.set_id != previous.set_id):
             self.metrics.reference.remove(previous.set_id)
         self.serving = serving
+        if previous is None or serving is None or serving.set_id != previous.set_id:
+            self._din.clear()  # another set's scores are not this reference's
         if serving is None:
             return
         self.metrics.reference.labels(serving.set_id).set(1)
@@ -115,9 +119,19 @@ class MonitorState:
 
     # -- records -------------------------------------------------------------------------
 
-    def served(self, user_id: str, model_version: str, items: list[str], received_ms: int) -> None:
+    def served(
+        self,
+        user_id: str,
+        model_version: str,
+        items: list[str],
+        received_ms: int,
+        din_scores: Sequence[float | None] = (),
+    ) -> None:
         self.metrics.events.labels("recommendations").inc()
         self.quality.served(user_id, model_version, items, received_ms)
+        serving = self.serving
+        if serving is not None and version_label(model_version) == version_label(serving.label):
+            self._din.extend(s for s in din_scores if s is not None)
 
     def click(self, rank: int) -> None:
         self.metrics.events.labels("clicks").inc()
@@ -149,7 +163,11 @@ class MonitorState:
             return
         if serving.reference is not None:
             live = LiveWindow(
-                list(self._users), list(self._items), list(self._actions), list(self._clicks)
+                list(self._users),
+                list(self._items),
+                list(self._actions),
+                list(self._clicks),
+                list(self._din),
             )
             results = compare_with_reference(serving.reference, live)
             self.last_drift = results

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from streamrec.infra.model_store import REGISTERED_NAMES, STAGES, find_champion_set
 from streams.drift_reference import Reference, build_reference
@@ -19,29 +18,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "reference/reference.json"  # under the set's training run
 REPORT_ARTIFACT = "report/eval.json"
-DIN_SAMPLE = 2000  # positive examples whose DIN scores the reference keeps
-
-
-def din_scores(trained: Any, data: Any, sample: int = DIN_SAMPLE) -> list[float]:
-    """DIN's logits on the newest ``sample`` positive examples of the training period."""
-    examples = data.din
-    positives = torch.nonzero(examples.label > 0).squeeze(-1)
-    if positives.numel() == 0:
-        return []
-    newest = positives[torch.argsort(examples.time[positives])][-sample:]
-    chosen = examples.select(newest)
-    din = trained.din
-    was_training = din.training
-    din.eval()
-    with torch.no_grad():
-        logits, _ = din(
-            chosen.candidate,
-            chosen.history[chosen.lookup],
-            chosen.history_mask[chosen.lookup],
-            chosen.context,
-        )
-    din.train(was_training)
-    return [float(x) for x in logits.tolist()]
 
 
 def training_reference(

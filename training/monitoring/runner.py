@@ -197,7 +197,9 @@ def _handle(state: MonitorState, kinds: dict[str, Any], message: Message) -> Non
     if isinstance(event, Interaction):
         state.interaction(event.user_id, event.item_id, event.action, received_ms)
     elif isinstance(event, RecommendationServed):
-        items = [item.item_id for item in sorted(event.items, key=lambda i: i.rank)]
-        state.served(event.user_id, event.model_version, items, received_ms)
+        ordered = sorted(event.items, key=lambda i: i.rank)
+        items = [item.item_id for item in ordered]
+        din = [item.din_score for item in ordered]
+        state.served(event.user_id, event.model_version, items, received_ms, din)
     elif isinstance(event, Click):
         state.click(event.rank)

@@ -135,6 +135,10 @@ async def test_known_user_is_served_by_the_champion_set(
     served_event = api.adapters.sink.events[-1]
     assert isinstance(served_event, RecommendationServed)
     assert served_event.model_version == champion.label
+    # DIN ranked them: each served item carries DIN's logit, which the monitor compares.
+    logits = [item.din_score for item in served_event.items]
+    assert all(isinstance(x, float) for x in logits), logits
+    assert all(isinstance(item.get("din_score"), float) for item in body["items"])
 
 
 async def test_a_new_user_gets_recall_from_recent_items(

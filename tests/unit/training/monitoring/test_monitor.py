@@ -105,3 +105,57 @@ def test_offline_quality_prefers_the_prequential_figure() -> None:
     report["streaming"] = None
     assert offline_quality(report) == (0.1, 0.3, "static test split")
     assert offline_quality({})[2] == "none"
+
+
+def _din_monitor(reference_scores: np.ndarray) -> MonitorState:
+    events = _events(np.random.default_rng(5), 4000)
+    reference = build_reference(
+        until_ms=1,
+        user_ids=[u for u, _ in events],
+        item_ids=[i for _, i in events],
+        actions=["rate"] * len(events),
+        window_events=WINDOW,
+        din_scores=reference_scores.tolist(),
+    )
+    state = MonitorState(
+        MonitorConfig(WINDOW, STEP, 100, PolicyConfig(windows=PERSIST)),
+        MonitorMetrics.create(),
+        publish=lambda _decision: None,
+        retrain=lambda: None,
+    )
+    state.set_serving(MonitoredSet("set1", "cascade-a", "run", reference, 0.3, 0.5, "static"))
+    return state
+
+
+def _din_result(state: MonitorState, served_scores: np.ndarray, version: str) -> list[str]:
+    """Serve lists whose DIN scores are ``served_scores`` under ``version``, then check."""
+    events = _events(np.random.default_rng(6), WINDOW)
+    for n, (user, item) in enumerate(events):
+        scores = served_scores[n * 10 % len(served_scores) :][:10].tolist()
+        state.served(user, version, [f"i{j}" for j in range(10)], n, scores)
+        state.interaction(user, item, "rate", n)
+    return [f"{r.column}:{r.drifted}" for r in state.last_drift if r.column == "din_score"]
+
+
+def test_din_scores_of_the_served_set_are_compared_with_its_reference() -> None:
+    rng = np.random.default_rng(7)
+    reference = rng.normal(0.0, 1.0, 5000)
+    same = _din_result(_din_monitor(reference), rng.normal(0.0, 1.0, 4000), "cascade-a")
+    assert same == ["din_score:False"]
+    shifted = _din_result(_din_monitor(reference), rng.normal(1.5, 1.0, 4000), "cascade-a+x")
+    assert shifted == ["din_score:True"]
+    # Another set's lists (a challenger, the baseline) are not this reference's population.
+    other = _din_result(_din_monitor(reference), rng.normal(1.5, 1.0, 4000), "cascade-b")
+    assert other == []
+
+
+def test_too_few_din_scores_are_not_compared() -> None:
+    rng = np.random.default_rng(8)
+    state = _din_monitor(rng.normal(0.0, 1.0, 5000))
+    # 15 scored lists of 10: under the floor of 200 scores, however far off they are.
+    events = _events(rng, WINDOW)
+    for n, (user, item) in enumerate(events):
+        scores = [5.0] * 10 if n < 15 else []
+        state.served(user, "cascade-a", [f"i{j}" for j in range(10)], n, scores)
+        state.interaction(user, item, "rate", n)
+    assert state.last_drift and "din_score" not in {r.column for r in state.last_drift}

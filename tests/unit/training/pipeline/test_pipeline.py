@@ -18,11 +18,14 @@ from serving.loading import build_cascade
 from streamrec.infra.model_store import STAGES, find_champion_set, read_folder
 from streamrec.settings import Settings
 from streams.archiver import part_name, topic_dir, write_atomically
+from streams.drift_reference import Reference
 from streams.events import Topics
 from training import pipeline
 from training.data.examples import archived_table
+from training.evaluation.prequential import DIN_SCORES_KEY
 from training.fit.hyper import Hyper
 from training.fit.stages import train_all
+from training.monitoring.reference import REFERENCE_ARTIFACT
 
 HOUR = 3_600_000
 TINY = {
@@ -150,6 +153,17 @@ def test_two_seeds_report_and_the_gate_refuses_a_worse_set(
     assert champion is not None and champion.set_id == report["set_id"]
     assert set(second["gate"]["versions"]) == set(STAGES)
     assert "Not promoted" in second_md(tmp_path)
+    # The monitor's DIN reference: DIN's logits of the items the cascade served in the
+    # validation replay (none without one); the report does not carry them.
+    assert DIN_SCORES_KEY not in second["streaming"]["validation"]
+    served_din = _reference(client, second["mlflow"]["run_id"]).din_scores
+    assert served_din and all(isinstance(x, float) for x in served_din)
+    assert _reference(client, report["mlflow"]["run_id"]).din_scores == []
+
+
+def _reference(client: MlflowClient, run_id: str) -> Reference:
+    path = client.download_artifacts(run_id, REFERENCE_ARTIFACT)
+    return Reference.from_json(Path(path).read_text())
 
 
 def second_md(tmp_path: Path) -> str:
