@@ -126,6 +126,11 @@ def test_a_b_and_interleaving_name_the_better_variant(
                 assert created.status_code == 201, created.text
                 count, table = users.run_until(name, step=STEP, max_users=MAX_USERS)
                 print(f"{name}: {count} users, p={table['p_value']}, {table['variants']}")
+                # every process had read the experiment before the first user, and the
+                # table counts exactly the lists served in it (run_until waited for them)
+                assert users.lists_in[""] == 0, users.lists_in
+                assert table["lists"] == users.lists_in[name] == count
+                assert table["item_clicks"] == users.clicks_in[name]
                 assert table["leader"] == "popular", table
                 rows = {row["name"]: row for row in table["variants"]}
                 assert rows["popular"]["ctr"] > rows["random"]["ctr"]
@@ -140,10 +145,9 @@ def test_a_b_and_interleaving_name_the_better_variant(
         exploring = {**_ab("explore"), "exploration": 0.5}
         assert one.post("/admin/experiments", json=exploring, headers=headers).status_code == 201
         explore_users = SimulatedUsers([one], preferences, headers, seed=SEED + 1)
+        explore_users.start("explore")
         explore_users.visit_all([f"ope-{n}" for n in range(OPE_USERS)])
-        wait_until(
-            lambda: explore_users.table("explore")["lists"] >= OPE_USERS, 60, "the lists folded"
-        )
+        explore_users.wait_folded("explore")
         result = json.loads(
             run_streamrec(settings, "ope", "--experiment", "explore").splitlines()[-1]
         )
