@@ -280,5 +280,19 @@ class RedisExperimentFold:
                 moved.append((str(experiment), str(variant), str(what), int(delta)))
         return moved
 
+    def wipe(self) -> int:
+        """Delete the counters and their join state (``exp:*``), never the definitions:
+        what a rebuild from the log starts from. Returns the keys deleted."""
+        deleted = 0
+        keys: list[bytes] = []
+        for key in self._client.scan_iter(match=f"{self._prefix}exp:*", count=1000):
+            keys.append(key)
+            if len(keys) >= 1000:
+                deleted += cast(int, self._client.unlink(*keys))
+                keys = []
+        if keys:
+            deleted += cast(int, self._client.unlink(*keys))
+        return deleted
+
     def close(self) -> None:
         self._client.close()
