@@ -158,6 +158,9 @@ def test_a_b_and_interleaving_name_the_better_variant(
                 result[estimator]["low"] <= result[estimator]["value"] <= result[estimator]["high"]
             )
 
+        assert one.delete("/admin/experiments/explore", headers=headers).status_code == 200
+        _scenarios(one, two, preferences, headers)
+
         # The worker exports the counters.
         page = httpx.get(f"http://127.0.0.1:{settings.worker_port}/metrics").text
         assert (
@@ -165,3 +168,70 @@ def test_a_b_and_interleaving_name_the_better_variant(
             in page
         )
         assert worker.poll() is None and api1.poll() is None and api2.poll() is None
+
+
+def _scenarios(
+    one: httpx.Client, two: httpx.Client, preferences: Preferences, headers: dict[str, str]
+) -> None:
+    """The simulator's other scenarios of issue 16 §3, each on a fresh experiment: high
+    load, rapid switching between users, erratic client timestamps."""
+    # High load: 8 users at once over both processes; every list and click is counted.
+    assert one.post("/admin/experiments", json=_ab("load"), headers=headers).status_code == 201
+    load = SimulatedUsers([one, two], preferences, headers, seed=21, concurrency=8)
+    load.start("load")
+    load.visit_all([f"load-{n}" for n in range(80)])
+    table = load.wait_folded("load")
+    assert table["lists"] == load.lists_in["load"] == 80 and load.lists_in[""] == 0
+    assert table["item_clicks"] == load.clicks_in["load"] > 0, table
+    assert one.delete("/admin/experiments/load", headers=headers).status_code == 200
+
+    # Rapid switching: five users take turns request after request, over both processes;
+    # each keeps one variant (the assignment is sticky) and both variants serve.
+    assert one.post("/admin/experiments", json=_ab("switch"), headers=headers).status_code == 201
+    switch = SimulatedUsers([one, two], preferences, headers, seed=22)
+    switch.start("switch")
+    users = [f"switch-{n}" for n in range(5)]
+    variants: dict[str, set[str]] = {user: set() for user in users}
+    for turn in range(8):
+        for n, user in enumerate(users):
+            client = (one, two)[(turn + n) % 2]
+            body = client.get("/recommend", params={"user_id": user, "k": 10}).json()
+            variants[user].add(body["variant"])
+    assert all(len(seen) == 1 for seen in variants.values()), variants
+    switch.visit_all(users * 4)  # and their clicks, switching, all counted
+    table = switch.wait_folded("switch")
+    assert table["lists"] == 40 + 20 and table["item_clicks"] == switch.clicks_in["switch"]
+    assert one.delete("/admin/experiments/switch", headers=headers).status_code == 200
+
+    # Erratic timestamps: clicks dated up to 30 s in the past (within the join's skew)
+    # are attributed; one dated an hour ahead is refused with a 422 that says why; one
+    # dated two hours before its list is accepted into the log and never attributed.
+    assert one.post("/admin/experiments", json=_ab("erratic"), headers=headers).status_code == 201
+    erratic = SimulatedUsers([one], preferences, headers, seed=23, event_time_jitter_ms=30_000)
+    erratic.start("erratic")
+    erratic.visit_all([f"erratic-{n}" for n in range(30)])
+    table = erratic.wait_folded("erratic")
+    assert table["item_clicks"] == erratic.clicks_in["erratic"] > 0, table
+    body = one.get("/recommend", params={"user_id": "erratic-x", "k": 10}).json()
+    item = body["items"][0]
+    click = {
+        "user_id": "erratic-x",
+        "item_id": item["item_id"],
+        "action": "click",
+        "request_id": body["request_id"],
+        "rank": item["rank"],
+    }
+    ahead = one.post("/events", json={**click, "event_time": int(time.time() * 1000) + 3_600_000})
+    assert ahead.status_code == 422 and "ahead of the server's clock" in ahead.text, ahead.text
+    early = {**click, "event_time": int(time.time() * 1000) - 2 * 3_600_000}
+    assert one.post("/events", json=early).status_code == 202
+    # a click on the next item, on time, after it in the same user's partition: once it is
+    # folded, the early one has been read too
+    on_time = {**click, "item_id": body["items"][1]["item_id"], "rank": body["items"][1]["rank"]}
+    assert one.post("/events", json=on_time).status_code == 202
+    want = erratic.clicks_in["erratic"] + 1
+    deadline = time.monotonic() + 30
+    while (table := erratic.table("erratic"))["item_clicks"] < want:
+        assert time.monotonic() < deadline, table
+        time.sleep(0.05)
+    assert table["item_clicks"] == want and table["lists"] == 31, table
