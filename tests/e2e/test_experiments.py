@@ -153,7 +153,7 @@ def test_a_b_and_interleaving_name_the_better_variant(
         )
         print(f"OPE of popularity from {OPE_USERS} exploring lists: {result}")
         assert result["lists"] == OPE_USERS and result["matched_slots"] > 0
-        for estimator in ("ips", "snips"):
+        for estimator in ("ips", "snips", "dr"):
             assert (
                 result[estimator]["low"] <= result[estimator]["value"] <= result[estimator]["high"]
             )
