@@ -128,6 +128,30 @@ def test_interleaving_credits_each_click_to_its_team(redis_settings: Settings) -
     assert counts["b"]["wins"] == 1 and counts[INTERLEAVED]["item_clicks"] == 1
 
 
+def test_an_interaction_folded_before_its_list_still_converts(redis_settings: Settings) -> None:
+    """The worker's agents read interactions and served lists independently: a click's
+    Interaction can be folded before the list it was on. While an experiment runs, it
+    converts when the list arrives, as it would have after it; one dated before the list
+    does not, and the conversion is counted once."""
+    url, prefix = redis_settings.redis_connection_url or "", redis_settings.topic_prefix
+    fold = RedisExperimentFold(url, prefix)
+    store = RedisExperimentStore(url, prefix)
+    store.save("exp", {"name": "exp"})  # an experiment runs
+    after = Interaction(user_id="u", item_id="i1", action="click", event_time=T0 + 500)
+    before = Interaction(user_id="u", item_id="i2", action="view", event_time=T0 - 500)
+    fold.fold(fold_calls([after, before]))
+    fold.fold(fold_calls([served("r", "u", "a", [("i1", "a"), ("i2", "a")])]))
+    assert store.counts("exp")["a"]["conversions"] == 1
+    again = Interaction(user_id="u", item_id="i1", action="view", event_time=T0 + 900)
+    fold.fold(fold_calls([again]))
+    assert store.counts("exp")["a"]["conversions"] == 1
+    # the same order with no experiment defined: nothing is remembered, nothing converts
+    store.delete("exp")
+    fold.fold(fold_calls([after.model_copy(update={"user_id": "w", "event_id": "e2"})]))
+    fold.fold(fold_calls([served("r2", "w", "a", [("i1", "a")])]))
+    assert store.counts("exp")["a"]["conversions"] == 1
+
+
 def test_definitions_round_trip_and_bump_the_version(redis_settings: Settings) -> None:
     store = RedisExperimentStore(
         redis_settings.redis_connection_url or "", redis_settings.topic_prefix
