@@ -107,6 +107,8 @@ class SimulatedUsers:
     # per experiment named by the answers ("" outside any): lists served and clicks sent
     lists_in: Counter[str] = field(default_factory=Counter)
     clicks_in: Counter[str] = field(default_factory=Counter)
+    # per user, the variants their answers named (sticky assignment: one per experiment)
+    variants_of: dict[str, set[str]] = field(default_factory=dict)
     _rng: random.Random = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
@@ -151,6 +153,7 @@ class SimulatedUsers:
             self.clicks += clicked
             self.lists_in[body.get("experiment") or ""] += 1
             self.clicks_in[body.get("experiment") or ""] += clicked
+            self.variants_of.setdefault(user_id, set()).add(str(body.get("variant")))
         return clicked
 
     def visit_all(self, user_ids: Sequence[str]) -> None:
