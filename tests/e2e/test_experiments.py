@@ -14,6 +14,7 @@ import secrets
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -137,7 +138,11 @@ def test_a_b_and_interleaving_name_the_better_variant(
                 assert rows["popular"]["conversions"] > 0
                 # each user has one list and clicks an item once: every attributed click is
                 # a later interaction with a recommended item, whichever agent folds first
-                for row in rows.values():
+                # (the interactions agent may still be behind the clicks agent: wait)
+                table = wait_until(
+                    lambda n=name, u=users: _all_converted(u.table(n)), 30, "the conversions"
+                )
+                for row in table["variants"]:
                     assert row["conversions"] == row["item_clicks"], row
                 low, high = rows["popular"]["ctr_ci"]
                 assert low <= rows["popular"]["ctr"] <= high
@@ -172,6 +177,11 @@ def test_a_b_and_interleaving_name_the_better_variant(
             in page
         )
         assert worker.poll() is None and api1.poll() is None and api2.poll() is None
+
+
+def _all_converted(table: dict[str, Any]) -> dict[str, Any] | None:
+    rows = table["variants"]
+    return table if all(r["conversions"] >= r["item_clicks"] for r in rows) else None
 
 
 def _scenarios(
