@@ -22,7 +22,9 @@ client clocks; within the join's bounds they are still attributed).
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,9 +79,21 @@ class Preferences:
         return cls(frozenset(ranked[:top]), **options)
 
 
+class NotFolded(TimeoutError):
+    """The worker did not fold what the simulator sent within the wait."""
+
+
 @dataclass
 class SimulatedUsers:
-    """Sends users through the API and reads the experiment table."""
+    """Sends users through the API and reads the experiment table.
+
+    What was sent is tallied per experiment *as the API answered*: a list counts for the
+    experiment its answer names (``experiment``), and so do the clicks on it. A process
+    that has not read a new experiment yet serves its list outside it (within
+    ``EXPERIMENT_POLL_SECONDS``); that list, and its clicks, never reach the experiment's
+    counters, so expecting them there would wait forever. :meth:`start` makes every
+    process read the experiment before the first user.
+    """
 
     clients: Sequence[httpx.Client]  # one per API process; users alternate between them
     preferences: Preferences
@@ -90,15 +104,28 @@ class SimulatedUsers:
     event_time_jitter_ms: int = 0
     sent: int = 0
     clicks: int = 0
+    # per experiment named by the answers ("" outside any): lists served and clicks sent
+    lists_in: Counter[str] = field(default_factory=Counter)
+    clicks_in: Counter[str] = field(default_factory=Counter)
+    # per user, the variants their answers named (sticky assignment: one per experiment)
+    variants_of: dict[str, set[str]] = field(default_factory=dict)
     _rng: random.Random = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
+    def start(self, experiment: str) -> None:
+        """Have every API process read ``experiment`` (its table route reads the store)."""
+        for client in self.clients:
+            response = client.get(f"/admin/experiments/{experiment}", headers=self.admin_headers)
+            response.raise_for_status()
+
     def visit(self, user_id: str) -> int:
         """One user: a list, the clicks; returns the number of clicks."""
-        client = self.clients[self.sent % len(self.clients)]
-        self.sent += 1
+        with self._lock:
+            client = self.clients[self.sent % len(self.clients)]
+            self.sent += 1
         answer = client.get("/recommend", params={"user_id": user_id, "k": self.k})
         answer.raise_for_status()
         body = answer.json()
@@ -106,7 +133,9 @@ class SimulatedUsers:
         for item in body["items"]:
             rank = int(item["rank"])
             chance = self.preferences.click_probability(user_id, item["item_id"], rank)
-            if self._rng.random() < chance:
+            with self._lock:
+                draw = self._rng.random()
+            if draw < chance:
                 event: dict[str, Any] = {
                     "user_id": user_id,
                     "item_id": item["item_id"],
@@ -115,11 +144,16 @@ class SimulatedUsers:
                     "rank": rank,
                 }
                 if self.event_time_jitter_ms:
-                    jitter = self._rng.randint(-self.event_time_jitter_ms, 0)
+                    with self._lock:
+                        jitter = self._rng.randint(-self.event_time_jitter_ms, 0)
                     event["event_time"] = int(time.time() * 1000) + jitter
                 client.post("/events", json=event).raise_for_status()
                 clicked += 1
-        self.clicks += clicked
+        with self._lock:
+            self.clicks += clicked
+            self.lists_in[body.get("experiment") or ""] += 1
+            self.clicks_in[body.get("experiment") or ""] += clicked
+            self.variants_of.setdefault(user_id, set()).add(str(body.get("variant")))
         return clicked
 
     def visit_all(self, user_ids: Sequence[str]) -> None:
@@ -147,31 +181,37 @@ class SimulatedUsers:
         alpha: float = 0.05,
     ) -> tuple[int, dict[str, Any]]:
         """Add ``step`` new users at a time until the table's p-value is below ``alpha``;
-        each look waits until the worker has folded every list and click sent. Returns the
-        users it took and the last table (the users are ``max_users`` when it never did).
+        each look waits until the worker has folded every list and click sent in the
+        experiment. Returns the users it took and the last table (the users are
+        ``max_users`` when it never did).
 
         Looking after every step inflates the chance of a false verdict (optional
         stopping); the test uses it to compare how many users each mode needs, on
         variants that do differ, not to decide a real experiment."""
+        self.start(experiment)
         users = 0
-        clicks_before = self.clicks
         table: dict[str, Any] = {}
         while users < max_users:
             self.visit_all([f"{prefix}-{experiment}-{users + i}" for i in range(step)])
             users += step
-            table = self._wait_folded(experiment, users, self.clicks - clicks_before)
+            table = self.wait_folded(experiment)
             p_value = table.get("p_value")
             if p_value is not None and p_value < alpha:
                 return users, table
         return users, table
 
-    def _wait_folded(
-        self, experiment: str, lists: int, clicks: int, timeout: float = 60.0
-    ) -> dict[str, Any]:
+    def wait_folded(self, experiment: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The table once it counts every list served in ``experiment`` and every click
+        on them; :class:`NotFolded` if the worker has not folded them by ``timeout``."""
+        lists, clicks = self.lists_in[experiment], self.clicks_in[experiment]
         deadline = time.monotonic() + timeout
         while True:
             table = self.table(experiment)
-            folded = table["lists"] >= lists and table["item_clicks"] >= clicks
-            if folded or time.monotonic() > deadline:
+            if table["lists"] >= lists and table["item_clicks"] >= clicks:
                 return table
-            time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise NotFolded(
+                    f"{experiment}: after {timeout:.0f}s the table counts {table['lists']} of "
+                    f"{lists} lists and {table['item_clicks']} of {clicks} clicks sent"
+                )
+            time.sleep(0.05)

@@ -144,6 +144,7 @@ def _ope(args: argparse.Namespace, settings: Settings) -> int:
                 "logged_clicks_per_list": logged_value,
                 "ips": vars(result.ips),
                 "snips": vars(result.snips),
+                "dr": vars(result.dr),
             }
         )
     )
@@ -178,8 +179,9 @@ def register(sub: Any) -> None:
     ope = sub.add_parser(
         "ope",
         help="estimate a candidate ranking's clicks per list from an exploring experiment",
-        description="IPS and SNIPS with bootstrap intervals (analysis.ope) over the logged "
-        "lists of EXPERIMENT that carry propensities (an experiment with exploration > 0).",
+        description="IPS, SNIPS and doubly robust with bootstrap intervals (analysis.ope) "
+        "over the logged lists of EXPERIMENT that carry propensities (an experiment with "
+        "exploration > 0).",
     )
     ope.add_argument("--experiment", required=True, help="an experiment with exploration > 0")
     ope.add_argument(

@@ -134,6 +134,14 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         marker=redis_store(redis_url) if redis_url else None,
     )
     print(report.summary())
+    if args.experiments:
+        from streams.experiment_backfill import backfill_counters
+
+        try:
+            print(backfill_counters(settings).summary())
+        except (RuntimeError, ValueError) as exc:
+            print(f"streamrec backfill: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -303,6 +311,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also delete the stopped worker's consumer group and table changelogs, so its "
         "next start rebuilds the Faust tables from the log",
+    )
+    backfill.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also wipe the experiment counters and fold them again from the whole log "
+        "(with the worker stopped)",
     )
     backfill.set_defaults(func=_backfill)
 

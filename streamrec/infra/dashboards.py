@@ -48,6 +48,16 @@ def _quantiles(metric: str, by: str, window: str = "1m") -> tuple[Query, ...]:
     )
 
 
+def _ratio(numerator: str, denominator: str, window: str = "1h") -> str:
+    """One experiment counter over another per experiment and variant, in ``window``."""
+    counter = "streamrec_experiment_events_total"
+    by = "sum by (experiment, variant)"
+    return (
+        f'{by} (increase({counter}{{what="{numerator}"}}[{window}])) / '
+        f'{by} (increase({counter}{{what="{denominator}"}}[{window}]))'
+    )
+
+
 # Rows of the overview, top to bottom. The mission's list: Kafka lag, Redis hits, Spark job
 # time, latency, throughput; then freshness, the worker and the models.
 OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
@@ -266,6 +276,35 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
                 Query("max(streamrec_monitor_retrain_seconds)", "last retrain"),
                 Query("max(streamrec_monitor_retraining)", "running"),
             ),
+        ),
+    ),
+    "Experiments": (
+        PanelSpec(
+            "Experiment CTR per variant (last hour)",
+            "percentunit",
+            (
+                Query(_ratio("clicks", "impressions"), "{{experiment}} {{variant}} lists clicked"),
+                Query(
+                    _ratio("item_clicks", "item_impressions"), "{{experiment}} {{variant}} items"
+                ),
+            ),
+            "A/B: the share of served lists with an attributed click (what the two-proportion "
+            "test compares); both modes: clicks per item shown, per variant (per team when "
+            "interleaved). Folded by the worker from the log; `GET /admin/experiments/{name}` "
+            "has the whole experiment's table, its intervals and p-value",
+        ),
+        PanelSpec(
+            "Experiment counters per variant",
+            "short",
+            (
+                Query(
+                    "sum by (experiment, variant, what) "
+                    "(increase(streamrec_experiment_events_total[1h]))",
+                    "{{experiment}} {{variant}} {{what}}",
+                ),
+            ),
+            "Impressions, clicks, item impressions and clicks, conversions and interleaving "
+            "wins folded in the last hour",
         ),
     ),
 }

@@ -11,6 +11,9 @@ Layout, all under the topic prefix P so tests and tenants never share it:
 - ``P exp:req:<request_id>`` — what an experiment's request served (its variant, the team of
   each item, the clicks so far): the impression–click join of the experiment counters;
 - ``P exp:user:<user_id>`` — items recommended to the user in an experiment, for conversions;
+- ``P exp:acts:<user_id>`` — while experiments run, the user's latest interaction time per
+  item not yet a conversion: a list folded after the interaction converts on it, so a
+  conversion does not depend on which of the worker's agents read its event first;
 - ``P exp:done:<event_id>`` — events already folded: a redelivered event changes nothing.
 
 Every fold of one event is one Lua script call, so a counter never sees half an event.
@@ -97,11 +100,19 @@ if kind == 'served' then
   redis.call('HSET', req, '_experiment', experiment, '_mode', mode, '_variant', variant,
     '_t', served_ms)
   local user = prefix .. 'exp:user:' .. user_id
+  local acts = prefix .. 'exp:acts:' .. user_id
   local teams = {}
   for i = 0, n - 1 do
     local item, team = ARGV[12 + 2 * i], ARGV[13 + 2 * i]
     redis.call('HSET', req, 'i:' .. item, team)
-    redis.call('HSET', user, item, experiment .. '\\t' .. team .. '\\t' .. served_ms)
+    -- the user's interaction with the item, folded before this list, at or after it
+    local acted = tonumber(redis.call('HGET', acts, item) or '-1')
+    if acted >= served_ms then
+      redis.call('HDEL', acts, item)
+      count(experiment, team, 'conversions', 1)
+    else
+      redis.call('HSET', user, item, experiment .. '\\t' .. team .. '\\t' .. served_ms)
+    end
     count(experiment, team, 'item_impressions', 1)
     -- an explored item of an interleaved list belongs to no team
     if teams[team] == nil and team ~= variant then teams[team] = true; table.insert(teams, team) end
@@ -134,12 +145,22 @@ elseif kind == 'interaction' then
   local user_id, item, at = ARGV[5], ARGV[6], tonumber(ARGV[7])
   local user = prefix .. 'exp:user:' .. user_id
   local seen = redis.call('HGET', user, item)
+  local converted = false
   if seen then
     local experiment, team, served = string.match(seen, '^(.*)\\t(.*)\\t(%d+)$')
     if at >= tonumber(served) then
       redis.call('HDEL', user, item)
       count(experiment, team, 'conversions', 1)
+      converted = true
     end
+  end
+  -- While experiments run, remember the user's latest interaction with the item: a list
+  -- folded after it (the agents read the topics independently) converts on it.
+  if not converted and redis.call('HLEN', prefix .. 'experiments') > 0 then
+    local acts = prefix .. 'exp:acts:' .. user_id
+    local before = tonumber(redis.call('HGET', acts, item) or '-1')
+    if at > before then redis.call('HSET', acts, item, at) end
+    redis.call('EXPIRE', acts, ttl)
   end
 end
 return moved
@@ -279,6 +300,20 @@ class RedisExperimentFold:
                 experiment, variant, what, delta = flat[at : at + 4]
                 moved.append((str(experiment), str(variant), str(what), int(delta)))
         return moved
+
+    def wipe(self) -> int:
+        """Delete the counters and their join state (``exp:*``), never the definitions:
+        what a rebuild from the log starts from. Returns the keys deleted."""
+        deleted = 0
+        keys: list[bytes] = []
+        for key in self._client.scan_iter(match=f"{self._prefix}exp:*", count=1000):
+            keys.append(key)
+            if len(keys) >= 1000:
+                deleted += cast(int, self._client.unlink(*keys))
+                keys = []
+        if keys:
+            deleted += cast(int, self._client.unlink(*keys))
+        return deleted
 
     def close(self) -> None:
         self._client.close()

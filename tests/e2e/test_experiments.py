@@ -14,6 +14,7 @@ import secrets
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -126,10 +127,23 @@ def test_a_b_and_interleaving_name_the_better_variant(
                 assert created.status_code == 201, created.text
                 count, table = users.run_until(name, step=STEP, max_users=MAX_USERS)
                 print(f"{name}: {count} users, p={table['p_value']}, {table['variants']}")
+                # every process had read the experiment before the first user, and the
+                # table counts exactly the lists served in it (run_until waited for them)
+                assert users.lists_in[""] == 0, users.lists_in
+                assert table["lists"] == users.lists_in[name] == count
+                assert table["item_clicks"] == users.clicks_in[name]
                 assert table["leader"] == "popular", table
                 rows = {row["name"]: row for row in table["variants"]}
                 assert rows["popular"]["ctr"] > rows["random"]["ctr"]
                 assert rows["popular"]["conversions"] > 0
+                # each user has one list and clicks an item once: every attributed click is
+                # a later interaction with a recommended item, whichever agent folds first
+                # (the interactions agent may still be behind the clicks agent: wait)
+                table = wait_until(
+                    lambda n=name, u=users: _all_converted(u.table(n)), 30, "the conversions"
+                )
+                for row in table["variants"]:
+                    assert row["conversions"] == row["item_clicks"], row
                 low, high = rows["popular"]["ctr_ci"]
                 assert low <= rows["popular"]["ctr"] <= high
                 assert one.delete(f"/admin/experiments/{name}", headers=headers).status_code == 200
@@ -140,19 +154,21 @@ def test_a_b_and_interleaving_name_the_better_variant(
         exploring = {**_ab("explore"), "exploration": 0.5}
         assert one.post("/admin/experiments", json=exploring, headers=headers).status_code == 201
         explore_users = SimulatedUsers([one], preferences, headers, seed=SEED + 1)
+        explore_users.start("explore")
         explore_users.visit_all([f"ope-{n}" for n in range(OPE_USERS)])
-        wait_until(
-            lambda: explore_users.table("explore")["lists"] >= OPE_USERS, 60, "the lists folded"
-        )
+        explore_users.wait_folded("explore")
         result = json.loads(
             run_streamrec(settings, "ope", "--experiment", "explore").splitlines()[-1]
         )
         print(f"OPE of popularity from {OPE_USERS} exploring lists: {result}")
         assert result["lists"] == OPE_USERS and result["matched_slots"] > 0
-        for estimator in ("ips", "snips"):
+        for estimator in ("ips", "snips", "dr"):
             assert (
                 result[estimator]["low"] <= result[estimator]["value"] <= result[estimator]["high"]
             )
+
+        assert one.delete("/admin/experiments/explore", headers=headers).status_code == 200
+        _scenarios(one, two, preferences, headers)
 
         # The worker exports the counters.
         page = httpx.get(f"http://127.0.0.1:{settings.worker_port}/metrics").text
@@ -161,3 +177,71 @@ def test_a_b_and_interleaving_name_the_better_variant(
             in page
         )
         assert worker.poll() is None and api1.poll() is None and api2.poll() is None
+
+
+def _all_converted(table: dict[str, Any]) -> dict[str, Any] | None:
+    rows = table["variants"]
+    return table if all(r["conversions"] >= r["item_clicks"] for r in rows) else None
+
+
+def _scenarios(
+    one: httpx.Client, two: httpx.Client, preferences: Preferences, headers: dict[str, str]
+) -> None:
+    """The simulator's other scenarios of issue 16 §3, each on a fresh experiment: high
+    load, rapid switching between users, erratic client timestamps."""
+    # High load: 8 users at once over both processes; every list and click is counted.
+    assert one.post("/admin/experiments", json=_ab("load"), headers=headers).status_code == 201
+    load = SimulatedUsers([one, two], preferences, headers, seed=21, concurrency=8)
+    load.start("load")
+    load.visit_all([f"load-{n}" for n in range(80)])
+    table = load.wait_folded("load")
+    assert table["lists"] == load.lists_in["load"] == 80 and load.lists_in[""] == 0
+    assert table["item_clicks"] == load.clicks_in["load"] > 0, table
+    assert one.delete("/admin/experiments/load", headers=headers).status_code == 200
+
+    # Rapid switching: five users take turns request after request, alternating between
+    # the two processes (5 is odd: each user reaches both); each keeps one variant (the
+    # assignment is sticky), both variants serve, and every list and click is counted.
+    assert one.post("/admin/experiments", json=_ab("switch"), headers=headers).status_code == 201
+    switch = SimulatedUsers([one, two], preferences, headers, seed=22)
+    switch.start("switch")
+    users = [f"switch-{n}" for n in range(5)]
+    switch.visit_all(users * 8)
+    assert all(len(switch.variants_of[user]) == 1 for user in users), switch.variants_of
+    assert len(set().union(*(switch.variants_of[user] for user in users))) == 2
+    table = switch.wait_folded("switch")
+    assert table["lists"] == 40 and table["item_clicks"] == switch.clicks_in["switch"], table
+    assert one.delete("/admin/experiments/switch", headers=headers).status_code == 200
+
+    # Erratic timestamps: clicks dated up to 30 s in the past (within the join's skew)
+    # are attributed; one dated an hour ahead is refused with a 422 that says why; one
+    # dated two hours before its list is accepted into the log and never attributed.
+    assert one.post("/admin/experiments", json=_ab("erratic"), headers=headers).status_code == 201
+    erratic = SimulatedUsers([one], preferences, headers, seed=23, event_time_jitter_ms=30_000)
+    erratic.start("erratic")
+    erratic.visit_all([f"erratic-{n}" for n in range(30)])
+    table = erratic.wait_folded("erratic")
+    assert table["item_clicks"] == erratic.clicks_in["erratic"] > 0, table
+    body = one.get("/recommend", params={"user_id": "erratic-x", "k": 10}).json()
+    item = body["items"][0]
+    click = {
+        "user_id": "erratic-x",
+        "item_id": item["item_id"],
+        "action": "click",
+        "request_id": body["request_id"],
+        "rank": item["rank"],
+    }
+    ahead = one.post("/events", json={**click, "event_time": int(time.time() * 1000) + 3_600_000})
+    assert ahead.status_code == 422 and "ahead of the server's clock" in ahead.text, ahead.text
+    early = {**click, "event_time": int(time.time() * 1000) - 2 * 3_600_000}
+    assert one.post("/events", json=early).status_code == 202
+    # a click on the next item, on time, after it in the same user's partition: once it is
+    # folded, the early one has been read too
+    on_time = {**click, "item_id": body["items"][1]["item_id"], "rank": body["items"][1]["rank"]}
+    assert one.post("/events", json=on_time).status_code == 202
+    want = erratic.clicks_in["erratic"] + 1
+    deadline = time.monotonic() + 30
+    while (table := erratic.table("erratic"))["item_clicks"] < want:
+        assert time.monotonic() < deadline, table
+        time.sleep(0.05)
+    assert table["item_clicks"] == want and table["lists"] == 31, table

@@ -5,6 +5,7 @@ short replay."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,11 +33,34 @@ JOBS = (
 )
 
 
-def _traffic(base: str, user: str) -> None:
-    """Requests of every kind the panels draw: lists, events, a stream update, a 422."""
+def _traffic(base: str, user: str, admin_key: str) -> None:
+    """Requests of every kind the panels draw: lists, events, a stream update, a 422, and
+    lists of an experiment with a click on each."""
     with httpx.Client(base_url=base, timeout=30) as http:
         for i in range(20):
             assert http.get("/recommend", params={"user_id": f"u{i}", "k": 10}).status_code == 200
+        experiment = {
+            "name": "panel",
+            "mode": "ab",
+            "variants": [
+                {"name": "popular", "strategy": "popularity", "share": 0.5},
+                {"name": "random", "strategy": "random", "share": 0.5},
+            ],
+        }
+        made = http.post("/admin/experiments", json=experiment, headers={"X-API-Key": admin_key})
+        assert made.status_code == 201, made.text
+        for i in range(10):
+            body = http.get("/recommend", params={"user_id": f"x{i}", "k": 10}).json()
+            assert body["experiment"] == "panel", body
+            first = body["items"][0]
+            click = {
+                "user_id": f"x{i}",
+                "item_id": first["item_id"],
+                "action": "click",
+                "request_id": body["request_id"],
+                "rank": first["rank"],
+            }
+            assert http.post("/events", json=click).status_code == 202
         with SseStream(f"{base}/recommend/stream", {"user_id": user, "k": 10}) as stream:
             first = stream.next(timeout=15)
             item = first.data["items"][0]["item_id"]
@@ -69,7 +93,8 @@ def _missing_panels(prometheus: PrometheusServer) -> list[str]:
 def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
     live_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = live_settings
+    admin_key = secrets.token_hex(16)
+    settings = live_settings.model_copy(update={"api_key": admin_key})
     prometheus = services_prometheus(settings)
     base = f"http://127.0.0.1:{settings.api_port}"
     run_streamrec(settings, "data", "prepare", "synthetic:users=200,items=80,events=3000,seed=3")
@@ -144,7 +169,7 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
         for name in names:
             assert any(line.split()[:2] == [name, "up"] for line in status.splitlines()), status
 
-        _traffic(base, "monitor-user")
+        _traffic(base, "monitor-user", admin_key)
         # Spark's first batches come after its JVM starts; rates need two scrapes of them.
         deadline = time.monotonic() + 240
         missing = _missing_panels(prometheus)
