@@ -48,7 +48,7 @@ def _produce(settings: Settings) -> tuple[list[Interaction], RecommendationServe
         model_version="fallback",
         event_time=T0 + 50_000,
         items=(
-            RecommendedItem(item_id="i3", rank=1, score=0.9, reason="popular"),
+            RecommendedItem(item_id="i3", rank=1, score=0.9, reason="popular", din_score=1.25),
             RecommendedItem(item_id="i4", rank=2, score=0.5, reason="popular"),
         ),
     )
@@ -144,7 +144,9 @@ def test_archive_once_writes_the_log_exactly_once(live_settings: Settings) -> No
         "reason": "popular",
         "variant": None,  # outside an experiment
         "propensity": None,
+        "din_score": 1.25,  # DIN's logit, which the monitor compares
     }
+    assert recommendations[0]["items"][1]["din_score"] is None  # not ranked by DIN
     assert recommendations[0]["experiment"] is None
     clicks = read_clicks(settings.data_dir, settings.topic_prefix).to_pylist()
     assert [(c["event_id"], c["item_id"], c["rank"]) for c in clicks] == [(click.event_id, "i3", 1)]
