@@ -9,7 +9,7 @@ stream, so it is answered on the stream: the validation period is replayed event
 (``training.evaluation.prequential.validate``), each scored event's shortlist is built
 once with the state folded up to that event (no event at or after it), and every pair of
 weights of the grid places its top k from that same shortlist. The pair with the best
-NDCG@k is the set's blend. Only the placement is repeated, so a grid of 18 costs a few
+NDCG@k is the set's blend. Only the placement is repeated, so a grid of 21 costs a few
 per cent of the replay, not 18 cascades.
 """
 
@@ -24,7 +24,7 @@ from serving.loading import LoadedCascade
 from training.evaluation.prequential_state import Arm, OnlineState
 
 # The grid: the co-visitation score's weight, and the recall score's.
-COVISIT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+COVISIT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 RECALL_WEIGHTS = (0.0, 0.5, 2.0)
 BLEND_PREFIX = "cascade blend "
 
