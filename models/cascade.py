@@ -342,10 +342,33 @@ def _final_scorer(
     return score
 
 
+@dataclass
+class Shortlist:
+    """What the stages before the final placement hand it: DIN's top ``rerank_depth``.
+
+    The final blend (``place``) is cheap next to recall and DIN, so the validation period
+    can score many blend weights over one shortlist (``training.evaluation.blend``).
+    """
+
+    items: Tensor  # (M,) long item indices, DIN order
+    din_scores: Tensor  # (M,) the rank stage's scores (DIN, or recall as its fallback)
+    recall_scores: Tensor  # (M,) recall's scores
+    covisited: Tensor | None  # (M,) co-visitation scores; None without the channel
+    features: Tensor | None  # (M, F) RankNet's features; None when RankNet does not serve
+    vectors: Tensor | None  # (M, D) item embeddings for RankNet's similarity feature
+    reasons: Tensor  # (M,) DIN's top-attention recent item, -1 none
+    allowed: Callable[[Tensor], Tensor]  # the business-rule veto
+    recent: Tensor  # (L,) the recent items the cascade used, most recent first
+    recall_source: str
+    rank_source: str
+
+
 @torch.inference_mode()
-def recommend(
+def shortlist(
     models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
-) -> CascadeResult:
+) -> Shortlist | None:
+    """Recall and rank: DIN's top ``rerank_depth`` with everything the final blend reads;
+    None when every item is seen."""
     recent = request.recent_items[: config.max_history]
     # One pass serves both the co-visitation channel and the final blend.
     everywhere = (
@@ -356,21 +379,17 @@ def recommend(
     candidates, recall_scores, recall_source, query = recall(
         models, items, request, config, everywhere
     )
-    if candidates.numel() == 0:  # everything is seen: an empty list, not an error
-        empty = _empty_long()
-        return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
+    if candidates.numel() == 0:
+        return None
     context = din_context(items, candidates, request.user_context)  # (N, C)
     scores, reasons, rank_source = rank(models.din, candidates, recent, context, recall_scores)
 
     depth = min(config.rerank_depth, candidates.numel())
     top = torch.topk(scores, depth).indices  # (M,) positions among the candidates, DIN order
-    shortlist = candidates[top]  # (M,)
-    allowed = _rules(shortlist, request.excluded_items, items.categories, config.max_per_category)
-    vectors = models.item_embeddings[shortlist] if models.item_embeddings is not None else None
+    picked = candidates[top]  # (M,)
+    vectors = models.item_embeddings[picked] if models.item_embeddings is not None else None
     din_scores = scores[top]  # (M,)
-    covisited = (
-        everywhere[shortlist] if everywhere is not None and config.covisit_weight > 0 else None
-    )  # (M,)
+    features = None
     # RankNet learned on DIN scores: fed recall scores in their place it would be off its
     # training distribution, so without DIN the rank stage's order stands.
     if models.ranknet is not None and rank_source == "din":
@@ -378,32 +397,68 @@ def recommend(
         features = rerank_features(
             din_scores,
             gcn,
-            items.popularity[shortlist],
-            items.recency[shortlist],
-            items.ctr[shortlist],
+            items.popularity[picked],
+            items.recency[picked],
+            items.ctr[picked],
             torch.zeros(depth),
         )  # (M, F)
-        score_fn = _final_scorer(models.ranknet, recall_scores[top], covisited, config)
-        placed, placed_scores = greedy_rerank(score_fn, features, vectors, request.k, allowed)
-        rerank_source = "ranknet"
-    else:
-        placed, placed_scores = greedy_rerank(
-            _final_scorer(lambda _features: din_scores, recall_scores[top], covisited, config),
-            torch.zeros(depth, len(RERANK_FEATURES)),
-            None,
-            request.k,
-            allowed,
-        )
-        rerank_source = "rank_order"
-    picks = shortlist[placed]
+    return Shortlist(
+        items=picked,
+        din_scores=din_scores,
+        recall_scores=recall_scores[top],
+        covisited=everywhere[picked] if everywhere is not None else None,
+        features=features,
+        vectors=vectors,
+        reasons=reasons[top],
+        allowed=_rules(picked, request.excluded_items, items.categories, config.max_per_category),
+        recent=recent,
+        recall_source=recall_source,
+        rank_source=rank_source,
+    )
+
+
+@torch.inference_mode()
+def place(
+    models: CascadeModels, short: Shortlist, config: CascadeConfig, k: int
+) -> tuple[Tensor, Tensor, str]:
+    """The final blend's greedy top k of the shortlist: positions (k',), scores (k',) and
+    the source (``ranknet`` or ``rank_order``). Reads only the blend weights of ``config``
+    (``final_recall_weight``, ``covisit_weight``)."""
+    covisited = short.covisited if config.covisit_weight > 0 else None
+    if models.ranknet is not None and short.features is not None:
+        score_fn = _final_scorer(models.ranknet, short.recall_scores, covisited, config)
+        placed, scores = greedy_rerank(score_fn, short.features, short.vectors, k, short.allowed)
+        return placed, scores, "ranknet"
+    din_scores = short.din_scores
+    placed, scores = greedy_rerank(
+        _final_scorer(lambda _features: din_scores, short.recall_scores, covisited, config),
+        torch.zeros(short.items.numel(), len(RERANK_FEATURES)),
+        None,
+        k,
+        short.allowed,
+    )
+    return placed, scores, "rank_order"
+
+
+@torch.inference_mode()
+def recommend(
+    models: CascadeModels, items: ItemTable, request: CascadeRequest, config: CascadeConfig
+) -> CascadeResult:
+    short = shortlist(models, items, request, config)
+    if short is None:  # everything is seen: an empty list, not an error
+        empty = _empty_long()
+        recall_source = recall_scores(models, items, request, config)[1]
+        return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
+    placed, placed_scores, rerank_source = place(models, short, config, request.k)
+    picks = short.items[placed]
     # The reason: the recent item co-visited most with the pick, else DIN's top attention.
-    covisit_reason = covisit_reasons(items, recent, picks, config)
+    covisit_reason = covisit_reasons(items, short.recent, picks, config)
     return CascadeResult(
         items=picks,
         scores=placed_scores,
-        reasons=torch.where(covisit_reason >= 0, covisit_reason, reasons[top][placed]),
-        recall_source=recall_source,
-        rank_source=rank_source,
+        reasons=torch.where(covisit_reason >= 0, covisit_reason, short.reasons[placed]),
+        recall_source=short.recall_source,
+        rank_source=short.rank_source,
         rerank_source=rerank_source,
-        rank_scores=din_scores[placed],
+        rank_scores=short.din_scores[placed],
     )

@@ -218,6 +218,16 @@ def build_request(
     )
 
 
+def cascade_inputs(
+    serving: ServingSet, user_id: str, recent: RecentItems | None, k: int
+) -> tuple[ItemTable, CascadeRequest]:
+    """The item table at the user's "now" and the request: what ``recommend`` reads."""
+    cascade, items = serving.cascade, serving.items
+    now = user_now(recent, items)
+    table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
+    return table, build_request(cascade, user_id, recent, k, now)
+
+
 def serve(
     serving: ServingSet,
     user_id: str,
@@ -226,10 +236,8 @@ def serve(
     titles: Mapping[str, str],
 ) -> CascadeAnswer:
     """Up to ``k`` picks from the cascade; blocking (one forward pass per stage)."""
-    cascade, items = serving.cascade, serving.items
-    now = user_now(recent, items)
-    table = items.table(now, cascade.trend_half_life_ms, cascade.categories)
-    request = build_request(cascade, user_id, recent, k, now)
+    cascade = serving.cascade
+    table, request = cascade_inputs(serving, user_id, recent, k)
     result = recommend(models=cascade.models, items=table, request=request, config=cascade.config)
     sources = {
         "recall": result.recall_source,

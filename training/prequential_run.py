@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -39,7 +40,12 @@ def evaluate_trained(
     item_categories: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The test period's table, with the validation period's (``validation``): the kNN
-    tuned there, and the cascade against the live baselines, which the gate reads."""
+    and the cascade's final blend tuned there, and the cascade against the live
+    baselines, which the gate reads.
+
+    ``trained`` takes the chosen blend (``apply_blend``), so the set registered afterwards
+    serves what the test period scored.
+    """
     split = data.split
     cascade = served_set(trained, split.n_train_users)
     validation = validate(
@@ -51,6 +57,8 @@ def evaluate_trained(
         end_ms=split.validation_end_ms,
         config=config,
     )
+    if apply_blend(trained, validation):
+        cascade = served_set(trained, split.n_train_users)
     result = prequential_evaluation(
         cascade,
         events,
@@ -62,6 +70,21 @@ def evaluate_trained(
         item_categories=item_categories,
     )
     return {**result, "validation": validation}
+
+
+def apply_blend(trained: Any, validation: dict[str, Any]) -> bool:
+    """Set ``trained``'s cascade blend weights to those ``validate`` chose; False when it
+    chose none (no cascade was scored)."""
+    chosen = validation.get("blend")
+    if chosen is None:
+        return False
+    weights = {
+        "covisit_weight": float(chosen["covisit_weight"]),
+        "final_recall_weight": float(chosen["final_recall_weight"]),
+    }
+    trained.cascade_config = replace(trained.cascade_config, **weights)
+    trained.configs["lightgcn"]["cascade"] = {**trained.configs["lightgcn"]["cascade"], **weights}
+    return True
 
 
 def prequential_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -40,6 +40,7 @@ from scipy import stats
 from serving.knn import category_incidence
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
+from training.evaluation.blend import BLEND_PREFIX, BlendGrid, best_blend, blend_grid
 from training.evaluation.prequential_state import (
     CASCADE,
     KNN,
@@ -265,16 +266,20 @@ def validate(
     decays: Sequence[float] = KNN_DECAYS,
 ) -> dict[str, Any]:
     """One live replay of ``[start_ms, end_ms)`` (the validation period) that tunes the
-    item-kNN's history and decay on NDCG@k and scores the cascade (if any) against the
-    popularity baselines and the tuned kNN: what the gate reads (:func:`beats_baselines`).
+    item-kNN's history and decay on NDCG@k and the cascade's final blend weights
+    (``training.evaluation.blend``; ``blend`` in the result), and scores the cascade with
+    the chosen blend (if any) against the popularity baselines and the tuned kNN: what the
+    gate reads (:func:`beats_baselines`). Both are tuned on the same events, so the gate
+    compares a tuned cascade with a tuned kNN.
     """
     grid = {f"{h}/{d}": KnnParams(h, d) for h in histories for d in decays}
     live: dict[str, Arm] = {name: knn_arm(config.k, params) for name, params in grid.items()}
     live[POPULARITY] = popularity_arm(config.k)
     live[RECENT_POPULARITY] = recent_popularity_arm(config.k)
-    served = CascadeArm(cascade, config.k) if cascade is not None else None
-    if served is not None:
-        live[CASCADE] = served
+    blends = blend_grid() if cascade is not None else []
+    placing = BlendGrid(cascade, config.k, blends) if cascade is not None else None
+    if placing is not None:
+        live.update(placing.arms())
     records, n_eligible = replay(
         interactions,
         item_ids,
@@ -284,32 +289,46 @@ def validate(
         end_ms=end_ms,
         config=config,
     )
-    scores = {
-        name: float(np.mean([ndcg(r[f"{name} live"], config.k) for r in records]))
-        if records
-        else 0.0
-        for name in grid
-    }
+
+    def mean_ndcg(name: str) -> float:
+        return (
+            float(np.mean([ndcg(r[f"{name} live"], config.k) for r in records])) if records else 0.0
+        )
+
+    scores = {name: mean_ndcg(name) for name in grid}
     best = max(scores, key=lambda name: scores[name])
-    kept = [CASCADE, POPULARITY, RECENT_POPULARITY]
+    blend_scores = {blend.name: mean_ndcg(blend.name) for blend in blends}
+    chosen = best_blend(blend_scores, blends) if blends else None
+    kept = [POPULARITY, RECENT_POPULARITY]
     renamed = [
         {
             **{key: value for key, value in r.items() if not key.endswith(" live")},
             **{f"{name} live": r[f"{name} live"] for name in kept if f"{name} live" in r},
+            **({f"{CASCADE} live": r[f"{chosen.name} live"]} if chosen is not None else {}),
             f"{KNN_TUNED} live": r[f"{best} live"],
         }
         for r in records
     ]
-    return {
+    result: dict[str, Any] = {
         "start_ms": start_ms,
         "end_ms": end_ms,
         "n_eligible": n_eligible,
         "knn_tuned": {"history": grid[best].history, "decay": grid[best].decay, "grid": scores},
         "all": summarize(renamed, config.k),
-        # DIN's logits of what the cascade served here: the set's monitoring reference
-        # (``training.pipeline`` takes it out of the report)
-        DIN_SCORES_KEY: sample_evenly(served.din_scores if served else [], DIN_REFERENCE_MAX),
+        # DIN's logits of what the cascade with the chosen blend served here: the set's
+        # monitoring reference (``training.pipeline`` takes it out of the report)
+        DIN_SCORES_KEY: sample_evenly(
+            placing.din_scores.get(chosen.name, []) if placing and chosen else [],
+            DIN_REFERENCE_MAX,
+        ),
     }
+    if chosen is not None:
+        result["blend"] = {
+            "covisit_weight": chosen.covisit_weight,
+            "final_recall_weight": chosen.final_recall_weight,
+            "grid": {name.removeprefix(BLEND_PREFIX): v for name, v in blend_scores.items()},
+        }
+    return result
 
 
 def sample_evenly(values: Sequence[float], most: int) -> list[float]:

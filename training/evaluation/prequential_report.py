@@ -96,6 +96,16 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"Tuned item-kNN (validation period): history {tuned['history']}, "
             f"decay {tuned['decay']}."
         )
+    blend = (result.get("validation") or {}).get("blend")
+    if blend:
+        best = max(blend["grid"].values(), default=0.0)
+        lines.append(
+            f"Cascade final blend (validation period, NDCG@10 {best:.4f}): co-visitation "
+            f"weight {blend['covisit_weight']:g}, recall weight "
+            f"{blend['final_recall_weight']:g}; grid (co-visitation/recall): "
+            + ", ".join(f"{name} {value:.4f}" for name, value in blend["grid"].items())
+            + "."
+        )
     timing = result.get("cascade_ms")
     if timing:
         lines.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from models.cascade import (
@@ -12,8 +14,10 @@ from models.cascade import (
     ItemTable,
     covisit_reasons,
     covisit_scores,
+    place,
     recall,
     recommend,
+    shortlist,
 )
 
 N_ITEMS = 8
@@ -91,3 +95,25 @@ def test_the_reason_is_the_recent_item_that_added_most() -> None:
         _items(_covisits()), torch.tensor([0, 1]), torch.tensor([5, 6, 2]), config
     )
     assert reasons.tolist() == [0, 1, -1]
+
+
+def test_one_shortlist_placed_with_each_blend_is_what_recommend_serves_with_it() -> None:
+    prior = torch.linspace(1.0, 0.0, N_ITEMS)
+    models = CascadeModels(item_prior=prior)
+    request = CascadeRequest(
+        recent_items=torch.tensor([1, 0]), seen_items=torch.tensor([1, 0]), k=3
+    )
+    base = CascadeConfig(n_candidates=6, covisit_candidates=3)
+    # Any co-visitation weight makes the shortlist carry the scores the blends weigh.
+    short = shortlist(models, _items(_covisits()), request, replace(base, covisit_weight=1.0))
+    assert short is not None and short.covisited is not None
+    placements = []
+    for weight in (0.0, 0.1, 5.0):
+        config = replace(base, covisit_weight=weight)
+        placed, _, _ = place(models, short, config, request.k)
+        served = recommend(models, _items(_covisits()), request, config)
+        assert short.items[placed].tolist() == served.items.tolist()
+        placements.append(served.items.tolist())
+    assert placements[0] != placements[-1]  # the weight matters on this shortlist
+    everything = CascadeRequest(recent_items=torch.tensor([0]), seen_items=torch.arange(N_ITEMS))
+    assert shortlist(models, _items(_covisits()), everything, base) is None

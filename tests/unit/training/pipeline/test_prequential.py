@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -235,3 +236,41 @@ def test_the_gate_needs_a_significant_win_over_every_live_baseline() -> None:
     result = validate(blind, events, items, config=PrequentialConfig(), **window)
     verdict = beats_baselines(result)
     assert verdict is not None and "does not beat item-kNN (tuned) live" in verdict
+
+
+def test_validation_chooses_the_blend_weight_that_follows_the_co_visitation() -> None:
+    """Embeddings that know nothing (random), a co-visitation channel that knows every pair
+    seen before: only a co-visitation weight > 0 puts the partner first, and the validation
+    replay picks one; the gate reads the cascade with the blend it picked."""
+    noise = torch.randn(2 * N_PAIRS, 8, generator=torch.Generator().manual_seed(0))
+    cascade = dataclasses.replace(
+        _cascade(),
+        models=CascadeModels(item_embeddings=noise),
+        config=CascadeConfig(n_candidates=50, rerank_depth=20, covisit_candidates=10),
+    )
+    events = _log(users=30, new_users=10)
+    window = {"cutoff_ms": CUTOFF, "start_ms": CUTOFF, "end_ms": CUTOFF + 1000 * HOUR}
+    result = validate(cascade, events, cascade.item_ids, config=PrequentialConfig(), **window)
+    blend = result["blend"]
+    grid = blend["grid"]
+    assert blend["covisit_weight"] > 0
+    assert grid["0/0"] < max(grid.values())
+    chosen = f"{blend['covisit_weight']:g}/{blend['final_recall_weight']:g}"
+    assert result["all"]["arms"]["cascade live"]["ndcg@10"] == pytest.approx(grid[chosen])
+    assert "blend" not in validate(
+        None, events, cascade.item_ids, config=PrequentialConfig(), **window
+    )
+
+
+def test_the_chosen_blend_is_what_the_set_registers() -> None:
+    from training.prequential_run import apply_blend
+
+    trained = SimpleNamespace(
+        cascade_config=CascadeConfig(covisit_weight=2.0),
+        configs={"lightgcn": {"cascade": dataclasses.asdict(CascadeConfig(covisit_weight=2.0))}},
+    )
+    blend = {"covisit_weight": 4.0, "final_recall_weight": 0.5, "grid": {}}
+    assert apply_blend(trained, {"blend": blend})
+    assert trained.cascade_config.covisit_weight == 4.0
+    assert trained.configs["lightgcn"]["cascade"]["final_recall_weight"] == 0.5
+    assert not apply_blend(trained, {})

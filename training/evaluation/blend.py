@@ -1,0 +1,113 @@
+"""The final blend's weights, chosen on the validation period by prequential replay.
+
+The cascade's last stage scores its shortlist by RankNet's standardized score plus
+``final_recall_weight`` x the standardized recall score plus ``covisit_weight`` x the
+standardized co-visitation score (``models.cascade.place``). RankNet is trained on the
+training period's static lists, where nothing co-visited yet exists as the live stream
+would hold it; how much the co-visitation score should count is a question about the
+stream, so it is answered on the stream: the validation period is replayed event by event
+(``training.evaluation.prequential.validate``), each scored event's shortlist is built
+once with the state folded up to that event (no event at or after it), and every pair of
+weights of the grid places its top k from that same shortlist. The pair with the best
+NDCG@k is the set's blend. Only the placement is repeated, so a grid of 21 costs a few
+per cent of the replay, not 18 cascades.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from models.cascade import CascadeConfig, Shortlist, place, shortlist
+from serving.cascade import ItemFeatures, ServingSet, cascade_inputs
+from serving.loading import LoadedCascade
+from training.evaluation.prequential_state import Arm, OnlineState
+
+# The grid: the co-visitation score's weight, and the recall score's.
+COVISIT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+RECALL_WEIGHTS = (0.0, 0.5, 2.0)
+BLEND_PREFIX = "cascade blend "
+
+
+@dataclass(frozen=True)
+class Blend:
+    covisit_weight: float
+    final_recall_weight: float
+
+    @property
+    def name(self) -> str:
+        return f"{BLEND_PREFIX}{self.covisit_weight:g}/{self.final_recall_weight:g}"
+
+    def applied(self, config: CascadeConfig) -> CascadeConfig:
+        return replace(
+            config,
+            covisit_weight=self.covisit_weight,
+            final_recall_weight=self.final_recall_weight,
+        )
+
+
+def blend_grid(
+    covisit_weights: Sequence[float] = COVISIT_WEIGHTS,
+    recall_weights: Sequence[float] = RECALL_WEIGHTS,
+) -> list[Blend]:
+    return [Blend(c, r) for c in covisit_weights for r in recall_weights]
+
+
+@dataclass
+class BlendGrid:
+    """One shortlist per request, placed once per blend of the grid.
+
+    ``arms()`` gives one arm per blend; the replay calls them one after the other for the
+    same (user, state), so the shortlist is built on the first call and reused.
+    """
+
+    cascade: LoadedCascade
+    k: int
+    blends: list[Blend] = field(default_factory=blend_grid)
+    # per blend: DIN's logit of every item it placed (the monitor's reference, for the
+    # blend the set keeps)
+    din_scores: dict[str, list[float]] = field(default_factory=dict)
+    _features: tuple[tuple[int, int], ItemFeatures] | None = None
+    _shortlist: tuple[tuple[str, int, int], Shortlist | None] | None = None
+
+    def _short(self, user_id: str, state: OnlineState) -> Shortlist | None:
+        key = (id(state), state.version)
+        if self._features is None or self._features[0] != key:
+            self._features = (key, state.item_features())
+        request_key = (user_id, *key)
+        if self._shortlist is None or self._shortlist[0] != request_key:
+            serving = ServingSet(self.cascade, self._features[1])
+            table, request = cascade_inputs(serving, user_id, state.recent(user_id), self.k)
+            # Any co-visitation weight > 0 makes the shortlist carry the scores to blend.
+            config = replace(self.cascade.config, covisit_weight=1.0)
+            self._shortlist = (
+                request_key,
+                shortlist(self.cascade.models, table, request, config),
+            )
+        return self._shortlist[1]
+
+    def arm(self, blend: Blend) -> Arm:
+        config = blend.applied(self.cascade.config)
+
+        def answer(user_id: str, state: OnlineState) -> list[int]:
+            short = self._short(user_id, state)
+            if short is None:
+                return []
+            placed, _, _ = place(self.cascade.models, short, config, self.k)
+            if short.rank_source == "din":
+                logits = self.din_scores.setdefault(blend.name, [])
+                logits.extend(float(x) for x in short.din_scores[placed].tolist())
+            return [int(i) for i in short.items[placed].tolist()]
+
+        return answer
+
+    def arms(self) -> dict[str, Arm]:
+        return {blend.name: self.arm(blend) for blend in self.blends}
+
+
+def best_blend(scores: Mapping[str, float], blends: Sequence[Blend]) -> Blend:
+    """The blend with the best score; ties go to the first in grid order (smaller weights)."""
+    return max(blends, key=lambda blend: (scores[blend.name], -blends.index(blend)))
+
+
+__all__ = ["BLEND_PREFIX", "Blend", "BlendGrid", "best_blend", "blend_grid"]
