@@ -100,6 +100,8 @@ def _item_state(item_id: str, stats: ItemStats) -> ItemState:
         purchase_count=stats.purchase_count,
         last_event_time=stats.last_event_time,
         trend_score=stats.trend_score,
+        covisits=dict(zip(stats.covisit_items, stats.covisit_weights, strict=True)),
+        covisit_total=stats.covisit_total,
     )
     stamp(state)
     return state
