@@ -3,9 +3,11 @@ bounded number of events, its outcome is logged, and steady traffic triggers not
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from streams.drift_reference import build_reference
+from streams.drift_reference import Reference, build_reference
 from streams.events import MonitorDecision
 from training.monitoring.metrics import MonitorMetrics
 from training.monitoring.monitor import MonitorConfig, MonitorState, RetrainOutcome
@@ -26,16 +28,23 @@ def _events(rng: np.random.Generator, n: int, inverted: bool = False) -> list[tu
     return [(f"u{u}", f"i{i}") for u, i in zip(users, items, strict=True)]
 
 
-def _monitor(rng: np.random.Generator) -> tuple[MonitorState, list[MonitorDecision], list[int]]:
-    training = _events(rng, 20_000)
-    reference = build_reference(
+def _reference(training: list[tuple[str, str]], **extra: Any) -> Reference:
+    return build_reference(
         until_ms=1,
         user_ids=[u for u, _ in training],
         item_ids=[i for _, i in training],
         actions=["rate"] * len(training),
         window_events=WINDOW,
-        category_of={f"i{i}": f"c{i // 50}" for i in range(ITEMS)},  # by popularity
+        **extra,
     )
+
+
+def _monitor(
+    rng: np.random.Generator, reference: Reference | None = None
+) -> tuple[MonitorState, list[MonitorDecision], list[int]]:
+    if reference is None:
+        categories = {f"i{i}": f"c{i // 50}" for i in range(ITEMS)}  # by popularity
+        reference = _reference(_events(rng, 20_000), category_of=categories)
     published: list[MonitorDecision] = []
     retrains: list[int] = []
     config = MonitorConfig(WINDOW, STEP, 100, PolicyConfig(windows=PERSIST))
@@ -108,23 +117,9 @@ def test_offline_quality_prefers_the_prequential_figure() -> None:
 
 
 def _din_monitor(reference_scores: np.ndarray) -> MonitorState:
-    events = _events(np.random.default_rng(5), 4000)
-    reference = build_reference(
-        until_ms=1,
-        user_ids=[u for u, _ in events],
-        item_ids=[i for _, i in events],
-        actions=["rate"] * len(events),
-        window_events=WINDOW,
-        din_scores=reference_scores.tolist(),
-    )
-    state = MonitorState(
-        MonitorConfig(WINDOW, STEP, 100, PolicyConfig(windows=PERSIST)),
-        MonitorMetrics.create(),
-        publish=lambda _decision: None,
-        retrain=lambda: None,
-    )
-    state.set_serving(MonitoredSet("set1", "cascade-a", "run", reference, 0.3, 0.5, "static"))
-    return state
+    rng = np.random.default_rng(5)
+    reference = _reference(_events(rng, 4000), din_scores=reference_scores.tolist())
+    return _monitor(rng, reference)[0]
 
 
 def _din_result(state: MonitorState, served_scores: np.ndarray, version: str) -> list[str]:
