@@ -14,11 +14,12 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from api.catalogue import LogCatalogue, LogSignature, log_files, log_signature
-from api.experiments.plan import INTERLEAVED_VERSIONS, PLAIN_LISTS
+from api.experiments.plan import PLAIN_LISTS
 from api.ports import HourActivity, ItemStats, RecentItems
 from api.schemas import RecommendationOut
 from api.serving.baseline import MODEL_VERSION
 from streams.events import RecommendationServed
+from streams.experiments import INTERLEAVED_VERSIONS
 
 # A user with at least this many events in the log counts as active for "a random user".
 ACTIVE_EVENTS = 20

@@ -20,6 +20,8 @@ from streamrec.infra.experiments import JOIN_TTL_SECONDS, Moved
 from streams.events import Click, Event, Interaction, RecommendationServed
 
 INTERLEAVED = "interleaved"  # the served event's variant of an interleaved list
+# joins the two sets' model versions of an interleaved list that mixed two sets
+INTERLEAVED_VERSIONS = " & "
 
 
 class ExperimentFold(Protocol):

@@ -14,13 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from api.experiments.definitions import ExperimentSpec, assign, explore, governing, team_draft
-from streams.experiments import INTERLEAVED
+from streams.experiments import INTERLEAVED, INTERLEAVED_VERSIONS
 
 DEFAULT_VARIANT = "default"  # outside every experiment
 # The model versions of the strategies that use no model, and what joins an interleaved
 # list's two versions (not "+", which the cascade's versions use for their fallbacks).
 PLAIN_LISTS = ("popularity", "random")
-INTERLEAVED_VERSIONS = " & "
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 from streams.drift import DriftResult
 from streams.drift_reference import LiveWindow, compare_with_reference
 from streams.events import MonitorDecision
+from streams.experiments import INTERLEAVED_VERSIONS
 from training.monitoring.metrics import MonitorMetrics
 from training.monitoring.online import OnlineQuality, version_label
 from training.monitoring.policy import (
@@ -130,7 +131,12 @@ class MonitorState:
         self.metrics.events.labels("recommendations").inc()
         self.quality.served(user_id, model_version, items, received_ms)
         serving = self.serving
-        if serving is not None and version_label(model_version) == version_label(serving.label):
+        mixed = INTERLEAVED_VERSIONS in model_version  # two sets' items in one list
+        if (
+            serving is not None
+            and not mixed
+            and version_label(model_version) == version_label(serving.label)
+        ):
             self._din.extend(s for s in din_scores if s is not None)
 
     def click(self, rank: int) -> None:

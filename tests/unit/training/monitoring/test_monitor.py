@@ -142,6 +142,9 @@ def test_din_scores_of_the_served_set_are_compared_with_its_reference() -> None:
     # Another set's lists (a challenger, the baseline) are not this reference's population.
     other = _din_result(_din_monitor(reference), rng.normal(1.5, 1.0, 4000), "cascade-b")
     assert other == []
+    # An interleaved list mixes two sets' items: not compared either.
+    mixed = "cascade-a & cascade-b"
+    assert _din_result(_din_monitor(reference), rng.normal(1.5, 1.0, 4000), mixed) == []
 
 
 def test_too_few_din_scores_are_not_compared() -> None:
