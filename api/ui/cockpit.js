@@ -269,6 +269,8 @@
     drawChart(grew || !state.chart);
   }
 
+  function chartWidth() { return Math.max(260, $("interest-chart").clientWidth); }
+
   function drawChart(rebuild) {
     const el = $("interest-chart");
     const data = [state.times, ...state.shares];
@@ -278,7 +280,7 @@
       if (state.chart) state.chart.destroy();
       el.replaceChildren();
       state.chart = new uPlot({
-        width: Math.max(260, el.clientWidth), height: 220,
+        width: chartWidth(), height: 220,
         // From the first point to the newest, at least a minute: uPlot's own range for one
         // point spans years.
         scales: { x: { range: () => { const newest = state.times[state.times.length - 1]; return [Math.min(state.times[0], newest - 60), newest + 1]; } }, y: { range: [0, 1] } },
@@ -349,7 +351,11 @@
     $("user-form").addEventListener("submit", (event) => { event.preventDefault(); watch($("user-search").value); });
     $("user-search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(suggestUsers, 200); });
     $("user-random").addEventListener("click", randomUser);
-    window.addEventListener("resize", () => { if (state.chart) state.chart.setSize({ width: Math.max(260, $("interest-chart").clientWidth), height: 220 }); });
+    // The chart follows its box, whatever resized it (window, rotation, the grid going to one
+    // column); a window "resize" listener alone can fire after the first layout at the new size.
+    new ResizeObserver(() => {
+      if (state.chart && state.chart.width !== chartWidth()) state.chart.setSize({ width: chartWidth(), height: 220 });
+    }).observe($("interest-chart"));
     loadLogs().catch((error) => { $("replay-status").textContent = `logs: ${error.message}`; });
     loadHealth(); loadTrending(); pollReplay();
     setInterval(pollReplay, 700);

@@ -170,8 +170,22 @@ def test_the_cockpit_replays_follows_a_user_and_their_clicks(
         # 6. Phone width: one column, nothing wider than the screen.
         page.set_viewport_size({"width": 390, "height": 844})
         expect(items).to_have_count(10)
+        # The chart is redrawn at its box's new width, not clipped by it.
+        page.wait_for_function(
+            """() => {
+                const box = document.getElementById('interest-chart');
+                const plot = box.querySelector('.uplot');
+                return plot !== null && plot.offsetWidth <= box.clientWidth;
+            }""",
+            timeout=2_000,
+        )
+        too_wide = page.evaluate(
+            """() => [...document.querySelectorAll('body *')]
+                 .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+                 .map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`)"""
+        )
         width = page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= 390, width
+        assert width <= 390 and too_wide == [], (width, too_wide[:10])
         page.screenshot(path=shots / "5-phone.png", full_page=True)
 
         assert problems == [], problems
