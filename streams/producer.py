@@ -7,6 +7,7 @@ delivery callbacks, so callers on an asyncio loop can ``await asyncio.wrap_futur
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -14,6 +15,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.events import LogEvent, Topics, encode
+
+# librdkafka's own log lines (a broker that refuses connections, retries) go through Python
+# logging, served by whoever polls the producer, instead of straight to file descriptor 2 from
+# librdkafka's threads: a process's log configuration applies to them, pytest captures them
+# per test, and a leaked producer nobody polls stays quiet.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 class DeliveryFailed(RuntimeError):
@@ -31,6 +38,7 @@ def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
         # Keep retrying through a broker restart for two minutes before giving up loudly.
         "delivery.timeout.ms": 120_000,
         "queue.buffering.max.messages": 500_000,
+        "logger": LIBRDKAFKA_LOGGER,
     }
     config.update(overrides)
     return config
