@@ -269,6 +269,10 @@
     drawChart(grew || !state.chart);
   }
 
+  function clockTime(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  }
+
   function chartWidth() { return Math.max(260, $("interest-chart").clientWidth); }
 
   function drawChart(rebuild) {
@@ -284,7 +288,9 @@
         // From the first point to the newest, at least a minute: uPlot's own range for one
         // point spans years.
         scales: { x: { range: () => { const newest = state.times[state.times.length - 1]; return [Math.min(state.times[0], newest - 60), newest + 1]; } }, y: { range: [0, 1] } },
-        axes: [{}, { values: (_, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) }],
+        // Clock times on one row: uPlot's two-row default wrote overlapping dates over a minute.
+        axes: [{ space: 70, values: (_, ticks) => ticks.map(clockTime) },
+          { values: (_, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) }],
         series: [{}, ...state.categories.map((name, i) => ({
           label: name, stroke: COLORS[i % COLORS.length], width: 2, points: { show: state.times.length < 3 },
         }))],
