@@ -220,13 +220,28 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 MonitorSignal = Literal["drift", "degradation"]
-MonitorDecisionKind = Literal["triggered", "retrain_finished", "retrain_failed"]
-MONITOR_DECISIONS: tuple[str, ...] = ("triggered", "retrain_finished", "retrain_failed")
+MonitorDecisionKind = Literal[
+    "triggered",
+    "retrain_finished",
+    "retrain_failed",
+    "canary_started",
+    "canary_promoted",
+    "canary_rolled_back",
+]
+MONITOR_DECISIONS: tuple[str, ...] = (
+    "triggered",
+    "retrain_finished",
+    "retrain_failed",
+    "canary_started",
+    "canary_promoted",
+    "canary_rolled_back",
+)
 
 
 class MonitorDecision(LogEvent):
     """What the monitor decided about the serving set: a signal that persisted past its
-    threshold triggered a retrain, and what the registry gate made of the result. Not about
+    threshold triggered a retrain, what the registry gate made of the result, and the canary
+    of a set that became ``challenger`` (started, then promoted or rolled back). Not about
     a user: one key, so the decisions stay in order; the archiver does not read it."""
 
     topic: ClassVar[str] = "monitor"
@@ -236,8 +251,8 @@ class MonitorDecision(LogEvent):
     model_set: Text  # the set the monitor compared traffic with; "" when none
     detail: Text  # the scores behind the signal, or the gate's reason, in one sentence
     events_seen: int = Field(ge=0, description="live interactions the monitor had read")
-    new_set: Text | None = None  # retrain_finished: the set it registered
-    promoted: bool | None = None  # retrain_finished: whether the gate promoted it
+    new_set: Text | None = None  # retrain_finished, canary_*: the set it registered
+    promoted: bool | None = None  # retrain_finished, canary_*: whether it became champion
 
     @property
     def key(self) -> str:

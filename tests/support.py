@@ -23,6 +23,7 @@ from streamrec.infra.processes import (
 from streamrec.infra.prometheus import PrometheusServer, stack_targets
 from streamrec.infra.services import LocalServices
 from streamrec.settings import Settings
+from streams.events import MonitorDecision, Topics, decode
 
 __all__ = ["REPO_ROOT", "free_port", "settings_env", "stop_process", "streamrec_process"]
 T = TypeVar("T")
@@ -136,7 +137,6 @@ def scraped(prometheus: PrometheusServer, settings: Settings) -> Iterator[str]:
 
 def create_own_topics(settings: Settings) -> None:
     """Create the topics of ``settings``' prefix, replicated as its broker(s) allow."""
-    from streams.events import Topics
     from streams.topics import ensure_topics
 
     ensure_topics(
@@ -219,3 +219,14 @@ def wait_committed(settings: Settings, what: str, timeout: float, proc: Any, log
         wait_until(caught_up, timeout, what, 0.5, proc, log)
     except AssertionError as error:
         raise AssertionError(f"{error}\nstill behind: {describe_behind(behind)}") from None
+
+
+def monitor_decisions(settings: Settings) -> list[MonitorDecision]:
+    """Every decision on the monitor topic of ``settings``' prefix, in order."""
+    from streams.backfill import read_log
+
+    found = []
+    for batch in read_log(settings.bootstrap_servers, [Topics(settings.topic_prefix).monitor]):
+        for *_, value in batch:
+            found.append(decode(MonitorDecision, value))
+    return found

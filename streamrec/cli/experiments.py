@@ -10,8 +10,6 @@ from typing import Any
 
 from streamrec.settings import Settings
 
-CANARY = "canary"
-
 
 def _store(settings: Settings) -> Any:
     from streamrec.infra.experiments import RedisExperimentStore
@@ -24,22 +22,15 @@ def _store(settings: Settings) -> Any:
 
 def _canary(args: argparse.Namespace, settings: Settings) -> int:
     """Start the canary: ``challenger`` gets ``share`` of the users, ``champion`` the rest."""
-    import time
-
     from api.experiments.definitions import ExperimentSpec
+    from training.canary import canary_definition, start_canary
 
-    spec = ExperimentSpec.model_validate(
-        {
-            "name": args.experiment,
-            "mode": "ab",
-            "variants": [
-                {"name": "champion", "strategy": "champion", "share": 1.0 - args.share},
-                {"name": "challenger", "strategy": "challenger", "share": args.share},
-            ],
-            "created_ms": int(time.time() * 1000),
-        }
-    )
-    _store(settings).save(spec.name, spec.model_dump(), fresh=True)
+    try:
+        definition = canary_definition(args.share, args.experiment)
+        spec = ExperimentSpec.model_validate(definition)
+    except ValueError as exc:
+        raise SystemExit(f"streamrec canary: {exc}") from None
+    start_canary(_store(settings), definition)  # as the monitor stores it
     print(json.dumps(spec.model_dump()))
     return 0
 
@@ -48,38 +39,27 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
     """Decide the canary; on a decision, move the aliases and stop the experiment."""
     from mlflow import MlflowClient
 
-    from training.registry import decide_canary, finish_canary
+    from training.canary import NoCanary, check_canary
 
-    store = _store(settings)
-    definition = store.load().get(args.experiment)
-    if definition is None:
-        raise SystemExit(f"no experiment {args.experiment!r} runs")
-    by_strategy = {v["strategy"]: v["name"] for v in definition["variants"]}
-    if not {"champion", "challenger"} <= set(by_strategy):
-        raise SystemExit(f"{args.experiment!r} has no champion and challenger variants")
-    counts = store.counts(args.experiment)
-    champion = counts.get(by_strategy["champion"], {})
-    challenger = counts.get(by_strategy["challenger"], {})
-    decision = decide_canary(
-        champion.get("clicks", 0),
-        champion.get("impressions", 0),
-        challenger.get("clicks", 0),
-        challenger.get("impressions", 0),
-        margin=args.margin,
-        min_lists=args.min_lists,
-        alpha=args.alpha,
-    )
-    versions = None
-    if decision.action != "wait":
-        versions = finish_canary(MlflowClient(tracking_uri=settings.mlflow_uri), decision)
-        store.delete(args.experiment)
+    try:
+        result = check_canary(
+            _store(settings),
+            MlflowClient(tracking_uri=settings.mlflow_uri),
+            name=args.experiment,
+            margin=args.margin,
+            min_lists=args.min_lists,
+            alpha=args.alpha,
+        )
+    except NoCanary as exc:
+        raise SystemExit(str(exc)) from None
     print(
         json.dumps(
             {
-                "action": decision.action,
-                "reason": decision.reason,
-                "p_value": decision.p_value,
-                "challenger_versions": versions,
+                "action": result.decision.action,
+                "reason": result.decision.reason,
+                "p_value": result.decision.p_value,
+                "challenger_set": result.set_id,
+                "challenger_versions": result.versions,
             }
         )
     )
@@ -158,7 +138,7 @@ def register(sub: Any) -> None:
         description="Store the A/B experiment champion vs challenger in Redis; every API "
         "process applies it within a second.",
     )
-    canary.add_argument("--experiment", default=CANARY, help="the experiment's name")
+    canary.add_argument("--experiment", default="canary", help="the experiment's name")
     canary.add_argument("--share", type=float, default=0.1, help="the challenger's share")
     canary.set_defaults(func=_canary)
 
@@ -170,7 +150,7 @@ def register(sub: Any) -> None:
         "`champion` moves to the challenger set or the set is rolled back, the decision "
         "is tagged on its MLflow versions, and the experiment stops.",
     )
-    promote.add_argument("--experiment", default=CANARY, help="the canary experiment's name")
+    promote.add_argument("--experiment", default="canary", help="the canary experiment's name")
     promote.add_argument("--margin", type=float, default=0.01, help="absolute CTR margin")
     promote.add_argument("--min-lists", type=int, default=1000, help="lists per side first")
     promote.add_argument("--alpha", type=float, default=0.05, help="the test's level")

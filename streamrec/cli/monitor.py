@@ -15,6 +15,7 @@ from streamrec.settings import Settings
 
 
 def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.infra.experiments import RedisExperimentStore
     from streamrec.infra.metrics import MetricsServer
     from streams.archiver import install_stop_signals
     from training import registry
@@ -22,7 +23,7 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     from training.monitoring.monitor import MonitorConfig
     from training.monitoring.policy import PolicyConfig
     from training.monitoring.reference import champion
-    from training.monitoring.runner import Retrainer, run_monitor
+    from training.monitoring.runner import CanaryDriver, CanaryPolicy, Retrainer, run_monitor
 
     window = args.window_events or settings.monitor_window_events
     try:
@@ -39,6 +40,8 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
         )
         if args.retrain_hyper:
             json.loads(args.retrain_hyper)
+        if not 0.0 <= args.canary_share < 1.0:
+            raise ValueError(f"--canary-share must be in [0, 1), got {args.canary_share}")
     except ValueError as exc:
         print(f"streamrec monitor: {exc}", file=sys.stderr)
         return 2
@@ -52,8 +55,23 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     server = MetricsServer(metrics.registry, settings.monitor_metrics_port, settings.metrics_host)
     workdir = args.work_dir or settings.state_dir / "monitor"
     retrainer = Retrainer(settings, retrain_args, Path(workdir))
+    canary = None
+    if args.canary_share > 0:
+        redis_url = settings.redis_connection_url
+        if redis_url is None:
+            print("streamrec monitor: a canary needs Redis (or --canary-share 0)", file=sys.stderr)
+            return 2
+        policy = CanaryPolicy(
+            share=args.canary_share,
+            margin=args.canary_margin,
+            min_lists=args.canary_min_lists,
+        )
+        store = RedisExperimentStore(redis_url, settings.topic_prefix)
+        canary = CanaryDriver(policy, store, client)
     try:
-        state = run_monitor(settings, config, metrics, retrainer, lambda: champion(client), stop)
+        state = run_monitor(
+            settings, config, metrics, retrainer, lambda: champion(client), stop, canary
+        )
     finally:
         server.close()
         restore()
@@ -133,5 +151,22 @@ def register(sub: Any) -> None:
     )
     monitor.add_argument(
         "--work-dir", type=Path, metavar="DIR", help="retrain reports and logs (default: state)"
+    )
+    monitor.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.1,
+        help="a retrained set that becomes `challenger` gets its canary at once with this "
+        "share of the users, and the monitor decides it (0: leave it to `streamrec canary`)",
+    )
+    monitor.add_argument(
+        "--canary-margin", type=float, default=0.01, help="the canary's absolute CTR margin"
+    )
+    monitor.add_argument(
+        "--canary-min-lists",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="lists per side before the canary is decided",
     )
     monitor.set_defaults(func=_monitor)

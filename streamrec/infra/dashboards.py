@@ -265,9 +265,14 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
                     "sum by (outcome) (increase(streamrec_monitor_retrains_total[1h]))",
                     "retrains {{outcome}} (1h)",
                 ),
+                Query(
+                    "sum by (outcome) (increase(streamrec_monitor_canaries_total[1h]))",
+                    "canaries {{outcome}} (1h)",
+                ),
             ),
             "Consecutive windows showing each signal (a retrain at --persist), the retrains "
-            "they triggered and what the registry gate made of them",
+            "they triggered, what the registry gate made of them, and the canaries of "
+            "challengers (started, promoted, rolled back)",
         ),
         PanelSpec(
             "Retrain duration",

@@ -1,6 +1,7 @@
 """``streamrec canary`` and ``streamrec promote`` on the real Redis and an MLflow registry:
 a challenger set gets its canary, the worker's counters (folded here by the same script)
-decide, and the aliases move or the set is rolled back, recorded on its versions."""
+decide, and the aliases move or the set is rolled back, recorded on its versions. The
+monitor decides a running canary the same way, by itself, and logs it on its topic."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from streamrec.infra.model_store import (
     find_champion_set,
     write_folder,
 )
-from streamrec.infra.processes import run_streamrec
+from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
 from streams.events import Click, RecommendationServed, RecommendedItem
 from streams.experiments import fold_calls
+from tests.support import monitor_decisions, wait_until
 from training.registry import LoggedModel, configure, log_folder, register_set_and_gate
 
 LISTS = 1200
@@ -102,3 +104,44 @@ def test_promote_after_a_good_canary_then_roll_back_a_bad_one(
     for stage, version in rolled["challenger_versions"].items():
         tags = client.get_model_version(REGISTERED_NAMES[stage], version).tags
         assert tags["canary"] == "rollback" and "non-inferiority" in tags["canary_reason"]
+
+
+@pytest.mark.timeout(600)
+def test_the_monitor_decides_the_canary_and_logs_it(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    settings = live_settings
+    client = configure(settings, experiment="canary-monitor-test")
+    _register(client, tmp_path, "s1", 0.2)
+    _register(client, tmp_path, "s2", 0.3)
+    run_streamrec(settings, "canary", "--share", "0.2")
+    log = tmp_path / "monitor.log"
+    try:
+        with streamrec_process(
+            settings, "monitor", "--canary-margin", "0.02", "--canary-min-lists", "1000", log=log
+        ) as monitor:
+            _traffic(settings, {"champion": 0.10, "challenger": 0.11}, seed=3)
+
+            def promoted() -> bool:
+                champion = find_champion_set(client)
+                return champion is not None and champion.set_id == "s2"
+
+            wait_until(promoted, 120, "the monitor to promote s2", proc=monitor, log=log)
+            decided = wait_until(
+                lambda: [d for d in monitor_decisions(settings) if d.decision.startswith("canary")],
+                30,
+                "the canary's decision on the monitor topic",
+            )
+            assert [d.decision for d in decided] == ["canary_promoted"]
+            assert decided[0].new_set == "s2" and decided[0].promoted is True
+            assert "non-inferiority" in decided[0].detail
+            assert find_champion_set(client, CHALLENGER) is None
+            store = RedisExperimentStore(settings.redis_connection_url or "", settings.topic_prefix)
+            assert "canary" not in store.load()
+            assert monitor.poll() is None
+    finally:
+        import redis
+
+        keys = redis.Redis.from_url(settings.redis_connection_url or "")
+        for key in keys.scan_iter(f"{settings.topic_prefix}*"):
+            keys.delete(key)

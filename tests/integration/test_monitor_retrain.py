@@ -24,9 +24,9 @@ from streamrec.infra.model_store import REGISTERED_NAMES, STAGES, find_champion_
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_dir, dataset_events
 from streamrec.settings import Settings
-from streams.events import MonitorDecision, Topics, decode
+from streams.events import MonitorDecision
 from streams.log_schema import EVENT_LOG_SCHEMA
-from tests.support import scraped, services_prometheus, wait_until
+from tests.support import monitor_decisions, scraped, services_prometheus, wait_until
 from training import registry
 from training.monitoring.reference import champion
 
@@ -55,16 +55,6 @@ def _metrics(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}"] = sample.value
     return out
-
-
-def _decisions(settings: Settings) -> list[MonitorDecision]:
-    from streams.backfill import read_log
-
-    found = []
-    for batch in read_log(settings.bootstrap_servers, [Topics(settings.topic_prefix).monitor]):
-        for *_, value in batch:
-            found.append(decode(MonitorDecision, value))
-    return found
 
 
 def _write_dataset(settings: Settings, name: str, events: pd.DataFrame) -> None:
@@ -190,7 +180,7 @@ def test_a_planted_shift_triggers_a_retrain_and_steady_traffic_does_not(
         assert seen[interactions] == LIVE_EVENTS
         assert seen["streamrec_monitor_triggers_total{signal=drift}"] == 0
         assert seen["streamrec_monitor_triggers_total{signal=degradation}"] == 0
-        assert _decisions(settings) == []
+        assert monitor_decisions(settings) == []
         time.sleep(2 * settings.prometheus_scrape_seconds)
         # (DriftDetected waits 10 minutes by design; what this stack may raise within the
         # test is the monitor's own alerts.)
@@ -204,7 +194,7 @@ def test_a_planted_shift_triggers_a_retrain_and_steady_traffic_does_not(
         run_streamrec(settings, "replay", "ml-shifted", "--speed", "max")
 
         def triggered() -> MonitorDecision | None:
-            return next((d for d in _decisions(settings) if d.decision == "triggered"), None)
+            return next((d for d in monitor_decisions(settings) if d.decision == "triggered"), None)
 
         trigger = wait_until(triggered, 120, "a retrain trigger", 1.0, monitor, logs["monitor"])
         detected_after = trigger.events_seen - LIVE_EVENTS
@@ -222,7 +212,7 @@ def test_a_planted_shift_triggers_a_retrain_and_steady_traffic_does_not(
 
         def finished() -> MonitorDecision | None:
             return next(
-                (d for d in _decisions(settings) if d.decision.startswith("retrain_")), None
+                (d for d in monitor_decisions(settings) if d.decision.startswith("retrain_")), None
             )
 
         outcome = wait_until(finished, 1200, "the retrain", 2.0, monitor, logs["monitor"])

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from streamrec.infra.metrics import Counter, Gauge
 from streams.drift import DriftResult
 
-RETRAIN_OUTCOMES = ("promoted", "refused", "failed")
+RETRAIN_OUTCOMES = ("promoted", "challenger", "refused", "failed")
+CANARY_OUTCOMES = ("started", "promoted", "rolled_back")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class MonitorMetrics:
     streak: Gauge
     triggers: Counter
     retrains: Counter
+    canaries: Counter
     retraining: Gauge
     retrain_seconds: Gauge
     reference: Gauge
@@ -102,7 +104,13 @@ class MonitorMetrics:
             ),
             retrains=Counter(
                 "streamrec_monitor_retrains",
-                "Finished retrains by the gate's outcome (or failed)",
+                "Finished retrains by the gate's outcome (promoted, challenger, refused) or failed",
+                ["outcome"],
+                registry=r,
+            ),
+            canaries=Counter(
+                "streamrec_monitor_canaries",
+                "Canaries of retrained sets the monitor started and decided",
                 ["outcome"],
                 registry=r,
             ),
@@ -122,6 +130,8 @@ class MonitorMetrics:
             metrics.triggers.labels(signal)
         for outcome in RETRAIN_OUTCOMES:
             metrics.retrains.labels(outcome)
+        for outcome in CANARY_OUTCOMES:
+            metrics.canaries.labels(outcome)
         metrics.retraining.set(0)
         return metrics
 

@@ -58,6 +58,7 @@ class RetrainOutcome:
     seconds: float
     set_id: str | None = None
     promoted: bool | None = None
+    challenger: bool = False  # it passed the gate while a champion serves: a canary decides
     reason: str = ""
 
 
@@ -219,12 +220,25 @@ class MonitorState:
             self.metrics.retrains.labels("failed").inc()
             self._decide("retrain_failed", outcome.reason)
             return
-        self.metrics.retrains.labels("promoted" if outcome.promoted else "refused").inc()
+        label = (
+            "promoted" if outcome.promoted else "challenger" if outcome.challenger else "refused"
+        )
+        self.metrics.retrains.labels(label).inc()
         self._decide(
             "retrain_finished",
             f"{outcome.reason} ({outcome.seconds:.0f} s)",
             new_set=outcome.set_id,
             promoted=outcome.promoted,
+        )
+
+    def canary(self, outcome: str, detail: str, set_id: str | None) -> None:
+        """The canary of a retrained set: ``started``, ``promoted`` or ``rolled_back``."""
+        self.metrics.canaries.labels(outcome).inc()
+        self._decide(
+            f"canary_{outcome}",
+            detail,
+            new_set=set_id,
+            promoted=outcome == "promoted" if outcome != "started" else None,
         )
 
     def _decide(self, decision: str, detail: str, **extra: Any) -> None:

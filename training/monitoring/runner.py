@@ -18,11 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
 
+from streamrec.infra.experiments import ExperimentStore
 from streamrec.settings import Settings
 from streams.events import (
     Click,
@@ -33,6 +35,7 @@ from streams.events import (
     decode,
 )
 from streams.producer import EventProducer
+from training.canary import CANARY, NoCanary, canary_definition, check_canary, start_canary
 from training.monitoring.metrics import MonitorMetrics
 from training.monitoring.monitor import MonitorConfig, MonitorState, RetrainOutcome
 from training.monitoring.reference import MonitoredSet
@@ -109,8 +112,67 @@ def read_outcome(report_dir: Path, code: int, seconds: float) -> RetrainOutcome:
         seconds,
         set_id=report["set_id"],
         promoted=bool(gate["promoted"]),
+        challenger=bool(gate.get("challenger")),
         reason=gate["reason"],
     )
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How the monitor runs the canary of a retrained set that became ``challenger``
+    (``streamrec canary`` and ``streamrec promote``'s options)."""
+
+    share: float = 0.1
+    margin: float = 0.01
+    min_lists: int = 1000
+    alpha: float = 0.05
+    check_seconds: float = 5.0
+
+
+class CanaryDriver:
+    """Starts the canary after a retrain whose set became ``challenger`` and decides it at
+    its horizon; a canary started by hand (``streamrec canary``) is decided the same way."""
+
+    def __init__(self, policy: CanaryPolicy, store: ExperimentStore, client: Any) -> None:
+        self.policy = policy
+        self.store = store
+        self.client = client  # an MlflowClient
+        self._checked = 0.0
+
+    def start(self, state: MonitorState, outcome: RetrainOutcome) -> None:
+        start_canary(self.store, canary_definition(self.policy.share))
+        state.canary(
+            "started",
+            f"challenger {outcome.set_id} serves {self.policy.share:.0%} of users; decided "
+            f"after {self.policy.min_lists} lists per side at a CTR margin of "
+            f"{self.policy.margin}",
+            outcome.set_id,
+        )
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.policy.check_seconds
+
+    def check(self, state: MonitorState) -> bool:
+        """Decide a running canary; True when the aliases moved (promoted or rolled back)."""
+        self._checked = time.monotonic()
+        if CANARY not in self.store.load():
+            return False
+        try:
+            result = check_canary(
+                self.store,
+                self.client,
+                margin=self.policy.margin,
+                min_lists=self.policy.min_lists,
+                alpha=self.policy.alpha,
+            )
+        except NoCanary as exc:
+            log.warning("monitor: the canary cannot be decided: %s", exc)
+            return False
+        if result.decision.action == "wait":
+            return False
+        outcome = "promoted" if result.decision.action == "promote" else "rolled_back"
+        state.canary(outcome, result.decision.reason, result.set_id)
+        return True
 
 
 def _start_at_end(consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -131,6 +193,7 @@ def run_monitor(
     retrainer: Retrainer,
     load_champion: Callable[[], MonitoredSet | None],
     stop: threading.Event,
+    canary: CanaryDriver | None = None,
 ) -> MonitorState:
     topics = Topics(settings.topic_prefix)
     producer = EventProducer(settings.bootstrap_servers, topics)
@@ -167,7 +230,13 @@ def run_monitor(
             for message in messages:
                 _handle(state, kinds, message)
             while not retrainer.outcomes.empty():
-                state.retrain_done(retrainer.outcomes.get())
+                outcome = retrainer.outcomes.get()
+                state.retrain_done(outcome)
+                if outcome.challenger and canary is not None:
+                    canary.start(state, outcome)
+                state.set_serving(load_champion())
+                reloaded = time.monotonic()
+            if canary is not None and canary.due() and canary.check(state):
                 state.set_serving(load_champion())
                 reloaded = time.monotonic()
             if time.monotonic() - reloaded > RELOAD_SECONDS:

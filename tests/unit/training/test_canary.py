@@ -1,5 +1,6 @@
 """Staged promotion on a real MLflow backend: a passing set becomes challenger; the
-canary's numbers promote it or roll it back, recorded on its versions."""
+canary's numbers promote it or roll it back, recorded on its versions; the monitor starts
+and decides the canary of a retrained challenger itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from api.experiments.definitions import ExperimentSpec
+from streamrec.infra.experiments import MemoryExperimentStore
 from streamrec.infra.model_store import (
     CHALLENGER,
     REGISTERED_NAMES,
@@ -18,6 +21,12 @@ from streamrec.infra.model_store import (
     write_folder,
 )
 from streamrec.settings import Settings
+from streams.events import MonitorDecision
+from training.canary import CANARY, canary_definition
+from training.monitoring.metrics import MonitorMetrics
+from training.monitoring.monitor import MonitorConfig, MonitorState, RetrainOutcome
+from training.monitoring.policy import PolicyConfig
+from training.monitoring.runner import CanaryDriver, CanaryPolicy
 from training.registry import (
     LoggedModel,
     configure,
@@ -103,3 +112,90 @@ def test_a_worse_canary_is_rolled_back_and_recorded(client: MlflowClient, tmp_pa
         tags = client.get_model_version(REGISTERED_NAMES[stage], versions[stage]).tags
         assert tags["canary"] == "rollback"
     assert finish_canary(client, decision) is None  # nothing left to decide
+
+
+def _state() -> tuple[MonitorState, list[MonitorDecision]]:
+    published: list[MonitorDecision] = []
+    state = MonitorState(
+        MonitorConfig(100, 100, 100, PolicyConfig()),
+        MonitorMetrics.create(),
+        publish=published.append,
+        retrain=lambda: None,
+    )
+    return state, published
+
+
+def _count(metrics: MonitorMetrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "streamrec_monitor_canaries_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_the_canary_definition_is_one_the_api_accepts() -> None:
+    spec = ExperimentSpec.model_validate(canary_definition(0.2, now_ms=1_700_000_000_000))
+    assert spec.name == CANARY and spec.mode == "ab" and spec.created_ms == 1_700_000_000_000
+    variants = [(v.name, v.strategy, v.share) for v in spec.variants]
+    assert variants == [("champion", "champion", 0.8), ("challenger", "challenger", 0.2)]
+    with pytest.raises(ValueError, match="share"):
+        canary_definition(1.0)
+
+
+def test_the_monitor_canaries_a_retrained_challenger_then_promotes_it(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    _register(client, tmp_path, "s1", 0.2)
+    _register(client, tmp_path, "s2", 0.3)  # what a retrain that passed the gate leaves
+    store = MemoryExperimentStore()
+    policy = CanaryPolicy(share=0.2, margin=0.02, min_lists=1000, check_seconds=0.0)
+    driver = CanaryDriver(policy, store, client)
+    state, published = _state()
+    outcome = RetrainOutcome(True, 12.0, set_id="s2", promoted=False, challenger=True)
+    state.retrain_done(outcome)
+    driver.start(state, outcome)
+    shares = {v["name"]: v["share"] for v in store.load()[CANARY]["variants"]}
+    assert shares == {"champion": 0.8, "challenger": 0.2}
+
+    assert driver.check(state) is False  # no lists yet: the canary waits
+    store.counters[CANARY] = {
+        "champion": {"impressions": 999, "clicks": 200},
+        "challenger": {"impressions": 5000, "clicks": 1010},
+    }
+    assert driver.check(state) is False  # one side short of the horizon
+    store.counters[CANARY]["champion"] = {"impressions": 5000, "clicks": 1000}
+    assert driver.check(state) is True
+    champion = find_champion_set(client)
+    assert champion is not None and champion.set_id == "s2"
+    assert CANARY not in store.load()
+    assert [d.decision for d in published] == [
+        "retrain_finished",
+        "canary_started",
+        "canary_promoted",
+    ]
+    assert published[-1].new_set == "s2" and published[-1].promoted is True
+    assert "non-inferiority" in published[-1].detail
+    assert _count(state.metrics, "started") == 1 and _count(state.metrics, "promoted") == 1
+    retrains = state.metrics.registry.get_sample_value(
+        "streamrec_monitor_retrains_total", {"outcome": "challenger"}
+    )
+    assert retrains == 1
+    assert driver.check(state) is False  # decided once; nothing runs any more
+
+
+def test_the_monitor_rolls_back_a_worse_challenger(client: MlflowClient, tmp_path: Path) -> None:
+    _register(client, tmp_path, "s1", 0.2)
+    _register(client, tmp_path, "s2", 0.3)
+    store = MemoryExperimentStore()
+    driver = CanaryDriver(CanaryPolicy(min_lists=1000, check_seconds=0.0), store, client)
+    state, published = _state()
+    driver.start(state, RetrainOutcome(True, 1.0, set_id="s2", challenger=True))
+    store.counters[CANARY] = {
+        "champion": {"impressions": 5000, "clicks": 1000},
+        "challenger": {"impressions": 5000, "clicks": 700},
+    }
+    assert driver.check(state) is True
+    champion = find_champion_set(client)
+    assert champion is not None and champion.set_id == "s1"
+    assert find_champion_set(client, CHALLENGER) is None
+    assert published[-1].decision == "canary_rolled_back" and published[-1].promoted is False
+    assert _count(state.metrics, "rolled_back") == 1
