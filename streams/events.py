@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import orjson
 from pydantic import (
@@ -228,14 +228,7 @@ MonitorDecisionKind = Literal[
     "canary_promoted",
     "canary_rolled_back",
 ]
-MONITOR_DECISIONS: tuple[str, ...] = (
-    "triggered",
-    "retrain_finished",
-    "retrain_failed",
-    "canary_started",
-    "canary_promoted",
-    "canary_rolled_back",
-)
+MONITOR_DECISIONS: tuple[str, ...] = get_args(MonitorDecisionKind)
 
 
 class MonitorDecision(LogEvent):

@@ -72,15 +72,21 @@ def _traffic(settings: Settings, ctr: dict[str, float], seed: int) -> None:
     )
 
 
+def _canary_of_s2(settings: Settings, tmp_path: Path, experiment: str) -> MlflowClient:
+    """Set s1 champion, s2 challenger, and the canary of s2 started by the command."""
+    client = configure(settings, experiment=experiment)
+    _register(client, tmp_path, "s1", 0.2)
+    _register(client, tmp_path, "s2", 0.3)
+    run_streamrec(settings, "canary", "--share", "0.2")
+    return client
+
+
 @pytest.mark.timeout(600)  # five `streamrec` processes and MLflow on a shared 2-core host
 def test_promote_after_a_good_canary_then_roll_back_a_bad_one(
     redis_settings: Settings, tmp_path: Path
 ) -> None:
     settings = redis_settings
-    client = configure(settings, experiment="canary-test")
-    _register(client, tmp_path, "s1", 0.2)
-    _register(client, tmp_path, "s2", 0.3)
-    run_streamrec(settings, "canary", "--share", "0.2")
+    client = _canary_of_s2(settings, tmp_path, "canary-test")
     store = RedisExperimentStore(settings.redis_connection_url or "", settings.topic_prefix)
     assert "canary" in store.load()
 
@@ -111,10 +117,7 @@ def test_the_monitor_decides_the_canary_and_logs_it(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     settings = live_settings
-    client = configure(settings, experiment="canary-monitor-test")
-    _register(client, tmp_path, "s1", 0.2)
-    _register(client, tmp_path, "s2", 0.3)
-    run_streamrec(settings, "canary", "--share", "0.2")
+    client = _canary_of_s2(settings, tmp_path, "canary-monitor-test")
     log = tmp_path / "monitor.log"
     try:
         with streamrec_process(
