@@ -140,7 +140,11 @@ class CanaryDriver:
         self._checked = 0.0
 
     def start(self, state: MonitorState, outcome: RetrainOutcome) -> None:
-        start_canary(self.store, canary_definition(self.policy.share))
+        try:
+            start_canary(self.store, canary_definition(self.policy.share))
+        except Exception:  # Redis away: the challenger waits for `streamrec canary`
+            log.exception("monitor: the canary of %s could not be started", outcome.set_id)
+            return
         state.canary(
             "started",
             f"challenger {outcome.set_id} serves {self.policy.share:.0%} of users; decided "
@@ -155,9 +159,9 @@ class CanaryDriver:
     def check(self, state: MonitorState) -> bool:
         """Decide a running canary; True when the aliases moved (promoted or rolled back)."""
         self._checked = time.monotonic()
-        if CANARY not in self.store.load():
-            return False
         try:
+            if CANARY not in self.store.load():
+                return False
             result = check_canary(
                 self.store,
                 self.client,
@@ -167,6 +171,11 @@ class CanaryDriver:
             )
         except NoCanary as exc:
             log.warning("monitor: the canary cannot be decided: %s", exc)
+            return False
+        except Exception:  # Redis or MLflow away: the monitor keeps reading, and asks again
+            log.exception(
+                "monitor: the canary check failed; next in %.0f s", self.policy.check_seconds
+            )
             return False
         if result.decision.action == "wait":
             return False

@@ -199,3 +199,14 @@ def test_the_monitor_rolls_back_a_worse_challenger(client: MlflowClient, tmp_pat
     assert find_champion_set(client, CHALLENGER) is None
     assert published[-1].decision == "canary_rolled_back" and published[-1].promoted is False
     assert _count(state.metrics, "rolled_back") == 1
+
+
+class _AwayStore(MemoryExperimentStore):
+    def load(self) -> dict[str, dict[str, object]]:
+        raise ConnectionError("Redis is away")
+
+
+def test_a_store_that_is_away_does_not_stop_the_monitor(client: MlflowClient) -> None:
+    driver = CanaryDriver(CanaryPolicy(check_seconds=0.0), _AwayStore(), client)
+    state, published = _state()
+    assert driver.check(state) is False and published == []
