@@ -22,13 +22,13 @@ CANARY = "canary"
 
 
 class NoCanary(ValueError):
-    """No canary experiment runs under that name, or it is not champion vs challenger."""
+    """The experiment under the canary's name is not champion vs challenger."""
 
 
 @dataclass(frozen=True)
 class CanaryResult:
     decision: CanaryDecision
-    set_id: str | None  # the challenger set the decision is about; None when none holds it
+    set_id: str | None  # the challenger set decided; None while waiting or when none holds it
     versions: dict[str, str] | None  # its versions, once decided
 
 
@@ -62,12 +62,13 @@ def check_canary(
     margin: float,
     min_lists: int,
     alpha: float = 0.05,
-) -> CanaryResult:
+) -> CanaryResult | None:
     """Decide the canary from its counters (``wait`` before the horizon); on a decision,
-    move the aliases, tag the versions and stop the experiment. ``client``: MlflowClient."""
+    move the aliases, tag the versions and stop the experiment. None when no experiment
+    of that name runs. ``client``: MlflowClient."""
     definition = store.load().get(name)
     if definition is None:
-        raise NoCanary(f"no experiment {name!r} runs")
+        return None
     by_strategy = {v["strategy"]: v["name"] for v in definition["variants"]}
     if not {"champion", "challenger"} <= set(by_strategy):
         raise NoCanary(f"{name!r} has no champion and challenger variants")
@@ -83,10 +84,10 @@ def check_canary(
         min_lists=min_lists,
         alpha=alpha,
     )
+    if decision.action == "wait":  # checked every few seconds: no registry read
+        return CanaryResult(decision, None, None)
     held = find_champion_set(client, CHALLENGER)
     set_id = held.set_id if held is not None else None
-    if decision.action == "wait":
-        return CanaryResult(decision, set_id, None)
     versions = finish_canary(client, decision)
     store.delete(name)
     return CanaryResult(decision, set_id, versions)

@@ -52,6 +52,8 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
         )
     except NoCanary as exc:
         raise SystemExit(str(exc)) from None
+    if result is None:
+        raise SystemExit(f"no experiment {args.experiment!r} runs")
     print(
         json.dumps(
             {

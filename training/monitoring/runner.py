@@ -35,7 +35,7 @@ from streams.events import (
     decode,
 )
 from streams.producer import EventProducer
-from training.canary import CANARY, NoCanary, canary_definition, check_canary, start_canary
+from training.canary import NoCanary, canary_definition, check_canary, start_canary
 from training.monitoring.metrics import MonitorMetrics
 from training.monitoring.monitor import MonitorConfig, MonitorState, RetrainOutcome
 from training.monitoring.reference import MonitoredSet
@@ -160,8 +160,6 @@ class CanaryDriver:
         """Decide a running canary; True when the aliases moved (promoted or rolled back)."""
         self._checked = time.monotonic()
         try:
-            if CANARY not in self.store.load():
-                return False
             result = check_canary(
                 self.store,
                 self.client,
@@ -177,7 +175,7 @@ class CanaryDriver:
                 "monitor: the canary check failed; next in %.0f s", self.policy.check_seconds
             )
             return False
-        if result.decision.action == "wait":
+        if result is None or result.decision.action == "wait":
             return False
         outcome = "promoted" if result.decision.action == "promote" else "rolled_back"
         state.canary(outcome, result.decision.reason, result.set_id)
