@@ -4,7 +4,9 @@
 # With no arguments the unit tests (which need no services) run beside the integration and
 # end-to-end tests, as two pytest processes with their own temporary folders: most of an
 # integration test's time is spent waiting for the processes it starts, so the two share
-# the two cores well. With arguments, one pytest runs them as given.
+# the two cores well. The integration tests that train through Ray Train (marker `ray`)
+# run in the unit tests' process, after them: the two halves then take about as long, and
+# no two Ray trainings compete for the cores. With arguments, one pytest runs them as given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMREC=.venv/bin/streamrec
@@ -12,7 +14,10 @@ PYTEST=(.venv/bin/pytest -q -p no:cacheprovider --durations=15)
 
 root=$(mktemp -d)
 cleanup() {
-  [[ -n "${unit_pid:-}" ]] && kill "$unit_pid" 2>/dev/null
+  if [[ -n "${unit_pid:-}" ]]; then
+    pkill -TERM -P "$unit_pid" 2>/dev/null || true
+    kill "$unit_pid" 2>/dev/null || true
+  fi
   "$STREAMREC" services down || true
   rm -rf "$root"
 }
@@ -24,16 +29,21 @@ if (($# > 0)); then
   exit
 fi
 
-"${PYTEST[@]}" --basetemp "$root/unit" tests/unit tests/deploy >"$root/unit.log" 2>&1 &
+{
+  unit=0
+  "${PYTEST[@]}" --basetemp "$root/unit" tests/unit tests/deploy || unit=$?
+  "${PYTEST[@]}" --basetemp "$root/ray" -m ray tests/integration tests/e2e || unit=$((unit | $?))
+  exit "$unit"
+} >"$root/unit.log" 2>&1 &
 unit_pid=$!
 status=0
-"${PYTEST[@]}" --basetemp "$root/services" tests/integration tests/e2e || status=$?
+"${PYTEST[@]}" --basetemp "$root/services" -m "not ray" tests/integration tests/e2e || status=$?
 unit_status=0
 wait "$unit_pid" || unit_status=$?
 unit_pid=
-echo "== unit and deploy tests (run beside the above) =="
+echo "== unit, deploy and Ray Train tests (run beside the above) =="
 cat "$root/unit.log"
 if ((status != 0 || unit_status != 0)); then
-  echo "failed: integration/e2e exit $status, unit/deploy exit $unit_status"
+  echo "failed: integration/e2e exit $status, unit/deploy/ray exit $unit_status"
   exit 1
 fi

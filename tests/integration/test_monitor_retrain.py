@@ -30,7 +30,7 @@ from tests.support import monitor_decisions, scraped, services_prometheus, wait_
 from training import registry
 from training.monitoring.reference import champion
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 # Cheap sets: what is tested is the loop, not the models (`make api-check` measures those).
 TINY: dict[str, dict[str, Any]] = {

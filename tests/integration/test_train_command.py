@@ -19,7 +19,7 @@ from streamrec.settings import Settings
 from tests.support import wait_until
 from training.data.split import load_events
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 # A small LightGCN; DIN and RankNet keep their defaults (seconds on this log): smaller
 # ones learned an inverted ranking here (DIN AUC 0.36), which no gate test can rely on.
