@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (both run `make install`).
-# Needs only Python 3.11+, Java 17, Maven, Go 1.24+, apt and make; everything else is
-# installed here.
+# Needs only Python 3.11+, Java 17, Maven, Go 1.26+ (helm's go.mod), apt and make;
+# everything else is installed here.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -73,15 +73,16 @@ install-vegeta:
 		go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 
 # helm, for the chart's checks in `make test` (`helm lint`, `helm template`:
-# tests/deploy/test_chart.py); built with Go from the module proxy, pinned, once per version,
-# into the venv like compose-spec. Neither Debian nor PyPI nor npm ships Helm's own binary,
-# and an install step may not download one from elsewhere; the build takes about 400
-# CPU-seconds (3-4 minutes on 2 idle cores, most of it compiling the Kubernetes client).
+# tests/deploy/test_chart.py); built with Go 1.26+ from the module proxy, pinned, once per
+# version, into the venv like compose-spec. Neither Debian nor PyPI nor npm ships Helm's
+# own binary, and an install step may not download one from elsewhere. The build takes
+# about 400 CPU-seconds (3-4 minutes on 2 idle cores), most of it compiling the
+# Kubernetes client libraries.
 HELM_VERSION := v4.3.2
 HELM := $(VENV)/bin/helm
 install-helm: install-python
 	@test "$$(cat $(HELM).version 2>/dev/null)" = "$(HELM_VERSION)" || { \
-		command -v go >/dev/null || { echo "Go 1.24+ is required to build helm (https://go.dev/dl or Debian 13's golang-go)"; exit 1; }; \
+		command -v go >/dev/null || { echo "Go 1.26+ is required to build helm (https://go.dev/dl)"; exit 1; }; \
 		tools=$$(mktemp -d) && GOBIN=$$tools go install \
 			-ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" \
 			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
