@@ -140,6 +140,18 @@ def test_the_hpa_scales_the_api_on_cpu_and_on_its_request_rate() -> None:
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
 
 
+def test_the_default_image_is_this_release() -> None:
+    """The image tag defaults to the chart's appVersion: pyproject's version, which
+    deploy/Dockerfile's image is built and tagged as."""
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert chart["appVersion"] == version
+    api = _named(_template(), "Deployment")["streamrec-api"]
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"] == f"streamrec:{version}"
+
+
 def test_the_committed_manifest_is_the_charts_rendering() -> None:
     result = subprocess.run(
         ["bash", str(RENDER)],
