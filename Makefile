@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (both run `make install`).
-# Needs only Python 3.11+, Java 17, Maven, Go 1.24+, apt and make; everything else is
-# installed here.
+# Needs only Python 3.11+, Java 17, Maven, Go 1.26+ (helm's go.mod), apt and make;
+# everything else is installed here.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -14,7 +14,7 @@ TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CU
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
 	STREAMREC_PROMETHEUS_PORT=19090
 
-.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
+.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -24,7 +24,7 @@ help:
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 	@echo "make loadtest  open-loop load (vegeta) on the running API (make demo) and a bare FastAPI app"
 
-install: install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser
+install: install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser
 
 # The Compose specification's validator (compose-go's own loader), for the check of
 # docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
@@ -71,6 +71,23 @@ VEGETA_VERSION := v12.12.0
 install-vegeta:
 	@command -v vegeta >/dev/null 2>&1 || test -x $$(go env GOPATH)/bin/vegeta || \
 		go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
+# helm, for the chart's checks in `make test` (`helm lint`, `helm template`:
+# tests/deploy/test_chart.py); built with Go 1.26+ from the module proxy, pinned, once per
+# version, into the venv like compose-spec. Neither Debian nor PyPI nor npm ships Helm's
+# own binary, and an install step may not download one from elsewhere. The build takes
+# about 400 CPU-seconds (3-4 minutes on 2 idle cores), most of it compiling the
+# Kubernetes client libraries.
+HELM_VERSION := v4.3.2
+HELM := $(VENV)/bin/helm
+install-helm: install-python
+	@test "$$(cat $(HELM).version 2>/dev/null)" = "$(HELM_VERSION)" || { \
+		command -v go >/dev/null || { echo "Go 1.26+ is required to build helm (https://go.dev/dl)"; exit 1; }; \
+		tools=$$(mktemp -d) && GOBIN=$$tools go install \
+			-ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" \
+			helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
+		mv $$tools/helm $(HELM) && rmdir $$tools && echo $(HELM_VERSION) > $(HELM).version && \
+		echo "helm $(HELM_VERSION): $(HELM)"; }
 
 install-kafka: install-python
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }

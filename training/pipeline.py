@@ -227,7 +227,7 @@ def train_through_ray(
     """Train every seed's set in one Ray Train run; returns seed -> ``TrainedSet``."""
     import ray
 
-    from training.fit.distributed import fit, init_ray
+    from training.fit.distributed import fit, init_ray, ray_address
 
     started = time.monotonic()
     init_ray(settings, workers)
@@ -258,7 +258,7 @@ def train_through_ray(
             for seed in seeds
         }
     finally:
-        if not settings.ray_address:
+        if not ray_address(settings):
             # A local Ray's processes (its TrainController among them) would idle beside
             # the evaluation, or outlive this process when training failed.
             ray.shutdown()

@@ -25,12 +25,20 @@ import pytest
 import yaml
 
 from streamrec.paths import REPO_ROOT
+from tests.deploy.checks import (
+    KUBERNETES_VERSION,
+    PINNED_IMAGE,
+    check_network_policy_per_pod,
+    check_pods_unprivileged_with_limits_and_patient_probes,
+    check_redis_aof,
+    check_schemas,
+    pod_specs,
+)
 
-KUBERNETES_VERSION = "1.33"
+# streamrec.yaml is the Helm chart's rendering (test_chart.py holds it equal to it);
+# monitoring.yaml is written by hand.
 MANIFESTS = sorted((REPO_ROOT / "deploy" / "k8s").glob("*.yaml"))
 COMPOSE = REPO_ROOT / "docker-compose.yml"
-# An image tag that names a release down to its patch (or a digest): never `latest`, `7`.
-PINNED_IMAGE = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?$")
 
 
 def _documents() -> list[dict[str, Any]]:
@@ -38,69 +46,42 @@ def _documents() -> list[dict[str, Any]]:
 
 
 def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
-        for doc in _documents()
-        if doc["kind"] in {"Deployment", "StatefulSet", "Job"}
-    ]
+    return pod_specs(_documents())
 
 
 def test_manifests_match_the_kubernetes_schemas() -> None:
     documents = _documents()
     assert {"Deployment", "StatefulSet", "NetworkPolicy"} <= {d["kind"] for d in documents}
-    for document in documents:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    check_schemas(documents)
 
 
 def test_the_schema_check_refuses_a_misspelt_field() -> None:
-    worker = next(d for d in _documents() if d["metadata"]["name"] == "streamrec-worker")
+    worker = next(
+        d
+        for d in _documents()
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "streamrec-worker"
+    )
     worker["spec"]["template"]["spec"]["containers"][0]["imag"] = "typo"
     with pytest.raises(kubernetes_validate.ValidationError, match="imag"):
         kubernetes_validate.validate(worker, KUBERNETES_VERSION, strict=True)
 
 
 def test_pods_run_unprivileged_with_limits_and_patient_probes() -> None:
-    specs = _pod_specs()
-    assert {name for name, _ in specs} >= {"streamrec-api", "streamrec-worker", "redis"}
-    for name, spec in specs:
-        pod = spec.get("securityContext", {})
-        assert pod.get("runAsNonRoot") is True and pod.get("runAsUser", 0) > 0, name
-        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-        for container in spec["containers"]:
-            where = f"{name}/{container['name']}"
-            security = container.get("securityContext", {})
-            assert security.get("allowPrivilegeEscalation") is False, where
-            assert security.get("readOnlyRootFilesystem") is True, where
-            assert security.get("capabilities", {}).get("drop") == ["ALL"], where
-            limits = container.get("resources", {}).get("limits", {})
-            assert {"cpu", "memory"} <= set(limits), where
-            assert PINNED_IMAGE.match(container["image"]), f"{where}: {container['image']}"
-            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                if probe in container:
-                    assert container[probe].get("timeoutSeconds", 1) >= 5, f"{where} {probe}"
-            if "livenessProbe" in container:
-                live = container["livenessProbe"]
-                patience = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
-                assert patience >= 60, f"{where}: restarted after {patience}s without answers"
+    documents = _documents()
+    assert {name for name, _ in pod_specs(documents)} >= {
+        "streamrec-api",
+        "streamrec-worker",
+        "redis",
+    }
+    check_pods_unprivileged_with_limits_and_patient_probes(documents)
 
 
 def test_every_long_running_pod_has_a_network_policy() -> None:
-    policies = [d for d in _documents() if d["kind"] == "NetworkPolicy"]
-    for document in _documents():
-        if document["kind"] not in {"Deployment", "StatefulSet"}:
-            continue
-        labels = document["spec"]["template"]["metadata"]["labels"]
-        covering = [
-            p
-            for p in policies
-            if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
-        ]
-        assert covering, f"no NetworkPolicy selects {document['metadata']['name']}"
+    check_network_policy_per_pod(_documents())
 
 
 def test_redis_persists_with_aof_in_every_deployment() -> None:
-    redis = dict(_pod_specs())["redis"]["containers"][0]
-    assert "--appendonly yes" in " ".join(redis.get("args", []) + redis.get("command", []))
+    check_redis_aof(_documents())
     compose = yaml.safe_load(COMPOSE.read_text())
     assert "--appendonly yes" in " ".join(compose["services"]["redis"]["command"])
 

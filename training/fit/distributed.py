@@ -1,10 +1,10 @@
 """Data-parallel training through Ray Train (TorchTrainer, gloo on CPU).
 
 The same call runs on this machine (a local Ray started on demand) or on a cluster
-(``STREAMREC_RAY_ADDRESS``). A training loop is a plain function of its config; the last
-checkpoint it reports carries what it trained back to the caller. Per-epoch curves belong
-in MLflow (logged by rank 0 from inside the loop): Ray Train keeps only the reports that
-carry a checkpoint.
+(``STREAMREC_RAY_ADDRESS``, else Ray's own ``RAY_ADDRESS``: ``ray_address``). A training
+loop is a plain function of its config; the last checkpoint it reports carries what it
+trained back to the caller. Per-epoch curves belong in MLflow (logged by rank 0 from
+inside the loop): Ray Train keeps only the reports that carry a checkpoint.
 
 Where the time of a ``fit`` goes on a small machine, and what is done about it (measured
 on 2 busy cores; a fit of an empty loop took 27-46 s, ~135 s under load):
@@ -68,15 +68,27 @@ def local_cpus(workers: int) -> int:
     return max(workers, os.cpu_count() or 1)
 
 
+def ray_address(settings: Settings) -> str:
+    """The Ray cluster to attach to, empty for a local Ray started here.
+
+    ``STREAMREC_RAY_ADDRESS`` first, else Ray's own ``RAY_ADDRESS``: `ray job submit` sets
+    it for the driver it starts, and it is what Ray tells a user to export after
+    `ray start --head`. Passing ``num_cpus`` to ``ray.init`` while it is set would make Ray
+    refuse to connect, so it must choose the cluster path here too.
+    """
+    return settings.ray_address or os.environ.get("RAY_ADDRESS", "")
+
+
 def init_ray(settings: Settings, workers: int = 1) -> None:
     """Connect to the configured cluster, or start a lean local Ray; no-op if connected."""
     import ray
 
     if ray.is_initialized():
         return
-    if settings.ray_address:
+    address = ray_address(settings)
+    if address:
         ray.init(
-            address=settings.ray_address,
+            address=address,
             runtime_env={
                 "working_dir": str(REPO_ROOT),
                 "excludes": _SHIP_EXCLUDES,
@@ -121,7 +133,7 @@ def fit(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     init_ray(settings, workers)
-    cpus = 1 if settings.ray_address else max(1, local_cpus(workers) // workers)
+    cpus = 1 if ray_address(settings) else max(1, local_cpus(workers) // workers)
     storage = settings.state_dir / "ray"
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
