@@ -14,7 +14,7 @@ TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CU
 	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
 	STREAMREC_PROMETHEUS_PORT=19090
 
-.PHONY: help install install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
+.PHONY: help install install-run install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
 
 help:
 	@echo "make demo   install, start Kafka + Redis, replay MovieLens-100K, run worker and API on :8000"
@@ -24,7 +24,11 @@ help:
 	@echo "make lint   ruff, mypy and the import rules (lint-imports)"
 	@echo "make loadtest  open-loop load (vegeta) on the running API (make demo) and a bare FastAPI app"
 
-install: install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser
+install: install-run install-helm
+
+# Everything but helm, which only the chart's checks use: `make demo` does not wait for its
+# build, and `make test` builds it beside the unit tests (scripts/test.sh).
+install-run: install-uv install-python install-redis install-prometheus install-vegeta install-kafka install-spark install-compose-spec install-ui install-browser
 
 # The Compose specification's validator (compose-go's own loader), for the check of
 # docker-compose.yml in `make test`; built from the Go module proxy, pinned, once per version.
@@ -108,7 +112,7 @@ install-compose-spec: install-python
 		mv $$tools/cmd $(COMPOSE_SPEC) && rmdir $$tools && echo $(COMPOSE_GO_VERSION) > $(COMPOSE_SPEC).version && \
 		echo "compose-spec $(COMPOSE_GO_VERSION): $(COMPOSE_SPEC)"; }
 
-demo: install
+demo: install-run
 	bash scripts/demo.sh
 
 stop:
@@ -116,10 +120,10 @@ stop:
 
 # Issue 3's check of the running API: replay MovieLens-100K up to T, train --until T,
 # serve, score /recommend on users' later events (own services and ports; ~10 minutes).
-api-check: install
+api-check: install-run
 	bash scripts/api_check.sh
 
-test: install
+test: install-run
 	$(TEST_ENV) bash scripts/test.sh
 
 test-unit: install-python
@@ -131,7 +135,7 @@ lint: install-python
 	$(VENV)/bin/mypy streamrec streams api serving replay models training analysis
 	$(VENV)/bin/lint-imports
 
-bench: install
+bench: install-run
 	@cat bench/README.md
 
 # Against the API of the settings (`make demo`'s, or STREAMREC_API_PORT): GET /recommend at
