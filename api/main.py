@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import anyio
 import torch
@@ -39,7 +43,7 @@ from api.experiments.book import ExperimentBook
 from api.ingest import CountStorage, IngestGuard, memory_counts, redis_counts
 from api.metrics import ApiMetrics, RequestMetricsMiddleware
 from api.ports import ChangeFeed, EventSink, FeatureReader
-from api.replay_control import ReplayControl, SinkFactory
+from api.replay_control import OneProcessReplay, ReplayControl, ReplayControls, SinkFactory
 from api.routes import admin, cockpit, events, experiments, health, recommend, replay, stream
 from api.routes.ui import install_ui
 from api.serving.champion import ChampionWatcher
@@ -67,6 +71,8 @@ logger = logging.getLogger(__name__)
 LOG_REFRESH_SECONDS = 60.0
 # Served events still in flight at shutdown get this long to reach the broker.
 DRAIN_SECONDS = 5.0
+# Names the multiprocess metrics directory in each of several API processes.
+SHARED_METRICS_ENV = "STREAMREC_API_METRICS_DIR"
 # Intra-op threads per inference. On a 2-core machine shared with the worker and the
 # event loop, a second thread made the cascade slower, not faster (bench/cascade_request.py).
 TORCH_THREADS = 1
@@ -84,11 +90,19 @@ def create_app(
     replay_sink: SinkFactory | None = None,
     experiment_store: ExperimentStore | None = None,
     ingest_counts: CountStorage | None = None,
+    shared_replay: bool = False,
 ) -> FastAPI:
+    """``shared_replay``: this is one of several API processes, which share one replay
+    through Redis (``api.replay_shared``)."""
     api_metrics = metrics if metrics is not None else ApiMetrics()
     replay_control = ReplayControl(
         settings.data_dir,
         replay_sink if replay_sink is not None else _kafka_replay_sink(settings),
+    )
+    replay_controls = (
+        _shared_replay(replay_control, settings)
+        if shared_replay
+        else OneProcessReplay(replay_control)
     )
 
     @asynccontextmanager
@@ -165,11 +179,12 @@ def create_app(
                 yield
             finally:
                 # First: a running replay flushes its producer before the broker goes away.
-                await replay_control.close()
+                await replay_controls.close()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await served_log.drain(timeout=DRAIN_SECONDS)
+                api_metrics.close()
 
     app = FastAPI(
         title="streamrec",
@@ -180,6 +195,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.replay = replay_control
+    app.state.replay_controls = replay_controls
     app.state.metrics = api_metrics
     app.state.ingest_guard = IngestGuard(
         settings,
@@ -202,6 +218,15 @@ def create_app(
     return app
 
 
+def _shared_replay(control: ReplayControl, settings: Settings) -> ReplayControls:
+    from api.replay_shared import SharedReplayControl
+
+    redis_url = settings.redis_connection_url
+    if redis_url is None:
+        raise ValueError("a replay shared by several API processes needs Redis")
+    return SharedReplayControl(control, redis_url, settings.topic_prefix)
+
+
 def _experiment_store(settings: Settings) -> ExperimentStore:
     """The experiments in Redis, shared by every API process; in memory without Redis."""
     redis_url = settings.redis_connection_url
@@ -210,18 +235,55 @@ def _experiment_store(settings: Settings) -> ExperimentStore:
     return RedisExperimentStore(redis_url, settings.topic_prefix)
 
 
-def run(settings: Settings) -> None:
-    """Serve the API on ``settings.api_host:api_port`` until interrupted."""
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        # One process: one pub/sub connection and one in-process item cache per host.
-        workers=1,
+def run(settings: Settings, workers: int = 1) -> None:
+    """Serve the API on ``settings.api_host:api_port`` until interrupted, from ``workers``
+    processes sharing the port (uvicorn's supervisor starts them, restarts one that dies,
+    and on SIGTERM or SIGINT stops them all, each through its lifespan)."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
         # Open SSE streams are ended by sse-starlette on shutdown; don't wait for them long.
-        timeout_graceful_shutdown=10,
-        log_level="info",
-        access_log=settings.api_access_log,
+        "timeout_graceful_shutdown": 10,
+        "log_level": "info",
+        "access_log": settings.api_access_log,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), workers=1, **options)
+        return
+    if settings.redis_connection_url is None:
+        raise ValueError(
+            "several API processes share their state (replay control, rate limits, "
+            "experiments) through Redis: set STREAMREC_REDIS_URL or serve one process"
+        )
+    metrics_dir = settings.state_dir / f"api-metrics-{settings.api_port}"
+    # Files of a previous run would add its counts to this one's.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    # The processes are spawned, so they read all of this from the environment: the
+    # settings (as ``streamrec`` itself does), and prometheus_client's multiprocess
+    # directory under both the names it and Feast read, before either is imported.
+    os.environ[SHARED_METRICS_ENV] = str(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
+    os.environ["STREAMREC_API_PORT"] = str(settings.api_port)
+    os.environ["STREAMREC_STATE_DIR"] = str(settings.state_dir)
+    os.environ["STREAMREC_DATA_DIR"] = str(settings.data_dir)
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def app_from_environment() -> FastAPI:
+    """One of several API processes (``run`` with ``workers`` > 1): the settings from the
+    environment, metrics in the shared directory, replay control shared through Redis."""
+    from streamrec.settings import load_settings
+
+    settings = load_settings()
+    metrics_dir = os.environ.get(SHARED_METRICS_ENV)
+    if not metrics_dir:
+        raise RuntimeError(f"{SHARED_METRICS_ENV} is not set: start the API with `streamrec serve`")
+    return create_app(
+        settings, metrics=ApiMetrics(shared_dir=Path(metrics_dir)), shared_replay=True
     )
 
 
@@ -314,4 +376,4 @@ async def _open_change_feed(settings: Settings) -> AsyncIterator[ChangeFeed]:
         yield feed
 
 
-__all__ = ["create_app", "run"]
+__all__ = ["app_from_environment", "create_app", "run"]

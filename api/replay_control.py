@@ -1,5 +1,6 @@
 """Replay as a service: the API runs the CLI's own :class:`replay.replayer.Replayer` as a
-managed task, one at a time per API process (and so per topic prefix).
+managed task, one at a time per API (and so per topic prefix); with several API
+processes, ``api.replay_shared`` makes that one per service.
 
 The replayer's ``run`` blocks, so it runs in a worker thread owned by an asyncio task of
 the API's lifespan, not of a request: a client that starts a replay and disconnects leaves
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import pyarrow.parquet as pq
@@ -202,6 +204,51 @@ class ReplayControl:
         run = self._current
         if run is not None:
             await run.stop(STOP_SECONDS)
+
+
+class ReplayControls(Protocol):
+    """What the routes call: ``OneProcessReplay`` for an API of one process,
+    ``api.replay_shared.SharedReplayControl`` for one of several."""
+
+    async def start(self, request: ReplayRequest) -> ReplayView: ...
+    async def view(self) -> ReplayView | None: ...
+    async def pause(self) -> ReplayView: ...
+    async def resume(self) -> ReplayView: ...
+    async def set_speed(self, speed: float | None) -> ReplayView: ...
+    async def seek(self, t_ms: int) -> ReplayView: ...
+    async def stop(self) -> ReplayView: ...
+    async def close(self) -> None: ...
+
+
+class OneProcessReplay:
+    """The routes' face of a :class:`ReplayControl` when this process is the whole API."""
+
+    def __init__(self, control: ReplayControl) -> None:
+        self._control = control
+
+    async def start(self, request: ReplayRequest) -> ReplayView:
+        return await self._control.start(request)
+
+    async def view(self) -> ReplayView | None:
+        return self._control.view()
+
+    async def pause(self) -> ReplayView:
+        return self._control.pause()
+
+    async def resume(self) -> ReplayView:
+        return self._control.resume()
+
+    async def set_speed(self, speed: float | None) -> ReplayView:
+        return self._control.set_speed(speed)
+
+    async def seek(self, t_ms: int) -> ReplayView:
+        return self._control.seek(t_ms)
+
+    async def stop(self) -> ReplayView:
+        return await self._control.stop()
+
+    async def close(self) -> None:
+        await self._control.close()
 
 
 class _Run:

@@ -16,11 +16,13 @@ for ``GET /admin/readiness``, behind the admin key.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
+import anyio
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import MetricsDep, ServicesDep
 from api.ports import PortUnavailable
@@ -43,8 +45,9 @@ PUBLIC_FAILURE = {
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> dict[str, str | int]:
+    # pid: which of the API's processes answered (`streamrec serve --workers`).
+    return {"status": "ok", "pid": os.getpid()}
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
@@ -131,4 +134,8 @@ async def _run_check(check: Callable[[], Awaitable[str | None]]) -> CheckResult:
 
 @router.get("/metrics")
 async def metrics(api_metrics: MetricsDep) -> Response:
-    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # With several API processes the merge reads every process's files: off the loop.
+    if api_metrics.shared_dir is None:
+        return Response(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body = await anyio.to_thread.run_sync(api_metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

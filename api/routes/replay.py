@@ -8,6 +8,7 @@ log's own event time (before any ``rebase_now`` shift).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -17,11 +18,12 @@ from api.replay_control import (
     BackwardSeek,
     NoReplay,
     ReplayConflict,
-    ReplayControl,
+    ReplayControls,
     ReplayRequest,
     ReplayView,
     UnknownSource,
 )
+from api.replay_shared import ReplayUnreachable
 from api.security import AdminKey
 from replay.replayer import IDLE, ReplayError
 from streamrec.times import format_ms, parse_time_ms
@@ -32,11 +34,11 @@ router = APIRouter(prefix="/admin/replay", tags=["admin"], dependencies=[AdminKe
 Speed = Annotated[float, Field(gt=0, le=1e9)] | Literal["max"]
 
 
-def get_replay_control(request: Request) -> ReplayControl:
-    return request.app.state.replay
+def get_replay_control(request: Request) -> ReplayControls:
+    return request.app.state.replay_controls
 
 
-ReplayControlDep = Annotated[ReplayControl, Depends(get_replay_control)]
+ReplayControlDep = Annotated[ReplayControls, Depends(get_replay_control)]
 
 
 def _time_ms(value: float | str | None) -> int | None:
@@ -159,43 +161,41 @@ async def start_replay(body: ReplayStart, control: ReplayControlDep) -> ReplayOu
 
 @router.get("", response_model=ReplayOut)
 async def replay_status(control: ReplayControlDep) -> ReplayOut:
-    return ReplayOut.from_view(control.view())
+    return ReplayOut.from_view(await control.view())
 
 
-def _control(action: str, control: ReplayControl, *args: float | int | None) -> ReplayOut:
+async def _control(action: Awaitable[ReplayView]) -> ReplayOut:
     try:
-        view = getattr(control, action)(*args)
+        view = await action
     except NoReplay as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except BackwardSeek as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    except ReplayUnreachable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return ReplayOut.from_view(view)
 
 
 @router.post("/pause", response_model=ReplayOut)
 async def pause_replay(control: ReplayControlDep) -> ReplayOut:
-    return _control("pause", control)
+    return await _control(control.pause())
 
 
 @router.post("/resume", response_model=ReplayOut)
 async def resume_replay(control: ReplayControlDep) -> ReplayOut:
-    return _control("resume", control)
+    return await _control(control.resume())
 
 
 @router.post("/speed", response_model=ReplayOut)
 async def set_replay_speed(body: SpeedIn, control: ReplayControlDep) -> ReplayOut:
-    return _control("set_speed", control, _speed(body.speed))
+    return await _control(control.set_speed(_speed(body.speed)))
 
 
 @router.post("/seek", response_model=ReplayOut)
 async def seek_replay(body: SeekIn, control: ReplayControlDep) -> ReplayOut:
-    return _control("seek", control, _time_ms(body.to))
+    return await _control(control.seek(parse_time_ms(str(body.to))))
 
 
 @router.post("/stop", response_model=ReplayOut)
 async def stop_replay(control: ReplayControlDep) -> ReplayOut:
-    try:
-        view = await control.stop()
-    except NoReplay as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    return ReplayOut.from_view(view)
+    return await _control(control.stop())

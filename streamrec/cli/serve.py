@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from streamrec.settings import Settings
@@ -13,7 +14,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.port is not None:
         settings = settings.model_copy(update={"api_port": args.port})
-    run(settings)
+    if args.workers < 1:
+        print(f"streamrec serve: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        run(settings, workers=args.workers)
+    except ValueError as exc:
+        print(f"streamrec serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -24,4 +32,11 @@ def register(sub: Any) -> None:
         description="Serve the HTTP API on STREAMREC_API_HOST:STREAMREC_API_PORT.",
     )
     serve.add_argument("--port", type=int, default=None, help="override STREAMREC_API_PORT")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port (uvicorn's workers; metrics summed over all, "
+        "state shared through Redis); default 1",
+    )
     serve.set_defaults(func=_serve)

@@ -1,10 +1,15 @@
-"""Prometheus metric classes that keep their values in this process, and a /metrics server.
+"""Prometheus metric classes that keep their values in this process, their shared
+counterparts for a service of several processes, and a /metrics server.
 
 Importing feast switches prometheus_client to multiprocess mode (``feast.metrics`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` at import); in it every series lives in a per-process file
 keyed by name and labels, so a second registry with the same names would start from the
-values the first one left. Every process here serves its own registry from one process,
-never the multiprocess collector, so the metrics below always keep in-process values.
+values the first one left. A process that serves its own registry (every service but a
+multi-process API) uses ``Counter``, ``Gauge`` and ``Histogram``, which always keep
+in-process values. The API run as several processes on one port (``streamrec serve
+--workers``) uses ``SharedCounter``, ``SharedGauge`` and ``SharedHistogram``: their series
+live in prometheus_client's per-process files, so one scrape can sum every process
+(``MultiProcessCollector``) whatever the mode the process's imports left behind.
 """
 
 from __future__ import annotations
@@ -51,6 +56,46 @@ class Gauge(_InProcessValues, _Gauge):
 
 
 class Histogram(_InProcessValues, _Histogram):
+    pass
+
+
+_shared_value_class: type | None = None
+
+
+def _multiprocess_value_class() -> type:
+    """This process's one file-backed value class: a second one would open the same
+    per-process files again and overwrite the first one's series."""
+    global _shared_value_class
+    if getattr(values.ValueClass, "_multiprocess", False):
+        return values.ValueClass
+    if _shared_value_class is None:
+        _shared_value_class = values.MultiProcessValue()
+    return _shared_value_class
+
+
+class _SharedValues:
+    """Makes a metric create its series in the multiprocess files under
+    ``PROMETHEUS_MULTIPROC_DIR``, whatever the mode (which env was set at import)."""
+
+    def _metric_init(self) -> None:
+        with _VALUE_CLASS_LOCK:
+            process_mode = values.ValueClass
+            values.ValueClass = _multiprocess_value_class()
+            try:
+                super()._metric_init()  # type: ignore[misc]
+            finally:
+                values.ValueClass = process_mode
+
+
+class SharedCounter(_SharedValues, _Counter):
+    pass
+
+
+class SharedGauge(_SharedValues, _Gauge):
+    pass
+
+
+class SharedHistogram(_SharedValues, _Histogram):
     pass
 
 
