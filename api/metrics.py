@@ -176,10 +176,8 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(metric.name for metric in self.registry.collect())
+        # The families a scrape of several processes keeps.
+        self._names = frozenset(metric.name for metric in r.collect())
 
     def exposition(self) -> bytes:
         """The text a scrape of ``/metrics`` gets: this registry, or with ``shared_dir``
@@ -187,7 +185,7 @@ class ApiMetrics:
         if self.shared_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry(auto_describe=False)
-        merged.register(_SharedApiCollector(self.shared_dir, self.names))
+        merged.register(_SharedApiCollector(self.shared_dir, self._names))
         return generate_latest(merged)
 
     def close(self) -> None:

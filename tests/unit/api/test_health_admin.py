@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -25,7 +26,9 @@ API_KEY = "0123456789abcdef-test-key"
 async def test_healthz(api: RunningApp) -> None:
     response = await api.client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    # pid: which of several API processes answered (`streamrec serve --workers`).
+    assert response.json() == {"status": "ok", "pid": os.getpid()}
+    assert response.headers["x-streamrec-pid"] == str(os.getpid())
 
 
 async def test_ready_when_every_check_passes(api: RunningApp) -> None:
