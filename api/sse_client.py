@@ -31,6 +31,8 @@ class SseStream:
         self._url, self._params, self._timeout = url, params, timeout
         self._stop = threading.Event()
         self.error: BaseException | None = None
+        # The response's headers, once it has started (x-streamrec-pid names the process).
+        self.headers: httpx.Headers | None = None
         self._thread = threading.Thread(target=self._read, name="sse-reader", daemon=True)
 
     def __enter__(self) -> SseStream:
@@ -49,6 +51,7 @@ class SseStream:
                 client.stream("GET", self._url, params=self._params) as response,
             ):
                 response.raise_for_status()
+                self.headers = response.headers
                 name, data = "message", []
                 for line in response.iter_lines():
                     if self._stop.is_set():

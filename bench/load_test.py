@@ -3,7 +3,7 @@ app (and optionally another build of the API) measured in the same run for the r
 
     .venv/bin/python bench/load_test.py [--url http://127.0.0.1:8000] [--rates 50 200 400 800]
         [--seconds 20] [--targets recommend events] [--compare-url URL] [--no-bare]
-        [--ingest-keys K1,K2,...] [--locust-seconds 0] [--out reports/load]
+        [--api-workers 1 2] [--ingest-keys K1,K2,...] [--locust-seconds 0] [--out reports/load]
 
 ``make loadtest`` runs it against the API of the settings (``make demo``'s). For each rate,
 each system is attacked in turn (ours, the comparison, the bare app), so all see the same
@@ -13,6 +13,11 @@ Vegeta (``make install-vegeta``, part of ``make install``) is the open-loop gene
 (``bench/open_loop.py``). POST /events counts against the per-client rate limit: pass the
 API's ingest keys so that the load spreads over several clients. Locust's closed-loop
 scenarios (``bench/locustfile.py``) run first when ``--locust-seconds`` is above 0.
+
+``--api-workers 1 2`` compares API processes per host: instead of ``--url``, it starts
+``streamrec serve --workers N`` for each N on a port of its own, over the services and
+state of the settings, and attacks each in turn at every rate (all of them stay up, so
+they see the same machine); their logs are written beside the reports.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,9 +40,9 @@ from bench.open_loop import (
     recommend_targets,
     table_row,
 )
-from streamrec.infra.processes import free_port
+from streamrec.infra.processes import free_port, streamrec_process
 from streamrec.paths import REPO_ROOT
-from streamrec.settings import load_settings
+from streamrec.settings import Settings, load_settings
 
 SCENARIOS = ("BrowsingUser", "HighLoadUser", "SwitchingUser", "ErraticTimeUser")
 P99_OBJECTIVE_MS = 50.0
@@ -55,6 +60,31 @@ def bare_app() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@contextmanager
+def served_apis(settings: Settings, workers: list[int], out: Path) -> Iterator[dict[str, str]]:
+    """``streamrec serve --workers N`` for each N, each on a free port, until the context
+    closes (SIGTERM to each, as an operator stops it); their names and URLs."""
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for count in workers:
+            port = free_port()
+            name = f"{count} process" + ("es" if count > 1 else "")
+            stack.enter_context(
+                streamrec_process(
+                    settings.model_copy(update={"api_port": port}),
+                    "serve",
+                    "--workers",
+                    str(count),
+                    log=out / f"api-workers-{count}.log",
+                )
+            )
+            urls[name] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            # Several processes importing the model stack at once start slowly.
+            wait_ready(url, timeout=600)
+        yield urls
 
 
 def wait_ready(url: str, path: str = "/readyz", timeout: float = 30) -> None:
@@ -99,6 +129,13 @@ def main() -> int:
     parser.add_argument("--url", default=f"http://127.0.0.1:{settings.api_port}")
     parser.add_argument("--compare-url", default=None, help="another API build, same load")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare FastAPI app")
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="start `streamrec serve --workers N` for each N and compare them (not --url)",
+    )
     parser.add_argument("--rates", type=int, nargs="+", default=[50, 200, 400, 800])
     parser.add_argument("--seconds", type=float, default=20, help="per rate and system")
     parser.add_argument(
@@ -115,8 +152,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    wait_ready(args.url)
-    systems = {"streamrec": args.url}
+    with ExitStack() as stack:
+        if args.api_workers:
+            systems = stack.enter_context(served_apis(settings, args.api_workers, args.out))
+        else:
+            wait_ready(args.url)
+            systems = {"streamrec": args.url}
+        return run(args, systems)
+
+
+def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
     if args.compare_url:
         wait_ready(args.compare_url)
         systems["compare"] = args.compare_url

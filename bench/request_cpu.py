@@ -6,7 +6,8 @@ shared, busy machine disturbs far less than latency.
 
 For each repeat and API in turn: ``--requests`` of ``GET /recommend`` (random MovieLens
 users) and of ``POST /events``, ``--concurrency`` at a time, and the CPU seconds the API's
-process (``PID``, with its threads) used meanwhile, from ``/proc``. Prints the median CPU
+process (``PID``, with its threads and child processes, so ``streamrec serve --workers N``
+counts whole) used meanwhile, from ``/proc``. Prints the median CPU
 milliseconds per request and, against the first API, the ratio.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import os
 import random
 import statistics
@@ -24,9 +26,30 @@ from bench.stats import summary
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and its live descendants (the processes of ``streamrec serve
+    --workers N`` under their supervisor)."""
+    total = 0.0
+    for process in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{process}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for children in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(children) as listed:
+                kids = [int(child) for child in listed.read().split()]
+        except FileNotFoundError:
+            continue
+        for kid in kids:
+            found += [kid, *descendants(kid)]
+    return found
 
 
 async def load(url: str, target: str, requests: int, concurrency: int, keys: list[str]) -> int:

@@ -76,7 +76,10 @@ if [[ -z "${STREAMREC_API_KEY:-}" ]]; then
   STREAMREC_API_KEY="$(cat "$KEY_FILE")"
 fi
 export STREAMREC_API_KEY
-start_bg api "$STREAMREC" serve
+# STREAMREC_DEMO_API_WORKERS=2 serves from two API processes on the one port (one by
+# default: docs/design.md, "The hot paths", says what a second one gave on two cores).
+API_WORKERS="${STREAMREC_DEMO_API_WORKERS:-1}"
+start_bg api "$STREAMREC" serve --workers "$API_WORKERS"
 
 # The gate promotes a set only if its live cascade beats every live baseline on the
 # validation period (reports/eval.md says how it fared); a refused set is not served.
@@ -84,7 +87,7 @@ PROMOTED="$(.venv/bin/python -c "import json; print(json.load(open('reports/eval
 if [[ "$PROMOTED" == "True" ]]; then
   SERVED="The API serves the champion cascade trained above"
   echo "waiting for the API to load the champion set..."
-  .venv/bin/python -m api.wait --port "$PORT" --timeout 180 ||
+  .venv/bin/python -m api.wait --port "$PORT" --processes "$API_WORKERS" --timeout 180 ||
     echo "the API still serves the baseline item-kNN; see $STATE/api.log"
 else
   SERVED="The gate refused the set trained above (reports/eval.md: it must beat the live
