@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
@@ -53,7 +54,18 @@ KEY_SECONDS = 60
 
 
 class ReplayUnreachable(RuntimeError):
-    """The process running the replay did not answer a forwarded control in time."""
+    """The process running the replay did not answer a forwarded control in time, or the
+    Redis the processes share did not answer."""
+
+
+@contextlib.asynccontextmanager
+async def _redis_answers() -> AsyncIterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise ReplayUnreachable(
+            f"the replay's shared state in Redis did not answer: {exc}"
+        ) from exc
 
 
 # Refusals the owner sends back, by name: the forwarding process raises the same error.
@@ -107,6 +119,10 @@ class SharedReplayControl:
         return f"{self._prefix}replay:commands:{owner}"
 
     async def start(self, request: ReplayRequest) -> ReplayView:
+        async with _redis_answers():
+            return await self._start(request)
+
+    async def _start(self, request: ReplayRequest) -> ReplayView:
         lock = self._redis.lock(self._owner_key, timeout=LOCK_SECONDS, blocking=False)
         if not await lock.acquire(token=uuid.uuid4().hex):
             running = await self._shared_view()
@@ -129,7 +145,8 @@ class SharedReplayControl:
     async def view(self) -> ReplayView | None:
         if self._owns():
             return self._local.view()
-        return await self._shared_view()
+        async with _redis_answers():
+            return await self._shared_view()
 
     async def _shared_view(self) -> ReplayView | None:
         raw = await self._redis.get(self._view_key)
@@ -153,9 +170,14 @@ class SharedReplayControl:
     async def _control(self, action: str, *args: Any) -> ReplayView:
         if self._owns():
             view = await self._apply(action, args)
-            await self._redis.set(self._view_key, encode_view(view))
+            # Others read it; the control itself is done, so a Redis failure only logs.
+            try:
+                await self._redis.set(self._view_key, encode_view(view))
+            except RedisError as exc:
+                logger.warning("replay status not shared after %s: %s", action, exc)
             return view
-        return await self._forward(action, args)
+        async with _redis_answers():
+            return await self._forward(action, args)
 
     async def _apply(self, action: str, args: Any) -> ReplayView:
         if action == "stop":

@@ -156,12 +156,18 @@ async def start_replay(body: ReplayStart, control: ReplayControlDep) -> ReplayOu
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except ReplayError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    except ReplayUnreachable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return ReplayOut.from_view(view)
 
 
 @router.get("", response_model=ReplayOut)
 async def replay_status(control: ReplayControlDep) -> ReplayOut:
-    return ReplayOut.from_view(await control.view())
+    try:
+        view = await control.view()
+    except ReplayUnreachable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    return ReplayOut.from_view(view)
 
 
 async def _control(action: Awaitable[ReplayView]) -> ReplayOut:
