@@ -21,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import torch
@@ -50,6 +48,7 @@ from api.serving.champion import ChampionWatcher
 from api.serving.service import RecommendationService, ServedLog
 from api.state import RecommenderState
 from api.stream_hub import StreamHub
+from api.workers import SHARED_METRICS_ENV, serve_processes, server_options
 from replay.replayer import Sink
 from streamrec.infra.experiments import (
     EXPERIMENT_POLL_SECONDS,
@@ -71,8 +70,6 @@ logger = logging.getLogger(__name__)
 LOG_REFRESH_SECONDS = 60.0
 # Served events still in flight at shutdown get this long to reach the broker.
 DRAIN_SECONDS = 5.0
-# Names the multiprocess metrics directory in each of several API processes.
-SHARED_METRICS_ENV = "STREAMREC_API_METRICS_DIR"
 # Intra-op threads per inference. On a 2-core machine shared with the worker and the
 # event loop, a second thread made the cascade slower, not faster (bench/cascade_request.py).
 TORCH_THREADS = 1
@@ -236,45 +233,16 @@ def _experiment_store(settings: Settings) -> ExperimentStore:
 
 
 def run(settings: Settings, workers: int = 1) -> None:
-    """Serve the API on ``settings.api_host:api_port`` until interrupted, from ``workers``
-    processes sharing the port (uvicorn's supervisor starts them, restarts one that dies,
-    and on SIGTERM or SIGINT stops them all, each through its lifespan)."""
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    options: dict[str, Any] = {
-        "host": settings.api_host,
-        "port": settings.api_port,
-        # Open SSE streams are ended by sse-starlette on shutdown; don't wait for them long.
-        "timeout_graceful_shutdown": 10,
-        "log_level": "info",
-        "access_log": settings.api_access_log,
-    }
-    if workers == 1:
-        uvicorn.run(create_app(settings), workers=1, **options)
+    """Serve the API on ``settings.api_host:api_port`` until interrupted; with ``workers``
+    above 1, from that many processes (``api.workers``)."""
+    if workers != 1:
+        serve_processes(settings, workers)
         return
-    if settings.redis_connection_url is None:
-        raise ValueError(
-            "several API processes share their state (replay control, rate limits, "
-            "experiments) through Redis: set STREAMREC_REDIS_URL or serve one process"
-        )
-    metrics_dir = settings.state_dir / f"api-metrics-{settings.api_port}"
-    # Files of a previous run would add its counts to this one's.
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    # The processes are spawned, so they read all of this from the environment: the
-    # settings (as ``streamrec`` itself does), and prometheus_client's multiprocess
-    # directory under both the names it and Feast read, before either is imported.
-    os.environ[SHARED_METRICS_ENV] = str(metrics_dir)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
-    os.environ["STREAMREC_API_PORT"] = str(settings.api_port)
-    os.environ["STREAMREC_STATE_DIR"] = str(settings.state_dir)
-    os.environ["STREAMREC_DATA_DIR"] = str(settings.data_dir)
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+    uvicorn.run(create_app(settings), workers=1, **server_options(settings))
 
 
 def app_from_environment() -> FastAPI:
-    """One of several API processes (``run`` with ``workers`` > 1): the settings from the
+    """One of several API processes (``api.workers``): the settings from the
     environment, metrics in the shared directory, replay control shared through Redis."""
     from streamrec.settings import load_settings
 

@@ -10,15 +10,21 @@ from streamrec.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from api.main import run
-
     if args.port is not None:
         settings = settings.model_copy(update={"api_port": args.port})
     if args.workers < 1:
         print(f"streamrec serve: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 2
+    if args.workers == 1:
+        from api.main import run
+
+        run(settings)
+        return 0
+    # The supervisor of several processes never imports the app (nor torch).
+    from api.workers import serve_processes
+
     try:
-        run(settings, workers=args.workers)
+        serve_processes(settings, args.workers)
     except ValueError as exc:
         print(f"streamrec serve: {exc}", file=sys.stderr)
         return 2
