@@ -63,6 +63,12 @@ class Sasrec(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, config.blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.hidden)
+        # Small embeddings (GPT-2's 0.02): with the default N(0, 1) the tied output layer
+        # starts with logits of spread ~hidden, far from the uniform softmax, and learns slowly.
+        for table in (self.items, self.positions):
+            nn.init.normal_(table.weight, std=0.02)
+        with torch.no_grad():
+            self.items.weight[PAD].zero_()
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens, left-padded with PAD -> (B, L, D) states; position t sees <= t."""

@@ -283,7 +283,10 @@ def sequential_headroom(
 def markdown(report: dict[str, Any]) -> str:
     k = report["k"]
     parts = {"all": report["all"], **report["slices"]}
-    base = {name: part["arms"][REFERENCE][f"ndcg@{k}"] for name, part in parts.items()}
+    base = {
+        name: part["arms"][REFERENCE][f"ndcg@{k}"] if part["n_events"] else 0.0
+        for name, part in parts.items()
+    }
     lines = [
         f"## SASRec against the live item-kNN, prequential (test period, "
         f"{report['all']['n_events']} of {report['n_eligible']} events, seed {report['seed']})",
@@ -296,6 +299,9 @@ def markdown(report: dict[str, Any]) -> str:
     for arm in report["all"]["arms"]:
         cells = []
         for name, part in parts.items():
+            if not part["n_events"]:
+                cells.append("–")
+                continue
             value = part["arms"][arm][f"ndcg@{k}"]
             p_value = part["paired"].get(arm, {}).get("wilcoxon_p")
             ratio = value / base[name] if base[name] else float("nan")
