@@ -62,19 +62,9 @@ class FeastFeatureReader:
             refs = ITEM_FEATURES + COVISIT_FEATURES
             columns = await self._run(partial(self._read, refs, "item_id", batch))
             for row, item_id in enumerate(batch):
-                count = columns["interaction_count"][row]
-                if count is None:
-                    continue
-                found[item_id] = ItemStats(
-                    interaction_count=int(count),
-                    click_count=int(columns["click_count"][row] or 0),
-                    purchase_count=int(columns["purchase_count"][row] or 0),
-                    last_event_time=_int_or_none(columns["last_event_time"][row]),
-                    trend_score=float(columns["trend_score"][row] or 0.0),
-                    covisit_items=tuple(str(i) for i in columns["covisit_items"][row] or ()),
-                    covisit_weights=tuple(int(w) for w in columns["covisit_weights"][row] or ()),
-                    covisit_total=int(columns["covisit_total"][row] or 0),
-                )
+                stats = item_stats_of({name: values[row] for name, values in columns.items()})
+                if stats is not None:
+                    found[item_id] = stats
         return found
 
     async def ping(self) -> None:
@@ -95,6 +85,24 @@ class FeastFeatureReader:
             # Feast surfaces store failures as many types (redis, sqlite, registry errors);
             # every one of them means the same thing to the API: the store did not answer.
             raise PortUnavailable(f"online store read failed: {type(exc).__name__}: {exc}") from exc
+
+
+def item_stats_of(row: dict[str, Any]) -> ItemStats | None:
+    """An item's row of ``recommend_item_v1`` and ``recommend_covisit_v1`` (feature name
+    to value, None where missing) as ItemStats; None when the item has no row."""
+    count = row.get("interaction_count")
+    if count is None:
+        return None
+    return ItemStats(
+        interaction_count=int(count),
+        click_count=int(row.get("click_count") or 0),
+        purchase_count=int(row.get("purchase_count") or 0),
+        last_event_time=_int_or_none(row.get("last_event_time")),
+        trend_score=float(row.get("trend_score") or 0.0),
+        covisit_items=tuple(str(i) for i in row.get("covisit_items") or ()),
+        covisit_weights=tuple(int(w) for w in row.get("covisit_weights") or ()),
+        covisit_total=int(row.get("covisit_total") or 0),
+    )
 
 
 def recent_items(row: dict[str, Any], seen: frozenset[str]) -> RecentItems | None:
