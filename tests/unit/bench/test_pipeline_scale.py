@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from bench.pipeline_scale import Stage, format_table, ray_log_seconds, stage_seconds, verdict
+from bench.pipeline_scale import (
+    Stage,
+    format_table,
+    ray_log_seconds,
+    stage_seconds,
+    targets,
+    verdict,
+)
 from bench.process_stats import Sample, TreeSampler, TreeUsage, peak_rss
 
 
@@ -86,3 +93,19 @@ def test_format_table_and_verdict() -> None:
     assert "| replay | 10.0 | 5.0 | 0.50 | 300 |" in table
     assert "events/s 100,000.0" in table and "nested" not in table
     assert verdict(59.0, 60.0) == "met" and verdict(60.0, 60.0) == "NOT met"
+
+
+def test_targets_judge_only_the_stages_that_ran() -> None:
+    stages = [
+        Stage("prepare", wall_s=20.0),
+        Stage("replay --speed max", wall_s=30.0),
+        Stage("worker (to lag 0)", extra={"worker peak RSS MiB": 2048.0}),
+    ]
+    assert targets(stages) == {
+        "prepare + replay < 60 s": {"s": 50.0, "verdict": "met"},
+        "worker < 2 GiB resident": {"MiB": 2048.0, "verdict": "NOT met"},
+    }
+    stages.append(Stage("train", wall_s=1300.0))
+    stages.append(Stage("serve: vegeta 200/s", extra={"API peak RSS MiB": 900.0}))
+    assert targets(stages)["train < 20 min"] == {"s": 1300.0, "verdict": "NOT met"}
+    assert targets(stages)["API < 2 GiB resident"]["verdict"] == "met"
