@@ -31,9 +31,12 @@ import json
 import os
 import random
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -278,6 +281,7 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
     logs = scratch / "logs"
     spec = f"synthetic:users={args.users},items={args.items},events={args.events},{args.shape}"
     ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
+    stack = contextlib.ExitStack()
     try:
         run_streamrec(settings, "features", "apply")
         with measured("prepare") as (stage, samplers):
@@ -298,20 +302,46 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
         stage.extra["events/s"] = args.events / stage.wall_s
         stages.append(stage)
 
-        with measured("worker (to lag 0)") as (stage, samplers):
-            worker_started = time.perf_counter()
-            with streamrec_process(settings, "worker", log=logs / "worker.log") as worker:
-                sampler = TreeSampler(worker.pid)
-                samplers.append(sampler.__enter__())
+        running = contextlib.ExitStack()
+        stack.enter_context(running)
+        worker_stage = Stage("worker (to lag 0)", load_before=os.getloadavg())
+        worker_started = time.perf_counter()
+        worker = running.enter_context(
+            streamrec_process(settings, "worker", log=logs / "worker.log")
+        )
+        worker_sampler = running.enter_context(TreeSampler(worker.pid))
+        errors: list[BaseException] = []
+
+        def watch_worker() -> None:
+            """Until the worker's group has no lag: the stage's figures at that moment."""
+            try:
                 from_commit = wait_caught_up(settings, f"{prefix}worker", topics, worker)
-                to_lag_zero = time.perf_counter() - worker_started
-                stage.extra["worker peak RSS MiB"] = peak_rss(worker.pid) / 2**20
-                sampler.stop()
-            stage.extra["from first commit s"] = from_commit or 0.0
-        stage.wall_s = to_lag_zero  # not the worker's shutdown after it
-        stage.extra["events/s"] = args.events / stage.wall_s
-        stage.extra["events per CPU-s"] = args.events / stage.cpu_s
-        stages.append(stage)
+                worker_stage.wall_s = time.perf_counter() - worker_started
+                worker_stage.extra["worker peak RSS MiB"] = peak_rss(worker.pid) / 2**20
+                worker_sampler.stop()
+                worker_stage.load_after = os.getloadavg()
+                worker_stage.cpu_s = worker_sampler.usage.cpu_seconds
+                worker_stage.peak_rss_bytes = worker_sampler.usage.peak_tree_rss
+                worker_stage.extra["from first commit s"] = from_commit or 0.0
+                worker_stage.extra["events/s"] = args.events / worker_stage.wall_s
+                worker_stage.extra["events per CPU-s"] = args.events / worker_stage.cpu_s
+                if args.overlap:
+                    worker_stage.extra["overlapped"] = "with archive and train"
+            except BaseException as exc:  # handed to the main thread
+                errors.append(exc)
+
+        watcher = threading.Thread(target=watch_worker, name="worker-lag", daemon=True)
+        watcher.start()
+
+        def worker_done() -> None:
+            watcher.join()
+            if errors:
+                raise errors[0]
+            stages.append(worker_stage)
+            print(f"worker: {worker_stage.extra}", flush=True)
+
+        if not args.overlap:
+            worker_done()
 
         with measured("archive --once") as (stage, samplers):
             run_to_end(settings, stage, samplers, logs / "archive.log", "archive", "--once")
@@ -343,6 +373,8 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
         )
         print(json.dumps(breakdown, indent=2), flush=True)
 
+        if args.overlap:
+            worker_done()
         if not breakdown["promoted"]:
             print(f"the gate refused the set ({breakdown['gate']}); champion moved to it")
             make_champion(settings, breakdown["versions"])
@@ -390,6 +422,7 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
                 stages.append(stage)
             stages[-1].extra["API peak RSS MiB"] = peak_rss(api.pid) / 2**20
     finally:
+        stack.close()  # the worker
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
@@ -433,10 +466,18 @@ def main() -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--seconds", type=float, default=10.0, help="per vegeta rate")
     parser.add_argument("--out", type=Path, default=Path("reports/pipeline_scale.json"))
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="archive and train while the worker still folds (as in production; the "
+        "stages then share the CPUs, their CPU seconds stay their own)",
+    )
     parser.add_argument("--keep", type=Path, help="keep the scratch data here (logs, archive)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C: the children stopped, the topics deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.events = int(args.events)
-    args.train_args = args.train_args.split()
+    args.train_args = shlex.split(args.train_args)
     base = load_settings()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pipeline-scale-") as scratch_dir:
