@@ -349,6 +349,7 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
 
         reports = scratch / "reports"
         with measured("train") as (stage, samplers):
+            stages.append(stage)  # in the table also when the training fails or is stopped
             output = run_to_end(
                 settings,
                 stage,
@@ -359,7 +360,6 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
                 str(reports),
                 *args.train_args,
             )
-        stages.append(stage)
         report = json.loads((reports / "eval.json").read_text())
         breakdown = training_breakdown(settings, report, output)
         stage.extra.update(
