@@ -21,6 +21,7 @@ on 2 busy cores; a fit of an empty loop took 27-46 s, ~135 s under load):
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -33,6 +34,7 @@ import torch
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings
 
+log = logging.getLogger(__name__)
 TrainLoop = Callable[[dict[str, Any]], None]
 WEIGHTS_FILE = "state_dict.pt"
 # Ray Train knobs for every process of the job (the controller reads them, not the driver).
@@ -40,6 +42,10 @@ _TRAIN_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+# A local Ray gives its raylet a fixed 30 s to register (ray._private.node, not
+# configurable); on 2 cores at load average 15-20 that is not always enough, and a 1M-event
+# `streamrec train` then failed after its 9-minute data preparation. Starting again works.
+LOCAL_START_ATTEMPTS = 3
 # What a cluster does not need of the repository when it is shipped as the working dir.
 _SHIP_EXCLUDES = [".git", ".venv", "var", "reports", "**/__pycache__", "*.parquet"]
 
@@ -105,13 +111,31 @@ def init_ray(settings: Settings, workers: int = 1) -> None:
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
-        num_cpus=local_cpus(workers),
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {**_TRAIN_ENV, "PYTHONPATH": path}},
-    )
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                num_cpus=local_cpus(workers),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": {**_TRAIN_ENV, "PYTHONPATH": path}},
+            )
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this one
+            if not _startup_timed_out(exc) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            log.warning(
+                "train: the local Ray node did not register within Ray's fixed 30 s "
+                "(attempt %d of %d, a busy machine); starting it again",
+                attempt,
+                LOCAL_START_ATTEMPTS,
+            )
+            ray.shutdown()  # the half-started GCS and raylet of this attempt
+
+
+def _startup_timed_out(exc: BaseException) -> bool:
+    """Ray's own words when its raylet did not register with the GCS in time."""
+    return "timed out during startup" in str(exc)
 
 
 def fit(
