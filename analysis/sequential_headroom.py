@@ -38,7 +38,6 @@ from analysis.sasrec import Sasrec, SasrecConfig, train
 from analysis.sequential_arms import Context, ContextRecorder, SequentialArm, sequential_lists
 from streamrec.paths import dataset_events
 from streamrec.settings import load_settings
-from streams.events import Interaction
 from streams.folding import UserState, fold_interaction
 from training.data.split import SplitConfig, TimeSplit, time_split
 from training.evaluation.prequential import (
@@ -46,6 +45,7 @@ from training.evaluation.prequential import (
     KNN_TUNED,
     Arms,
     PrequentialConfig,
+    interaction_of,
     ndcg,
     replay,
     summarize,
@@ -82,13 +82,7 @@ def training_sequences(events: pd.DataFrame, split: TimeSplit) -> list[list[int]
     train_events = train_events.sort_values("event_time", kind="stable")
     states: dict[str, UserState] = {}
     for row in train_events.itertuples(index=False):
-        event = Interaction.model_construct(
-            event_id=str(row.event_id),
-            event_time=int(row.event_time),
-            user_id=str(row.user_id),
-            item_id=str(row.item_id),
-            action=getattr(row, "action", "view"),
-        )
+        event = interaction_of(row)
         fold_interaction(states.setdefault(event.user_id, UserState()), event, keep=10**9)
     index = split.item_index
     return [

@@ -34,17 +34,30 @@ FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.
 _VALUE_CLASS_LOCK = threading.Lock()
 
 
-class _InProcessValues:
-    """Makes a metric create its series with in-process values, whatever the mode."""
+class _FixedValues:
+    """Makes a metric create its series with the value class of ``_value_class``,
+    whatever the mode the process's imports left behind."""
+
+    @staticmethod
+    def _value_class() -> type:
+        raise NotImplementedError
 
     def _metric_init(self) -> None:
         with _VALUE_CLASS_LOCK:
             process_mode = values.ValueClass
-            values.ValueClass = values.MutexValue
+            values.ValueClass = self._value_class()
             try:
                 super()._metric_init()  # type: ignore[misc]
             finally:
                 values.ValueClass = process_mode
+
+
+class _InProcessValues(_FixedValues):
+    """Series with in-process values."""
+
+    @staticmethod
+    def _value_class() -> type:
+        return values.MutexValue
 
 
 class Counter(_InProcessValues, _Counter):
@@ -73,18 +86,12 @@ def _multiprocess_value_class() -> type:
     return _shared_value_class
 
 
-class _SharedValues:
-    """Makes a metric create its series in the multiprocess files under
-    ``PROMETHEUS_MULTIPROC_DIR``, whatever the mode (which env was set at import)."""
+class _SharedValues(_FixedValues):
+    """Series in the multiprocess files under ``PROMETHEUS_MULTIPROC_DIR``."""
 
-    def _metric_init(self) -> None:
-        with _VALUE_CLASS_LOCK:
-            process_mode = values.ValueClass
-            values.ValueClass = _multiprocess_value_class()
-            try:
-                super()._metric_init()  # type: ignore[misc]
-            finally:
-                values.ValueClass = process_mode
+    @staticmethod
+    def _value_class() -> type:
+        return _multiprocess_value_class()
 
 
 class SharedCounter(_SharedValues, _Counter):

@@ -91,19 +91,25 @@ class PrequentialConfig:
     knn_decay: float = 0.9  # ... weighted 0.9**position
 
 
+def interaction_of(row: Any) -> Interaction:
+    """A row of the event log (``itertuples``) as the contract's interaction, unchecked:
+    the log holds only events the contract accepted."""
+    return Interaction.model_construct(
+        event_id=str(row.event_id),
+        event_time=int(row.event_time),
+        user_id=str(row.user_id),
+        item_id=str(row.item_id),
+        action=getattr(row, "action", "view"),
+    )
+
+
 def events_in_order(
     interactions: pd.DataFrame, clicks: pd.DataFrame | None = None
 ) -> list[Interaction | Click]:
     """Interactions and clicks in event-time order (interactions first on ties)."""
     rows: list[tuple[int, int, int, Interaction | Click]] = []
     for n, row in enumerate(interactions.itertuples(index=False)):
-        event = Interaction.model_construct(
-            event_id=str(row.event_id),
-            event_time=int(row.event_time),
-            user_id=str(row.user_id),
-            item_id=str(row.item_id),
-            action=getattr(row, "action", "view"),
-        )
+        event = interaction_of(row)
         rows.append((event.event_time, 0, n, event))
     if clicks is not None:
         for n, row in enumerate(clicks.itertuples(index=False)):
