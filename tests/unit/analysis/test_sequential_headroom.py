@@ -44,7 +44,7 @@ def _chain_log(users: int = 60, noise: float = 0.1, seed: int = 0) -> pd.DataFra
 
 def _small(epochs: int = 25) -> SasrecConfig:
     return SasrecConfig(
-        hidden=16, blocks=1, dropout=0.1, lr=1e-2, batch_size=16, max_epochs=epochs, patience=epochs
+        hidden=16, blocks=1, dropout=0.1, lr=2e-2, batch_size=64, max_epochs=epochs, patience=epochs
     )
 
 
