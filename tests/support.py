@@ -50,6 +50,22 @@ def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return base.model_copy(update=values).resolved()
 
 
+def api_ready(base_url: str) -> Callable[[], bool]:
+    """A ``wait_until`` probe: the API at ``base_url`` answers ``/readyz`` with 200 (not
+    listening yet, or any other answer, is not ready)."""
+    import httpx
+
+    url = f"{base_url.rstrip('/')}/readyz"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return ready
+
+
 def require_services(settings: Settings) -> None:
     """Fail (not skip) with instructions when the broker or Redis is not running."""
     import redis

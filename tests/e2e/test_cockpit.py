@@ -24,7 +24,7 @@ from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_events
 from streamrec.settings import Settings
-from tests.support import wait_until
+from tests.support import api_ready, wait_until
 
 NEW_USER = "cockpit-new-user"
 LOG = "synthetic"
@@ -70,13 +70,7 @@ def test_the_cockpit_replays_follows_a_user_and_their_clicks(
     ):
         run_streamrec(settings, "replay", LOG, "--speed", "max", "--until", str(middle_s))
 
-        def ready() -> bool:
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 120, "the API to be ready", proc=api, log=api_log)
+        wait_until(api_ready(str(http.base_url)), 120, "the API to be ready", proc=api, log=api_log)
         wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 120)
 
         page = browser.new_page(viewport={"width": 1280, "height": 800})

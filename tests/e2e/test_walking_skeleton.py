@@ -15,7 +15,7 @@ from api.sse_client import SseStream
 from streamrec.infra.lag import wait_until_caught_up
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
-from tests.support import wait_until
+from tests.support import api_ready, wait_until
 
 NEW_USER = "e2e-new-user"
 
@@ -36,13 +36,7 @@ def test_new_users_events_change_recommend_and_the_stream(
         replayed = run_streamrec(settings, "replay", "synthetic", "--speed", "max")
         assert "6,000 events" in replayed, replayed
 
-        def ready() -> bool:
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 120, "the API to be ready", proc=api, log=api_log)
+        wait_until(api_ready(str(http.base_url)), 120, "the API to be ready", proc=api, log=api_log)
 
         # The replayed log reached the online store: item popularity is there.
         def popular_list() -> list[dict[str, object]] | None:

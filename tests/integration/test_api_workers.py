@@ -21,7 +21,7 @@ from api.metrics import PROCESS_HEADER
 from api.sse_client import SseStream
 from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.settings import Settings
-from tests.support import paced_speed, wait_until
+from tests.support import api_ready, paced_speed, wait_until
 
 USERS = 200
 REQUESTS = 60
@@ -68,13 +68,9 @@ def test_two_api_processes_serve_one_port_as_one_service(
         )
         run_streamrec(settings, "replay", "synthetic", "--speed", "max")
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 300, "the API's /readyz", interval=1.0, proc=api, log=logs["api"])
+        wait_until(
+            api_ready(base), 300, "the API's /readyz", interval=1.0, proc=api, log=logs["api"]
+        )
 
         # Both processes answer GET /recommend: a fresh connection per request, several at
         # once, and each answer names its process.

@@ -15,7 +15,7 @@ from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_events
 from streamrec.settings import Settings
 from streamrec.times import format_ms
-from tests.support import wait_until
+from tests.support import api_ready, wait_until
 
 # Replays, a worker and an API on a shared two-core machine: minutes, not seconds.
 pytestmark = pytest.mark.timeout(900)
@@ -37,13 +37,13 @@ def test_http_and_harness_score_the_same_events(live_settings: Settings, tmp_pat
     ):
         run_streamrec(settings, "replay", "synthetic", "--speed", "max", "--until", until)
 
-        def ready() -> bool:
-            try:
-                return http.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 180, "the API to be ready", proc=api, log=tmp_path / "api.log")
+        wait_until(
+            api_ready(str(http.base_url)),
+            180,
+            "the API to be ready",
+            proc=api,
+            log=tmp_path / "api.log",
+        )
         wait_until_caught_up(settings.bootstrap_servers, f"{settings.topic_prefix}worker", 300)
         output = run_streamrec(
             settings,

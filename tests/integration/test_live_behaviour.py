@@ -26,6 +26,7 @@ from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
 from tests.support import (
+    api_ready,
     create_own_topics,
     delete_own_topics,
     isolated_settings,
@@ -91,13 +92,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ):
             run_streamrec(settings, "replay", "movielens-100k", "--speed", "max")
 
-            def ready() -> bool:
-                try:
-                    return http.get("/readyz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_until(ready, 180, "the API to be ready", proc=api, log=api_log)
+            wait_until(
+                api_ready(str(http.base_url)), 180, "the API to be ready", proc=api, log=api_log
+            )
             group = f"{settings.topic_prefix}worker"
             wait_until_caught_up(settings.bootstrap_servers, group, 600)
             # The API's item rows (and the stream's clock) are refreshed every few seconds.

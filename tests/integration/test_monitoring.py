@@ -21,7 +21,7 @@ from streamrec.infra.processes import run_streamrec, streamrec_process
 from streamrec.infra.prometheus import PrometheusQueryError, PrometheusServer
 from streamrec.paths import dataset_events
 from streamrec.settings import Settings
-from tests.support import scraped, services_prometheus, wait_until
+from tests.support import api_ready, scraped, services_prometheus, wait_until
 
 JOBS = (
     "streamrec-api",
@@ -137,13 +137,7 @@ def test_prometheus_scrapes_the_stack_and_every_panel_has_series(
         }
         run_streamrec(settings, "replay", "synthetic", "--speed", "max")
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 120, "the API to be ready", proc=procs["api"], log=logs["api"])
+        wait_until(api_ready(base), 120, "the API to be ready", proc=procs["api"], log=logs["api"])
 
         # Every process of this stack answers its scrape, with the job the rules expect.
         def scrape_errors() -> dict[str, str]:
