@@ -146,7 +146,14 @@ def create_app(
                 served_log=served_log,
                 champion=champion,
                 recommendations=RecommendationService(
-                    reader, state, served_log, api_metrics, champion, book, challenger
+                    reader,
+                    state,
+                    served_log,
+                    api_metrics,
+                    champion,
+                    book,
+                    challenger,
+                    max_in_progress=settings.api_max_in_progress,
                 ),
                 experiments=book,
                 features_marker=(

@@ -143,6 +143,12 @@ class ApiMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.recommend_refused = counter(
+            "streamrec_api_recommend_overloaded_total",
+            "GET /recommend requests refused with 503 because the process had "
+            "STREAMREC_API_MAX_IN_PROGRESS in progress",
+            registry=r,
+        )
         self.stage_fallbacks = counter(
             "streamrec_api_stage_fallbacks_total",
             "Cascade stages that fell back on a request, by stage and the source that answered",

@@ -84,6 +84,7 @@ class RecommenderState:
         self.catalogue = LogCatalogue()
         self.index = BaselineIndex()
         self.popularity = PopularityRanking()
+        self._ranked_catalogue: LogSignature | None = None  # catalogue of the last ranking
         self.online_stats: dict[str, ItemStats] = {}
         self.catalogue_loaded = asyncio.Event()
         self.index_built = asyncio.Event()
@@ -209,8 +210,14 @@ class RecommenderState:
             time.perf_counter() - started
         )
         self._last_item_error = None
+        # The reader hands back an unchanged row as the same object: an idle stream ranks
+        # nothing again.
+        unchanged = stats.keys() == self.online_stats.keys() and all(
+            row is self.online_stats[item_id] for item_id, row in stats.items()
+        )
         self.online_stats = stats
-        self._rank_popularity()
+        if not unchanged or self._ranked_catalogue != self.catalogue.signature:
+            self._rank_popularity()
         if self.index_built.is_set():
             await self.rebuild_baseline()
         if self._champion is not None:
@@ -224,6 +231,7 @@ class RecommenderState:
 
     def _rank_popularity(self) -> None:
         """Online counts where the store has them, the log's counts otherwise."""
+        self._ranked_catalogue = self.catalogue.signature
         scores = {
             item_id: (
                 popularity_score(self.online_stats[item_id])

@@ -17,7 +17,7 @@ The answer names its sources: ``model_version`` is the set's label, with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,10 +51,47 @@ class ItemFeatures:
     with_stats: int  # vocabulary items the store knows
     covisits: Covisits | None = None  # each item's co-visited neighbours (covisit_table)
 
+    # Each vocabulary item's store row this was built from (None: the store has none):
+    # the next refresh rebuilds only the rows that changed (``build(previous=...)``).
+    rows: tuple[ItemStats | None, ...] = ()
+    # (now, half-life, id(categories)) -> (categories, the ItemTable): see ``table``
+    _tables: dict[tuple[int, int, int], tuple[torch.Tensor | None, ItemTable]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     @classmethod
-    def build(cls, item_ids: tuple[str, ...], stats: Mapping[str, ItemStats]) -> ItemFeatures:
-        rows = [stats.get(item_id) for item_id in item_ids]
+    def build(
+        cls,
+        item_ids: tuple[str, ...],
+        stats: Mapping[str, ItemStats],
+        previous: ItemFeatures | None = None,
+    ) -> ItemFeatures:
+        """The features of ``item_ids`` from the store's rows ``stats``.
+
+        With ``previous`` (built for the same ``item_ids``), a row that is the same object
+        as the one ``previous`` was built from (the reader hands back the object it
+        decoded before when the stored bytes are unchanged) keeps its co-visitation row,
+        and when no row changed ``previous`` itself is returned: an idle stream costs the
+        item refresh a comparison per item, not a rebuild of every neighbour list.
+        """
+        rows = tuple(stats.get(item_id) for item_id in item_ids)
+        if previous is not None and len(previous.rows) != len(rows):
+            previous = None
+        changed = (
+            list(range(len(rows)))
+            if previous is None
+            else [n for n, (r, p) in enumerate(zip(rows, previous.rows, strict=True)) if r is not p]
+        )
+        latest = stream_clock([s.last_event_time or 0 for s in stats.values()])
+        if previous is not None and not changed and latest == previous.latest_event_time:
+            return previous
         index = {item_id: n for n, item_id in enumerate(item_ids)}
+        if previous is None or previous.covisits is None or len(changed) > len(rows) // 2:
+            covisits = covisit_table([_covisit_source(r) for r in rows], index)
+        else:
+            covisits = _covisit_rows_replaced(
+                previous.covisits, {n: _covisit_source(rows[n]) for n in changed}, index
+            )
         return cls(
             trend_score=torch.tensor(
                 [r.trend_score if r else 0.0 for r in rows], dtype=torch.float64
@@ -64,18 +101,26 @@ class ItemFeatures:
             ),
             clicks=torch.tensor([r.click_count if r else 0 for r in rows], dtype=torch.long),
             impressions=torch.zeros(len(rows), dtype=torch.long),
-            latest_event_time=stream_clock([s.last_event_time or 0 for s in stats.values()]),
+            latest_event_time=latest,
             with_stats=sum(r is not None for r in rows),
-            covisits=covisit_table(
-                [
-                    (r.covisit_items, r.covisit_weights, r.covisit_total) if r else None
-                    for r in rows
-                ],
-                index,
-            ),
+            covisits=covisits,
+            rows=rows,
         )
 
     def table(self, now_ms: int, half_life_ms: int, categories: torch.Tensor | None) -> ItemTable:
+        """The item table at ``now_ms``; computed once per (now, half-life, categories):
+        "now" is the stream's clock, the same for every request until the next refresh
+        (``user_now``), so requests share it (read only, never changed in place)."""
+        key = (now_ms, half_life_ms, id(categories))
+        cached = self._tables.get(key)
+        if cached is None or cached[0] is not categories:
+            table = self._table(now_ms, half_life_ms, categories)
+            self._tables.clear()  # one "now" at a time
+            self._tables[key] = (categories, table)
+            return table
+        return cached[1]
+
+    def _table(self, now_ms: int, half_life_ms: int, categories: torch.Tensor | None) -> ItemTable:
         return ItemTable(
             popularity=context.popularity(
                 self.trend_score, self.last_event_time, now_ms, half_life_ms
@@ -120,6 +165,30 @@ def covisit_table(
         weights=torch.tensor(weights, dtype=torch.float32),
         totals=torch.tensor(totals, dtype=torch.float32),
     )
+
+
+def _covisit_source(row: ItemStats | None) -> CovisitRow | None:
+    return (row.covisit_items, row.covisit_weights, row.covisit_total) if row else None
+
+
+def _covisit_rows_replaced(
+    covisits: Covisits,
+    replaced: Mapping[int, CovisitRow | None],
+    index: Mapping[str, int],
+    width: int = COVISIT_KEEP,
+) -> Covisits | None:
+    """``covisits`` with the rows ``replaced`` (item position -> its new store row) rebuilt;
+    the others are copied, never changed in place (a request may still read the old)."""
+    neighbours, weights = covisits.neighbours.clone(), covisits.weights.clone()
+    totals = covisits.totals.clone()
+    for n, row in replaced.items():
+        ids, values = covisit_row(row, index, width) if row else ([-1] * width, [0.0] * width)
+        neighbours[n] = torch.tensor(ids, dtype=torch.long)
+        weights[n] = torch.tensor(values, dtype=torch.float32)
+        totals[n] = float(row[2]) if row else 0.0
+    if not bool((neighbours >= 0).any()):
+        return None
+    return Covisits(neighbours=neighbours, weights=weights, totals=totals)
 
 
 @dataclass(frozen=True)

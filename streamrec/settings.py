@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         64 * 1024, ge=1024, description="largest request body; a larger one gets 413"
     )
+    api_max_in_progress: int = Field(
+        64,
+        ge=1,
+        description="GET /recommend requests one API process works on at once; more get 503 "
+        "with Retry-After at once instead of queueing behind them",
+    )
     sse_max_streams_per_user: int = Field(4, ge=1, description="open streams per user; then 429")
     sse_max_streams: int = Field(1000, ge=1, description="open streams in total; then 503")
     ingest_keys: SecretStr | None = Field(

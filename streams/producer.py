@@ -21,6 +21,25 @@ from streams.events import LogEvent, Topics, encode
 # librdkafka's threads: a process's log configuration applies to them, pytest captures them
 # per test, and a leaked producer nobody polls stays quiet.
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+# What librdkafka reports as a warning but retries by itself and always gets past on a
+# healthy broker: a broker that just started is still loading its coordinator state (every
+# `make demo` and replay right after `services up` printed it). Logged at DEBUG.
+TRANSIENT_RETRIES = ("Coordinator load in progress",)
+
+
+class _TransientRetriesAtDebug(logging.Filter):
+    """Demotes librdkafka's self-healing retries to DEBUG (kept only when DEBUG is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(
+            text in record.getMessage() for text in TRANSIENT_RETRIES
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return LIBRDKAFKA_LOGGER.isEnabledFor(logging.DEBUG)
+        return True
+
+
+LIBRDKAFKA_LOGGER.addFilter(_TransientRetriesAtDebug())
 
 
 class DeliveryFailed(RuntimeError):

@@ -30,6 +30,7 @@ from streamrec.infra.model_store import (
     read_folder,
     write_folder,
 )
+from streamrec.infra.quiet import quiet_libraries
 from streamrec.settings import Settings
 
 CHAMPION = "champion"
@@ -39,6 +40,7 @@ METRIC_NAME_TAG = "validation_metric_name"
 
 def configure(settings: Settings, experiment: str = "streamrec") -> MlflowClient:
     """Point MLflow at this environment's backend and make sure the experiment exists."""
+    quiet_libraries()
     mlflow.set_tracking_uri(settings.mlflow_uri)
     if not settings.mlflow_tracking_uri:
         settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ an ``HMGET`` of the row in Feast's layout (``streamrec.infra.feast_redis.RedisRo
 Feast's keys and decoding) and the ``SMEMBERS`` of the seen set. Item rows are not read
 per request but refreshed in the background (``api.state``); that refresh is pipelined
 ``HMGET``s too (``ITEM_BATCH`` rows a round trip): through Feast it was most of an idle
-API's CPU, and grows with the catalogue. ``ping`` stays with the Feast reader. The
+API's CPU, and grows with the catalogue; a row whose bytes did not change since the last
+read is not decoded again. ``ping`` stays with the Feast reader. The
 contract suite of ``FeatureReader`` runs on both adapters against the worker's rows.
 """
 
@@ -44,6 +45,10 @@ class RedisFeatureReader:
         self._item_rows = item_rows
         self._feast = feast
         self._prefix = topic_prefix
+        # Each item's stored bytes at the last read and what they decoded to: an unchanged
+        # row is handed back as the same object, which the item features' rebuild skips
+        # (``serving.cascade.ItemFeatures.build``), and is not decoded again.
+        self._decoded: dict[str, tuple[tuple[bytes | None, ...], ItemStats | None]] = {}
 
     @classmethod
     def over(
@@ -100,8 +105,14 @@ class RedisFeatureReader:
                     f"online store read failed: {type(exc).__name__}: {exc}"
                 ) from exc
             for item_id, values in zip(batch, rows, strict=True):
-                row = self._item_rows.decode(values)
-                stats = item_stats_of(row) if row is not None else None
+                raw = tuple(values)
+                cached = self._decoded.get(item_id)
+                if cached is not None and cached[0] == raw:
+                    stats = cached[1]
+                else:
+                    row = self._item_rows.decode(values)
+                    stats = item_stats_of(row) if row is not None else None
+                    self._decoded[item_id] = (raw, stats)
                 if stats is not None:
                     found[item_id] = stats
         return found

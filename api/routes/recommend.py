@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
 
 from api.cockpit import recommendation_out
 from api.deps import RecommendationsDep, ServicesDep
 from api.routes.params import KParam, UserIdParam
 from api.schemas import RecommendationOut
+from api.serving.service import Overloaded
 
 router = APIRouter(tags=["recommend"])
 
 
-@router.get("/recommend", response_model=RecommendationOut)
+@router.get(
+    "/recommend",
+    response_model=RecommendationOut,
+    responses={
+        503: {
+            "description": "the process has STREAMREC_API_MAX_IN_PROGRESS requests in "
+            "progress; retry after the Retry-After seconds"
+        }
+    },
+)
 async def get_recommendations(
     user_id: UserIdParam,
     recommendations: RecommendationsDep,
     services: ServicesDep,
     k: KParam = 10,
 ) -> RecommendationOut:
-    served = await recommendations.recommend(user_id, k, channel="http")
+    try:
+        served = await recommendations.recommend(user_id, k, channel="http")
+    except Overloaded as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "1"}
+        ) from exc
     return recommendation_out(served, services.state.catalogue)

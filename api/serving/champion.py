@@ -91,6 +91,10 @@ class ChampionWatcher:
     def _open_client(self) -> Any:
         from mlflow import MlflowClient
 
+        from streamrec.infra.quiet import quiet_libraries
+
+        quiet_libraries()  # MLflow's SQLAlchemy deprecation, after Feast reset the filters
+
         settings = self._settings
         if not settings.mlflow_tracking_uri:
             database = settings.state_dir / "mlflow" / "mlflow.db"
@@ -201,10 +205,11 @@ class ChampionWatcher:
         if serving is None:
             return
         items = await anyio.to_thread.run_sync(
-            ItemFeatures.build, serving.cascade.item_ids, online_stats
+            ItemFeatures.build, serving.cascade.item_ids, online_stats, serving.items
         )
-        # A set swapped in meanwhile already built its own features: keep those.
-        if self.current is serving:
+        # A set swapped in meanwhile already built its own features: keep those; nothing
+        # changed: the same features (and the set's cached item table) stay.
+        if self.current is serving and items is not serving.items:
             self.current = ServingSet(serving.cascade, items)
 
     def item_ids(self) -> tuple[str, ...]:

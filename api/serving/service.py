@@ -89,6 +89,16 @@ class ServedLog:
             await asyncio.wait(set(self._pending), timeout=timeout)
 
 
+class Overloaded(RuntimeError):
+    """More ``GET /recommend`` requests are in progress than the process takes at once."""
+
+    def __init__(self, in_progress: int) -> None:
+        super().__init__(
+            f"the API is overloaded: {in_progress} recommendation requests are in progress "
+            "in this process; retry shortly"
+        )
+
+
 class RecommendationService:
     def __init__(
         self,
@@ -99,7 +109,15 @@ class RecommendationService:
         champion: ChampionWatcher | None = None,
         experiments: ExperimentBook | None = None,
         challenger: ChampionWatcher | None = None,
+        *,
+        max_in_progress: int = 64,
     ) -> None:
+        # HTTP requests beyond this many in progress are refused at once (``Overloaded``):
+        # under an overload, the inference queue (one thread) would otherwise grow without
+        # bound and every request wait behind it (a 400/s burst on a 150/s process queued
+        # requests for minutes). Streams' updates are never refused: they follow events.
+        self._max_in_progress = max_in_progress
+        self._in_progress = 0
         self._reader = reader
         self._experiments = experiments
         self._challenger = challenger
@@ -111,6 +129,16 @@ class RecommendationService:
         self._inference_limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
+        if channel == "http" and self._in_progress >= self._max_in_progress:
+            self._metrics.recommend_refused.inc()
+            raise Overloaded(self._in_progress)
+        self._in_progress += 1
+        try:
+            return await self._recommend(user_id, k, channel=channel)
+        finally:
+            self._in_progress -= 1
+
+    async def _recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
         started = time.perf_counter()
         recent = await self._user_recent(user_id)
         request_id = uuid.uuid4().hex

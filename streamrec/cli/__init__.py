@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from streamrec.cli import data, experiments, monitor, serve, services, stream, train
+from streamrec.infra.quiet import quiet_libraries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO; health probes and Prometheus queries are many.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_libraries()
     from pydantic import ValidationError
 
     from streamrec.settings import load_settings

@@ -366,3 +366,35 @@ async def test_redis_reader_reads_the_seen_set_in_the_same_trip(
         await reader.close()
     assert got is not None and got.seen == frozenset({"i1", "i2", "old"})
     assert got == via_feast
+
+
+async def test_redis_reader_hands_back_an_unchanged_item_row_as_the_same_object(
+    redis_feast_store: FeatureStore, live_settings: Settings
+) -> None:
+    """What lets the API's item refresh skip unchanged rows (``ItemFeatures.build``)."""
+    sink = FeastFeatureSink(redis_feast_store)
+    a, b = unique("item"), unique("item")
+
+    def push(items: dict[str, ItemStats]) -> None:
+        sink.push(ITEM_PUSH_SOURCE, item_rows([(i, _item_state(i, s)) for i, s in items.items()]))
+
+    first = {
+        a: ItemStats(interaction_count=1, last_event_time=1_000, trend_score=1.0),
+        b: ItemStats(interaction_count=2, last_event_time=1_000, trend_score=2.0),
+    }
+    await anyio.to_thread.run_sync(push, first)
+    reader = RedisFeatureReader.over(
+        FeastFeatureReader(redis_feast_store), _redis_url(live_settings), live_settings.topic_prefix
+    )
+    try:
+        before = await reader.item_stats([a, b])
+        again = await reader.item_stats([a, b])
+        changed = ItemStats(interaction_count=3, last_event_time=2_000, trend_score=2.5)
+        await anyio.to_thread.run_sync(push, {b: changed})
+        after = await reader.item_stats([a, b])
+    finally:
+        await reader.close()
+    assert before == first
+    assert again[a] is before[a] and again[b] is before[b]
+    assert after[a] is before[a]
+    assert after[b] is not before[b] and after[b] == changed

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from streamrec.infra.quiet import quiet_libraries
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings
 
@@ -91,6 +92,7 @@ def init_ray(settings: Settings, workers: int = 1) -> None:
 
     if ray.is_initialized():
         return
+    quiet_libraries()
     address = ray_address(settings)
     if address:
         ray.init(

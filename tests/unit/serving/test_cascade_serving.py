@@ -274,3 +274,71 @@ def test_covisits_from_the_store_become_the_table_and_the_reason(tmp_path: Path)
     answer = serve(serving, "u1", recent, 3, {"a": "Alien"})
     assert answer.picks[0].item_id == "m3"
     assert answer.picks[0].reason == "because you interacted with Alien"
+
+
+def _same_features(a: ItemFeatures, b: ItemFeatures) -> bool:
+    tensors = ("trend_score", "last_event_time", "clicks", "impressions")
+    if any(not torch.equal(getattr(a, name), getattr(b, name)) for name in tensors):
+        return False
+    if (a.covisits is None) != (b.covisits is None):
+        return False
+    if (
+        a.covisits is not None
+        and b.covisits is not None
+        and not all(
+            torch.equal(getattr(a.covisits, name), getattr(b.covisits, name))
+            for name in ("neighbours", "weights", "totals")
+        )
+    ):
+        return False
+    return (a.latest_event_time, a.with_stats) == (b.latest_event_time, b.with_stats)
+
+
+def test_a_refresh_rebuilds_only_the_rows_that_changed() -> None:
+    stats = _stats()
+    stats["a"] = ItemStats(
+        interaction_count=4,
+        last_event_time=NINETY_EIGHT,
+        covisit_items=("m3",),
+        covisit_weights=(3,),
+        covisit_total=3,
+    )
+    first = ItemFeatures.build(ITEMS, stats)
+    # Nothing changed (the reader hands back the same row objects): the same features.
+    assert ItemFeatures.build(ITEMS, dict(stats), previous=first) is first
+    # Equal values in new objects count as changed, and give the same features.
+    copied = {item: dataclasses.replace(row) for item, row in stats.items()}
+    assert _same_features(ItemFeatures.build(ITEMS, copied, previous=first), first)
+    # One row changed: exactly what a full build gives, and the previous is left as it was.
+    before = first.covisits.neighbours.clone() if first.covisits is not None else None
+    stats["m3"] = ItemStats(
+        interaction_count=2,
+        click_count=1,
+        last_event_time=NINETY_EIGHT + DAY,
+        covisit_items=("a", "b"),
+        covisit_weights=(3, 1),
+        covisit_total=4,
+    )
+    stats["a"] = ItemStats(interaction_count=5, last_event_time=NINETY_EIGHT)  # lost its row
+    updated = ItemFeatures.build(ITEMS, stats, previous=first)
+    assert _same_features(updated, ItemFeatures.build(ITEMS, stats))
+    assert first.covisits is not None and torch.equal(first.covisits.neighbours, before)
+    m3 = ITEMS.index("m3")
+    assert updated.covisits is not None
+    assert updated.covisits.neighbours[m3].tolist()[:3] == [ITEMS.index("a"), 1, -1]
+    # A vocabulary of another length is built afresh.
+    assert _same_features(
+        ItemFeatures.build(ITEMS[:-1], stats, previous=first), ItemFeatures.build(ITEMS[:-1], stats)
+    )
+
+
+def test_the_item_table_is_computed_once_per_now() -> None:
+    items = ItemFeatures.build(ITEMS, _stats())
+    now = items.latest_event_time
+    table = items.table(now, 3 * DAY, None)
+    assert items.table(now, 3 * DAY, None) is table
+    later = items.table(now + DAY, 3 * DAY, None)
+    assert later is not table
+    assert torch.equal(later.popularity, items._table(now + DAY, 3 * DAY, None).popularity)
+    categories = torch.zeros(len(ITEMS), dtype=torch.long)
+    assert items.table(now + DAY, 3 * DAY, categories).categories is categories

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from streams.events import Topics
-from streams.producer import EventProducer
+from streams.producer import LIBRDKAFKA_LOGGER, EventProducer
 
 
 def test_a_refused_connection_is_logged_through_python_logging(
@@ -23,3 +23,21 @@ def test_a_refused_connection_is_logged_through_python_logging(
     refused = [r for r in caplog.records if r.name == "librdkafka"]
     assert refused and "Connection refused" in refused[0].getMessage()
     assert "Connection refused" not in capfd.readouterr().err
+
+
+def test_a_coordinator_still_loading_is_logged_at_debug_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = (
+        "GETPID [rdkafka#producer-2] [thrd:main]: Failed to acquire idempotence PID from "
+        "broker 127.0.0.1:9092/1: Broker: Coordinator load in progress: retrying"
+    )
+    caplog.set_level(logging.INFO, logger="librdkafka")
+    LIBRDKAFKA_LOGGER.warning(message)
+    LIBRDKAFKA_LOGGER.warning("Connection refused")
+    assert [r.getMessage() for r in caplog.records] == ["Connection refused"]
+
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="librdkafka")
+    LIBRDKAFKA_LOGGER.warning(message)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("DEBUG", message)]
