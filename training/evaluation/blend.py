@@ -30,8 +30,8 @@ from training.evaluation.prequential_state import Arm, OnlineState
 COVISIT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 RECALL_WEIGHTS = (0.0, 0.5, 2.0)
 # With SASRec in the set: its weight > 0, crossed with these co-visitation and recall ones.
-SASREC_WEIGHTS = (0.5, 1.0, 2.0, 4.0)
-SASREC_COVISIT_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+SASREC_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+SASREC_COVISIT_WEIGHTS = (2.0, 4.0, 8.0, 16.0)
 SASREC_RECALL_WEIGHTS = (0.0, 0.5)
 BLEND_PREFIX = "cascade blend "
 
