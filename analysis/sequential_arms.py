@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.sasrec import Sasrec
+from models.sasrec import Sasrec
 from serving.knn import KnnParams, top_k
 from serving.knn import recommend as knn_recommend
 from training.evaluation.prequential_state import OnlineState

@@ -2,7 +2,7 @@
 
 Issue 14 asks the served cascade for NDCG@10 >= 1.2 x a live item-kNN on the prequential
 protocol (``training.evaluation.prequential``). This study holds the strongest standard
-next-item model, SASRec (:mod:`analysis.sasrec`), against that kNN on the same events
+next-item model, SASRec (:mod:`models.sasrec`), against that kNN on the same events
 and the same seed as ``streamrec evaluate-prequential``, with the harness's own event
 sampling, folding, masking, NDCG/Hit and paired tests:
 
@@ -34,24 +34,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.sasrec import Sasrec, SasrecConfig, train
 from analysis.sequential_arms import Context, ContextRecorder, SequentialArm, sequential_lists
+from models.sasrec import Sasrec, SasrecConfig
 from streamrec.paths import dataset_events
 from streamrec.settings import load_settings
-from streams.folding import UserState, fold_interaction
+from training.data.sequences import training_sequences as folded_sequences
 from training.data.split import SplitConfig, TimeSplit, time_split
 from training.evaluation.prequential import (
     KNN,
     KNN_TUNED,
     Arms,
     PrequentialConfig,
-    interaction_of,
     ndcg,
     replay,
     summarize,
     tune_knn,
 )
 from training.evaluation.prequential_state import Arm, KnnParams, knn_arm
+from training.fit.loops import train_sasrec
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +78,9 @@ class Period:
 def training_sequences(events: pd.DataFrame, split: TimeSplit) -> list[list[int]]:
     """Every training user's vocabulary items, oldest first, folded with the worker's
     ``fold_interaction`` (the order the live state holds them in), nothing dropped."""
-    train_events = events[events["event_time"] < split.train_end_ms]
-    train_events = train_events.sort_values("event_time", kind="stable")
-    states: dict[str, UserState] = {}
-    for row in train_events.itertuples(index=False):
-        event = interaction_of(row)
-        fold_interaction(states.setdefault(event.user_id, UserState()), event, keep=10**9)
-    index = split.item_index
-    return [
-        [index[item] for item in reversed(state.items) if item in index]
-        for state in states.values()
-    ]
+    return folded_sequences(
+        events, split.item_index, split.train_end_ms, split.train_end_ms, 1, 0
+    ).whole
 
 
 def record_period(
@@ -142,7 +134,8 @@ def fit_sasrec(
             return mean_ndcg(sequential_lists(model, validation.contexts, k), validation.targets, k)
 
         started = time.monotonic()
-        model, curve = train(n_items, sequences, config, validate)
+        model, epochs = train_sasrec(n_items, sequences, config, validate)
+        curve = [epoch["validation_ndcg_at_10"] for epoch in epochs]
         name = f"hidden {config.hidden}, dropout {config.dropout}, lr {config.lr:g}"
         tried[name] = {
             "config": asdict(config),

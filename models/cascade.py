@@ -12,7 +12,10 @@ the online store and hands in the loaded models; nothing here does I/O.
    standardized dot products: on a time split most of what users do next is what is
    popular now, which the embeddings alone under-weight. A user with neither vector is
    a cold start: recall ranks by the prior ("cold_start"), or by live popularity when the
-   set has no prior ("popularity").
+   set has no prior ("popularity"). Two channels come first: the items most co-visited
+   with the recent items (``covisit_candidates``), then SASRec's top next items after
+   the recent items (``sasrec_candidates``; one forward pass over at most the store's
+   recent list).
 2. Rank scores all candidates with DIN in one forward pass over the recent items; each
    candidate's `reason` is the recent item with the largest attention weight.
    Fallback: the recall score (which is popularity when recall fell back too).
@@ -20,8 +23,9 @@ the online store and hands in the loaded models; nothing here does I/O.
    (see `models.ranknet.greedy_rerank`); its LightGCN feature is the item embedding's dot
    product with `user_vector`. With `final_recall_weight` > 0, the standardized recall
    scores of the shortlist are added to RankNet's standardized scores, so RankNet moves
-   items only as far as its margins outweigh recall's. Fallback (no RankNet, or no DIN to
-   feed it): the rank order.
+   items only as far as its margins outweigh recall's; ``covisit_weight`` and
+   ``sasrec_weight`` add the standardized co-visitation and SASRec scores the same way.
+   Fallback (no RankNet, or no DIN to feed it): the rank order.
 4. Business rules are applied last, as a veto at every placement: excluded items and items
    whose category already holds `max_per_category` of the places are skipped.
 
@@ -39,6 +43,7 @@ from torch import Tensor
 
 from models.din import DIN
 from models.ranknet import RERANK_FEATURES, RankNet, greedy_rerank, rerank_features
+from models.sasrec import Sasrec
 
 
 @dataclass
@@ -71,6 +76,12 @@ class CascadeConfig:
     covisit_weight: float = 0.0
     covisit_history: int = 20  # recent items whose neighbours count, most recent first ...
     covisit_decay: float = 0.9  # ... the i-th weighted decay**i, as the item-kNN baseline
+    # sequential channel (``sasrec_scores``): this many of the n_candidates are SASRec's
+    # top next items after the user's recent items, after co-visitation's; 0 off
+    sasrec_candidates: int = 0
+    # weight of the standardized SASRec score added to the final scorer's standardized
+    # scores over the shortlist; 0 off
+    sasrec_weight: float = 0.0
 
 
 @dataclass
@@ -109,6 +120,7 @@ class CascadeModels:
     # (I,) log1p distinct users per item shortly before the training cutoff: what a user
     # without history is shown, and the recall blend's popularity term
     item_prior: Tensor | None = None
+    sasrec: Sasrec | None = None  # next-item scores after the recent items (models.sasrec)
 
 
 def _empty_long() -> Tensor:
@@ -220,6 +232,24 @@ def covisit_reasons(
     return torch.where(best.values > 0, history[best.indices], none)
 
 
+def sasrec_scores(models: CascadeModels, recent: Tensor) -> Tensor | None:
+    """(I,) SASRec's next-item score of every item after ``recent`` (L,) (most recent
+    first, as the store holds them; the model reads its last ``max_length``, oldest
+    first); None without a model or a recent item."""
+    if models.sasrec is None or recent.numel() == 0:
+        return None
+    return models.sasrec.next_logits(recent.flip(0))
+
+
+def sasrec_reasons(models: CascadeModels, recent: Tensor, picks: Tensor) -> Tensor:
+    """(k,) for each pick, the recent item (of the first 20) whose SASRec item embedding
+    is closest to the pick's: what the sequence model ties it to; -1 without SASRec."""
+    if models.sasrec is None or recent.numel() == 0 or picks.numel() == 0:
+        return torch.full_like(picks, -1)
+    history = recent[:20]  # (H,)
+    return history[models.sasrec.affinity(history, picks).argmax(0)]  # (k,)
+
+
 def _standardized(values: Tensor) -> Tensor:
     std = values.std()
     return (values - values.mean()) / std if float(std) > 0 else values - values.mean()
@@ -251,10 +281,12 @@ def recall(
     request: CascadeRequest,
     config: CascadeConfig,
     covisited: Tensor | None = None,
+    sequential: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, str, Tensor | None]:
     """Top candidates (N,), their recall scores (N,), the source, and the user vector.
 
-    ``covisited`` (I,): the request's ``covisit_scores`` when the caller has them already.
+    ``covisited`` (I,): the request's ``covisit_scores`` when the caller has them already;
+    ``sequential`` (I,): its ``sasrec_scores`` (the channel is off without them).
     """
     scores, source, query = recall_scores(models, items, request, config)
     scores[request.seen_items] = float("-inf")
@@ -267,6 +299,11 @@ def recall(
         covisited[~torch.isfinite(scores)] = 0.0
         c = min(config.covisit_candidates, n, int((covisited > 0).sum()))
         chosen[torch.topk(covisited, c).indices] = True
+    if sequential is not None and config.sasrec_candidates > 0:
+        sequential = sequential.clone().float()  # next: what SASRec expects after them
+        sequential[~torch.isfinite(scores) | chosen] = float("-inf")
+        s = min(config.sasrec_candidates, n - int(chosen.sum()))
+        chosen[torch.topk(sequential, s).indices] = True
     m = min(config.trend_candidates, n - int(chosen.sum()))
     if source != "lightgcn" and not bool(chosen.any()):
         top = torch.topk(scores, n)
@@ -325,14 +362,17 @@ def _final_scorer(
     recall_scores: Tensor,
     covisited: Tensor | None,
     config: CascadeConfig,
+    sequential: Tensor | None = None,
 ) -> Callable[[Tensor], Tensor]:
     """The final scorer (RankNet, or the rank order), plus the weighted standardized recall
-    scores (M,) and co-visitation scores (M,) of the shortlist when set."""
+    scores (M,), co-visitation scores (M,) and SASRec scores (M,) of the shortlist when set."""
     blend = torch.zeros_like(recall_scores, dtype=torch.float32)  # (M,)
     if config.final_recall_weight > 0:
         blend += config.final_recall_weight * _standardized(recall_scores.float())
     if covisited is not None and config.covisit_weight > 0:
         blend += config.covisit_weight * _standardized(covisited.float())
+    if sequential is not None and config.sasrec_weight > 0:
+        blend += config.sasrec_weight * _standardized(sequential.float())
     if not bool(blend.any()):
         return scorer
 
@@ -354,6 +394,7 @@ class Shortlist:
     din_scores: Tensor  # (M,) the rank stage's scores (DIN, or recall as its fallback)
     recall_scores: Tensor  # (M,) recall's scores
     covisited: Tensor | None  # (M,) co-visitation scores; None without the channel
+    sequential: Tensor | None  # (M,) SASRec scores; None without SASRec or recent items
     features: Tensor | None  # (M, F) RankNet's features; None when RankNet does not serve
     vectors: Tensor | None  # (M, D) item embeddings for RankNet's similarity feature
     reasons: Tensor  # (M,) DIN's top-attention recent item, -1 none
@@ -376,8 +417,13 @@ def shortlist(
         if config.covisit_candidates > 0 or config.covisit_weight > 0
         else None
     )  # (I,) or None
+    sequential = (
+        sasrec_scores(models, request.recent_items)
+        if config.sasrec_candidates > 0 or config.sasrec_weight > 0
+        else None
+    )  # (I,) or None
     candidates, recall_scores, recall_source, query = recall(
-        models, items, request, config, everywhere
+        models, items, request, config, everywhere, sequential
     )
     if candidates.numel() == 0:
         return None
@@ -407,6 +453,7 @@ def shortlist(
         din_scores=din_scores,
         recall_scores=recall_scores[top],
         covisited=everywhere[picked] if everywhere is not None else None,
+        sequential=sequential[picked] if sequential is not None else None,
         features=features,
         vectors=vectors,
         reasons=reasons[top],
@@ -423,21 +470,37 @@ def place(
 ) -> tuple[Tensor, Tensor, str]:
     """The final blend's greedy top k of the shortlist: positions (k',), scores (k',) and
     the source (``ranknet`` or ``rank_order``). Reads only the blend weights of ``config``
-    (``final_recall_weight``, ``covisit_weight``)."""
+    (``final_recall_weight``, ``covisit_weight``, ``sasrec_weight``)."""
     covisited = short.covisited if config.covisit_weight > 0 else None
+    sequential = short.sequential if config.sasrec_weight > 0 else None
     if models.ranknet is not None and short.features is not None:
-        score_fn = _final_scorer(models.ranknet, short.recall_scores, covisited, config)
+        score_fn = _final_scorer(models.ranknet, short.recall_scores, covisited, config, sequential)
         placed, scores = greedy_rerank(score_fn, short.features, short.vectors, k, short.allowed)
         return placed, scores, "ranknet"
     din_scores = short.din_scores
     placed, scores = greedy_rerank(
-        _final_scorer(lambda _features: din_scores, short.recall_scores, covisited, config),
+        _final_scorer(
+            lambda _features: din_scores, short.recall_scores, covisited, config, sequential
+        ),
         torch.zeros(short.items.numel(), len(RERANK_FEATURES)),
         None,
         k,
         short.allowed,
     )
     return placed, scores, "rank_order"
+
+
+def _sasrec_led(short: Shortlist, placed: Tensor, config: CascadeConfig) -> Tensor:
+    """(k',) whether each placed item's weighted standardized SASRec score is above its
+    weighted standardized co-visitation score: SASRec, not co-visitation, placed it."""
+    assert short.sequential is not None
+    sequential = config.sasrec_weight * _standardized(short.sequential.float())[placed]
+    covisit = (
+        config.covisit_weight * _standardized(short.covisited.float())[placed]
+        if short.covisited is not None and config.covisit_weight > 0
+        else torch.zeros_like(sequential)
+    )
+    return sequential > covisit
 
 
 @torch.inference_mode()
@@ -451,12 +514,19 @@ def recommend(
         return CascadeResult(empty, torch.zeros(0), empty, recall_source, "none", "none")
     placed, placed_scores, rerank_source = place(models, short, config, request.k)
     picks = short.items[placed]
-    # The reason: the recent item co-visited most with the pick, else DIN's top attention.
+    # The reason: the recent item co-visited most with the pick; else, for a pick SASRec
+    # placed (its SASRec term outweighs its co-visitation term), the recent item SASRec
+    # ties it to; else DIN's top attention.
+    reasons = short.reasons[placed]
+    if short.sequential is not None and config.sasrec_weight > 0:
+        led = _sasrec_led(short, placed, config)  # (k',) bool
+        by_sasrec = sasrec_reasons(models, short.recent, picks)
+        reasons = torch.where(led & (by_sasrec >= 0), by_sasrec, reasons)
     covisit_reason = covisit_reasons(items, short.recent, picks, config)
     return CascadeResult(
         items=picks,
         scores=placed_scores,
-        reasons=torch.where(covisit_reason >= 0, covisit_reason, short.reasons[placed]),
+        reasons=torch.where(covisit_reason >= 0, covisit_reason, reasons),
         recall_source=short.recall_source,
         rank_source=short.rank_source,
         rerank_source=rerank_source,

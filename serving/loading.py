@@ -14,7 +14,7 @@ The folder may also carry ``item_prior`` (I,), the recall stage's cold-start ran
 popularity term (``models.cascade.CascadeModels.item_prior``); without it recall falls
 back to live popularity as before.
 
-DIN and RankNet are optional: a stage whose folder does not build is left out and its
+DIN, RankNet and SASRec are optional: a model whose folder does not build is left out and its
 stage falls back, which the response's ``model_version`` shows.
 """
 
@@ -31,6 +31,7 @@ from models.cascade import CascadeConfig, CascadeModels
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig
 from models.ranknet import RankNet, RankNetConfig
+from models.sasrec import Sasrec, SasrecConfig
 from streamrec.infra.model_store import ITEM_PRIOR_KEY, StageFolder
 from streams.folding import TREND_HALF_LIFE_MS
 
@@ -69,6 +70,7 @@ class LoadedCascade:
             "lightgcn": self.models.item_embeddings is not None,
             "din": self.models.din is not None,
             "ranknet": self.models.ranknet is not None,
+            "sasrec": self.models.sasrec is not None,
         }
 
 
@@ -124,6 +126,14 @@ def build_cascade(label: str, set_id: str, folders: dict[str, StageFolder]) -> L
             errors["ranknet"] = f"{type(exc).__name__}: {exc}"
     else:
         errors["ranknet"] = "no folder"
+    sasrec: Sasrec | None = None
+    if "sasrec" in folders:
+        try:
+            sasrec = _sasrec(folders["sasrec"], len(item_ids))
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            errors["sasrec"] = f"{type(exc).__name__}: {exc}"
+    else:
+        errors["sasrec"] = "no folder"
     for stage, error in errors.items():
         logger.warning("set %s: %s not served, its stage falls back: %s", set_id, stage, error)
 
@@ -137,6 +147,7 @@ def build_cascade(label: str, set_id: str, folders: dict[str, StageFolder]) -> L
             din=din,
             ranknet=ranknet,
             item_prior=item_prior.float() if item_prior is not None else None,
+            sasrec=sasrec,
         ),
         config=cascade_config,
         item_ids=item_ids,
@@ -201,3 +212,13 @@ def _ranknet(folder: StageFolder) -> RankNet:
     ranknet = RankNet(config_from(RankNetConfig, folder.config.get("model")))
     ranknet.load_state_dict(folder.state_dict)
     return ranknet.eval()
+
+
+def _sasrec(folder: StageFolder, n_items: int) -> Sasrec | None:
+    """SASRec, or None when the set was trained without it (``"model": null``)."""
+    values = folder.config.get("model")
+    if values is None:
+        return None
+    sasrec = Sasrec(n_items, config_from(SasrecConfig, values))
+    sasrec.load_state_dict(folder.state_dict)
+    return sasrec.eval()

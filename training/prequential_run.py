@@ -81,6 +81,7 @@ def apply_blend(trained: Any, validation: dict[str, Any]) -> bool:
     weights = {
         "covisit_weight": float(chosen["covisit_weight"]),
         "final_recall_weight": float(chosen["final_recall_weight"]),
+        "sasrec_weight": float(chosen.get("sasrec_weight", 0.0)),
     }
     trained.cascade_config = replace(trained.cascade_config, **weights)
     trained.configs["lightgcn"]["cascade"] = {**trained.configs["lightgcn"]["cascade"], **weights}

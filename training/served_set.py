@@ -1,6 +1,6 @@
 """A trained set as the registry stores it and as the API serves it.
 
-``stage_folders`` writes the three folders of ``streamrec.infra.model_store``'s contract;
+``stage_folders`` writes the four folders of ``streamrec.infra.model_store``'s contract;
 ``served_set`` reads them back through ``serving.loading.build_cascade``, the API's own
 loader, so an evaluation of the result scores exactly what serving would load.
 
@@ -20,11 +20,16 @@ from streamrec.infra.model_store import ITEM_PRIOR_KEY, STAGES, read_folder, wri
 
 
 def stage_folders(trained: Any, set_id: str, root: Path, n_trained_users: int) -> dict[str, Path]:
-    """The three folders of ``streamrec.infra.model_store``'s contract, under ``root``."""
-    modules = {"lightgcn": trained.lightgcn, "din": trained.din, "ranknet": trained.ranknet}
+    """The four folders of ``streamrec.infra.model_store``'s contract, under ``root``."""
+    modules = {
+        "lightgcn": trained.lightgcn,
+        "din": trained.din,
+        "ranknet": trained.ranknet,
+        "sasrec": getattr(trained, "sasrec", None),
+    }
     folders = {}
     for stage in STAGES:
-        config = {**trained.configs[stage], "model_set": set_id}
+        config = {**trained.configs.get(stage, {"model": None}), "model_set": set_id}
         vocab = (
             {
                 "item_ids": list(trained.item_ids),
@@ -33,7 +38,12 @@ def stage_folders(trained: Any, set_id: str, root: Path, n_trained_users: int) -
             if stage == "lightgcn"
             else None
         )
-        state = {k: v.detach().cpu() for k, v in modules[stage].state_dict().items()}
+        module = modules[stage]
+        state = (
+            {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            if module is not None
+            else {}
+        )
         if stage == "lightgcn":
             if USER_EMBEDDINGS_KEY in state:
                 state[USER_EMBEDDINGS_KEY] = state[USER_EMBEDDINGS_KEY][:n_trained_users]

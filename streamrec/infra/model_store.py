@@ -1,8 +1,9 @@
 """The contract between training and serving: how a trained cascade is stored and found.
 
-A *model set* is the three stages trained together in one ``streamrec train`` run; they
-share one item index (DIN's and RankNet's inputs only mean something next to the LightGCN
-that produced their candidates), so they are promoted and served together.
+A *model set* is the four models trained together in one ``streamrec train`` run (the
+cascade's three stages and SASRec, its sequential channel); they share one item index
+(DIN's, RankNet's and SASRec's inputs only mean something next to the LightGCN that
+produced their candidates), so they are promoted and served together.
 
 Each stage is registered in MLflow under :data:`REGISTERED_NAMES` as a folder artifact:
 
@@ -15,8 +16,11 @@ Each stage is registered in MLflow under :data:`REGISTERED_NAMES` as a folder ar
   and ``"features"`` (``{"trend_half_life_ms": ...}``) that serving must reproduce; its
   state dict may carry :data:`ITEM_PRIOR_KEY`, the cascade's (I,) item prior.
 
-Every version carries the tag ``model_set`` (the same value on the three stages of one
-run). The alias ``champion`` marks the serving set; promotion moves it on all three, one
+The SASRec folder's ``config.json`` has ``"model": null`` when the run trained none (its
+channel then serves nothing).
+
+Every version carries the tag ``model_set`` (the same value on the four models of one
+run). The alias ``champion`` marks the serving set; promotion moves it on all four, one
 after the other, so a reader that sees champions from two different sets is looking in the
 middle of a promotion and should keep what it has and look again.
 """
@@ -30,7 +34,7 @@ from typing import Any
 
 import torch
 
-STAGES: tuple[str, ...] = ("lightgcn", "din", "ranknet")
+STAGES: tuple[str, ...] = ("lightgcn", "din", "ranknet", "sasrec")
 REGISTERED_NAMES: dict[str, str] = {stage: f"streamrec-{stage}" for stage in STAGES}
 CHAMPION = "champion"
 # A set that passed the offline gate, waiting for its canary (``streamrec promote``).

@@ -31,6 +31,7 @@ UNTRAINED = {
     "lightgcn": {**TINY["lightgcn"], "lr": 0.0},
     "din": {"lr": 0.0},
     "ranknet": {"lr": 0.0},
+    "sasrec": {"lr": 0.0},
 }
 
 
@@ -63,6 +64,7 @@ def _train(
     epochs = (hyper.get("lightgcn") or {}).get("epochs", 1)
     assert f"train: seed 0 lightgcn epoch {epochs}: loss" in output, output
     assert "train: seed 0 din epoch 1: loss" in output, output
+    assert "train: seed 0 sasrec epoch 1: loss" in output, output
     return json.loads((report_dir / "eval.json").read_text())
 
 

@@ -2,15 +2,18 @@
 
 The cascade's last stage scores its shortlist by RankNet's standardized score plus
 ``final_recall_weight`` x the standardized recall score plus ``covisit_weight`` x the
-standardized co-visitation score (``models.cascade.place``). RankNet is trained on the
+standardized co-visitation score plus ``sasrec_weight`` x the standardized SASRec
+next-item score (``models.cascade.place``). RankNet is trained on the
 training period's static lists, where nothing co-visited yet exists as the live stream
 would hold it; how much the co-visitation score should count is a question about the
 stream, so it is answered on the stream: the validation period is replayed event by event
 (``training.evaluation.prequential.validate``), each scored event's shortlist is built
 once with the state folded up to that event (no event at or after it), and every pair of
-weights of the grid places its top k from that same shortlist. The pair with the best
-NDCG@k is the set's blend. Only the placement is repeated, so a grid of 21 costs a few
-per cent of the replay, not 18 cascades.
+weights of the grid places its top k from that same shortlist. The weights with the best
+NDCG@k are the set's blend. Only the placement is repeated, so a grid of 21 costs a few
+per cent of the replay, not 21 cascades. A set with SASRec adds the SASRec weights,
+crossed with the co-visitation weights around the fusion the sequential study found
+(``z(SASRec) + 2 z(kNN)``) and the two smaller recall weights: 32 more placements.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from training.evaluation.prequential_state import Arm, OnlineState
 # The grid: the co-visitation score's weight, and the recall score's.
 COVISIT_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 RECALL_WEIGHTS = (0.0, 0.5, 2.0)
+# With SASRec in the set: its weight > 0, crossed with these co-visitation and recall ones.
+SASREC_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+SASREC_COVISIT_WEIGHTS = (2.0, 4.0, 8.0, 16.0)
+SASREC_RECALL_WEIGHTS = (0.0, 0.5)
 BLEND_PREFIX = "cascade blend "
 
 
@@ -33,24 +40,39 @@ BLEND_PREFIX = "cascade blend "
 class Blend:
     covisit_weight: float
     final_recall_weight: float
+    sasrec_weight: float = 0.0
 
     @property
     def name(self) -> str:
-        return f"{BLEND_PREFIX}{self.covisit_weight:g}/{self.final_recall_weight:g}"
+        """``covisit/recall``, then ``/sasrec`` when SASRec counts."""
+        name = f"{BLEND_PREFIX}{self.covisit_weight:g}/{self.final_recall_weight:g}"
+        return f"{name}/{self.sasrec_weight:g}" if self.sasrec_weight > 0 else name
 
     def applied(self, config: CascadeConfig) -> CascadeConfig:
         return replace(
             config,
             covisit_weight=self.covisit_weight,
             final_recall_weight=self.final_recall_weight,
+            sasrec_weight=self.sasrec_weight,
         )
 
 
 def blend_grid(
     covisit_weights: Sequence[float] = COVISIT_WEIGHTS,
     recall_weights: Sequence[float] = RECALL_WEIGHTS,
+    sasrec: bool = False,
 ) -> list[Blend]:
-    return [Blend(c, r) for c in covisit_weights for r in recall_weights]
+    """The grid without SASRec (its weight 0), then, for a set with SASRec, the SASRec
+    weights crossed with ``SASREC_COVISIT_WEIGHTS`` and ``SASREC_RECALL_WEIGHTS``."""
+    grid = [Blend(c, r) for c in covisit_weights for r in recall_weights]
+    if sasrec:
+        grid += [
+            Blend(c, r, s)
+            for s in SASREC_WEIGHTS
+            for c in SASREC_COVISIT_WEIGHTS
+            for r in SASREC_RECALL_WEIGHTS
+        ]
+    return grid
 
 
 @dataclass
@@ -78,8 +100,9 @@ class BlendGrid:
         if self._shortlist is None or self._shortlist[0] != request_key:
             serving = ServingSet(self.cascade, self._features[1])
             table, request = cascade_inputs(serving, user_id, state.recent(user_id), self.k)
-            # Any co-visitation weight > 0 makes the shortlist carry the scores to blend.
-            config = replace(self.cascade.config, covisit_weight=1.0)
+            # Any co-visitation (SASRec) weight > 0 makes the shortlist carry the
+            # co-visitation (SASRec) scores to blend.
+            config = replace(self.cascade.config, covisit_weight=1.0, sasrec_weight=1.0)
             self._shortlist = (
                 request_key,
                 shortlist(self.cascade.models, table, request, config),
@@ -110,4 +133,4 @@ def best_blend(scores: Mapping[str, float], blends: Sequence[Blend]) -> Blend:
     return max(blends, key=lambda blend: (scores[blend.name], -blends.index(blend)))
 
 
-__all__ = ["BLEND_PREFIX", "Blend", "BlendGrid", "best_blend", "blend_grid"]
+__all__ = ["BLEND_PREFIX", "SASREC_WEIGHTS", "Blend", "BlendGrid", "best_blend", "blend_grid"]

@@ -282,7 +282,7 @@ def validate(
     live: dict[str, Arm] = {name: knn_arm(config.k, params) for name, params in grid.items()}
     live[POPULARITY] = popularity_arm(config.k)
     live[RECENT_POPULARITY] = recent_popularity_arm(config.k)
-    blends = blend_grid() if cascade is not None else []
+    blends = blend_grid(sasrec=cascade.models.sasrec is not None) if cascade is not None else []
     placing = BlendGrid(cascade, config.k, blends) if cascade is not None else None
     if placing is not None:
         live.update(placing.arms())
@@ -332,6 +332,7 @@ def validate(
         result["blend"] = {
             "covisit_weight": chosen.covisit_weight,
             "final_recall_weight": chosen.final_recall_weight,
+            "sasrec_weight": chosen.sasrec_weight,
             "grid": {name.removeprefix(BLEND_PREFIX): v for name, v in blend_scores.items()},
         }
     return result

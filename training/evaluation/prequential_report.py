@@ -102,7 +102,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines.append(
             f"Cascade final blend (validation period, NDCG@10 {best:.4f}): co-visitation "
             f"weight {blend['covisit_weight']:g}, recall weight "
-            f"{blend['final_recall_weight']:g}; grid (co-visitation/recall): "
+            f"{blend['final_recall_weight']:g}, SASRec weight "
+            f"{blend.get('sasrec_weight', 0.0):g}; grid (co-visitation/recall[/SASRec]): "
             + ", ".join(f"{name} {value:.4f}" for name, value in blend["grid"].items())
             + "."
         )

@@ -1,4 +1,4 @@
-"""The training loops of the three stages, single-process or one DDP rank each.
+"""The training loops of the four models of a set, single-process or one DDP rank each.
 
 Every loop is deterministic for a seed: the model is initialised after
 ``torch.manual_seed(seed)`` and all sampling goes through one ``torch.Generator`` seeded
@@ -10,9 +10,10 @@ with the same weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig, ranknet_loss
+from models.sasrec import Sasrec, SasrecConfig, left_padded
 from training.data.examples import DINExamples
 from training.fit.hyper import DINHyper, LightGCNHyper, RankNetHyper
 
@@ -224,5 +226,87 @@ def train_ranknet(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch("ranknet", epoch, metrics)
+    model.eval()
+    return model, history
+
+
+def training_windows(sequences: Sequence[Sequence[int]], length: int) -> tuple[Tensor, Tensor]:
+    """Inputs and next-item targets (both (W, length) tokens, PAD where none) cut from
+    each sequence (vocabulary indices, oldest first) from its end back, so every item
+    but the first of a sequence is a target exactly once."""
+    inputs: list[list[int]] = []
+    targets: list[list[int]] = []
+    for sequence in sequences:
+        end = len(sequence)
+        while end >= 2:
+            start = max(0, end - length - 1)
+            chunk = list(sequence[start:end])
+            inputs.append(chunk[:-1])
+            targets.append(chunk[1:])
+            end = start + 1  # the next window's last target is this window's first input
+    return left_padded(inputs, length), left_padded(targets, length)
+
+
+class _NextItemLoss(nn.Module):
+    """SASRec's loss as a module's forward, so DistributedDataParallel syncs its gradients."""
+
+    def __init__(self, model: Sasrec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        return self.model.next_item_loss(inputs, targets)
+
+
+def train_sasrec(
+    n_items: int,
+    sequences: Sequence[Sequence[int]],
+    config: SasrecConfig,
+    validate: Callable[[Sasrec], float] | None = None,
+    parallel: Parallel = Parallel(),  # noqa: B008 - frozen, so a shared default is safe
+    on_epoch: EpochHook | None = None,
+    stage: str = "sasrec",
+) -> tuple[Sasrec, list[dict[str, float]]]:
+    """Full-softmax next-item loss on every position of ``sequences``, ``config.max_epochs``
+    epochs at most. With ``validate`` (higher is better), each epoch is scored and the
+    best epoch's weights are kept, stopping after ``config.patience`` epochs without a
+    better figure (every rank computes the same figure, so every rank stops together)."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = Sasrec(n_items, config)
+    wrapped = parallel.wrap(_NextItemLoss(model))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inputs, targets = training_windows(sequences, config.max_length)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, Tensor]] | None = None
+    for epoch in range(config.max_epochs):
+        model.train()
+        order = torch.randperm(len(inputs), generator=generator)
+        total, steps = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            rows = parallel.shard(order[start : start + config.batch_size])
+            if rows.numel() == 0:
+                continue
+            loss = wrapped(inputs[rows], targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+        metrics = {"loss": total / max(steps, 1)}
+        if validate is not None:
+            metrics["validation_ndcg_at_10"] = validate(model)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(stage, epoch, metrics)
+        if validate is None:
+            continue
+        figures = [h["validation_ndcg_at_10"] for h in history]
+        if best is None or figures[-1] > best[0]:
+            best = (figures[-1], {k: v.clone() for k, v in model.state_dict().items()})
+        elif len(figures) - 1 - int(np.argmax(figures)) >= config.patience:
+            break
+    if best is not None:
+        model.load_state_dict(best[1])
     model.eval()
     return model, history

@@ -1,4 +1,4 @@
-"""The three cascade stages trained from the log, and their static evaluation.
+"""The four models of a set trained from the log, and the stages' static evaluation.
 
 :func:`prepare` splits the log by global time, folds the TRAINING events into the feature
 history with the worker's functions and reads every feature from it point-in-time:
@@ -17,7 +17,12 @@ tail of the training period, and the training cutoff).
 2. LightGCN on the whole training period (BPR, positives drawn with recency weights so
    the item embeddings carry what is popular near the cutoff);
 3. DIN on the point-in-time examples of the whole training period;
-4. RankNet on the tail lists.
+4. RankNet on the tail lists;
+5. SASRec (``models.sasrec``) on every training user's item sequence, folded as the worker
+   folds it: first on the sequences before the tail, scored after each epoch on the tail's
+   next-item questions (NDCG@10, the prequential protocol's question); then on the whole
+   period for the best epoch count. It serves the cascade's sequential channel and blend
+   term (``models.cascade``).
 
 :func:`evaluate_set` sees nothing after the cutoff but the target's labels: every model and
 every feature is frozen at ``split.train_end_ms``, for validation and test alike.
@@ -39,6 +44,7 @@ from models.cascade import CascadeConfig, CascadeModels
 from models.din import DIN
 from models.lightgcn import LightGCN
 from models.ranknet import RERANK_FEATURES, RankNet
+from models.sasrec import Sasrec, model_fields
 from streams.folding import TREND_HALF_LIFE_MS
 from training.data.examples import (
     DINExamples,
@@ -48,6 +54,7 @@ from training.data.examples import (
     frozen_state,
     item_categories,
 )
+from training.data.sequences import NextItemQuestions, SequenceData, training_sequences
 from training.data.split import SplitConfig, TimeSplit, time_split
 from training.evaluation.baselines import recent_distinct_users
 from training.evaluation.lists import candidate_lists, list_labels
@@ -60,7 +67,10 @@ from training.fit.loops import (
     train_din,
     train_lightgcn,
     train_ranknet,
+    train_sasrec,
 )
+
+SASREC_QUESTIONS = 2000  # tail events that score each SASRec epoch (a seeded sample)
 
 __all__ = [
     "EpochHook",
@@ -88,6 +98,7 @@ class TrainingData:
     tail_relevant: sp.csr_matrix  # (n_users, n_items) tail items not seen before the tail
     seen_before_tail: sp.csr_matrix  # (n_users, n_items)
     cutoff: FrozenState  # features just before split.train_end_ms
+    sequences: SequenceData | None = None  # SASRec's; None: the set has no SASRec
     engine: str = "asof"
 
 
@@ -102,6 +113,7 @@ class TrainedSet:
     user_ids: list[str]
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     item_prior: torch.Tensor | None = None  # (I,) the cascade's item prior at the cutoff
+    sasrec: Sasrec | None = None  # the sequential channel; None when not trained
 
     def cascade_models(self) -> CascadeModels:
         user_embeddings, item_embeddings = self.lightgcn.exported()
@@ -111,6 +123,7 @@ class TrainedSet:
             din=self.din,
             ranknet=self.ranknet,
             item_prior=self.item_prior,
+            sasrec=self.sasrec,
         )
 
 
@@ -183,6 +196,15 @@ def prepare(
             categories=categories,
             engine=engine,
         )
+    sequences = training_sequences(
+        train_events,
+        time_split_.item_index,
+        time_split_.train_end_ms,
+        tail_start,
+        max_length=max_history,
+        max_questions=SASREC_QUESTIONS,
+        seed=seed,
+    )
     shape = (time_split_.n_users, time_split_.n_items)
     before = time_split_.train_time < tail_start
     seen_before = _matrix(time_split_.train_user[before], time_split_.train_item[before], shape)
@@ -201,6 +223,7 @@ def prepare(
         tail_relevant=tail_relevant,
         seen_before_tail=seen_before,
         cutoff=cutoff,
+        sequences=sequences,
         engine=engine,
     )
 
@@ -271,6 +294,60 @@ def _renamed(on_epoch: EpochHook | None, stage: str) -> EpochHook | None:
     return hook
 
 
+def next_item_ndcg(model: Sasrec, questions: NextItemQuestions, k: int = 10) -> float:
+    """Mean NDCG@k of SASRec's top k (seen items masked) for each question's next item."""
+    if len(questions) == 0:
+        return 0.0
+    gains = []
+    for start in range(0, len(questions), 512):
+        batch = slice(start, start + 512)
+        scores = torch.from_numpy(model.next_scores(questions.histories[batch]))  # (B, I)
+        seen, targets = questions.seen[batch], questions.targets[batch]
+        for row, (masked, target) in enumerate(zip(seen, targets, strict=True)):
+            score = scores[row]
+            score[masked] = float("-inf")
+            rank = int((score > score[target]).sum())
+            gains.append(1.0 / np.log2(rank + 2) if rank < k else 0.0)
+    return float(np.mean(gains))
+
+
+def fit_sasrec(
+    data: TrainingData,
+    hyper: Hyper,
+    seed: int,
+    parallel: Parallel,
+    on_epoch: EpochHook | None,
+    history: dict[str, list[dict[str, float]]],
+) -> Sasrec | None:
+    """Stage 5: the epoch count chosen on the tail, then the whole period for that many."""
+    sequences = data.sequences
+    if sequences is None or hyper.sasrec.epochs == 0 or not sequences.whole:
+        return None
+    n_items, max_length = data.split.n_items, sequences.max_length
+    chosen = hyper.sasrec.epochs
+    if len(sequences.tail) > 0:
+        _, history["sasrec_tail"] = train_sasrec(
+            n_items,
+            sequences.before_tail,
+            hyper.sasrec.config(max_length, seed),
+            lambda model: next_item_ndcg(model, sequences.tail),
+            parallel,
+            _renamed(on_epoch, "sasrec_tail"),
+            stage="sasrec_tail",
+        )
+        figures = [epoch["validation_ndcg_at_10"] for epoch in history["sasrec_tail"]]
+        chosen = int(np.argmax(figures)) + 1
+    model, history["sasrec"] = train_sasrec(
+        n_items,
+        sequences.whole,
+        hyper.sasrec.config(max_length, seed, epochs=chosen),
+        None,
+        parallel,
+        on_epoch,
+    )
+    return model
+
+
 def train_all(
     data: TrainingData,
     hyper: Hyper | dict[str, Any] | None,
@@ -278,7 +355,8 @@ def train_all(
     parallel: Parallel = Parallel(),  # noqa: B008 - frozen, so a shared default is safe
     on_epoch: EpochHook | None = None,
 ) -> TrainedSet:
-    """Train LightGCN, DIN and RankNet (see the module docstring); deterministic per seed."""
+    """Train LightGCN, DIN, RankNet and SASRec (see the module docstring); deterministic
+    per seed."""
     hyper = Hyper.read(hyper)
     cascade_config = hyper.cascade
     split = data.split
@@ -313,6 +391,7 @@ def train_all(
     ranknet, history["ranknet"] = train_ranknet(
         features, labels, mask, hyper.ranknet, seed, parallel, on_epoch
     )
+    sasrec = fit_sasrec(data, hyper, seed, parallel, on_epoch, history)
     din_model = din_config(
         hyper.din, split.n_items, len(data.category_names), int(data.din.context.shape[1])
     )
@@ -336,6 +415,11 @@ def train_all(
             "tail_start_ms": data.tail_start_ms,
             "n_lists": int(features.shape[0]),
         },
+        "sasrec": {
+            "model": model_fields(sasrec.config) if sasrec is not None else None,
+            "training": asdict(hyper.sasrec),
+            "epochs": len(history.get("sasrec", [])),
+        },
     }
     return TrainedSet(
         lightgcn=gcn,
@@ -347,6 +431,7 @@ def train_all(
         user_ids=[str(u) for u in split.user_ids],
         history=history,
         item_prior=item_prior(split, split.train_end_ms, cascade_config.prior_days),
+        sasrec=sasrec,
     )
 
 

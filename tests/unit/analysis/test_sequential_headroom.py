@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis import sequential_headroom as study
-from analysis.sasrec import Sasrec, SasrecConfig
 from analysis.sequential_arms import ContextRecorder, SequentialArm
+from models.sasrec import Sasrec, SasrecConfig
 from serving.knn import KnnParams
 from training.data.split import time_split
 from training.evaluation.prequential import Arms, PrequentialConfig, replay
@@ -129,7 +129,7 @@ def test_the_sequence_fed_at_each_event_holds_only_earlier_events() -> None:
 
 
 def test_training_windows_target_every_item_but_the_first_once() -> None:
-    from analysis.sasrec import training_windows
+    from training.fit.loops import training_windows
 
     sequences = [list(range(7)), [3, 4], [5]]
     inputs, targets = training_windows(sequences, length=3)

@@ -2,7 +2,7 @@
 storage format of ``streamrec/infra/model_store.py``, for the API's model-serving tests.
 
 Item embeddings are planted in groups, so recall is predictable: a user whose recent item
-is in a group gets that group's other items first. DIN and RankNet are random: the tests
+is in a group gets that group's other items first. DIN, RankNet and SASRec are random: the tests
 check what they are for (one pass, reasons, order of stages), not what they learned.
 """
 
@@ -23,6 +23,7 @@ from models.cascade import CascadeConfig
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig
 from models.ranknet import RankNet, RankNetConfig
+from models.sasrec import Sasrec, SasrecConfig, model_fields
 from streamrec.infra.model_store import (
     CHAMPION,
     ITEM_PRIOR_KEY,
@@ -67,7 +68,7 @@ def item_embeddings(seed: int) -> torch.Tensor:
 
 
 def stage_folders(spec: TinySet, root: Path) -> dict[str, Path]:
-    """The three stage folders of one set, written under ``root``."""
+    """The four folders of one set, written under ``root``."""
     torch.manual_seed(spec.seed)
     n_items, n_users = len(ITEMS), len(USERS)
     lightgcn = LightGCN(LightGCNConfig(n_users, n_items, dim=DIM, layers=1))
@@ -97,6 +98,7 @@ def stage_folders(spec: TinySet, root: Path) -> dict[str, Path]:
     )
     din = DIN(din_config, torch.tensor(categories) if spec.din_categories else None).eval()
     ranknet = RankNet(RankNetConfig(hidden=(8,))).eval()
+    sasrec = Sasrec(n_items, SasrecConfig(max_length=5, hidden=DIM, blocks=1)).eval()
     din_state = dict(din.state_dict())
     ranknet_state = dict(ranknet.state_dict())
     if spec.break_stage == "din":
@@ -112,6 +114,9 @@ def stage_folders(spec: TinySet, root: Path) -> dict[str, Path]:
         "lightgcn": write_folder(root / "lightgcn", state, lightgcn_config, vocab),
         "din": write_folder(root / "din", din_state, {"model": asdict(din_config), **din_extra}),
         "ranknet": write_folder(root / "ranknet", ranknet_state, {"model": asdict(ranknet.config)}),
+        "sasrec": write_folder(
+            root / "sasrec", dict(sasrec.state_dict()), {"model": model_fields(sasrec.config)}
+        ),
     }
 
 
@@ -123,7 +128,7 @@ def open_registry(settings: Settings) -> MlflowClient:
 def register_set(
     client: MlflowClient, spec: TinySet, *, promote: bool = True, set_id: str | None = None
 ) -> ChampionSet:
-    """Log, register and (by default) promote the three stages of one tiny set."""
+    """Log, register and (by default) promote the four models of one tiny set."""
     with tempfile.TemporaryDirectory() as scratch:
         return register_folders(
             client, stage_folders(spec, Path(scratch)), promote=promote, set_id=set_id

@@ -49,7 +49,7 @@ def test_a_set_is_built_from_its_folders(tmp_path: Path) -> None:
     loaded = _loaded(tmp_path)
     assert loaded.item_ids == ITEMS and loaded.item_index["b"] == 1
     assert loaded.user_index == {user: n for n, user in enumerate(USERS)}
-    assert loaded.stages == {"lightgcn": True, "din": True, "ranknet": True}
+    assert loaded.stages == {"lightgcn": True, "din": True, "ranknet": True, "sasrec": True}
     assert loaded.models.item_embeddings is not None
     assert torch.equal(loaded.models.item_embeddings, item_embeddings(5))
     assert loaded.user_context_dim == 2

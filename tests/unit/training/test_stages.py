@@ -1,4 +1,4 @@
-"""training.fit.stages on a small synthetic log: point-in-time sets, the three loops, DDP."""
+"""training.fit.stages on a small synthetic log: point-in-time sets, the four loops, DDP."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ SMALL: dict[str, Any] = {
     "lightgcn": {"epochs": 3, "batch_size": 256, "dim": 16, "layers": 2},
     "din": {"epochs": 1, "batch_size": 256, "item_dim": 8, "mlp_hidden": [16]},
     "ranknet": {"epochs": 3, "batch_size": 8},
-    "cascade": {"n_candidates": 20, "rerank_depth": 10},
+    "sasrec": {"hidden": 16, "blocks": 1, "epochs": 3, "patience": 2, "batch_size": 32},
+    "cascade": {"n_candidates": 20, "rerank_depth": 10, "sasrec_candidates": 5},
 }
 
 
@@ -106,11 +107,16 @@ def test_train_all_is_deterministic_and_reports_every_epoch(data: TrainingData) 
     seen: list[tuple[str, int]] = []
     first = train_all(data, SMALL, seed=3, on_epoch=lambda s, e, m: seen.append((s, e)))
     again = train_all(data, SMALL, seed=3)
-    for name in ("lightgcn", "din", "ranknet"):
+    for name in ("lightgcn", "din", "ranknet", "sasrec"):
         a = getattr(first, name).state_dict()
         b = getattr(again, name).state_dict()
         assert all(torch.equal(a[key], b[key]) for key in a), name
     assert ("lightgcn", 2) in seen and ("din", 0) in seen and ("ranknet", 2) in seen
+    # SASRec: the epoch count is chosen on the tail, then the whole period is fitted
+    tail = first.history["sasrec_tail"]
+    best = max(range(len(tail)), key=lambda n: tail[n]["validation_ndcg_at_10"])
+    assert len(first.history["sasrec"]) == best + 1 == first.configs["sasrec"]["epochs"]
+    assert ("sasrec_tail", 0) in seen and ("sasrec", 0) in seen
     assert [stage for stage, _ in seen].index("lightgcn") < [s for s, _ in seen].index("din")
     assert len(first.history["lightgcn"]) == 3 and "loss" in first.history["din"][0]
     json.dumps(first.configs)  # JSON-able, as streamrec.infra.model_store stores it
@@ -155,6 +161,45 @@ def test_the_item_prior_counts_only_the_window_before_its_instant(data: Training
     assert not torch.equal(at_tail, trained.item_prior)  # the drifting log moved on
 
 
+def test_sasrec_reads_tail_questions_folded_before_each_event(data: TrainingData) -> None:
+    sequences = data.sequences
+    assert sequences is not None and len(sequences.tail) > 0
+    log = synthetic_log()
+    split = data.split
+    tail = log[(log["event_time"] >= data.tail_start_ms) & (log["event_time"] < split.train_end_ms)]
+    by_user = log.sort_values("event_time", kind="stable").groupby("user_id")["item_id"]
+    targets = {split.item_index[i] for i in tail["item_id"]}
+    for history, seen, target in zip(
+        sequences.tail.histories, sequences.tail.seen, sequences.tail.targets, strict=True
+    ):
+        assert int(target) in targets and int(target) not in seen
+        assert set(history) <= set(seen) and len(history) <= sequences.max_length
+    # a user's whole sequence is their training events in time order
+    user, items = next(iter(by_user))
+    whole = [split.item_index[i] for i in items if i in split.item_index]
+    train_items = log[(log["user_id"] == user) & (log["event_time"] < split.train_end_ms)]
+    assert whole[: len(train_items)] in sequences.whole
+
+
+def test_the_set_with_sasrec_is_served_as_trained(data: TrainingData) -> None:
+    from training.served_set import served_set
+
+    trained = train_all(data, SMALL, seed=0)
+    assert trained.sasrec is not None
+    served = served_set(trained, data.split.n_train_users)
+    assert served.stages["sasrec"] and "sasrec" not in served.stage_errors
+    loaded = served.models.sasrec
+    assert loaded is not None
+    history = torch.tensor([3, 1, 4, 1, 5])
+    assert torch.equal(loaded.next_logits(history), trained.sasrec.next_logits(history))
+    assert served.config.sasrec_candidates == 5
+    # a set trained without SASRec registers its folder empty and serves without it
+    without = train_all(data, {**SMALL, "sasrec": {"epochs": 0}}, seed=0)
+    assert without.sasrec is None
+    bare = served_set(without, data.split.n_train_users)
+    assert bare.models.sasrec is None and not bare.stages["sasrec"]
+
+
 def test_bad_input_is_refused(data: TrainingData) -> None:
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
         train_all(data, {"lightgcnn": {}}, seed=0)
@@ -177,7 +222,7 @@ def _rank(rank: int, world: int, port: int, data_path: str, out: str) -> None:
         trained = train_all(data, SMALL, seed=5, parallel=Parallel(rank, world))
         state = {
             f"{name}.{key}": value
-            for name in ("lightgcn", "din", "ranknet")
+            for name in ("lightgcn", "din", "ranknet", "sasrec")
             for key, value in getattr(trained, name).state_dict().items()
         }
         torch.save(state, f"{out}/rank{rank}.pt")

@@ -1,8 +1,8 @@
 """SASRec (Kang & McAuley 2018): causal self-attention over a user's item sequence.
 
-The strongest standard next-item recommender to hold against the live item-kNN on the
-prequential protocol (:mod:`analysis.sequential_headroom`). A study model, not a served
-stage: it lives in ``analysis`` and is trained and scored there.
+The cascade's next-item stage (``models.cascade``: a recall channel and a term of the
+final blend); trained by ``training.fit.loops.train_sasrec``, studied against the live
+item-kNN in :mod:`analysis.sequential_headroom`.
 
 The one departure from the paper: the loss is the full softmax over the vocabulary
 (cross-entropy on every position's next item) instead of one sampled negative with binary
@@ -12,15 +12,12 @@ is the stronger objective (Klenitskiy & Vasilev 2023, "Turning dross into gold l
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 PAD = 0  # item index 0 is padding; vocabulary item i is token i + 1
 
@@ -38,6 +35,17 @@ class SasrecConfig:
     max_epochs: int = 30  # an upper bound: early stopping on validation decides
     patience: int = 4  # epochs without a better validation figure before stopping
     seed: int = 0
+
+
+def model_fields(config: SasrecConfig) -> dict[str, int | float]:
+    """What the module's shape needs (the rest of the config says how it was fitted)."""
+    return {
+        "max_length": config.max_length,
+        "hidden": config.hidden,
+        "blocks": config.blocks,
+        "heads": config.heads,
+        "dropout": config.dropout,
+    }
 
 
 class Sasrec(nn.Module):
@@ -88,6 +96,25 @@ class Sasrec(nn.Module):
         """(..., D) states -> (..., I) logits of every vocabulary item (padding left out)."""
         return states @ self.items.weight[1:].T
 
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of every position's next item: inputs and targets
+        (B, L) tokens, PAD where there is no target."""
+        logits = self.item_logits(self(inputs))  # (B, L, I)
+        labels = targets - 1  # PAD -> -1, ignored
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, self.n_items), labels.reshape(-1), ignore_index=-1
+        )
+
+    @torch.no_grad()
+    def next_logits(self, history: torch.Tensor) -> torch.Tensor:
+        """(I,) scores of every vocabulary item as the next one after ``history`` (L,)
+        (vocabulary indices, oldest first, non-empty; the last ``max_length`` count)."""
+        self.eval()
+        kept = history[-self.config.max_length :]  # (L',)
+        tokens = torch.cat([torch.zeros(self.config.max_length - kept.numel()), kept + 1])
+        states = self(tokens.long().unsqueeze(0))[0, -1]  # (D,)
+        return self.item_logits(states)  # (I,)
+
     @torch.no_grad()
     def next_scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, I) scores of every vocabulary item as the next one after each history
@@ -96,6 +123,12 @@ class Sasrec(nn.Module):
         tokens = left_padded(histories, self.config.max_length)  # (B, L)
         states = self(tokens)[:, -1]  # (B, D)
         return self.item_logits(states).numpy()
+
+    @torch.no_grad()
+    def affinity(self, recent: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+        """(R, P) cosine of the item embeddings of ``recent`` (R,) and ``picks`` (P,)."""
+        table = nn.functional.normalize(self.items.weight[1:], dim=-1)  # (I, D)
+        return table[recent] @ table[picks].T
 
 
 def left_padded(histories: Sequence[Sequence[int]], length: int) -> torch.Tensor:
@@ -106,63 +139,3 @@ def left_padded(histories: Sequence[Sequence[int]], length: int) -> torch.Tensor
         if kept:
             tokens[row, length - len(kept) :] = torch.tensor(kept) + 1
     return tokens
-
-
-def training_windows(
-    sequences: Sequence[Sequence[int]], length: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-item targets (both (W, length) tokens, PAD where none) cut from
-    each sequence (vocabulary indices, oldest first) from its end back, so every item
-    but the first of a sequence is a target exactly once."""
-    inputs: list[list[int]] = []
-    targets: list[list[int]] = []
-    for sequence in sequences:
-        end = len(sequence)
-        while end >= 2:
-            start = max(0, end - length - 1)
-            chunk = list(sequence[start:end])
-            inputs.append(chunk[:-1])
-            targets.append(chunk[1:])
-            end = start + 1  # the next window's last target is this window's first input
-    return left_padded(inputs, length), left_padded(targets, length)
-
-
-def train(
-    n_items: int,
-    sequences: Sequence[Sequence[int]],
-    config: SasrecConfig,
-    validate: Callable[[Sasrec], float],
-) -> tuple[Sasrec, list[float]]:
-    """Fit on every next item of ``sequences``; after each epoch ``validate`` scores the
-    model (higher is better) and the best epoch's weights are kept (early stopping with
-    ``patience``). Returns the model and the validation figure of every epoch."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = Sasrec(n_items, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    inputs, targets = training_windows(sequences, config.max_length)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-1)
-    history: list[float] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    for _ in range(config.max_epochs):
-        model.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            logits = model.item_logits(model(inputs[batch]))  # (B, L, I)
-            labels = targets[batch] - 1  # PAD -> -1, ignored
-            loss = loss_fn(logits.reshape(-1, n_items), labels.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        figure = validate(model)
-        history.append(figure)
-        log.info("epoch %d: loss %.4f, validation %.4f", len(history), loss.item(), figure)
-        if best is None or figure > best[0]:
-            best = (figure, {k: v.clone() for k, v in model.state_dict().items()})
-        elif len(history) - 1 - int(np.argmax(history)) >= config.patience:
-            break
-    assert best is not None  # max_epochs >= 1
-    model.load_state_dict(best[1])
-    model.eval()
-    return model, history

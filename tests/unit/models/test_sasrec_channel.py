@@ -1,0 +1,124 @@
+"""The cascade's SASRec channel: recall of the next item, the blend term, weight 0, reasons."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from models.cascade import (
+    CascadeConfig,
+    CascadeModels,
+    CascadeRequest,
+    Covisits,
+    ItemTable,
+    place,
+    recall,
+    recommend,
+    sasrec_scores,
+    shortlist,
+)
+from models.sasrec import Sasrec, SasrecConfig
+from training.fit.loops import train_sasrec
+
+N_ITEMS = 12
+CHAIN = 6  # items 0..5 follow each other in a cycle; 6..11 are never visited in order
+
+
+def _chains(users: int = 60) -> list[list[int]]:
+    """Every user walks the cycle 0 -> 1 -> ... -> 5 -> 0 from a random start."""
+    generator = torch.Generator().manual_seed(0)
+    sequences = []
+    for _ in range(users):
+        start = int(torch.randint(CHAIN, (1,), generator=generator))
+        sequences.append([(start + step) % CHAIN for step in range(8)])
+    return sequences
+
+
+@pytest.fixture(scope="module")
+def chain_model() -> Sasrec:
+    config = SasrecConfig(max_length=5, hidden=16, blocks=1, dropout=0.0, lr=1e-2, max_epochs=8)
+    model, _ = train_sasrec(N_ITEMS, _chains(), config)
+    return model
+
+
+def _covisits() -> Covisits:
+    """Symmetric pairs that do not hold the chain's order: 3 with 9, 2 with 10, 1 with 11."""
+    neighbours = torch.full((N_ITEMS, 1), -1, dtype=torch.long)
+    weights = torch.zeros(N_ITEMS, 1)
+    for a, b in ((3, 9), (2, 10), (1, 11)):
+        neighbours[a, 0], neighbours[b, 0] = b, a
+        weights[a, 0] = weights[b, 0] = 5.0
+    return Covisits(neighbours, weights, weights.sum(1))
+
+
+def _items() -> ItemTable:
+    return ItemTable(
+        popularity=torch.linspace(0.0, 1.0, N_ITEMS),  # the chain is the least popular
+        recency=torch.full((N_ITEMS,), 0.5),
+        ctr=torch.full((N_ITEMS,), 0.1),
+        covisits=_covisits(),
+    )
+
+
+def _request() -> CascadeRequest:
+    # the user walked 1 -> 2 -> 3 (most recent first): the chain's next item is 4
+    recent = torch.tensor([3, 2, 1])
+    return CascadeRequest(recent_items=recent, seen_items=recent, k=3)
+
+
+def test_sasrec_scores_read_the_recent_items_oldest_first(chain_model: Sasrec) -> None:
+    scores = sasrec_scores(CascadeModels(sasrec=chain_model), torch.tensor([3, 2, 1]))
+    assert scores is not None and scores.shape == (N_ITEMS,)
+    assert int(scores.argmax()) == 4
+    expected = chain_model.next_scores([[1, 2, 3]])[0]
+    assert torch.allclose(scores, torch.from_numpy(expected), atol=1e-5)
+    assert sasrec_scores(CascadeModels(), torch.tensor([3])) is None
+    assert sasrec_scores(CascadeModels(sasrec=chain_model), torch.zeros(0).long()) is None
+
+
+def test_the_channel_recalls_the_next_item_co_visitation_misses(chain_model: Sasrec) -> None:
+    models = CascadeModels(item_prior=torch.linspace(0.0, 1.0, N_ITEMS), sasrec=chain_model)
+    config = CascadeConfig(n_candidates=4, covisit_candidates=3, trend_candidates=0)
+    request = _request()
+    sequential = sasrec_scores(models, request.recent_items)
+    without, *_ = recall(models, _items(), request, config)
+    assert 4 not in without.tolist()  # co-visitation: 9, 10, 11; the prior: 8
+    with_channel, *_ = recall(
+        models, _items(), request, replace(config, sasrec_candidates=1), sequential=sequential
+    )
+    assert 4 in with_channel.tolist()
+    assert {9, 10, 11} <= set(with_channel.tolist())  # co-visitation kept its share
+
+
+def test_the_blend_term_puts_the_next_item_first_and_names_a_recent_item(
+    chain_model: Sasrec,
+) -> None:
+    models = CascadeModels(item_prior=torch.linspace(0.0, 1.0, N_ITEMS), sasrec=chain_model)
+    config = CascadeConfig(
+        n_candidates=6, covisit_candidates=3, sasrec_candidates=2, covisit_weight=1.0
+    )
+    result = recommend(models, _items(), _request(), replace(config, sasrec_weight=4.0))
+    assert int(result.items[0]) == 4
+    assert int(result.reasons[0]) in {1, 2, 3}
+    before = recommend(models, _items(), _request(), config)
+    assert int(before.items[0]) != 4
+
+
+def test_weight_zero_and_no_channel_place_exactly_as_without_sasrec(chain_model: Sasrec) -> None:
+    items = _items()
+    config = CascadeConfig(n_candidates=8, covisit_candidates=3, covisit_weight=2.0)
+    without = recommend(CascadeModels(item_prior=torch.linspace(0, 1, N_ITEMS)), items,
+                        _request(), config)  # fmt: skip
+    models = CascadeModels(item_prior=torch.linspace(0, 1, N_ITEMS), sasrec=chain_model)
+    with_model = recommend(models, items, _request(), config)
+    assert torch.equal(with_model.items, without.items)
+    assert torch.equal(with_model.scores, without.scores)
+    assert torch.equal(with_model.reasons, without.reasons)
+    # one shortlist carrying SASRec's scores, placed with weight 0: today's placement
+    short = shortlist(models, items, _request(), replace(config, sasrec_weight=1.0))
+    assert short is not None and short.sequential is not None
+    placed, scores, _ = place(models, short, config, 3)
+    bare, bare_scores, _ = place(models, replace(short, sequential=None), config, 3)
+    assert torch.equal(placed, bare) and torch.equal(scores, bare_scores)
