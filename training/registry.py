@@ -346,7 +346,16 @@ def finish_canary(client: MlflowClient, decision: CanaryDecision) -> dict[str, s
     if challenger is None or decision.action == "wait":
         return None
     for stage in STAGES:
-        name, version = REGISTERED_NAMES[stage], challenger.versions[stage]
+        name = REGISTERED_NAMES[stage]
+        if stage not in challenger.versions:  # a set from before this model existed
+            if decision.action == "promote":
+                # a champion version of it belongs to the set being replaced
+                try:
+                    client.delete_registered_model_alias(name, CHAMPION)
+                except MlflowException:
+                    pass  # none had it
+            continue
+        version = challenger.versions[stage]
         client.set_model_version_tag(name, version, "canary", decision.action)
         client.set_model_version_tag(name, version, "canary_reason", decision.reason)
         if decision.action == "promote":

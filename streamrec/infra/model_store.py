@@ -36,6 +36,10 @@ import torch
 
 STAGES: tuple[str, ...] = ("lightgcn", "din", "ranknet", "sasrec")
 REGISTERED_NAMES: dict[str, str] = {stage: f"streamrec-{stage}" for stage in STAGES}
+# Models a set registered before they existed does not have: such a set is still found
+# and served (the model's channel then serves nothing), so a champion trained before
+# SASRec joined the set keeps serving after an upgrade.
+OPTIONAL_STAGES: frozenset[str] = frozenset({"sasrec"})
 CHAMPION = "champion"
 # A set that passed the offline gate, waiting for its canary (``streamrec promote``).
 CHALLENGER = "challenger"
@@ -89,13 +93,16 @@ class ChampionSet:
     @property
     def label(self) -> str:
         """What responses report as ``model_version``."""
-        return "cascade-" + "-".join(f"{stage}.v{self.versions[stage]}" for stage in STAGES)
+        return "cascade-" + "-".join(
+            f"{stage}.v{self.versions[stage]}" for stage in STAGES if stage in self.versions
+        )
 
 
 def find_champion_set(client: Any, alias: str = CHAMPION) -> ChampionSet | None:
     """The current champion set (or the set holding ``alias``, e.g. ``challenger``), or
     None when some stage has no such alias or the stages' aliases point into different
-    sets (a promotion is under way). ``client`` is an ``mlflow.MlflowClient``."""
+    sets (a promotion is under way). A stage of :data:`OPTIONAL_STAGES` without the alias
+    is left out of the set. ``client`` is an ``mlflow.MlflowClient``."""
     from mlflow.exceptions import MlflowException
 
     versions: dict[str, str] = {}
@@ -105,6 +112,8 @@ def find_champion_set(client: Any, alias: str = CHAMPION) -> ChampionSet | None:
         try:
             version = client.get_model_version_by_alias(REGISTERED_NAMES[stage], alias)
         except MlflowException:
+            if stage in OPTIONAL_STAGES:
+                continue
             return None
         versions[stage] = str(version.version)
         sources[stage] = str(version.source)

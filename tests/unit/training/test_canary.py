@@ -210,3 +210,40 @@ def test_a_store_that_is_away_does_not_stop_the_monitor(client: MlflowClient) ->
     driver = CanaryDriver(CanaryPolicy(check_seconds=0.0), _AwayStore(), client)
     state, published = _state()
     assert driver.check(state) is False and published == []
+
+
+def test_a_set_from_before_sasrec_is_still_found_and_replaced(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    # A champion registered by a build whose sets had three models: no streamrec-sasrec.
+    with mlflow.start_run():
+        for stage in ("lightgcn", "din", "ranknet"):
+            folder = write_folder(
+                tmp_path / "old" / stage,
+                {"weight": torch.zeros(2)},
+                {"model": {}, "model_set": "old"},
+                {"item_ids": ["a", "b"], "user_ids": ["u"]} if stage == "lightgcn" else None,
+            )
+            logged = log_folder(folder, stage)
+            name = REGISTERED_NAMES[stage]
+            client.create_registered_model(name)
+            version = client.create_model_version(name, logged.artifact_uri, run_id=logged.run_id)
+            client.set_model_version_tag(name, version.version, "model_set", "old")
+            client.set_model_version_tag(name, version.version, "validation_metric", "0.1")
+            client.set_registered_model_alias(name, "champion", version.version)
+    old = find_champion_set(client)
+    assert old is not None and old.set_id == "old" and "sasrec" not in old.versions
+    assert old.label == "cascade-lightgcn.v1-din.v1-ranknet.v1"
+    # A four-model set that passes: its canary promotes it, SASRec included.
+    _register(client, tmp_path, "new", 0.3)
+    challenger = find_champion_set(client, CHALLENGER)
+    assert challenger is not None and set(challenger.versions) == set(STAGES)
+    finish_canary(client, decide_canary(1000, 5000, 1010, 5000, margin=0.02, min_lists=1000))
+    champion = find_champion_set(client)
+    assert champion is not None and champion.set_id == "new" and "sasrec" in champion.versions
+    # And back: promoting a three-model challenger drops SASRec's champion alias with it.
+    for stage in ("lightgcn", "din", "ranknet"):
+        client.set_registered_model_alias(REGISTERED_NAMES[stage], CHALLENGER, old.versions[stage])
+    finish_canary(client, decide_canary(1000, 5000, 1010, 5000, margin=0.02, min_lists=1000))
+    back = find_champion_set(client)
+    assert back is not None and back.set_id == "old" and "sasrec" not in back.versions
