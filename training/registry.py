@@ -11,6 +11,7 @@ all (see ``streamrec.infra.model_store``).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,11 +350,9 @@ def finish_canary(client: MlflowClient, decision: CanaryDecision) -> dict[str, s
         name = REGISTERED_NAMES[stage]
         if stage not in challenger.versions:  # a set from before this model existed
             if decision.action == "promote":
-                # a champion version of it belongs to the set being replaced
-                try:
+                # a champion version of it belongs to the set being replaced (if any has it)
+                with contextlib.suppress(MlflowException):
                     client.delete_registered_model_alias(name, CHAMPION)
-                except MlflowException:
-                    pass  # none had it
             continue
         version = challenger.versions[stage]
         client.set_model_version_tag(name, version, "canary", decision.action)
