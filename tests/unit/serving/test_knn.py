@@ -12,6 +12,7 @@ from serving.knn import (
     category_incidence,
     knn_scores,
     recommend,
+    top_k,
 )
 
 # users: u0 a,b ; u1 a,c ; u2 b ; u3 c   (items a=0, b=1, c=2)
@@ -66,3 +67,26 @@ def test_shared_categories_weigh_more_and_name_the_reason() -> None:
         counts, [2, 1], np.zeros(4), [1, 2], 2, KnnParams(decay=0.9, same_category=1.0), categories
     )
     assert [(p.index, p.because) for p in weighted] == [(0, 1), (3, 2)]
+
+
+def _sorted_top_k(
+    scores: np.ndarray, tiebreak: np.ndarray, exclude: list[int], k: int
+) -> list[int]:
+    """The definition: a full stable sort by (-score, -tiebreak), excluded and -inf out."""
+    scores = scores.astype(np.float64, copy=True)
+    scores[exclude] = -np.inf
+    order = np.lexsort((-tiebreak, -scores))
+    return [int(i) for i in order[np.isfinite(scores[order])][:k]]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_top_k_equals_a_full_sort_with_ties_everywhere(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    # Few distinct values: most scores tie (as the kNN's zeros do), and tiebreaks tie too.
+    scores = rng.integers(0, 4, n).astype(np.float64) * rng.choice([1.0, 0.5])
+    scores[rng.random(n) < 0.1] = -np.inf
+    tiebreak = rng.integers(0, 3, n).astype(np.float64)
+    exclude = [int(i) for i in rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False)]
+    for k in (1, 3, 10, n, n + 5):
+        assert top_k(scores, tiebreak, exclude, k) == _sorted_top_k(scores, tiebreak, exclude, k)
