@@ -9,10 +9,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 STREAMREC := $(VENV)/bin/streamrec
 
-# `make test` runs its own services on other ports, so it never disturbs a running demo.
-TEST_ENV := STREAMREC_STATE_DIR=$(CURDIR)/var/test-state STREAMREC_DATA_DIR=$(CURDIR)/var/test-data \
-	STREAMREC_KAFKA_PORT=19092 STREAMREC_KAFKA_CONTROLLER_PORT=19093 STREAMREC_REDIS_PORT=16379 \
-	STREAMREC_PROMETHEUS_PORT=19090
+# `make test` runs its own services on other ports (scripts/test.sh), so it never disturbs a
+# running demo.
 
 .PHONY: help install install-run install-uv install-python install-redis install-prometheus install-vegeta install-helm install-kafka install-spark install-compose-spec install-ui install-browser demo stop api-check test test-unit lint bench loadtest
 
@@ -124,7 +122,7 @@ api-check: install-run
 	bash scripts/api_check.sh
 
 test: install-run
-	$(TEST_ENV) bash scripts/test.sh
+	bash scripts/test.sh
 
 test-unit: install-python
 	$(VENV)/bin/pytest tests/unit -q

@@ -9,6 +9,15 @@
 # no two Ray trainings compete for the cores. With arguments, one pytest runs them as given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests' own services, on other ports and folders than `make demo`'s, so that neither
+# `make test` nor `bash scripts/test.sh <tests>` stops or fills a running demo; a variable
+# already set (another checkout's ports) wins.
+export STREAMREC_STATE_DIR="${STREAMREC_STATE_DIR:-$PWD/var/test-state}"
+export STREAMREC_DATA_DIR="${STREAMREC_DATA_DIR:-$PWD/var/test-data}"
+export STREAMREC_KAFKA_PORT="${STREAMREC_KAFKA_PORT:-19092}"
+export STREAMREC_KAFKA_CONTROLLER_PORT="${STREAMREC_KAFKA_CONTROLLER_PORT:-19093}"
+export STREAMREC_REDIS_PORT="${STREAMREC_REDIS_PORT:-16379}"
+export STREAMREC_PROMETHEUS_PORT="${STREAMREC_PROMETHEUS_PORT:-19090}"
 STREAMREC=.venv/bin/streamrec
 PYTEST=(.venv/bin/pytest -q -p no:cacheprovider --durations=15)
 
