@@ -53,6 +53,14 @@ class Parallel:
         return indices[:usable][self.rank :: self.world_size]
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One gradient step on ``loss``; its value."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
 def _generator(seed: int, salt: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed * 1_000_003 + salt)
@@ -109,9 +117,7 @@ def train_lightgcn(
             negatives = torch.randint(0, n_items, (batch,), generator=generator)
             mine = parallel.shard(torch.arange(batch))
             loss, bpr = wrapped(adj, users[chosen][mine], items[chosen][mine], negatives[mine])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            descend(optimizer, loss)
             total += bpr.item()
         metrics = {"loss": total / steps}
         if validate is not None:
@@ -171,10 +177,7 @@ def train_din(
                 examples.context[rows],
             )
             loss = F.binary_cross_entropy_with_logits(logits, examples.label[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += descend(optimizer, loss)
             steps += 1
         metrics = {"loss": total / max(steps, 1)}
         if validate is not None:
@@ -217,10 +220,7 @@ def train_ranknet(
             rows = parallel.shard(order[start : start + batch])
             scores = wrapped(features[rows])
             loss = ranknet_loss(scores, labels[rows], mask[rows], config.sigma)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += descend(optimizer, loss)
             steps += 1
         metrics = {"loss": total / max(steps, 1)}
         history.append(metrics)
@@ -288,10 +288,7 @@ def train_sasrec(
             if rows.numel() == 0:
                 continue
             loss = wrapped(inputs[rows], targets[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += descend(optimizer, loss)
             steps += 1
         metrics = {"loss": total / max(steps, 1)}
         if validate is not None:
