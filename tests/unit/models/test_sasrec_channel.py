@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -16,6 +17,7 @@ from models.cascade import (
     place,
     recall,
     recommend,
+    sasrec_reasons,
     sasrec_scores,
     shortlist,
 )
@@ -122,3 +124,27 @@ def test_weight_zero_and_no_channel_place_exactly_as_without_sasrec(chain_model:
     placed, scores, _ = place(models, short, config, 3)
     bare, bare_scores, _ = place(models, replace(short, sequential=None), config, 3)
     assert torch.equal(placed, bare) and torch.equal(scores, bare_scores)
+
+
+def test_a_pick_sasrec_placed_names_the_recent_item_closest_to_it(chain_model: Sasrec) -> None:
+    model = copy.deepcopy(chain_model)
+    with torch.no_grad():  # row index + 1 is the item: item 7 now points where item 2 does
+        model.items.weight[1 + 7] = 3.0 * model.items.weight[1 + 2]
+        model.items.weight[1 + 8] = -model.items.weight[1 + 2]
+    models = CascadeModels(sasrec=model)
+    recent = torch.tensor([3, 2, 1])
+    reasons = sasrec_reasons(models, recent, torch.tensor([7, 2]))
+    assert reasons.tolist() == [2, 2]
+    assert int(sasrec_reasons(models, recent, torch.tensor([8]))) != 2  # the farthest, never
+    assert sasrec_reasons(CascadeModels(), recent, torch.tensor([7])).tolist() == [-1]
+    # In the cascade: the next item (4) is co-visited with nothing and there is no DIN, so
+    # its reason can only be SASRec's, and it is exactly the rule's.
+    full = CascadeModels(item_prior=torch.linspace(0.0, 1.0, N_ITEMS), sasrec=chain_model)
+    config = CascadeConfig(
+        n_candidates=6, covisit_candidates=3, sasrec_candidates=2, covisit_weight=1.0,
+        sasrec_weight=4.0,
+    )  # fmt: skip
+    result = recommend(full, _items(), _request(), config)
+    assert int(result.items[0]) == 4
+    expected = sasrec_reasons(full, _request().recent_items, torch.tensor([4]))
+    assert int(result.reasons[0]) == int(expected[0])
