@@ -37,6 +37,7 @@ TINY: dict[str, dict[str, Any]] = {
     "lightgcn": {"dim": 8, "layers": 1, "epochs": 2, "batch_size": 1024},
     "din": {"epochs": 1},
     "ranknet": {"epochs": 1},
+    "sasrec": {"hidden": 8, "blocks": 1, "epochs": 1},
 }
 TRAIN_EVENTS = 10_000  # the first events of MovieLens-100K: the set's training window
 LIVE_EVENTS = 3000  # per phase: the continuation, then the shifted continuation

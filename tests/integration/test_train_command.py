@@ -25,13 +25,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray]
 # ones learned an inverted ranking here (DIN AUC 0.36), which no gate test can rely on.
 TINY: dict[str, dict[str, Any]] = {
     "lightgcn": {"dim": 16, "layers": 2, "epochs": 15, "lr": 0.02, "batch_size": 512},
+    # SASRec is asked only to train, register and serve here: a small one, few epochs.
+    "sasrec": {"hidden": 16, "blocks": 1, "epochs": 3},
 }
 # The same shapes, nothing learned: a set that must lose the gate.
 UNTRAINED = {
     "lightgcn": {**TINY["lightgcn"], "lr": 0.0},
     "din": {"lr": 0.0},
     "ranknet": {"lr": 0.0},
-    "sasrec": {"lr": 0.0},
+    "sasrec": {**TINY["sasrec"], "lr": 0.0},
 }
 
 
