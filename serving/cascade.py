@@ -55,8 +55,9 @@ class ItemFeatures:
     # the next refresh rebuilds only the rows that changed (``build(previous=...)``).
     rows: tuple[ItemStats | None, ...] = ()
     # (now, half-life, id(categories)) -> (categories, the ItemTable): see ``table``
+    # (never copied by ``dataclasses.replace``: a changed copy computes its own)
     _tables: dict[tuple[int, int, int], tuple[torch.Tensor | None, ItemTable]] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
 
     @classmethod

@@ -342,3 +342,9 @@ def test_the_item_table_is_computed_once_per_now() -> None:
     assert torch.equal(later.popularity, items._table(now + DAY, 3 * DAY, None).popularity)
     categories = torch.zeros(len(ITEMS), dtype=torch.long)
     assert items.table(now + DAY, 3 * DAY, categories).categories is categories
+    # A changed copy never reads the original's table.
+    doubled = dataclasses.replace(items, trend_score=items.trend_score * 2)
+    assert not torch.equal(
+        doubled.table(now + DAY, 3 * DAY, None).popularity,
+        items.table(now + DAY, 3 * DAY, None).popularity,
+    )
