@@ -149,6 +149,13 @@ def covisit_row(
     return [i for i, _ in kept] + [-1] * pad, [w for _, w in kept] + [0.0] * pad
 
 
+def _padded_row(
+    row: CovisitRow | None, index: Mapping[str, int], width: int
+) -> tuple[list[int], list[float]]:
+    """``covisit_row``, or an all-padding row for an item the store has no row for."""
+    return covisit_row(row, index, width) if row else ([-1] * width, [0.0] * width)
+
+
 def covisit_table(
     rows: Sequence[CovisitRow | None], index: Mapping[str, int], width: int = COVISIT_KEEP
 ) -> Covisits | None:
@@ -157,7 +164,7 @@ def covisit_table(
         return None
     neighbours, weights, totals = [], [], []
     for row in rows:
-        ids, values = covisit_row(row, index, width) if row else ([-1] * width, [0.0] * width)
+        ids, values = _padded_row(row, index, width)
         neighbours.append(ids)
         weights.append(values)
         totals.append(float(row[2]) if row else 0.0)
@@ -183,7 +190,7 @@ def _covisit_rows_replaced(
     neighbours, weights = covisits.neighbours.clone(), covisits.weights.clone()
     totals = covisits.totals.clone()
     for n, row in replaced.items():
-        ids, values = covisit_row(row, index, width) if row else ([-1] * width, [0.0] * width)
+        ids, values = _padded_row(row, index, width)
         neighbours[n] = torch.tensor(ids, dtype=torch.long)
         weights[n] = torch.tensor(values, dtype=torch.float32)
         totals[n] = float(row[2]) if row else 0.0
