@@ -154,6 +154,7 @@ def create_app(
                     book,
                     challenger,
                     max_in_progress=settings.api_max_in_progress,
+                    answer_memo_size=settings.api_answer_memo_size,
                 ),
                 experiments=book,
                 features_marker=(

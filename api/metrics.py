@@ -155,6 +155,13 @@ class ApiMetrics:
             ["stage", "source"],
             registry=r,
         )
+        self.answer_memo = counter(
+            "streamrec_api_answer_memo_total",
+            "Lists by source (cascade, baseline) and outcome: hit (kept: the user's row, the "
+            "served set and the titles unchanged since it was computed) or miss (computed)",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.recommend_seconds = histogram(
             "streamrec_api_recommend_seconds",
             "One recommendation list, features to answer, by strategy variant and channel",

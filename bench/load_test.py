@@ -14,6 +14,12 @@ Vegeta (``make install-vegeta``, part of ``make install``) is the open-loop gene
 API's ingest keys so that the load spreads over several clients. Locust's closed-loop
 scenarios (``bench/locustfile.py``) run first when ``--locust-seconds`` is above 0.
 
+``--background-rate 1000`` replays ``--source``'s log again meanwhile at the speed that
+averages that many events/s (``bench/background.py``), so the worker folds events, the
+item features change and users' rows move while the API is measured. After each of our
+systems' rows, the share of lists the API answered from its memo (``kept``: the user's
+row, the served set and the titles unchanged since computed, ``api/serving/memo.py``).
+
 ``--api-workers 1 2`` compares API processes per host: instead of ``--url``, it starts
 ``streamrec serve --workers N`` for each N on a port of its own, over the services and
 state of the settings, and attacks each in turn at every rate (all of them stay up, so
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.background import background_replay, speed_for_rate
 from bench.open_loop import (
     TABLE_HEADER,
     Report,
@@ -147,6 +154,13 @@ def main() -> int:
         "--ingest-keys",
         default=settings.ingest_keys.get_secret_value() if settings.ingest_keys else "",
     )
+    parser.add_argument(
+        "--background-rate",
+        type=float,
+        default=0.0,
+        help="replay --source again meanwhile, averaging this many events/s (0: none)",
+    )
+    parser.add_argument("--source", default="movielens-100k", help="the log replayed")
     parser.add_argument("--locust-seconds", type=int, default=0, help="per Locust scenario")
     parser.add_argument("--locust-users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
@@ -158,6 +172,14 @@ def main() -> int:
         else:
             wait_ready(args.url)
             systems = {"streamrec": args.url}
+        speed = (
+            speed_for_rate(settings.data_dir, args.source, args.background_rate)
+            if args.background_rate > 0
+            else 0.0
+        )
+        if speed:
+            print(f"background replay: {args.background_rate:,.0f} events/s on average", flush=True)
+        stack.enter_context(background_replay(settings, args.source, speed=speed))
         return run(args, systems)
 
 
@@ -179,6 +201,7 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
         for target in args.targets:
             for rate in args.rates:
                 for name, url in systems.items():
+                    before = memo_counts(url) if name != "bare FastAPI" else None
                     path = args.out / f"{target}_{name.replace(' ', '_')}.targets"
                     if target == "recommend":
                         targets = recommend_targets(url, path, args.users)
@@ -190,6 +213,9 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
                     results.setdefault((target, name), []).append(report)
                     lines.append(table_row(f"{name} {target}", report))
                     print(lines[-1], flush=True)
+                    if before is not None and target == "recommend":
+                        lines.append(memo_line(before, memo_counts(url)))
+                        print(lines[-1], flush=True)
         lines.append("")
         for target in args.targets:
             floor = capacity(results.get((target, "bare FastAPI"), []))
@@ -204,6 +230,30 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
     (args.out / "summary.md").write_text(summary)
     print(summary)
     return 0
+
+
+def memo_counts(url: str) -> tuple[float, float]:
+    """(kept, computed) lists so far, from the API's /metrics (0, 0 when it has none)."""
+    kept = computed = 0.0
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return kept, computed
+    for line in text.splitlines():
+        if line.startswith("streamrec_api_answer_memo_total{"):
+            value = float(line.rsplit(" ", 1)[1])
+            if 'outcome="hit"' in line:
+                kept += value
+            else:
+                computed += value
+    return kept, computed
+
+
+def memo_line(before: tuple[float, float], after: tuple[float, float]) -> str:
+    kept, computed = after[0] - before[0], after[1] - before[1]
+    total = kept + computed
+    share = f"{kept / total:.0%}" if total else "n/a"
+    return f"  kept lists (memo): {share} of {total:,.0f}"
 
 
 @contextmanager

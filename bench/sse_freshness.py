@@ -14,32 +14,17 @@ meanwhile (rebased to now), so the worker is busy while freshness is measured;
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import redis
 
 from api.sse_client import SseStream
+from bench.background import background_replay, speed_for_rate
 from bench.stack import running_stack
 from bench.stats import summary
 from streamrec.infra.notify import changed_users, user_changed_channel
-from streamrec.infra.processes import settings_env
-from streamrec.paths import REPO_ROOT, dataset_events
-
-
-def _speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
-    """The replay speed (times real time) at which the log averages ``rate`` events/s."""
-    times = pq.read_table(dataset_events(data_dir, source), columns=["event_time"]).column(0)
-    span_s = (pc.max(times).as_py() - pc.min(times).as_py()) / 1000  # event_time: epoch ms
-    if span_s <= 0:
-        raise SystemExit(f"the log {source!r} spans no time; use --background-speed")
-    return rate * span_s / len(times)
 
 
 def main() -> None:
@@ -68,33 +53,14 @@ def main() -> None:
         settings = stack.settings
         warm = http.get("/recommend", params={"user_id": "warm", "k": 50}).json()
         items = [item["item_id"] for item in warm["items"]]
-        background = None
         if args.background_rate > 0:
-            args.background_speed = _speed_for_rate(
+            args.background_speed = speed_for_rate(
                 settings.data_dir, args.source, args.background_rate
             )
             print(f"background replay at {args.background_speed:,.0f}x real time", flush=True)
-        if args.background_speed > 0:
-            background = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamrec.cli",
-                    "replay",
-                    args.source,
-                    "--speed",
-                    str(args.background_speed),
-                    "--rebase-now",
-                ],
-                cwd=REPO_ROOT,
-                env=settings_env(settings),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(2)
-        notices = redis.Redis.from_url(settings.redis_connection_url or "").pubsub()
-        notices.subscribe(user_changed_channel(settings.topic_prefix))
-        try:
+        with background_replay(settings, args.source, speed=args.background_speed):
+            notices = redis.Redis.from_url(settings.redis_connection_url or "").pubsub()
+            notices.subscribe(user_changed_channel(settings.topic_prefix))
             for n in range(args.samples):
                 user = f"fresh-{n}-{uuid.uuid4().hex[:6]}"
                 with SseStream(f"{stack.url}/recommend/stream", {"user_id": user, "k": 10}) as sse:
@@ -117,10 +83,6 @@ def main() -> None:
                 post_ms.append((acked - sent) * 1000)
                 notice_ms.append((noticed - sent) * 1000)
                 sse_ms.append((pushed.received_at - sent) * 1000)
-        finally:
-            if background is not None:
-                background.terminate()
-                background.wait()
     print(summary("POST /events (broker ack)", post_ms, "ms"))
     print(summary("event → 'user changed' notice", notice_ms, "ms"))
     print(summary("event → SSE list (freshness)", sse_ms, "ms"))

@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         description="GET /recommend requests one API process works on at once; more get 503 "
         "with Retry-After at once instead of queueing behind them",
     )
+    api_answer_memo_size: int = Field(
+        10_000,
+        ge=0,
+        description="lists one API process keeps per served set while the user's row, the "
+        "set's item features and the titles are unchanged (the same answer, not computed "
+        "again); 0 keeps none",
+    )
     sse_max_streams_per_user: int = Field(4, ge=1, description="open streams per user; then 429")
     sse_max_streams: int = Field(1000, ge=1, description="open streams in total; then 503")
     ingest_keys: SecretStr | None = Field(

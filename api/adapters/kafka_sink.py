@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import anyio
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -34,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 
 from api.ports import EventSinkError, PortUnavailable
 from streams.events import Event, Topics, encode
-from streams.producer import producer_config
+from streams.producer import LIBRDKAFKA_LOGGER, producer_config
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,12 @@ async def open_kafka_sink(
         )
     )
     deliveries = _DeliveryThread(producer, asyncio.get_running_loop())
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
+    # Its log lines go to the process's logging like the producer's, never to fd 2 (an
+    # AdminClient is a librdkafka handle too: a broker that refuses connections was
+    # reported on stderr every second while the process lived).
+    admin_config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, **(security or {})}
+    admin_config["logger"] = LIBRDKAFKA_LOGGER
+    admin = AdminClient(admin_config)
     try:
         yield KafkaEventSink(
             producer,

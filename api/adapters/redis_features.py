@@ -48,7 +48,7 @@ class RedisFeatureReader:
         # Each item's stored bytes at the last read and what they decoded to: an unchanged
         # row is handed back as the same object, which the item features' rebuild skips
         # (``serving.cascade.ItemFeatures.build``), and is not decoded again.
-        self._decoded: dict[str, tuple[tuple[bytes | None, ...], ItemStats | None]] = {}
+        self._decoded: dict[str, tuple[tuple[bytes | bool | None, ...], ItemStats | None]] = {}
 
     @classmethod
     def over(
@@ -105,7 +105,10 @@ class RedisFeatureReader:
                     f"online store read failed: {type(exc).__name__}: {exc}"
                 ) from exc
             for item_id, values in zip(batch, rows, strict=True):
-                raw = tuple(values)
+                # The features' bytes, and whether the row exists: not the row's timestamp
+                # (the last field), which moves on every write, also when only a field the
+                # API does not read changed (an impression served): the same object back.
+                raw = (*values[:-1], values[-1] is None)
                 cached = self._decoded.get(item_id)
                 if cached is not None and cached[0] == raw:
                     stats = cached[1]

@@ -18,6 +18,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from functools import partial
 
 import anyio
@@ -28,6 +29,7 @@ from api.metrics import ApiMetrics
 from api.ports import EventSink, EventSinkError, FeatureReader, PortUnavailable, RecentItems
 from api.serving.baseline import MODEL_VERSION, Scored, reason, recommend
 from api.serving.champion import ChampionWatcher
+from api.serving.memo import AnswerMemo
 from api.state import RecommenderState
 from serving.cascade import LEARNED_SOURCES, POPULAR_REASON, CascadeAnswer, ServingSet, serve
 from streams.events import RecommendationServed, RecommendedItem
@@ -111,6 +113,7 @@ class RecommendationService:
         challenger: ChampionWatcher | None = None,
         *,
         max_in_progress: int = 64,
+        answer_memo_size: int = 10_000,
     ) -> None:
         # HTTP requests beyond this many in progress are refused at once (``Overloaded``):
         # under an overload, the inference queue (one thread) would otherwise grow without
@@ -127,6 +130,11 @@ class RecommendationService:
         self._champion = champion
         # Inference runs off the event loop; a burst queues here instead of thrashing.
         self._inference_limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
+        # Lists kept while their inputs are the same objects (``api.serving.memo``): a
+        # request whose user row, served set and titles are unchanged gets the answer
+        # computing it again would give, without the inference.
+        self._cascade_answers: AnswerMemo[CascadeAnswer] = AnswerMemo(answer_memo_size)
+        self._baseline_answers: AnswerMemo[list[Scored]] = AnswerMemo(answer_memo_size)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
         if channel == "http" and self._in_progress >= self._max_in_progress:
@@ -218,19 +226,48 @@ class RecommendationService:
         return set(recent.seen) | set(recent.items) if recent is not None else set()
 
     def _baseline(self, recent: RecentItems | None, k: int) -> list[Scored]:
+        index, popularity = self._state.index, self._state.popularity
+        inputs, key = (index, popularity), (recent, k)
+        kept = self._baseline_answers.get(inputs, key)
+        self._metrics.answer_memo.labels("baseline", "miss" if kept is None else "hit").inc()
+        if kept is not None:
+            return kept
         started = time.perf_counter()
-        scored = recommend(recent, k, index=self._state.index, popularity=self._state.popularity)
+        scored = recommend(recent, k, index=index, popularity=popularity)
         self._metrics.inference_seconds.labels("baseline").observe(time.perf_counter() - started)
+        self._baseline_answers.put(inputs, key, scored)
         return scored
 
     async def _cascade(
         self, serving: ServingSet, user_id: str, recent: RecentItems | None, k: int
     ) -> CascadeAnswer | None:
         """The cascade's answer, or None (the baseline) if inference itself failed."""
+        titles = self._state.catalogue.titles
+        inputs, key = (serving, titles), (user_id, recent, k)
+        answer = self._cascade_answers.get(inputs, key)
+        self._metrics.answer_memo.labels("cascade", "miss" if answer is None else "hit").inc()
+        if answer is None:
+            answer = await self._infer(serving, user_id, recent, k, titles)
+            if answer is None:
+                return None
+            self._cascade_answers.put(inputs, key, answer)
+        for stage, source in answer.sources.items():  # a kept answer fell back just the same
+            if source not in (LEARNED_SOURCES[stage], "none"):
+                self._metrics.stage_fallbacks.labels(stage, source).inc()
+        return answer
+
+    async def _infer(
+        self,
+        serving: ServingSet,
+        user_id: str,
+        recent: RecentItems | None,
+        k: int,
+        titles: Mapping[str, str],
+    ) -> CascadeAnswer | None:
         started = time.perf_counter()
         try:
             answer = await anyio.to_thread.run_sync(
-                partial(serve, serving, user_id, recent, k, self._state.catalogue.titles),
+                partial(serve, serving, user_id, recent, k, titles),
                 limiter=self._inference_limiter,
             )
         except (RuntimeError, IndexError, ValueError) as exc:
@@ -244,9 +281,6 @@ class RecommendationService:
             )
             return None
         self._metrics.inference_seconds.labels("cascade").observe(time.perf_counter() - started)
-        for stage, source in answer.sources.items():
-            if source not in (LEARNED_SOURCES[stage], "none"):
-                self._metrics.stage_fallbacks.labels(stage, source).inc()
         return answer
 
     async def _user_recent(self, user_id: str) -> RecentItems | None:

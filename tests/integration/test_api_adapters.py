@@ -375,8 +375,12 @@ async def test_redis_reader_hands_back_an_unchanged_item_row_as_the_same_object(
     sink = FeastFeatureSink(redis_feast_store)
     a, b = unique("item"), unique("item")
 
-    def push(items: dict[str, ItemStats]) -> None:
-        sink.push(ITEM_PUSH_SOURCE, item_rows([(i, _item_state(i, s)) for i, s in items.items()]))
+    def push(items: dict[str, ItemStats], impressions: int = 0) -> None:
+        states = [(i, _item_state(i, s)) for i, s in items.items()]
+        for _, state in states:
+            state.impression_count = impressions  # a field the API does not read
+            state.feature_time += impressions  # and a newer row, as the join writes it
+        sink.push(ITEM_PUSH_SOURCE, item_rows(states))
 
     first = {
         a: ItemStats(interaction_count=1, last_event_time=1_000, trend_score=1.0),
@@ -392,9 +396,13 @@ async def test_redis_reader_hands_back_an_unchanged_item_row_as_the_same_object(
         changed = ItemStats(interaction_count=3, last_event_time=2_000, trend_score=2.5)
         await anyio.to_thread.run_sync(push, {b: changed})
         after = await reader.item_stats([a, b])
+        # Served (an impression joined): a newer row whose read fields are the same.
+        await anyio.to_thread.run_sync(lambda: push({a: first[a]}, impressions=5))
+        served = await reader.item_stats([a])
     finally:
         await reader.close()
     assert before == first
     assert again[a] is before[a] and again[b] is before[b]
     assert after[a] is before[a]
     assert after[b] is not before[b] and after[b] == changed
+    assert served[a] is before[a], "a row rewritten with the same read fields is unchanged"

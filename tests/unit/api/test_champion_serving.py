@@ -165,6 +165,66 @@ async def test_a_user_with_no_history_gets_the_popularity_fallback(
     assert {item["reason"] for item in body["items"]} == {"popular right now"}
     metrics = (await api.client.get("/metrics")).text
     assert 'streamrec_api_stage_fallbacks_total{source="popularity",stage="recall"} 1.0' in metrics
+    # Asked again, the list is kept (nothing changed), and its fallback still counted.
+    again = (await api.client.get("/recommend", params={"user_id": "stranger", "k": 3})).json()
+    assert again["items"] == body["items"]
+    metrics = (await api.client.get("/metrics")).text
+    assert 'streamrec_api_stage_fallbacks_total{source="popularity",stage="recall"} 2.0' in metrics
+
+
+def _memo_count(metrics: str, outcome: str) -> float:
+    sample = f'streamrec_api_answer_memo_total{{outcome="{outcome}",source="cascade"}}'
+    for line in metrics.splitlines():
+        if line.startswith(sample):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchanged(
+    served: tuple[RunningApp, ChampionSet],
+) -> None:
+    api, _champion = served
+
+    async def listed() -> tuple[list[str], str]:
+        response = await api.client.get("/recommend", params={"user_id": "u7", "k": 3})
+        assert response.status_code == 200
+        body = response.json()
+        return [item["item_id"] for item in body["items"]], body["request_id"]
+
+    api.adapters.features.users["u7"] = _recent("a", count=3)
+    first, first_id = await listed()
+    hits = _memo_count((await api.client.get("/metrics")).text, "hit")
+    again, again_id = await listed()
+    metrics = (await api.client.get("/metrics")).text
+    assert again == first and again_id != first_id, "the same list, served as a new request"
+    assert _memo_count(metrics, "hit") == hits + 1
+    misses = _memo_count(metrics, "miss")
+
+    # The user's next folded event changes their row: computed afresh, never the old list.
+    api.adapters.features.users["u7"] = _recent(first[0], "a", count=4)
+    fresh, _ = await listed()
+    metrics = (await api.client.get("/metrics")).text
+    assert _memo_count(metrics, "miss") == misses + 1
+    assert first[0] not in fresh, "the item just interacted with is not served again"
+
+    # An item row that changed makes a new served set (the next item refresh): a miss.
+    serving = api.services.champion.current
+    api.adapters.features.items["b"] = ItemStats(
+        interaction_count=99, last_event_time=BASE_TIME + 99_000, trend_score=99.0
+    )
+
+    async def swapped() -> None:
+        while api.services.champion.current is serving:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(swapped(), LOAD_SECONDS)
+    await listed()
+    metrics = (await api.client.get("/metrics")).text
+    assert _memo_count(metrics, "miss") == misses + 2
+    # Every one of them reached the served log, hit or not.
+    await api.services.served_log.drain()
+    served_ids = {e.request_id for e in api.adapters.sink.events if e.user_id == "u7"}
+    assert {first_id, again_id} <= served_ids and len(served_ids) == 4
 
 
 async def test_readiness_and_metrics_name_the_set(served: tuple[RunningApp, ChampionSet]) -> None:

@@ -1,0 +1,60 @@
+"""A second replay of a log running beside a benchmark: the worker folding events while the
+API is measured, at a chosen average rate.
+
+    with background_replay(settings, "movielens-100k", rate=1000):
+        ...  # the measurement
+
+The replay is ``streamrec replay SOURCE --speed X --rebase-now`` (the operator's command),
+at the speed at which the log averages ``rate`` events per second: a replayed log keeps
+its bursts, so the instantaneous rate varies around that mean.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from streamrec.infra.processes import settings_env
+from streamrec.paths import REPO_ROOT, dataset_events
+from streamrec.settings import Settings
+
+
+def speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
+    """The replay speed (times real time) at which the log averages ``rate`` events/s."""
+    times = pq.read_table(dataset_events(data_dir, source), columns=["event_time"]).column(0)
+    span_s = (pc.max(times).as_py() - pc.min(times).as_py()) / 1000  # event_time: epoch ms
+    if span_s <= 0:
+        raise SystemExit(f"the log {source!r} spans no time; give a speed instead")
+    return rate * span_s / len(times)
+
+
+@contextmanager
+def background_replay(settings: Settings, source: str, *, speed: float) -> Iterator[None]:
+    """``streamrec replay`` of ``source`` at ``speed`` until the context closes (nothing
+    when ``speed`` is 0)."""
+    if speed <= 0:
+        yield
+        return
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamrec.cli", "replay", source, "--speed", str(speed)]
+        + ["--rebase-now"],
+        cwd=REPO_ROOT,
+        env=settings_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2)  # its producer connected and sending
+        if process.poll() is not None:
+            raise SystemExit(f"the background replay of {source!r} ended at once")
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
