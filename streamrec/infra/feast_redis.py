@@ -186,8 +186,19 @@ class RedisRowReader:
         # Feature fields, then the row's timestamp (present iff the row exists).
         self.fields = [_mmh3(f"{view_name}:{feature}") for feature in self.features]
         self.fields.append(f"_ts:{view_name}".encode())
+        # A key is a protobuf serialisation per id, remembered as the writer does: every
+        # item is read again at each refresh, a user at each request.
+        self._keys: dict[str, bytes] = {}
 
     def key(self, entity_id: str) -> bytes:
+        key = self._keys.get(entity_id)
+        if key is None:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            key = self._keys[entity_id] = self._key(entity_id)
+        return key
+
+    def _key(self, entity_id: str) -> bytes:
         entity = EntityKeyProto(
             join_keys=[self._join_key], entity_values=[ValueProto(string_val=entity_id)]
         )
