@@ -40,8 +40,12 @@ class SseStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        self.stop()
         self._thread.join(timeout=5)
+
+    def stop(self) -> None:
+        """Ask the reader to end at its next line (without waiting for it)."""
+        self._stop.set()
 
     def _read(self) -> None:
         timeout = httpx.Timeout(self._timeout, read=None)

@@ -1,5 +1,5 @@
-"""A second replay of a log running beside a benchmark: the worker folding events while the
-API is measured, at a chosen average rate.
+"""What runs beside a load benchmark: a second replay of a log, so the worker folds events
+while the API is measured, at a chosen average rate; and open SSE streams.
 
     with background_replay(settings, "movielens-100k", rate=1000):
         ...  # the measurement
@@ -11,6 +11,7 @@ its bursts, so the instantaneous rate varies around that mean.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from api.sse_client import SseStream
 from streamrec.infra.processes import settings_env
 from streamrec.paths import REPO_ROOT, dataset_events
 from streamrec.settings import Settings
@@ -33,6 +35,26 @@ def speed_for_rate(data_dir: Path, source: str, rate: float) -> float:
     if span_s <= 0:
         raise SystemExit(f"the log {source!r} spans no time; give a speed instead")
     return rate * span_s / len(times)
+
+
+@contextmanager
+def open_streams(url: str, users: int, count: int) -> Iterator[list[SseStream]]:
+    """``count`` streams of ``/recommend/stream`` for users 1..``users`` held open (each
+    gets its list at connect and then whenever its user's row changes)."""
+    rng = random.Random(5)
+    streams = [
+        SseStream(f"{url}/recommend/stream", {"user_id": str(rng.randint(1, users)), "k": 10})
+        for _ in range(count)
+    ]
+    for stream in streams:
+        stream.__enter__()
+    try:
+        for stream in streams:
+            stream.next(timeout=30)  # the list sent at connect: the stream is open
+        yield streams
+    finally:
+        for stream in streams:
+            stream.stop()
 
 
 @contextmanager

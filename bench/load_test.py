@@ -20,6 +20,9 @@ item features change and users' rows move while the API is measured. After each 
 systems' rows, the share of lists the API answered from its memo (``kept``: the user's
 row, the served set and the titles unchanged since computed, ``api/serving/memo.py``).
 
+``--streams N`` holds N SSE streams (``/recommend/stream``, random users) open on the
+first system meanwhile.
+
 ``--api-workers 1 2`` compares API processes per host: instead of ``--url``, it starts
 ``streamrec serve --workers N`` for each N on a port of its own, over the services and
 state of the settings, and attacks each in turn at every rate (all of them stay up, so
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.background import background_replay, speed_for_rate
+from bench.background import background_replay, open_streams, speed_for_rate
 from bench.open_loop import (
     TABLE_HEADER,
     Report,
@@ -161,6 +164,9 @@ def main() -> int:
         help="replay --source again meanwhile, averaging this many events/s (0: none)",
     )
     parser.add_argument("--source", default="movielens-100k", help="the log replayed")
+    parser.add_argument(
+        "--streams", type=int, default=0, help="SSE streams held open on --url meanwhile"
+    )
     parser.add_argument("--locust-seconds", type=int, default=0, help="per Locust scenario")
     parser.add_argument("--locust-users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
@@ -180,7 +186,13 @@ def main() -> int:
         if speed:
             print(f"background replay: {args.background_rate:,.0f} events/s on average", flush=True)
         stack.enter_context(background_replay(settings, args.source, speed=speed))
-        return run(args, systems)
+        first = next(iter(systems.values()))
+        streams = stack.enter_context(open_streams(first, args.users, args.streams))
+        status = run(args, systems)
+        if streams:
+            updates = sum(stream.events.qsize() for stream in streams)
+            print(f"{len(streams)} SSE streams on {first} got {updates} events meanwhile")
+        return status
 
 
 def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
