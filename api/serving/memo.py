@@ -20,76 +20,73 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# Generations kept at once: the champion's and a challenger's sets, each with the objects
-# of the refresh before (a request that started on them may still put its answer).
-GENERATIONS = 4
+# Lanes kept at once: the champion's set, a challenger's, the baseline, one more.
+LANES = 4
 
 
 class AnswerMemo(Generic[V]):
-    """Up to ``size`` answers per generation, least recently used dropped first.
+    """Up to ``size`` answers per lane, least recently used dropped first.
 
-    A generation is a tuple of objects (the served set, the titles, ...) compared by
-    identity and held here, so an id is never reused while its answers are kept. Used from
-    the event loop only: no lock.
+    A lane is one source of answers (a loaded model set, the baseline) and holds the
+    answers of one generation of its inputs: a tuple of objects (the set with its item
+    features, the titles, ...) compared by identity and held here, so an id is never
+    reused while its answers are kept. New inputs in a lane replace the old ones and
+    their answers, so a lane never keeps an outdated set's item features alive. Used
+    from the event loop only: no lock.
     """
 
-    def __init__(self, size: int, generations: int = GENERATIONS) -> None:
+    def __init__(self, size: int, lanes: int = LANES) -> None:
         self._size = size
-        self._max_generations = generations
-        self._generations: OrderedDict[tuple[int, ...], _Generation[V]] = OrderedDict()
+        self._max_lanes = lanes
+        self._lanes: OrderedDict[int, _Lane[V]] = OrderedDict()
 
-    def get(self, inputs: tuple[object, ...], key: Hashable) -> V | None:
-        generation = self._generation(inputs, create=False)
-        if generation is None:
+    def get(self, lane: object, inputs: tuple[object, ...], key: Hashable) -> V | None:
+        held = self._lanes.get(id(lane))
+        if held is None or held.lane is not lane or not held.holds(inputs):
             return None
         try:
-            answer = generation.answers.get(key)
+            answer = held.answers.get(key)
         except TypeError:  # an unhashable request (a list where a tuple belongs): not kept
             return None
         if answer is not None:
-            generation.answers.move_to_end(key)
+            held.answers.move_to_end(key)
+            self._lanes.move_to_end(id(lane))
         return answer
 
-    def put(self, inputs: tuple[object, ...], key: Hashable, answer: V) -> None:
+    def put(self, lane: object, inputs: tuple[object, ...], key: Hashable, answer: V) -> None:
         if self._size <= 0:
             return
         try:
             hash(key)
         except TypeError:
             return
-        generation = self._generation(inputs, create=True)
-        assert generation is not None
-        generation.answers[key] = answer
-        generation.answers.move_to_end(key)
-        while len(generation.answers) > self._size:
-            generation.answers.popitem(last=False)
+        held = self._lanes.get(id(lane))
+        if held is None or held.lane is not lane or not held.holds(inputs):
+            held = self._lanes[id(lane)] = _Lane(lane, inputs)
+        self._lanes.move_to_end(id(lane))
+        while len(self._lanes) > self._max_lanes:
+            self._lanes.popitem(last=False)
+        held.answers[key] = answer
+        held.answers.move_to_end(key)
+        while len(held.answers) > self._size:
+            held.answers.popitem(last=False)
 
     def __len__(self) -> int:
-        return sum(len(g.answers) for g in self._generations.values())
-
-    def _generation(self, inputs: tuple[object, ...], *, create: bool) -> _Generation[V] | None:
-        ids = tuple(id(part) for part in inputs)
-        generation = self._generations.get(ids)
-        if generation is not None and all(
-            held is part for held, part in zip(generation.inputs, inputs, strict=True)
-        ):
-            self._generations.move_to_end(ids)
-            return generation
-        if not create:
-            return None
-        generation = _Generation(inputs)
-        self._generations[ids] = generation
-        while len(self._generations) > self._max_generations:
-            self._generations.popitem(last=False)
-        return generation
+        return sum(len(held.answers) for held in self._lanes.values())
 
 
-class _Generation(Generic[V]):
-    __slots__ = ("answers", "inputs")
+class _Lane(Generic[V]):
+    __slots__ = ("answers", "inputs", "lane")
 
-    def __init__(self, inputs: tuple[object, ...]) -> None:
-        self.inputs = inputs  # held: their ids stay theirs while the answers are kept
+    def __init__(self, lane: object, inputs: tuple[object, ...]) -> None:
+        # Held: their ids stay theirs while the answers are kept.
+        self.lane, self.inputs = lane, inputs
         self.answers: OrderedDict[Hashable, V] = OrderedDict()
+
+    def holds(self, inputs: tuple[object, ...]) -> bool:
+        return len(inputs) == len(self.inputs) and all(
+            held is part for held, part in zip(self.inputs, inputs, strict=True)
+        )
 
 
 __all__ = ["AnswerMemo"]

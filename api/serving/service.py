@@ -44,6 +44,8 @@ INFERENCE_THREADS = 1
 # event log read at start-up, about a second for MovieLens-100K) before it gets the
 # popularity fallback.
 FIRST_INDEX_WAIT_SECONDS = 3.0
+# The baseline's answers are one lane of their memo (its inputs: the index, the ranking).
+BASELINE_LANE = "baseline"
 
 
 class ServedLog:
@@ -228,14 +230,14 @@ class RecommendationService:
     def _baseline(self, recent: RecentItems | None, k: int) -> list[Scored]:
         index, popularity = self._state.index, self._state.popularity
         inputs, key = (index, popularity), (recent, k)
-        kept = self._baseline_answers.get(inputs, key)
+        kept = self._baseline_answers.get(BASELINE_LANE, inputs, key)
         self._metrics.answer_memo.labels("baseline", "miss" if kept is None else "hit").inc()
         if kept is not None:
             return kept
         started = time.perf_counter()
         scored = recommend(recent, k, index=index, popularity=popularity)
         self._metrics.inference_seconds.labels("baseline").observe(time.perf_counter() - started)
-        self._baseline_answers.put(inputs, key, scored)
+        self._baseline_answers.put(BASELINE_LANE, inputs, key, scored)
         return scored
 
     async def _cascade(
@@ -244,13 +246,13 @@ class RecommendationService:
         """The cascade's answer, or None (the baseline) if inference itself failed."""
         titles = self._state.catalogue.titles
         inputs, key = (serving, titles), (user_id, recent, k)
-        answer = self._cascade_answers.get(inputs, key)
+        answer = self._cascade_answers.get(serving.cascade, inputs, key)
         self._metrics.answer_memo.labels("cascade", "miss" if answer is None else "hit").inc()
         if answer is None:
             answer = await self._infer(serving, user_id, recent, k, titles)
             if answer is None:
                 return None
-            self._cascade_answers.put(inputs, key, answer)
+            self._cascade_answers.put(serving.cascade, inputs, key, answer)
         for stage, source in answer.sources.items():  # a kept answer fell back just the same
             if source not in (LEARNED_SOURCES[stage], "none"):
                 self._metrics.stage_fallbacks.labels(stage, source).inc()
