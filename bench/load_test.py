@@ -138,6 +138,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=f"http://127.0.0.1:{settings.api_port}")
     parser.add_argument("--compare-url", default=None, help="another API build, same load")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="one more running API under the same load (repeatable)",
+    )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare FastAPI app")
     parser.add_argument(
         "--api-workers",
@@ -199,6 +206,10 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
     if args.compare_url:
         wait_ready(args.compare_url)
         systems["compare"] = args.compare_url
+    for also in args.also:
+        name, _, url = also.partition("=")
+        wait_ready(url)
+        systems[name] = url
     lines: list[str] = []
     for scenario in SCENARIOS if args.locust_seconds > 0 else ():
         run_locust(args.url, scenario, args.locust_users, args.locust_seconds, args.out)
