@@ -94,12 +94,12 @@ class ServedLog:
 
 
 class Overloaded(RuntimeError):
-    """More ``GET /recommend`` requests are in progress than the process takes at once."""
+    """More ``GET /recommend`` lists wait for inference than the process takes at once."""
 
-    def __init__(self, in_progress: int) -> None:
+    def __init__(self, waiting: int) -> None:
         super().__init__(
-            f"the API is overloaded: {in_progress} recommendation requests are in progress "
-            "in this process; retry shortly"
+            f"the API is overloaded: {waiting} recommendation requests are waiting for "
+            "inference in this process; retry shortly"
         )
 
 
@@ -117,12 +117,14 @@ class RecommendationService:
         max_in_progress: int = 64,
         answer_memo_size: int = 10_000,
     ) -> None:
-        # HTTP requests beyond this many in progress are refused at once (``Overloaded``):
-        # under an overload, the inference queue (one thread) would otherwise grow without
-        # bound and every request wait behind it (a 400/s burst on a 150/s process queued
-        # requests for minutes). Streams' updates are never refused: they follow events.
+        # HTTP requests beyond this many waiting for (or in) inference are refused at once
+        # (``Overloaded``): under an overload, the inference queue (one thread) would
+        # otherwise grow without bound and every request wait behind it (a 400/s burst on
+        # a 150/s process queued requests for minutes). A kept list (the memo) or the
+        # baseline's needs no inference and is never refused, nor is a stream's update
+        # (it follows an event).
         self._max_in_progress = max_in_progress
-        self._in_progress = 0
+        self._inferring = 0
         self._reader = reader
         self._experiments = experiments
         self._challenger = challenger
@@ -139,16 +141,8 @@ class RecommendationService:
         self._baseline_answers: AnswerMemo[list[Scored]] = AnswerMemo(answer_memo_size)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
-        if channel == "http" and self._in_progress >= self._max_in_progress:
-            self._metrics.recommend_refused.inc()
-            raise Overloaded(self._in_progress)
-        self._in_progress += 1
-        try:
-            return await self._recommend(user_id, k, channel=channel)
-        finally:
-            self._in_progress -= 1
-
-    async def _recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:
+        """One list, served and recorded; raises ``Overloaded`` for an HTTP request whose
+        list must be computed while ``max_in_progress`` others wait for inference."""
         started = time.perf_counter()
         recent = await self._user_recent(user_id)
         request_id = uuid.uuid4().hex
@@ -159,7 +153,7 @@ class RecommendationService:
             user_id,
             request_id,
             k,
-            partial(self._strategy_list, user_id, recent),
+            partial(self._strategy_list, user_id, recent, channel),
             partial(self._pool, recent),
         )
         served = RecommendationServed(
@@ -190,13 +184,19 @@ class RecommendationService:
         return served
 
     async def _strategy_list(
-        self, user_id: str, recent: RecentItems | None, strategy: str, k: int, rng: random.Random
+        self,
+        user_id: str,
+        recent: RecentItems | None,
+        channel: str,
+        strategy: str,
+        k: int,
+        rng: random.Random,
     ) -> tuple[str, list[Pick]]:
         """One strategy's list (``api.experiments.definitions.STRATEGIES``), best first."""
         if strategy in ("champion", "challenger"):
             watcher = self._champion if strategy == "champion" else self._challenger
             serving = watcher.current if watcher is not None else None
-            answer = await self._cascade(serving, user_id, recent, k) if serving else None
+            answer = await self._cascade(serving, user_id, recent, k, channel) if serving else None
             if answer is not None:
                 return answer.model_version, [
                     Pick(p.item_id, p.score, p.reason, din_score=p.din_score) for p in answer.picks
@@ -241,7 +241,7 @@ class RecommendationService:
         return scored
 
     async def _cascade(
-        self, serving: ServingSet, user_id: str, recent: RecentItems | None, k: int
+        self, serving: ServingSet, user_id: str, recent: RecentItems | None, k: int, channel: str
     ) -> CascadeAnswer | None:
         """The cascade's answer, or None (the baseline) if inference itself failed."""
         titles = self._state.catalogue.titles
@@ -249,7 +249,14 @@ class RecommendationService:
         answer = self._cascade_answers.get(serving.cascade, inputs, key)
         self._metrics.answer_memo.labels("cascade", "miss" if answer is None else "hit").inc()
         if answer is None:
-            answer = await self._infer(serving, user_id, recent, k, titles)
+            if channel == "http" and self._inferring >= self._max_in_progress:
+                self._metrics.recommend_refused.inc()
+                raise Overloaded(self._inferring)
+            self._inferring += 1
+            try:
+                answer = await self._infer(serving, user_id, recent, k, titles)
+            finally:
+                self._inferring -= 1
             if answer is None:
                 return None
             self._cascade_answers.put(serving.cascade, inputs, key, answer)

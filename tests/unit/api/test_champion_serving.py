@@ -7,6 +7,7 @@ the artifacts and the models are real.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from mlflow import MlflowClient
 
 from api.ports import ItemStats, RecentItems
+from api.serving import service as api_service
 from api.serving.baseline import MODEL_VERSION
 from api.serving.champion import NO_CHAMPION, ChampionWatcher
 from serving.loading import SetLoadError
@@ -95,6 +97,20 @@ async def _wait_for_set(api: RunningApp, label: str) -> None:
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(loaded(), LOAD_SECONDS)
+
+
+async def _wait_for_items(api: RunningApp, items: int) -> None:
+    """Until the served set's features hold ``items`` store rows: a set loaded before the
+    API's first item refresh is built again (swapped) once the rows arrive."""
+
+    async def refreshed() -> None:
+        while True:
+            current = api.services.champion.current
+            if current is not None and current.items.with_stats == items:
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(refreshed(), LOAD_SECONDS)
 
 
 @pytest.fixture
@@ -192,6 +208,7 @@ async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchange
         return [item["item_id"] for item in body["items"]], body["request_id"]
 
     api.adapters.features.users["u7"] = _recent("a", count=3)
+    await _wait_for_items(api, len(ITEMS))
     first, first_id = await listed()
     hits = _memo_count((await api.client.get("/metrics")).text, "hit")
     again, again_id = await listed()
@@ -225,6 +242,49 @@ async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchange
     await api.services.served_log.drain()
     served_ids = {e.request_id for e in api.adapters.sink.events if e.user_id == "u7"}
     assert {first_id, again_id} <= served_ids and len(served_ids) == 4
+
+
+async def test_past_the_limit_waiting_for_inference_a_computed_list_is_refused_at_once(
+    registry: tuple[Settings, MlflowClient, ChampionSet],
+    adapters: Adapters,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, _client, champion = registry
+    adapters.features.items.update(_online_items())
+    for user, item in (("kept", "a"), ("w1", "c"), ("w2", "d")):
+        adapters.features.users[user] = _recent(item)
+    gate = threading.Event()
+    gate.set()
+    serve = api_service.serve
+
+    def held(*args: Any) -> Any:
+        assert gate.wait(30), "the test's gate was never opened"
+        return serve(*args)
+
+    monkeypatch.setattr(api_service, "serve", held)
+    limited = settings.model_copy(update={"api_max_in_progress": 1})
+    async with running_app(limited, adapters) as api:
+        await _wait_for_set(api, champion.label)
+        await _wait_for_items(api, len(ITEMS))
+        get = api.client.get
+        kept = (await get("/recommend", params={"user_id": "kept", "k": 3})).json()
+        gate.clear()  # inference now waits
+        first = asyncio.create_task(get("/recommend", params={"user_id": "w1", "k": 3}))
+        while api.services.recommendations._inferring < 1:
+            await asyncio.sleep(0.01)
+        # A list to compute, answered at once rather than queued behind the one in progress.
+        refused = await asyncio.wait_for(get("/recommend", params={"user_id": "w2"}), 5)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "1 recommendation requests are waiting for inference" in refused.json()["detail"]
+        # A kept list needs no inference: served meanwhile, the same list.
+        again = await asyncio.wait_for(get("/recommend", params={"user_id": "kept", "k": 3}), 5)
+        assert again.status_code == 200 and again.json()["items"] == kept["items"]
+        metrics = (await get("/metrics")).text
+        assert "streamrec_api_recommend_overloaded_total 1.0" in metrics
+        gate.set()
+        assert (await first).status_code == 200
+        assert (await get("/recommend", params={"user_id": "w2"})).status_code == 200
 
 
 async def test_readiness_and_metrics_name_the_set(served: tuple[RunningApp, ChampionSet]) -> None:

@@ -191,32 +191,3 @@ async def test_a_request_in_the_first_seconds_waits_for_the_index(  # type: igno
         assert first["items"][0]["item_id"] == "b"
         assert first["items"][0]["reason"] == "because you interacted with Alien"
         assert (await app.client.get("/readyz")).status_code == 200
-
-
-async def test_past_the_limit_in_progress_a_request_is_refused_at_once(
-    start_app, settings, adapters, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    write_log(settings.data_dir, TINY_SEQUENCES, titles=TINY_TITLES)
-    gate = asyncio.Event()
-    read = adapters.features.user_recent
-
-    async def held(user_id: str) -> RecentItems | None:
-        await gate.wait()
-        return await read(user_id)
-
-    monkeypatch.setattr(adapters.features, "user_recent", held)
-    async with start_app(settings.model_copy(update={"api_max_in_progress": 2})) as api:
-        get = api.client.get
-        first = [asyncio.create_task(get("/recommend", params={"user_id": u})) for u in "ab"]
-        while api.services.recommendations._in_progress < 2:
-            await asyncio.sleep(0.01)
-        # Answered at once, not queued behind the two (a queued one would wait on the gate).
-        refused = await asyncio.wait_for(get("/recommend", params={"user_id": "u1"}), 5)
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
-        assert "overloaded: 2 recommendation requests are in progress" in refused.json()["detail"]
-        metrics = (await get("/metrics")).text
-        assert "streamrec_api_recommend_overloaded_total 1.0" in metrics
-        gate.set()
-        assert [(await task).status_code for task in first] == [200, 200]
-        assert (await get("/recommend", params={"user_id": "u1"})).status_code == 200
