@@ -49,3 +49,24 @@ def test_the_worker_builds_its_feast_sink_and_agents_without_importing_torch(
     torch_modules, views = done.stdout.strip().splitlines()[-2:]
     assert torch_modules == "[]"
     assert "item_stats" in views and "user_recent" in views
+
+
+def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
+    tmp_path: Path,
+) -> None:
+    from streamrec.settings import Settings
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
+
+    settings = Settings(state_dir=tmp_path, topic_prefix="t.", worker_item_buffer=7)
+    app = create_app(settings)
+    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    buffers = {
+        name: agent.channel.maxsize
+        for agent in app.agents.values()
+        for name in agent.channel.topics  # type: ignore[attr-defined]
+    }
+    assert buffers["t.worker-item-activity"] == 7
+    # the other topics keep Faust's buffer: their records are one event each
+    assert buffers["t.interactions"] is None
