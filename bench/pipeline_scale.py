@@ -3,6 +3,7 @@ archive, train, serve, load.
 
     nice .venv/bin/python bench/pipeline_scale.py --events 1e6      # about 30-40 minutes
     nice .venv/bin/python bench/pipeline_scale.py --events 1e5      # a quick run
+    nice .venv/bin/python bench/pipeline_scale.py --events 1e6 --until worker
 
 Needs the services (`streamrec services up`) and vegeta (`make install-vegeta`). Every
 stage is the `streamrec` command an operator runs, as a child process with these
@@ -18,8 +19,10 @@ directory (MLflow's SQLite, the archive, Ray's storage):
    to it if the gate refused it, and says so), warmed up, then vegeta at ``--rates`` for
    ``--seconds`` each (``bench/open_loop.py``).
 
-For each stage: wall seconds, CPU seconds of the command and everything it started
-(psutil, ``bench/process_stats.py``), the peak resident memory, and the load average.
+``--until STAGE`` stops after that stage (``worker``: the worker's memory alone, with its
+resident set at each tenth of the log committed). For each stage: wall seconds, CPU
+seconds of the command and everything it started (psutil, ``bench/process_stats.py``),
+the peak resident memory, and the load average.
 Prints a table with the targets of issue 20 §3 and writes it all as JSON (``--out``).
 """
 
@@ -39,12 +42,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 
 from bench.open_loop import attack
@@ -62,6 +66,8 @@ MEMORY_TARGET = 2 * GIB
 # Issue 20 §3: prepare + replay of 1M events under a minute together; train under 20 min.
 TRAIN_TARGET_S = 20 * 60.0
 SYNTHETIC_SHAPE = "seed=0,zipf=1.0,session=8,switchers=0.05,drift=1.0"
+# The stages in the order they run; ``--until`` names the last one to run.
+STAGES = ("prepare", "replay", "worker", "archive", "train", "serve")
 
 
 @dataclass
@@ -109,6 +115,19 @@ def ray_log_seconds(output: str) -> dict[str, float]:
     for step, value in re.findall(r"train: (.+?) took ([\d.]+) s", output):
         found[step] = float(value)
     return found
+
+
+def stops_after(stage: str, until: str) -> bool:
+    """Whether ``stage`` is the last to run when the run goes ``until`` that stage."""
+    return STAGES.index(stage) >= STAGES.index(until)
+
+
+def memory_mark(folded: int, step: int, marks: dict[int, float], rss_mib: float) -> None:
+    """Record the resident set the first time ``folded`` events reach a multiple of
+    ``step`` (one figure per step, however often the lag is polled)."""
+    mark = folded // step * step
+    if mark > 0 and mark not in marks:
+        marks[mark] = round(rss_mib, 1)
 
 
 def verdict(value: float, limit: float) -> str:
@@ -186,13 +205,20 @@ def run_to_end(
 
 
 def wait_caught_up(
-    settings: Settings, group: str, topics: Topics, proc: subprocess.Popen[bytes]
+    settings: Settings,
+    group: str,
+    topics: Topics,
+    proc: subprocess.Popen[bytes],
+    progress: Callable[[int], None] | None = None,
 ) -> float | None:
-    """Block until ``group`` committed every event; seconds from its first commit."""
+    """Block until ``group`` committed every event; seconds from its first commit.
+    ``progress`` is called with the interactions committed so far at each poll."""
     first_commit = None
     while True:
         rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
         folded = sum(max(r.committed, 0) for r in rows if r.topic == topics.interactions)
+        if progress is not None:
+            progress(folded)
         if first_commit is None and folded > 0:
             first_commit = time.perf_counter()
         activity = [r for r in rows if r.topic.endswith("worker-item-activity")]
@@ -301,6 +327,8 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
             )
         stage.extra["events/s"] = args.events / stage.wall_s
         stages.append(stage)
+        if stops_after("replay", args.until):
+            return
 
         running = contextlib.ExitStack()
         stack.enter_context(running)
@@ -311,11 +339,19 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
         )
         worker_sampler = running.enter_context(TreeSampler(worker.pid))
         errors: list[BaseException] = []
+        rss_by_events: dict[int, float] = {}  # interactions committed -> worker RSS MiB
+
+        def note_memory(folded: int) -> None:
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(worker.pid).memory_info().rss / 2**20
+                memory_mark(folded, max(args.events // 10, 1), rss_by_events, rss)
 
         def watch_worker() -> None:
             """Until the worker's group has no lag: the stage's figures at that moment."""
             try:
-                from_commit = wait_caught_up(settings, f"{prefix}worker", topics, worker)
+                from_commit = wait_caught_up(
+                    settings, f"{prefix}worker", topics, worker, note_memory
+                )
                 worker_stage.wall_s = time.perf_counter() - worker_started
                 worker_stage.extra["worker peak RSS MiB"] = peak_rss(worker.pid) / 2**20
                 worker_sampler.stop()
@@ -325,6 +361,7 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
                 worker_stage.extra["from first commit s"] = from_commit or 0.0
                 worker_stage.extra["events/s"] = args.events / worker_stage.wall_s
                 worker_stage.extra["events per CPU-s"] = args.events / worker_stage.cpu_s
+                worker_stage.extra["RSS MiB by events committed"] = rss_by_events
                 if args.overlap:
                     worker_stage.extra["overlapped"] = "with archive and train"
             except BaseException as exc:  # handed to the main thread
@@ -340,12 +377,16 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
             stages.append(worker_stage)
             print(f"worker: {worker_stage.extra}", flush=True)
 
-        if not args.overlap:
+        if not args.overlap or stops_after("worker", args.until):
             worker_done()
+        if stops_after("worker", args.until):
+            return
 
         with measured("archive --once") as (stage, samplers):
             run_to_end(settings, stage, samplers, logs / "archive.log", "archive", "--once")
         stages.append(stage)
+        if stops_after("archive", args.until):
+            return
 
         reports = scratch / "reports"
         with measured("train") as (stage, samplers):
@@ -375,6 +416,8 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
 
         if args.overlap:
             worker_done()
+        if stops_after("train", args.until):
+            return
         if not breakdown["promoted"]:
             print(f"the gate refused the set ({breakdown['gate']}); champion moved to it")
             make_champion(settings, breakdown["versions"])
@@ -471,6 +514,12 @@ def main() -> int:
         action="store_true",
         help="archive and train while the worker still folds (as in production; the "
         "stages then share the CPUs, their CPU seconds stay their own)",
+    )
+    parser.add_argument(
+        "--until",
+        choices=STAGES[1:],
+        default=STAGES[-1],
+        help="the last stage to run (worker: the worker's memory and throughput alone)",
     )
     parser.add_argument("--keep", type=Path, help="keep the scratch data here (logs, archive)")
     args = parser.parse_args()

@@ -150,6 +150,8 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
                 break
         assert {"user0", "user1", "user2"} <= seen
         assert worker.poll() is None, "the worker must still be running"
+        # Feast imports torch as it is imported; the worker keeps it out (480 MiB resident)
+        assert "libtorch" not in Path(f"/proc/{worker.pid}/maps").read_text()
 
 
 def _online(store: FeatureStore, view: str, key: str, ids: list[str], names: list[str]) -> dict:

@@ -12,8 +12,10 @@ import pytest
 from bench.pipeline_scale import (
     Stage,
     format_table,
+    memory_mark,
     ray_log_seconds,
     stage_seconds,
+    stops_after,
     targets,
     verdict,
 )
@@ -109,3 +111,18 @@ def test_targets_judge_only_the_stages_that_ran() -> None:
     stages.append(Stage("serve: vegeta 200/s", extra={"API peak RSS MiB": 900.0}))
     assert targets(stages)["train < 20 min"] == {"s": 1300.0, "verdict": "NOT met"}
     assert targets(stages)["API < 2 GiB resident"]["verdict"] == "met"
+
+
+def test_until_stops_after_the_named_stage_and_no_earlier() -> None:
+    assert not stops_after("replay", "worker")
+    assert stops_after("worker", "worker")
+    assert stops_after("archive", "worker")
+    assert not stops_after("train", "serve")
+    assert stops_after("serve", "serve")
+
+
+def test_memory_marks_one_figure_per_step_the_first_time_it_is_reached() -> None:
+    marks: dict[int, float] = {}
+    for folded, rss in [(0, 100.0), (50, 110.0), (100, 120.0), (130, 125.0), (260, 150.0)]:
+        memory_mark(folded, 100, marks, rss)
+    assert marks == {100: 120.0, 200: 150.0}

@@ -1,0 +1,72 @@
+"""The worker process's start-up: what it imports (``streams.worker``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Everything ``run_worker`` builds before Faust runs, on a SQLite online store (no Redis),
+# in a fresh interpreter; prints the torch modules imported and the views the sink sees.
+_BUILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    from streams.worker import keep_torch_out
+
+    keep_torch_out()
+    from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.settings import Settings
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.sinks import FeastFeatureSink, InMemoryChangeNotifier
+
+    tmp = Path(sys.argv[1])
+    settings = Settings(redis_url="none", data_dir=tmp / "data", state_dir=tmp / "state")
+    store = open_store(settings)
+    apply_definitions(store)
+    sink = FeastFeatureSink(store)
+    attach(create_app(settings), settings, sink, InMemoryChangeNotifier())
+    print(sorted(m for m, module in sys.modules.items() if m.startswith("torch") and module))
+    print(sorted(fv.name for fv in store.list_feature_views()))
+    """
+)
+
+
+def test_the_worker_builds_its_feast_sink_and_agents_without_importing_torch(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch_modules, views = done.stdout.strip().splitlines()[-2:]
+    assert torch_modules == "[]"
+    assert "item_stats" in views and "user_recent" in views
+
+
+def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
+    tmp_path: Path,
+) -> None:
+    from streamrec.settings import Settings
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
+
+    settings = Settings(state_dir=tmp_path, topic_prefix="t.", worker_item_buffer=7)
+    app = create_app(settings)
+    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    buffers = {
+        name: agent.channel.maxsize
+        for agent in app.agents.values()
+        for name in agent.channel.topics  # type: ignore[attr-defined]
+    }
+    assert buffers["t.worker-item-activity"] == 7
+    # the other topics keep Faust's buffer: their records are one event each
+    assert buffers["t.interactions"] is None
