@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     api_max_in_progress: int = Field(
         64,
         ge=1,
-        description="GET /recommend requests one API process works on at once; more get 503 "
-        "with Retry-After at once instead of queueing behind them",
+        description="GET /recommend requests one API process lets wait for inference (a list "
+        "to compute); more get 503 with Retry-After at once instead of queueing behind them "
+        "(a kept list or the baseline's is never refused)",
     )
     api_answer_memo_size: int = Field(
         10_000,
