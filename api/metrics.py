@@ -145,8 +145,8 @@ class ApiMetrics:
         )
         self.recommend_refused = counter(
             "streamrec_api_recommend_overloaded_total",
-            "GET /recommend requests refused with 503 because the process had "
-            "STREAMREC_API_MAX_IN_PROGRESS in progress",
+            "GET /recommend requests refused with 503: their list had to be computed while "
+            "STREAMREC_API_MAX_IN_PROGRESS others of the process waited for inference",
             registry=r,
         )
         self.stage_fallbacks = counter(
