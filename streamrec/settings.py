@@ -155,11 +155,11 @@ class Settings(BaseSettings):
         "(a kept list or the baseline's is never refused)",
     )
     api_answer_memo_size: int = Field(
-        10_000,
+        4096,
         ge=0,
         description="lists one API process keeps per served set while the user's row, the "
         "set's item features and the titles are unchanged (the same answer, not computed "
-        "again); 0 keeps none",
+        "again; each holds the user's row, about 20 KB for 100 items seen); 0 keeps none",
     )
     sse_max_streams_per_user: int = Field(4, ge=1, description="open streams per user; then 429")
     sse_max_streams: int = Field(1000, ge=1, description="open streams in total; then 503")

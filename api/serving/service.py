@@ -115,7 +115,7 @@ class RecommendationService:
         challenger: ChampionWatcher | None = None,
         *,
         max_in_progress: int = 64,
-        answer_memo_size: int = 10_000,
+        answer_memo_size: int = 4096,
     ) -> None:
         # HTTP requests beyond this many waiting for (or in) inference are refused at once
         # (``Overloaded``): under an overload, the inference queue (one thread) would
