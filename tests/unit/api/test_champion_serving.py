@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from api.ports import ItemStats, RecentItems
 from api.serving import service as api_service
 from api.serving.baseline import MODEL_VERSION
 from api.serving.champion import NO_CHAMPION, ChampionWatcher
+from serving.cascade import ServingSet
 from serving.loading import SetLoadError
 from streamrec.infra.model_store import ChampionSet
 from streamrec.settings import Settings
@@ -88,29 +89,27 @@ def _online_items() -> dict[str, ItemStats]:
     }
 
 
-async def _wait_for_set(api: RunningApp, label: str) -> None:
-    async def loaded() -> None:
+async def _wait_until(api: RunningApp, served: Callable[[ServingSet], bool]) -> None:
+    """Until the served set (once there is one) satisfies ``served``."""
+
+    async def reached() -> None:
         while True:
             current = api.services.champion.current
-            if current is not None and current.cascade.label == label:
+            if current is not None and served(current):
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(loaded(), LOAD_SECONDS)
+    await asyncio.wait_for(reached(), LOAD_SECONDS)
+
+
+async def _wait_for_set(api: RunningApp, label: str) -> None:
+    await _wait_until(api, lambda current: current.cascade.label == label)
 
 
 async def _wait_for_items(api: RunningApp, items: int) -> None:
     """Until the served set's features hold ``items`` store rows: a set loaded before the
     API's first item refresh is built again (swapped) once the rows arrive."""
-
-    async def refreshed() -> None:
-        while True:
-            current = api.services.champion.current
-            if current is not None and current.items.with_stats == items:
-                return
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(refreshed(), LOAD_SECONDS)
+    await _wait_until(api, lambda current: current.items.with_stats == items)
 
 
 @pytest.fixture
@@ -240,7 +239,11 @@ async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchange
     assert _memo_count(metrics, "miss") == misses + 2
     # Every one of them reached the served log, hit or not.
     await api.services.served_log.drain()
-    served_ids = {e.request_id for e in api.adapters.sink.events if e.user_id == "u7"}
+    served_ids = {
+        e.request_id
+        for e in api.adapters.sink.events
+        if isinstance(e, RecommendationServed) and e.user_id == "u7"
+    }
     assert {first_id, again_id} <= served_ids and len(served_ids) == 4
 
 
