@@ -178,6 +178,9 @@ def main() -> int:
     parser.add_argument("--locust-users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
     args = parser.parse_args()
+    for also in args.also:
+        if not also.partition("=")[2].startswith("http"):
+            parser.error(f"--also takes NAME=URL (e.g. two=http://127.0.0.1:8002): {also!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if args.api_workers:
