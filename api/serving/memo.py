@@ -41,8 +41,8 @@ class AnswerMemo(Generic[V]):
         self._lanes: OrderedDict[int, _Lane[V]] = OrderedDict()
 
     def get(self, lane: object, inputs: tuple[object, ...], key: Hashable) -> V | None:
-        held = self._lanes.get(id(lane))
-        if held is None or held.lane is not lane or not held.holds(inputs):
+        held = self._held(lane, inputs)
+        if held is None:
             return None
         try:
             answer = held.answers.get(key)
@@ -60,8 +60,8 @@ class AnswerMemo(Generic[V]):
             hash(key)
         except TypeError:
             return
-        held = self._lanes.get(id(lane))
-        if held is None or held.lane is not lane or not held.holds(inputs):
+        held = self._held(lane, inputs)
+        if held is None:
             held = self._lanes[id(lane)] = _Lane(lane, inputs)
         self._lanes.move_to_end(id(lane))
         while len(self._lanes) > self._max_lanes:
@@ -73,6 +73,13 @@ class AnswerMemo(Generic[V]):
 
     def __len__(self) -> int:
         return sum(len(held.answers) for held in self._lanes.values())
+
+    def _held(self, lane: object, inputs: tuple[object, ...]) -> _Lane[V] | None:
+        """The lane's answers if they were computed from these very inputs."""
+        held = self._lanes.get(id(lane))
+        if held is None or held.lane is not lane or not held.holds(inputs):
+            return None
+        return held
 
 
 class _Lane(Generic[V]):
