@@ -40,6 +40,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.background import background_replay, open_streams, speed_for_rate
 from bench.open_loop import (
@@ -265,13 +266,15 @@ def memo_counts(url: str) -> tuple[float, float]:
         text = httpx.get(f"{url}/metrics", timeout=10).text
     except httpx.HTTPError:
         return kept, computed
-    for line in text.splitlines():
-        if line.startswith("streamrec_api_answer_memo_total{"):
-            value = float(line.rsplit(" ", 1)[1])
-            if 'outcome="hit"' in line:
-                kept += value
-            else:
-                computed += value
+    for family in text_string_to_metric_families(text):
+        if family.name != "streamrec_api_answer_memo":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                if sample.labels["outcome"] == "hit":
+                    kept += sample.value
+                else:
+                    computed += sample.value
     return kept, computed
 
 

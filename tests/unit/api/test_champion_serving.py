@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.ports import ItemStats, RecentItems
 from api.serving import service as api_service
@@ -188,11 +189,14 @@ async def test_a_user_with_no_history_gets_the_popularity_fallback(
 
 
 def _memo_count(metrics: str, outcome: str) -> float:
-    sample = f'streamrec_api_answer_memo_total{{outcome="{outcome}",source="cascade"}}'
-    for line in metrics.splitlines():
-        if line.startswith(sample):
-            return float(line.split()[-1])
-    return 0.0
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "streamrec_api_answer_memo"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+        and sample.labels == {"source": "cascade", "outcome": outcome}
+    )
 
 
 async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchanged(
