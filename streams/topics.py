@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaException
@@ -60,7 +61,34 @@ def ensure_topics(
             raise retry  # the next attempt creates only what is still missing
         return created
 
-    return call_with_retry("creating the event topics", create_missing)
+    created = call_with_retry("creating the event topics", create_missing)
+    _wait_until_served(admin, topics.all(), timeout)
+    return created
+
+
+def _wait_until_served(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once the broker's metadata lists every topic of ``names`` with a leader for
+    each partition. A topic's creation is acknowledged when the controller committed it;
+    the broker that answers metadata learns it a moment later, so a client started right
+    after (the API's readiness check, a consumer's assignment) could find it missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = admin.list_topics(timeout=timeout).topics
+        waiting = [
+            name
+            for name in names
+            if name not in listed
+            or not listed[name].partitions
+            or any(p.leader < 0 for p in listed[name].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"topics created but not served by the broker after {timeout:.0f}s: "
+                + ", ".join(waiting)
+            )
+        time.sleep(0.05)
 
 
 def delete_topics(bootstrap_servers: str, names: list[str], timeout: float = 30.0) -> None:
