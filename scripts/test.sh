@@ -5,8 +5,9 @@
 # end-to-end tests, as two pytest processes with their own temporary folders: most of an
 # integration test's time is spent waiting for the processes it starts, so the two share
 # the two cores well. The integration tests that train through Ray Train (marker `ray`)
-# run in the unit tests' process, after them: the two halves then take about as long, and
-# no two Ray trainings compete for the cores. With arguments, one pytest runs them as given.
+# run in the unit tests' process, after them, and so do the tests of a private three-node
+# Kafka cluster (marker `cluster`, self-contained on ports of their own): the two halves
+# then take about as long, and no two Ray trainings compete for the cores. With arguments, one pytest runs them as given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests' own services, on other ports and folders than `make demo`'s, so that neither
@@ -48,16 +49,17 @@ fi
   "${PYTEST[@]}" --basetemp "$root/unit" tests/unit || unit=$?
   wait "$helm_pid" || { echo "make install-helm failed:"; cat "$root/helm.log"; unit=1; }
   "${PYTEST[@]}" --basetemp "$root/deploy" tests/deploy || unit=$((unit | $?))
+  "${PYTEST[@]}" --basetemp "$root/cluster" -m cluster tests/integration tests/e2e || unit=$((unit | $?))
   "${PYTEST[@]}" --basetemp "$root/ray" -m ray tests/integration tests/e2e || unit=$((unit | $?))
   exit "$unit"
 } >"$root/unit.log" 2>&1 &
 unit_pid=$!
 status=0
-"${PYTEST[@]}" --basetemp "$root/services" -m "not ray" tests/integration tests/e2e || status=$?
+"${PYTEST[@]}" --basetemp "$root/services" -m "not ray and not cluster" tests/integration tests/e2e || status=$?
 unit_status=0
 wait "$unit_pid" || unit_status=$?
 unit_pid=
-echo "== unit, deploy and Ray Train tests (run beside the above) =="
+echo "== unit, deploy, Kafka cluster and Ray Train tests (run beside the above) =="
 cat "$root/unit.log"
 if ((status != 0 || unit_status != 0)); then
   echo "failed: integration/e2e exit $status, unit/deploy/ray exit $unit_status"
