@@ -20,6 +20,11 @@ item features change and users' rows move while the API is measured. After each 
 systems' rows, the share of lists the API answered from its memo (``kept``: the user's
 row, the served set and the titles unchanged since computed, ``api/serving/memo.py``).
 
+After every row, the CPU milliseconds per request of each process of the stack over that
+run (``bench/stack_cpu.py``: the API, the worker, the broker, Redis, Prometheus, found by
+their ports; the load generator; the rest of the machine) and the machine's busy share:
+on two cores, whether a rate can be held is whether all of them fit.
+
 ``--streams N`` holds N SSE streams (``/recommend/stream``, random users) open on the
 first system meanwhile.
 
@@ -51,6 +56,7 @@ from bench.open_loop import (
     recommend_targets,
     table_row,
 )
+from bench.stack_cpu import measure_cpu, stack_ports
 from streamrec.infra.processes import free_port, streamrec_process
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings, load_settings
@@ -179,6 +185,7 @@ def main() -> int:
     parser.add_argument("--locust-users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "load")
     args = parser.parse_args()
+    args.settings = settings
     for also in args.also:
         if not also.partition("=")[2].startswith("http"):
             parser.error(f"--also takes NAME=URL (e.g. two=http://127.0.0.1:8002): {also!r}")
@@ -234,12 +241,14 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
                         targets = recommend_targets(url, path, args.users)
                     else:
                         targets = events_targets(url, path, args.users, args.items, keys)
-                    report = attack(
-                        targets, rate, args.seconds, args.out, json_targets=target == "events"
-                    )
+                    with measure_cpu(stack_ports(args.settings, url)) as cpu:
+                        report = attack(
+                            targets, rate, args.seconds, args.out, json_targets=target == "events"
+                        )
                     results.setdefault((target, name), []).append(report)
                     lines.append(table_row(f"{name} {target}", report))
-                    print(lines[-1], flush=True)
+                    lines.append(cpu.per_request_line(report.requests))
+                    print("\n".join(lines[-2:]), flush=True)
                     if before is not None and target == "recommend":
                         lines.append(memo_line(before, memo_counts(url)))
                         print(lines[-1], flush=True)
