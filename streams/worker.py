@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
 
@@ -17,6 +16,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     keep_torch_out()
     from streamrec.infra.experiments import RedisExperimentFold
     from streamrec.infra.feast_store import apply_definitions, open_store
+    from streamrec.infra.gc_tuning import freeze_startup_heap
     from streamrec.infra.seen import RedisSeenItems
     from streams.agents import attach
     from streams.app import create_app
@@ -37,7 +37,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         RedisSeenItems(redis_url, settings.topic_prefix),
         RedisExperimentFold(redis_url, settings.topic_prefix),
     )
-    _tune_gc()
+    # After the imports and the app are built: what exists now lives as long as the
+    # process (streamrec.infra.gc_tuning).
+    freeze_startup_heap()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
 
     @app.task
@@ -58,22 +60,3 @@ def keep_torch_out() -> None:
     (``ModuleNotFoundError``); a torch already imported (a test process) stays.
     """
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
-
-
-# Allocations between collections of the youngest generation (Python's default: 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def _tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a worker that allocates per event.
-
-    Every event allocates futures, tasks, messages and state copies, so with Python's
-    default thresholds the collector ran every few events, and its older generations
-    walked everything the imports (Feast, torch, pyarrow) left alive: about a third of the
-    worker's time (`bench/worker_throughput.py`). Freezing moves what exists at start out
-    of every later collection, and a larger threshold collects young cycles less often;
-    reference counting still frees everything else at once, so memory is not held longer.
-    """
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
