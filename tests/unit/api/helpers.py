@@ -93,6 +93,7 @@ async def running_app(
     *,
     wait_for_index: bool = True,
     replay_sink: SinkFactory | None = None,
+    freeze_heap: bool = False,
 ) -> AsyncIterator[RunningApp]:
     app = create_app(
         settings,
@@ -100,6 +101,7 @@ async def running_app(
         sink=adapters.sink,
         changes=adapters.changes,
         replay_sink=replay_sink,
+        freeze_heap=freeze_heap,
     )
     async with app.router.lifespan_context(app):
         services: Services = app.state.services

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.main import create_app
 from streamrec.infra.gc_tuning import GC_YOUNG_THRESHOLD
 from streamrec.settings import Settings
-from tests.unit.api.helpers import Adapters
+from tests.unit.api.helpers import Adapters, running_app
 
 
 @pytest.fixture
@@ -28,15 +27,7 @@ async def test_the_served_app_freezes_its_start_up_heap_once_started(
 ) -> None:
     gc.unfreeze()
     threshold = gc.get_threshold()
-    app = create_app(
-        settings,
-        features=adapters.features,
-        sink=adapters.sink,
-        changes=adapters.changes,
-        freeze_heap=freeze,
-    )
-    assert gc.get_freeze_count() == 0  # not at import or construction: once started
-    async with app.router.lifespan_context(app):
+    async with running_app(settings, adapters, wait_for_index=False, freeze_heap=freeze):
         if freeze:
             assert gc.get_freeze_count() > 10_000  # the imports' objects
             assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
