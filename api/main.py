@@ -187,7 +187,7 @@ def create_app(
                 task.add_done_callback(_report_task_end)
             if freeze_heap:
                 # Without this, a collection of the oldest generation walked everything the
-                # imports left alive: a 0.3-0.5 s pause of the event loop under load.
+                # imports left alive: a pause of the event loop of about half a second.
                 freeze_startup_heap()
             try:
                 yield

@@ -7,7 +7,8 @@
 # the two cores well. The integration tests that train through Ray Train (marker `ray`)
 # run in the unit tests' process, after them, and so do the tests of a private three-node
 # Kafka cluster (marker `cluster`, self-contained on ports of their own): the two halves
-# then take about as long, and no two Ray trainings compete for the cores. With arguments, one pytest runs them as given.
+# then take about as long, and no two Ray trainings compete for the cores. With
+# arguments, one pytest runs them as given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests' own services, on other ports and folders than `make demo`'s, so that neither
@@ -62,6 +63,6 @@ unit_pid=
 echo "== unit, deploy, Kafka cluster and Ray Train tests (run beside the above) =="
 cat "$root/unit.log"
 if ((status != 0 || unit_status != 0)); then
-  echo "failed: integration/e2e exit $status, unit/deploy/ray exit $unit_status"
+  echo "failed: integration/e2e exit $status, unit/deploy/cluster/ray exit $unit_status"
   exit 1
 fi

@@ -5,8 +5,8 @@ Both import a large stack (Feast, pyarrow, the API also torch and MLflow) that l
 millions of objects alive for the life of the process. With Python's default thresholds
 the collector ran every few hundred allocations, and each collection of the oldest
 generation walked all of them: in the worker about a third of its time
-(``bench/worker_throughput.py``); in the API a pause of 0.3-0.5 s every few tens of
-seconds under load, every request in flight waiting behind it (the p99 of an open-loop
+(``bench/worker_throughput.py``); in the API a pause of about half a second within a
+minute under load, every request in flight waiting behind it (the p99 of an open-loop
 run). Freezing moves what exists once the process has started out of every later
 collection, and a larger young threshold collects young cycles less often; reference
 counting still frees everything else at once, so memory is not held longer.
