@@ -1,4 +1,4 @@
-"""The background replay's speed, and the load test's memo line."""
+"""The background replay's speed, and the load test's memo line and order of systems."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.background import speed_for_rate
-from bench.load_test import memo_line
+from bench.load_test import in_turn, memo_line
 from streamrec.paths import dataset_events
 
 
@@ -33,3 +33,11 @@ def test_a_log_without_a_span_is_refused(tmp_path: Path) -> None:
 def test_the_memo_line_counts_only_the_run() -> None:
     assert memo_line((10, 5), (40, 15)) == "  kept lists (memo): 75% of 40"
     assert memo_line((1, 1), (1, 1)) == "  kept lists (memo): n/a of 0"
+
+
+def test_each_rate_starts_with_the_next_system() -> None:
+    systems = {"ours": "a", "before": "b", "bare": "c"}
+    firsts = [in_turn(systems, turn)[0][0] for turn in range(4)]
+    assert firsts == ["ours", "before", "bare", "ours"]
+    assert sorted(in_turn(systems, 1)) == sorted(systems.items())
+    assert in_turn({}, 3) == []
