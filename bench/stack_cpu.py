@@ -69,7 +69,7 @@ def _cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _machine_busy() -> tuple[float, float]:
+def machine_busy() -> tuple[float, float]:
     """(busy CPU seconds, all CPU seconds) of the machine since boot."""
     times = psutil.cpu_times()
     total = sum(times)
@@ -122,13 +122,13 @@ def measure_cpu(ports: Mapping[str, list[int]]) -> Iterator[CpuShare]:
         for role, members in processes.items()
     }
     children_start = _children_cpu()
-    busy_start, total_start = _machine_busy()
+    busy_start, total_start = machine_busy()
     yield share
     for role, members in processes.items():
         share.by_role[role] = sum(
             max(_cpu(member) - start[role][member.pid], 0.0) for member in members
         )
     share.by_role["load generator"] = _children_cpu() - children_start
-    busy_end, total_end = _machine_busy()
+    busy_end, total_end = machine_busy()
     share.machine_busy = busy_end - busy_start
     share.machine_total = total_end - total_start

@@ -1,0 +1,140 @@
+"""`streamrec train` on a local Ray against a cluster of two Ray nodes on this machine:
+issue 20 §4's local proof of multi-node training and its per-CPU-second figure.
+
+    .venv/bin/python bench/ray_nodes.py [--hyper JSON] [--out reports/ray_nodes.json]
+
+Needs a prepared and archived log (``make demo``'s, or ``streamrec data prepare`` and
+``streamrec archive``). Two runs of the same `streamrec train`, each on a scratch state
+directory (its own MLflow registry and Ray storage) over the settings' data:
+
+1. ``--workers 1`` with the local Ray the command starts (today's default);
+2. ``--workers 2`` attached (``STREAMREC_RAY_ADDRESS``) to a cluster this script starts
+   with Ray's own ``ray.cluster_utils.Cluster``: a head node and a second node, one CPU
+   each, so Ray Train must place one worker on each.
+
+For each: wall seconds, the stage times the command logs (``train: ... took N s``), the
+machine's busy CPU seconds over the run (the machine should be otherwise quiet: Ray's
+processes are not children of this one), and for the cluster run the node of each Ray
+Train worker, read from Ray's state API. On one two-core machine a second node adds no
+cores, so the figure is what the second node costs per CPU-second, not what a second
+machine would add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.stack_cpu import machine_busy
+from streamrec.infra.processes import run_streamrec
+from streamrec.paths import REPO_ROOT
+from streamrec.settings import Settings, load_settings
+
+# A short training: every stage runs through Ray Train, with few epochs.
+SHORT = {
+    "lightgcn": {"epochs": 4},
+    "din": {"epochs": 1},
+    "ranknet": {"epochs": 10},
+    "sasrec": {"epochs": 3},
+}
+
+
+def stage_times(output: str) -> dict[str, float]:
+    """The ``train: <step> took <N> s`` lines of `streamrec train`'s output."""
+    return {step: float(s) for step, s in re.findall(r"train: (.+?) took ([\d.]+) s", output)}
+
+
+def timed_train(settings: Settings, workers: int, hyper: str, label: str) -> dict[str, Any]:
+    busy_before, _ = machine_busy()
+    started = time.monotonic()
+    output = run_streamrec(
+        settings,
+        "train",
+        "--workers",
+        str(workers),
+        "--no-bpr",
+        "--streaming-events",
+        "0",
+        "--hyper",
+        hyper,
+        "--report-dir",
+        str(settings.state_dir / "reports"),
+        timeout=3600,
+    )
+    wall = time.monotonic() - started
+    busy = machine_busy()[0] - busy_before
+    result = {
+        "run": label,
+        "workers": workers,
+        "wall_s": round(wall, 1),
+        "machine_busy_cpu_s": round(busy, 1),
+        "steps_s": stage_times(output),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def worker_nodes(address: str) -> dict[str, int]:
+    """Ray Train workers per node id (short) in the cluster, from Ray's state API."""
+    from ray.util.state import list_actors
+
+    nodes: dict[str, int] = {}
+    for actor in list_actors(
+        address=address, limit=1000, detail=True, raise_on_missing_output=False
+    ):
+        if "RayTrainWorker" in (actor.class_name or ""):
+            node = (actor.node_id or "?")[:8]
+            nodes[node] = nodes.get(node, 0) + 1
+    return nodes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hyper", default=json.dumps(SHORT), help="`streamrec train --hyper`")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "ray_nodes.json")
+    args = parser.parse_args()
+    base = load_settings()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ray-nodes-") as scratch:
+        local = base.model_copy(update={"state_dir": Path(scratch) / "local", "ray_address": ""})
+        results.append(timed_train(local, 1, args.hyper, "local Ray, 1 worker"))
+
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "include_dashboard": False},
+        )
+        try:
+            cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
+            two = base.model_copy(
+                update={"state_dir": Path(scratch) / "cluster", "ray_address": cluster.address}
+            )
+            result = timed_train(two, 2, args.hyper, "two nodes, 2 workers")
+            result["workers_per_node"] = worker_nodes(cluster.address)
+            results.append(result)
+        finally:
+            cluster.shutdown()
+    first, second = results
+    ratio = second["machine_busy_cpu_s"] / first["machine_busy_cpu_s"]
+    summary = (
+        f"two nodes: {second['wall_s']} s wall, {second['machine_busy_cpu_s']} CPU-s; "
+        f"one local node: {first['wall_s']} s, {first['machine_busy_cpu_s']} CPU-s; "
+        f"CPU-s ratio {ratio:.2f}, wall ratio {second['wall_s'] / first['wall_s']:.2f}; "
+        f"workers per node {second.get('workers_per_node')}"
+    )
+    print(summary)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": results, "summary": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
