@@ -16,8 +16,8 @@ directory (its own MLflow registry and Ray storage) over the settings' data:
 For each: wall seconds, the stage times the command logs (``train: ... took N s``), the
 machine's busy CPU seconds over the run (the machine should be otherwise quiet: Ray's
 processes are not children of this one), and for the cluster run the node of each Ray
-Train worker, read from the GCS's actor table. The local runs include starting their Ray
-(``train (Ray Train)`` is the comparable step); the cluster is started before its run. On
+Train worker, read from the GCS's actor table. The local runs start their Ray within the
+``train (Ray Train)`` step; the cluster is started before its run. On
 one two-core machine a second node adds no cores, so ``local2`` against ``cluster`` is
 what the second node costs per CPU-second, not what a second machine would add.
 """
