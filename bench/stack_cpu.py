@@ -45,7 +45,13 @@ def listeners(ports: Mapping[str, list[int]]) -> dict[str, list[psutil.Process]]
     listener (the worker not running) is left out."""
     wanted = {port: role for role, role_ports in ports.items() for port in role_ports}
     found: dict[str, dict[int, psutil.Process]] = {}
-    for connection in psutil.net_connections(kind="tcp"):
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        # Another user's processes' sockets (some systems): the line then has the load
+        # generator, the rest and the machine only.
+        return {}
+    for connection in connections:
         if connection.status != psutil.CONN_LISTEN or connection.pid is None:
             continue
         role = wanted.get(connection.laddr.port)
