@@ -13,26 +13,27 @@ directory (its own MLflow registry and Ray storage) over the settings' data:
    script starts with Ray's own ``ray.cluster_utils.Cluster``: a head node and a second
    node, one CPU each, so Ray Train must place one worker on each.
 
-For each: wall seconds, the stage times the command logs (``train: ... took N s``), the
-machine's busy CPU seconds over the run (the machine should be otherwise quiet: Ray's
-processes are not children of this one), and for the cluster run the node of each Ray
-Train worker, read from the GCS's actor table. The local runs start their Ray within the
-``train (Ray Train)`` step; the cluster is started before its run. On
-one two-core machine a second node adds no cores, so ``local2`` against ``cluster`` is
-what the second node costs per CPU-second, not what a second machine would add.
+For each: wall seconds, the stage times and Ray's start the command logs (read as
+``bench/pipeline_scale.py`` reads them), the machine's busy CPU seconds over the run (the
+machine should be otherwise quiet: Ray's processes are not children of this one), and for
+the cluster run the node of each Ray Train worker, read from the GCS's actor table. The
+local runs start their Ray within the ``train (Ray Train)`` step; the cluster is started
+before its run. On one two-core machine a second node adds no cores, so ``local2``
+against ``cluster`` is what the second node costs per CPU-second, not what a second
+machine would add.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.pipeline_scale import ray_log_seconds
 from bench.stack_cpu import machine_busy
 from streamrec.infra.processes import run_streamrec
 from streamrec.paths import REPO_ROOT
@@ -45,11 +46,6 @@ SHORT = {
     "ranknet": {"epochs": 10},
     "sasrec": {"epochs": 3},
 }
-
-
-def stage_times(output: str) -> dict[str, float]:
-    """The ``train: <step> took <N> s`` lines of `streamrec train`'s output."""
-    return {step: float(s) for step, s in re.findall(r"train: (.+?) took ([\d.]+) s", output)}
 
 
 def timed_train(settings: Settings, workers: int, hyper: str, label: str) -> dict[str, Any]:
@@ -76,7 +72,7 @@ def timed_train(settings: Settings, workers: int, hyper: str, label: str) -> dic
         "workers": workers,
         "wall_s": round(wall, 1),
         "machine_busy_cpu_s": round(busy, 1),
-        "steps_s": stage_times(output),
+        "steps_s": ray_log_seconds(output),
     }
     print(json.dumps(result), flush=True)
     return result

@@ -70,10 +70,3 @@ def test_the_line_divides_by_the_requests_and_names_the_rest() -> None:
     assert line.startswith("  CPU-ms per request: api 2.0 · worker 0.5 · rest 0.5 · machine 3.0")
     assert "busy 75%" in line
     assert share.per_request_line(0) == "  CPU per request: no requests"
-
-
-def test_the_ray_bench_reads_the_stage_times_train_logs() -> None:
-    from bench.ray_nodes import stage_times
-
-    output = "x INFO train: read archive took 1.5 s\ny INFO train: fit took 120.0 s\nnoise"
-    assert stage_times(output) == {"read archive": 1.5, "fit": 120.0}
