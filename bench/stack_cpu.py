@@ -123,12 +123,14 @@ def measure_cpu(ports: Mapping[str, list[int]]) -> Iterator[CpuShare]:
     children spent while the context was open; filled in when it closes."""
     share = CpuShare()
     processes = listeners(ports)
+    # The machine's window opens first and closes last, so it holds every process's
+    # (read the other way round, a process's tick could fall outside the machine's).
+    busy_start, total_start = machine_busy()
     start = {
         role: {member.pid: _cpu(member) for member in members}
         for role, members in processes.items()
     }
     children_start = _children_cpu()
-    busy_start, total_start = machine_busy()
     yield share
     for role, members in processes.items():
         share.by_role[role] = sum(
