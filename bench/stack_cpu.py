@@ -17,6 +17,7 @@ machine's busy time outside all of these (the OS, other jobs).
 
 from __future__ import annotations
 
+import os
 import resource
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -138,5 +139,13 @@ def measure_cpu(ports: Mapping[str, list[int]]) -> Iterator[CpuShare]:
         )
     share.by_role["load generator"] = _children_cpu() - children_start
     busy_end, total_end = machine_busy()
-    share.machine_busy = busy_end - busy_start
-    share.machine_total = total_end - total_start
+    share.machine_busy = _ticks(busy_end - busy_start)
+    share.machine_total = _ticks(total_end - total_start)
+
+
+def _ticks(seconds: float) -> float:
+    """``seconds`` to the kernel's clock tick, in which every CPU time here is counted: the
+    machine's are differences of sums since boot, off by float rounding (1.0099999999947
+    for 1.01 s)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return round(seconds * hz) / hz  # as psutil computes a process's: ticks / hz
