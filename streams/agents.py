@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from confluent_kafka import KafkaException
 
+from streamrec.infra.lag import consumed_and_logged
 from streamrec.infra.seen import SeenWriter
 from streamrec.settings import Settings
 from streams.batches import (
@@ -46,6 +49,11 @@ from streams.joins import FaustJoin, JoinMetrics
 from streams.metrics import Laps, WorkerMetrics, add_metrics_page
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
 from streams.worker_metrics import WorkerFlowMetrics
+
+log = logging.getLogger(__name__)
+
+# How often the worker asks whether every click is folded (``FaustJoin.clicks_caught_up``).
+CLICKS_CHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -104,13 +112,41 @@ def attach(
     item_table = app.Table(
         "item_stats", default=None, partitions=partitions, key_type=str, value_type=bytes
     )
+    # The request table holds ``RequestState.to_json`` bytes the same way (records from
+    # when it held decoded JSON are the same bytes).
     request_table = app.Table(
-        "served_requests",
-        default=None,
-        partitions=partitions,
-        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+        "served_requests", default=None, partitions=partitions, key_type=str, value_type=bytes
     )
     join = FaustJoin(request_table, JoinMetrics.create(metrics.registry))
+
+    def on_rebalance(sender: Any, /, *partitions: Any, signal: Any, **kwargs: Any) -> None:
+        join.rebalanced()
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
+
+    @app.timer(CLICKS_CHECK_SECONDS)
+    async def clicks_caught_up() -> None:
+        """Let partitions nobody clicks in forget their requests (``streams.joins``)."""
+        assigned = app.consumer.assignment()
+        partitions = sorted(tp.partition for tp in assigned if tp.topic == topics.clicks)
+        if not partitions:
+            return
+        served = join.served_clocks()  # before the end offsets are asked for
+        try:
+            consumed, logged = await _in_thread(
+                consumed_and_logged,
+                settings.bootstrap_servers,
+                topics.clicks,
+                partitions,
+                app.conf.id,
+                settings.kafka_security(),
+            )
+        except KafkaException as error:  # next time; until then the clock stays
+            log.warning("join: could not read the clicks topic's offsets: %s", error)
+            return
+        join.clicks_caught_up(served, logged, consumed)
+
     activity_name = item_activity.get_topic_name()
     experiment_metrics = ExperimentMetrics.create(metrics.registry)
 

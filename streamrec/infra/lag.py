@@ -83,6 +83,38 @@ def consumer_lag(bootstrap_servers: str, timeout: float = 10.0) -> list[Partitio
     return rows
 
 
+def consumed_and_logged(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: list[int],
+    group: str,
+    security: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """For ``partitions`` of ``topic``: an offset below which ``group`` has consumed every
+    record (its committed offset, or the log's start), and the end offset, asked of the
+    partition's leader now (not a cached one)."""
+    probe = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,  # only to read its committed offsets: it never joins
+            "enable.auto.commit": False,
+            **(security or {}),
+        }
+    )
+    consumed: dict[int, int] = {}
+    logged: dict[int, int] = {}
+    try:
+        wanted = [TopicPartition(topic, partition) for partition in partitions]
+        for tp in probe.committed(wanted, timeout=timeout):
+            low, high = probe.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            consumed[tp.partition] = max(tp.offset, low)  # nothing committed: negative
+            logged[tp.partition] = high
+    finally:
+        probe.close()
+    return consumed, logged
+
+
 def idle_groups(bootstrap_servers: str, timeout: float = 10.0) -> set[str]:
     """Groups with committed offsets but no member now: their lag grows because nothing
     runs them (e.g. an archiver run with ``--once``), not because a consumer falls behind."""

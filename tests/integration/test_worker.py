@@ -20,6 +20,7 @@ from streamrec.infra.seen import RedisSeenItems
 from streamrec.settings import Settings
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem, Topics
 from streams.folding import ItemState, UserState, item_rows, user_rows
+from streams.joins import ATTRIBUTION_WINDOW_MS, GRACE_MS
 from streams.producer import EventProducer
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeastFeatureSink
 from tests.integration.test_backfill import online
@@ -387,6 +388,38 @@ def test_impressions_join_their_clicks_and_the_hour_window_counts_by_event_time(
             30,
             "the pending click of a request never served given up",
         )
+        assert worker.poll() is None
+
+
+def test_requests_nobody_clicks_on_are_forgotten_once_every_click_is_folded(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    """No click on the partition at all: its clicks clock never moves, and the requests are
+    forgotten by the served clock once the worker has seen the clicks topic's end."""
+    settings = live_settings
+    log = tmp_path / "worker.log"
+    apply_definitions(open_store(settings))
+    port = settings.worker_port
+    past_window = T0 + ATTRIBUTION_WINDOW_MS + GRACE_MS + 60_000
+    with (
+        streamrec_process(settings, "worker", log=log) as worker,
+        EventProducer(settings.bootstrap_servers, Topics(settings.topic_prefix)) as producer,
+    ):
+        for n in range(3):
+            producer.send(_served(f"quiet{n}", ["q1", "q2"], T0 + n * 1000))
+        producer.send(_served("recent", ["q1"], past_window))
+        producer.flush()
+        sent = [0]
+
+        def forgotten() -> bool:
+            # A partition's requests are swept when a batch of it is folded: keep serving.
+            sent[0] += 1
+            producer.send(_served(f"more{sent[0]}", ["q3"], past_window + sent[0]))
+            producer.flush()
+            return _metric(port, "streamrec_join_expired_total", 'what="request"') >= 3
+
+        wait_until(forgotten, 90, "the three early requests forgotten", 1.0, proc=worker, log=log)
+        assert _metric(port, "streamrec_join_expired_total", 'what="request"') == 3
         assert worker.poll() is None
 
 

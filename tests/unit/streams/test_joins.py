@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 from streams.events import Click, RecommendationServed, RecommendedItem
 from streams.folding import (
@@ -26,6 +27,8 @@ from streams.joins import (
     Joined,
     RequestJoin,
     RequestState,
+    expiry,
+    given_up_count,
     join_click,
     join_served,
 )
@@ -118,6 +121,7 @@ def test_redelivered_events_resend_their_entries_and_the_item_side_counts_them_o
         crashed.fold(event, source, 0, offset)
     resent = [e for source, offset, ev in events for e in crashed.fold(ev, source, 0, offset)]
     assert crashed.outcomes[Joined.REDELIVERED] == len(events)
+    assert resent == sent  # the same entries in the same order, impressions given again
     items: dict[str, ItemState] = {}
     for message in group_entries(resent) + group_entries(resent[:3]):
         fold_item_entries(items.setdefault(message.item_id, ItemState()), message)
@@ -127,6 +131,73 @@ def test_redelivered_events_resend_their_entries_and_the_item_side_counts_them_o
         "b": (1, 0),
         "c": (1, 1),
     }
+
+
+def test_a_stored_request_keeps_no_impression_and_one_stored_with_them_resends_the_same() -> None:
+    state = RequestState(partition=0)
+    join_click(state, _click("r", "b"), CLICKS, 3)
+    sent = join_served(state, _served("r", ["a", "b", "c"]), RECS, 9)[1]
+    assert [(e[2], e[3]) for e in sent] == [
+        ("a", IMPRESSION),
+        ("b", IMPRESSION),
+        ("c", IMPRESSION),
+        ("b", ATTRIBUTED_CLICK),
+    ]
+    stored = state.to_json()
+    assert RequestState.from_json(stored) == state
+    assert [entry[3] for entry in state.emitted] == [ATTRIBUTED_CLICK]
+    assert join_served(RequestState.from_json(stored), _served("r", ["a"]), RECS, 9)[1] == sent
+    # A state stored before ``served_at`` kept its impressions in ``emitted``.
+    old = {**state.to_dict(), "emitted": [list(e) for e in sent]}
+    del old["served_at"]
+    assert join_served(RequestState.from_dict(old), _served("r", ["a"]), RECS, 9)[1] == sent
+    assert join_served(RequestState.from_dict(old), _served("r", ["a"]), RECS, 8)[1] == []
+
+
+def test_a_stored_state_holds_no_more_memory_than_its_bytes_need() -> None:
+    states = []
+    for n in range(500):
+        state = RequestState(partition=n % 3)
+        join_served(state, _served(f"r{n}", [f"i{n + k}" for k in range(10)]), RECS, n)
+        states.append(state)
+    tracemalloc.start()
+    try:
+        kept = [state.to_json() for state in states]
+        traced = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # The bytes and the list that holds them (orjson's own result took 4 KiB each).
+    assert traced < sum(len(value) + 64 for value in kept) + 8 * len(kept) + 4096
+
+
+def test_the_expiry_index_finds_what_the_clocks_passed_as_a_walk_would() -> None:
+    rng = random.Random(11)
+    join = RequestJoin()
+    offsets = {RECS: 0, CLICKS: 0}
+    for n in range(600):
+        at = T0 + n * 20_000 + rng.randrange(-GRACE_MS // 2, GRACE_MS // 2)
+        request = f"r{rng.randrange(400)}"
+        if rng.random() < 0.5:
+            event: RecommendationServed | Click = _served(request, [f"i{n % 5}"], at=at)
+            source = RECS
+        else:
+            event, source = _click(request, f"i{n % 5}", at=at), CLICKS
+        partition = int(request[1:]) % 3
+        join.fold(event, source.replace(":0", f":{partition}"), partition, offsets[source])
+        offsets[source] += 1
+        if n % 7 == 0:
+            # What a walk over every state would forget now, by reason.
+            want = {r: why for r, s in join.requests.items() if (why := expiry(s, join.clocks))}
+            before = dict(join.requests)
+            given_up = dict(join.given_up)
+            join.expire()
+            assert set(before) - set(join.requests) == set(want)
+            for why in ("pending_click", "request"):
+                gone = [before[r] for r, w in want.items() if w == why]
+                added = join.given_up.get(why, 0) - given_up.get(why, 0)
+                assert added == sum(given_up_count(s, why) for s in gone)
+            assert len(join.index) == len(join.requests)
+    assert join.given_up["request"] > 0 and join.given_up["pending_click"] > 0
 
 
 def test_one_message_may_carry_several_entries_at_one_offset() -> None:
