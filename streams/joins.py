@@ -68,7 +68,7 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.types import EventT, TableT
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streams.events import Click, RecommendationServed
 from streams.faust_patches import set_current_event
@@ -349,6 +349,7 @@ def given_up_count(state: RequestState, why: str) -> int:
 class JoinMetrics:
     outcomes: Counter
     given_up: Counter
+    held: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> JoinMetrics:
@@ -364,6 +365,12 @@ class JoinMetrics:
                 "Join state forgotten by event time: pending clicks whose request never came "
                 "(pending_click), and served requests past their attribution window (request)",
                 ["what"],
+                registry=registry,
+            ),
+            held=Gauge(
+                "streamrec_join_requests_held",
+                "Requests the impression-click join holds (served lists and pending clicks of "
+                "this worker's partitions), until their attribution window or grace passes",
                 registry=registry,
             ),
         )
@@ -468,6 +475,7 @@ class FaustJoin:
                 del self._table[request_id]
             self._metrics.given_up.labels(why).inc(given_up_count(state, why))
         set_current_event(stream, arriving)
+        self._metrics.held.set(len(self._index))
         return entries
 
     def _index_stored(self, partitions: set[int], changed: dict[str, RequestState]) -> None:

@@ -188,6 +188,19 @@ OVERVIEW: dict[str, tuple[PanelSpec, ...]] = {
             _quantiles("streamrec_worker_batch_seconds", "topic"),
         ),
         PanelSpec(
+            "Impression-click join",
+            "short",
+            (
+                Query("sum(streamrec_join_requests_held)", "requests held"),
+                Query(
+                    "sum by (what) (rate(streamrec_join_expired_total[5m])) * 60",
+                    "{{what}} forgotten per minute",
+                ),
+            ),
+            "Held until the attribution window and its grace pass (70 minutes of served "
+            "lists); a count that only grows means a partition's clock is stuck",
+        ),
+        PanelSpec(
             "Spark batch duration",
             "s",
             _quantiles("streamrec_spark_batch_seconds", "query", "5m"),

@@ -144,6 +144,7 @@ def test_batches_over_the_table_send_and_forget_what_the_plain_join_does() -> No
         assert {k: RequestState.from_json(v) for k, v in table.items()} == plain.requests
         # Each key is written and deleted under an event of its own partition.
         assert all(table.partitions[k] == int(k[1:]) % 3 for k in table.partitions)
+        assert metrics.held._value.get() == len(plain.requests)
     for why in ("pending_click", "request"):
         assert _given_up(metrics, why) == plain.given_up[why] > 0
     assert stream.current_event is None  # the arriving event is current again

@@ -1,0 +1,211 @@
+"""The worker folding served lists nobody clicks: CPU per list, resident memory and the
+requests its join holds, this build against an earlier one, in one run.
+
+    .venv/bin/python bench/join_worker.py [--lists 100000] [--span-minutes 180] [--rate 1000]
+        [--before REV]
+
+Needs the services (`streamrec services up`). Each run uses fresh topics and one
+`streamrec worker`: ``--lists`` RecommendationServed events of ten items (3,000 users,
+event times spread evenly over ``--span-minutes``, no click) are produced into the
+recommendations topic, the first hundredth before the worker starts and the rest at
+``--rate`` lists per second once it has committed, as an API would serve them; the clock
+runs from its first committed offset until its group has no lag left. Prints per run
+the lists per second, the worker's CPU-ms per list (user + system time over the same
+span, from /proc), its resident memory at the end, and the requests its join holds
+(``streamrec_join_requests_held``; a build without that gauge prints "-").
+
+``--before REV`` runs the worker of the git revision REV (the repository at REV, extracted
+with ``git archive`` into a scratch directory) over its own fresh topics in turn with
+this build's, ``--repeats`` times, and prints the ratios of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.worker_throughput import _cpu_seconds
+from streamrec.infra.feast_store import apply_definitions, open_store
+from streamrec.infra.lag import consumer_lag
+from streamrec.infra.processes import free_port, settings_env, stop_process
+from streamrec.paths import REPO_ROOT
+from streamrec.settings import Settings, load_settings
+from streams.events import RecommendationServed, RecommendedItem, Topics
+from streams.producer import EventProducer
+from streams.topics import delete_topics, ensure_topics
+
+T0 = 1_700_000_000_000
+
+
+def _rss_mib(pid: int) -> float:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _held(port: int) -> str:
+    """The worker's ``streamrec_join_requests_held``, or "-" without it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        for line in page.read().decode().splitlines():
+            if line.startswith("streamrec_join_requests_held "):
+                return f"{float(line.split()[1]):,.0f}"
+    return "-"
+
+
+def lists(count: int, span_minutes: float, seed: int) -> Iterator[RecommendationServed]:
+    rng = random.Random(seed)
+    step = span_minutes * 60_000 / count
+    for n in range(count):
+        items = tuple(
+            RecommendedItem(item_id=str(rng.randrange(1700)), rank=k + 1, score=1.0, reason="r")
+            for k in range(10)
+        )
+        yield RecommendationServed(
+            user_id=f"u{rng.randrange(3000)}",
+            request_id=uuid.uuid4().hex,
+            variant="a",
+            model_version="m",
+            event_time=T0 + int(n * step),
+            items=items,
+        )
+
+
+def produce(producer: EventProducer, events: Iterator[RecommendationServed], rate: float) -> None:
+    """Send ``events`` at ``rate`` per second (or at once for an infinite rate)."""
+    started = time.perf_counter()
+    for n, event in enumerate(events):
+        if rate != float("inf"):
+            time.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        producer.send(event)
+    producer.flush()
+
+
+@contextlib.contextmanager
+def worker(settings: Settings, root: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`streamrec worker` of the repository at ``root`` (its modules first on the path)."""
+    env = settings_env(settings)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec.cli", "worker"],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def one_run(
+    base: Settings, root: Path, scratch: Path, args: argparse.Namespace
+) -> tuple[float, float, float, str]:
+    """Lists per second, CPU-ms per list, resident MiB and requests held, for one run."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    settings = base.model_copy(
+        update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
+    )
+    topics = Topics(prefix)
+    ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
+    apply_definitions(open_store(settings))
+    try:
+        events = lists(args.lists, args.span_minutes, args.seed)
+        head = itertools.islice(events, max(1, args.lists // 100))
+        with EventProducer(settings.bootstrap_servers, topics) as producer:
+            produce(producer, head, float("inf"))
+            group = f"{prefix}worker"
+            first: tuple[float, int, float] | None = None
+            with worker(settings, root, scratch / f"{prefix}worker.log") as proc:
+                while True:
+                    rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
+                    served = [r for r in rows if r.topic == topics.recommendations]
+                    now = time.perf_counter()
+                    folded = sum(max(r.committed, 0) for r in served)
+                    if first is None and folded > 0:
+                        first = (now, folded, _cpu_seconds(proc.pid))
+                        produce(producer, events, args.rate)
+                        continue
+                    if first is not None and served and all(r.lag == 0 for r in served):
+                        start, already, cpu = first
+                        count = folded - already
+                        cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu) / count
+                        held = _held(settings.worker_port)
+                        return count / (now - start), cpu_ms, _rss_mib(proc.pid), held
+                    if proc.poll() is not None:
+                        raise SystemExit(f"worker exited with {proc.returncode}")
+                    time.sleep(0.2)
+    finally:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        delete_topics(settings.bootstrap_servers, names)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lists", type=int, default=100_000)
+    parser.add_argument("--span-minutes", type=float, default=180.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="lists per second sent")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--before", help="a git revision whose worker to compare with")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    base = load_settings()
+    print(
+        f"{args.lists:,} served lists of 10 over {args.span_minutes:g} min of event time, no click"
+    )
+    results: dict[str, list[tuple[float, float, float, str]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        builds = {"this build": REPO_ROOT}
+        if args.before:
+            old = scratch / "before"
+            old.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "archive", args.before],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            builds[f"at {args.before}"] = old
+        for repeat in range(args.repeats):
+            order = list(builds.items())
+            if repeat % 2:
+                order.reverse()
+            for name, root in order:
+                rate, cpu_ms, rss, held = one_run(base, root, scratch, args)
+                results.setdefault(name, []).append((rate, cpu_ms, rss, held))
+                print(
+                    f"{name}: {rate:,.0f} lists/s, {cpu_ms:.2f} CPU-ms per list, "
+                    f"{rss:,.0f} MiB resident, {held} requests held",
+                    flush=True,
+                )
+    medians = {
+        name: (statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs))
+        for name, runs in results.items()
+    }
+    if args.before:
+        (after_cpu, after_rss), (before_cpu, before_rss) = medians.values()
+        print(
+            f"ratio before/after: CPU per list {before_cpu / after_cpu:.1f}x, "
+            f"resident memory {before_rss / after_rss:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
