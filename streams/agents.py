@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-from confluent_kafka import KafkaException
 
 from streamrec.infra.lag import consumed_and_logged
 from streamrec.infra.seen import SeenWriter
@@ -119,7 +118,7 @@ def attach(
     )
     join = FaustJoin(request_table, JoinMetrics.create(metrics.registry))
 
-    def on_rebalance(sender: Any, /, *partitions: Any, signal: Any, **kwargs: Any) -> None:
+    def on_rebalance(sender: Any, /, *tps: Any, signal: Any, **kwargs: Any) -> None:
         join.rebalanced()
 
     app.on_partitions_revoked.connect(on_rebalance)
@@ -128,22 +127,23 @@ def attach(
     @app.timer(CLICKS_CHECK_SECONDS)
     async def clicks_caught_up() -> None:
         """Let partitions nobody clicks in forget their requests (``streams.joins``)."""
-        assigned = app.consumer.assignment()
-        partitions = sorted(tp.partition for tp in assigned if tp.topic == topics.clicks)
-        if not partitions:
-            return
-        served = join.served_clocks()  # before the end offsets are asked for
         try:
+            owned = sorted(
+                tp.partition for tp in app.consumer.assignment() if tp.topic == topics.clicks
+            )
+            if not owned:
+                return
+            served = join.served_clocks()  # before the end offsets are asked for
             consumed, logged = await _in_thread(
                 consumed_and_logged,
                 settings.bootstrap_servers,
                 topics.clicks,
-                partitions,
+                owned,
                 app.conf.id,
                 settings.kafka_security(),
             )
-        except KafkaException as error:  # next time; until then the clock stays
-            log.warning("join: could not read the clicks topic's offsets: %s", error)
+        except Exception as error:  # noqa: BLE001 (a later check will do; the clock stays)
+            log.warning("join: could not read the clicks topic's offsets: %r", error)
             return
         join.clicks_caught_up(served, logged, consumed)
 

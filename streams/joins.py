@@ -285,9 +285,6 @@ class ExpiryIndex:
             self._deadline[request_id] = key
             heapq.heappush(self._heaps.setdefault((state.partition, why), []), (bound, request_id))
 
-    def drop(self, request_id: str) -> None:
-        self._deadline.pop(request_id, None)
-
     def due(self, partition: int, clocks: JoinClocks) -> list[str]:
         """The requests of ``partition`` whose deadline its clocks passed, dropped from the
         index, in deadline order."""
@@ -423,7 +420,9 @@ class FaustJoin:
         return moved
 
     def rebalanced(self) -> None:
-        """Index every partition's stored states again when it is next swept."""
+        """Index every partition's stored states afresh when it is next swept (those of a
+        partition this worker no longer has are dropped with the old index)."""
+        self._index = ExpiryIndex()
         self._indexed.clear()
 
     def fold_batch(
