@@ -22,13 +22,11 @@ this build's, ``--repeats`` times, and prints the ratios of the medians.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -36,15 +34,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.stack import fresh_topics
 from bench.worker_throughput import _cpu_seconds
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
-from streamrec.infra.processes import free_port, settings_env, stop_process
+from streamrec.infra.processes import streamrec_process
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings, load_settings
 from streams.events import RecommendationServed, RecommendedItem, Topics
 from streams.producer import EventProducer
-from streams.topics import delete_topics, ensure_topics
 
 T0 = 1_700_000_000_000
 
@@ -91,45 +89,21 @@ def produce(producer: EventProducer, events: Iterator[RecommendationServed], rat
     producer.flush()
 
 
-@contextlib.contextmanager
-def worker(settings: Settings, root: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`streamrec worker` of the repository at ``root`` (its modules first on the path)."""
-    env = settings_env(settings)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec.cli", "worker"],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
-
-
 def one_run(
     base: Settings, root: Path, scratch: Path, args: argparse.Namespace
 ) -> tuple[float, float, float, str]:
     """Lists per second, CPU-ms per list, resident MiB and requests held, for one run."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    settings = base.model_copy(
-        update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
-    )
-    topics = Topics(prefix)
-    ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
-    apply_definitions(open_store(settings))
-    try:
+    with fresh_topics(base, scratch / uuid.uuid4().hex[:8]) as settings:
+        topics = Topics(settings.topic_prefix)
+        apply_definitions(open_store(settings))
         events = lists(args.lists, args.span_minutes, args.seed)
         head = itertools.islice(events, max(1, args.lists // 100))
         with EventProducer(settings.bootstrap_servers, topics) as producer:
             produce(producer, head, float("inf"))
-            group = f"{prefix}worker"
+            group = f"{settings.topic_prefix}worker"
             first: tuple[float, int, float] | None = None
-            with worker(settings, root, scratch / f"{prefix}worker.log") as proc:
+            log = settings.state_dir / "worker.log"
+            with streamrec_process(settings, "worker", log=log, root=root) as proc:
                 while True:
                     rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
                     served = [r for r in rows if r.topic == topics.recommendations]
@@ -148,12 +122,6 @@ def one_run(
                     if proc.poll() is not None:
                         raise SystemExit(f"worker exited with {proc.returncode}")
                     time.sleep(0.2)
-    finally:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-        delete_topics(settings.bootstrap_servers, names)
 
 
 def main() -> None:

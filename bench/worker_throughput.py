@@ -29,13 +29,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.stack import fresh_topics
 from bench.stats import summary
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
 from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
 from streamrec.settings import Settings, load_settings
 from streams.events import Topics
-from streams.topics import delete_topics, ensure_topics
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -46,14 +46,10 @@ def _cpu_seconds(pid: int) -> float:
 
 def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[int, float, float]:
     """Events folded, wall seconds and worker CPU seconds, from the first commit to no lag."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    settings = base.model_copy(
-        update={"topic_prefix": prefix, "state_dir": scratch / prefix, "worker_port": free_port()}
-    )
-    topics = Topics(prefix)
-    ensure_topics(settings.bootstrap_servers, topics, settings.topic_partitions)
-    apply_definitions(open_store(settings))
-    try:
+    with fresh_topics(base, scratch / uuid.uuid4().hex[:8]) as settings:
+        prefix = settings.topic_prefix
+        topics = Topics(prefix)
+        apply_definitions(open_store(settings))
         run_streamrec(settings, "replay", source, "--speed", "max", timeout=3600)
         group = f"{prefix}worker"
         first_commit: tuple[float, int, float] | None = None
@@ -63,7 +59,7 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
                 stack.enter_context(
                     streamrec_process(
                         settings.model_copy(
-                            update={"worker_port": port, "state_dir": scratch / prefix / str(n)}
+                            update={"worker_port": port, "state_dir": settings.state_dir / str(n)}
                         ),
                         "worker",
                         log=scratch / f"{prefix}worker{n}.log",
@@ -89,9 +85,6 @@ def one_run(base: Settings, source: str, scratch: Path, workers: int) -> tuple[i
                     if proc.poll() is not None:
                         raise SystemExit(f"worker exited with {proc.returncode}")
                 time.sleep(0.1)
-    finally:
-        names = [t for t in _topic_names(settings) if t.startswith(prefix)]
-        delete_topics(settings.bootstrap_servers, names)
 
 
 def _print_stages(ports: list[int], events: int) -> None:
@@ -115,13 +108,6 @@ def _print_stages(ports: list[int], events: int) -> None:
     for (topic, stage), seconds in sorted(totals.items()):
         per_event = seconds / events * 1e6
         print(f"  {topic:>22} {stage:<20} {seconds:7.2f} s = {per_event:6.1f} us/event")
-
-
-def _topic_names(settings: Settings) -> list[str]:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    return list(admin.list_topics(timeout=10).topics)
 
 
 def main() -> None:

@@ -53,15 +53,19 @@ def free_port() -> int:
 
 @contextmanager
 def streamrec_process(
-    settings: Settings, *args: str, log: Path
+    settings: Settings, *args: str, log: Path, root: Path = REPO_ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `streamrec ARGS` as a child with these settings; stopped on exit."""
+    """Run `streamrec ARGS` as a child with these settings; stopped on exit. ``root``: a
+    copy of the repository to run instead (another revision, for a benchmark)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = settings_env(settings)
+    if root != REPO_ROOT:
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamrec.cli", *args],
-            cwd=REPO_ROOT,
-            env=settings_env(settings),
+            cwd=root,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
