@@ -29,10 +29,14 @@ never earlier):
   impressions count and that click does not.
 - a served request is forgotten once the clicks clock of its partition passes
   ``served + ATTRIBUTION_WINDOW_MS + GRACE_MS``; a click on it arriving later than that
-  finds no request, waits as pending and is given up as above.
+  finds no request, waits as pending and is given up as above. In the worker, a
+  partition whose logged clicks are all folded moves its clicks clock up to its
+  recommendations clock (``FaustJoin.clicks_caught_up``), so a partition nobody clicks
+  in forgets its requests too.
 
-Only events more than ``GRACE_MS`` out of order within their own partition can make the
-live worker and a backfill disagree.
+Only events more than ``GRACE_MS`` out of order within their own partition (within a
+topic, or a click against the served lists logged before it) can make the live worker
+and a backfill disagree.
 
 Finding what the clocks passed costs what is due, not what is held: ``ExpiryIndex`` keeps
 each request's deadline in a heap per partition and reason (the worker's was a walk of
