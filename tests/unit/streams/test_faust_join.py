@@ -5,6 +5,7 @@ rebalance (the real table and broker: ``tests/integration``)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -114,15 +115,22 @@ def _faust_join(table: _Table) -> tuple[FaustJoin, JoinMetrics]:
     return FaustJoin(cast(TableT, table), metrics), metrics
 
 
+def _counting(metrics: JoinMetrics) -> Callable[[str], float]:
+    """What the join gave up since now, by reason. Once Feast is imported (other tests do),
+    prometheus_client counts in per-process files, so a new registry starts where the
+    last one of the same name stopped."""
+    start = {why: metrics.given_up.labels(why)._value.get() for why in _WHYS}
+    return lambda why: metrics.given_up.labels(why)._value.get() - start[why]
+
+
+_WHYS = ("pending_click", "request")
+
+
 def _fold(
     join: FaustJoin, stream: _Stream, batch: list[tuple[_Event, RecommendationServed | Click]]
 ) -> list[Any]:
     events = cast(list[tuple[EventT, RecommendationServed | Click]], batch)
     return join.fold_batch(cast(StreamT, stream), events)
-
-
-def _given_up(metrics: JoinMetrics, why: str) -> float:
-    return metrics.given_up.labels(why)._value.get()
 
 
 def test_batches_over_the_table_send_and_forget_what_the_plain_join_does() -> None:
@@ -131,6 +139,7 @@ def test_batches_over_the_table_send_and_forget_what_the_plain_join_does() -> No
     stream = _Stream()
     table = _Table(stream)
     join, metrics = _faust_join(table)
+    given_up = _counting(metrics)
     for start in range(0, len(positioned), 40):
         batch = positioned[start : start + 40]
         want = []
@@ -146,7 +155,7 @@ def test_batches_over_the_table_send_and_forget_what_the_plain_join_does() -> No
         assert all(table.partitions[k] == int(k[1:]) % 3 for k in table.partitions)
         assert metrics.held._value.get() == len(plain.requests)
     for why in ("pending_click", "request"):
-        assert _given_up(metrics, why) == plain.given_up[why] > 0
+        assert given_up(why) == plain.given_up[why] > 0
     assert stream.current_event is None  # the arriving event is current again
 
 
@@ -162,6 +171,7 @@ def test_a_restarted_join_indexes_the_stored_requests_and_forgets_them_when_due(
     # A new worker over the recovered table: its clocks start low, nothing is forgotten
     # until the clocks pass the stored requests' bounds again.
     restarted, metrics = _faust_join(table)
+    given_up = _counting(metrics)
     last = max(event.event_time for _, event in positioned)
     late_click = Click(user_id="u", request_id="new", item_id="x", rank=1, event_time=last + 60_000)
     _fold(restarted, stream, [(_Event(_Message(CLICKS, 0, 10_000)), late_click)])
@@ -173,13 +183,14 @@ def test_a_restarted_join_indexes_the_stored_requests_and_forgets_them_when_due(
         _fold(restarted, stream, [(_Event(_Message(CLICKS, partition, 10_001)), click)])
     # The served requests are forgotten; the pending clicks wait for the served clock.
     assert set(table) == held - served | {"new", "far0", "far1", "far2"}
-    assert _given_up(metrics, "request") == len(served)
+    assert given_up("request") == len(served)
 
 
 def test_after_a_rebalance_the_table_is_walked_again() -> None:
     stream = _Stream()
     table = _Table(stream)
     join, metrics = _faust_join(table)
+    given_up = _counting(metrics)
     first = RecommendationServed(
         user_id="u", request_id="a", variant="v", model_version="m", event_time=T0, items=()
     )
@@ -195,7 +206,7 @@ def test_after_a_rebalance_the_table_is_walked_again() -> None:
     assert set(table) == {"b", "c0"}  # the index has not seen "b"
     join.rebalanced()
     _fold(join, stream, [(_Event(_Message(CLICKS, 1, 1)), clicks[1])])
-    assert set(table) == {"c0", "c1"} and _given_up(metrics, "request") == 2
+    assert set(table) == {"c0", "c1"} and given_up("request") == 2
 
 
 def _served_at(request_id: str, at: int) -> RecommendationServed:
@@ -208,6 +219,7 @@ def test_a_partition_with_every_click_folded_forgets_by_the_served_clock_taken_f
     stream = _Stream()
     table = _Table(stream)
     join, metrics = _faust_join(table)
+    given_up = _counting(metrics)
     past = T0 + ATTRIBUTION_WINDOW_MS + GRACE_MS + 1
     _fold(join, stream, [(_Event(_Message(RECS, 0, 0)), _served_at("old", T0))])
     _fold(join, stream, [(_Event(_Message(RECS, 0, 1)), _served_at("new", past))])
@@ -224,6 +236,6 @@ def test_a_partition_with_every_click_folded_forgets_by_the_served_clock_taken_f
     assert join.clicks_caught_up(before, logged={0: 4}, folded={0: 1}) == [0]
     _fold(join, stream, [(_Event(_Message(RECS, 0, 4)), _served_at("last", past))])
     assert set(table) == {"new", "newer", "next", "last"}  # "c" waited too long
-    assert _given_up(metrics, "request") == 1
+    assert given_up("request") == 1
     # A clock already passed does not move back.
     assert join.clicks_caught_up({0: T0}, logged={0: 4}, folded={0: 4}) == []
