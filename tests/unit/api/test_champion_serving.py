@@ -175,6 +175,9 @@ async def test_a_user_with_no_history_gets_the_popularity_fallback(
     served: tuple[RunningApp, ChampionSet],
 ) -> None:
     api, champion = served
+    # The set loaded before the API's first item refresh ranks by the log's counts and is
+    # swapped once the store's rows arrive: both calls below must see the same set.
+    await _wait_for_items(api, len(ITEMS))
     body = (await api.client.get("/recommend", params={"user_id": "stranger", "k": 3})).json()
     assert body["model_version"] == champion.label + "+recall:popularity"
     assert len(body["items"]) == 3
