@@ -14,6 +14,12 @@ the lists per second, the worker's CPU-ms per list (user + system time over the 
 span, from /proc), its resident memory at the end, and the requests its join holds
 (``streamrec_join_requests_held``; a build without that gauge prints "-").
 
+``--interactions N`` first sends the first N interactions of the prepared log
+``--source`` (MovieLens-100K by default) and starts the clock only once the worker has
+folded them: the item states then hold their co-visitation counts, as on a running stack,
+and the lists' items are drawn in proportion to their interactions (the popular items a
+served cascade mostly lists) rather than evenly from 1,700 ids.
+
 ``--before REV`` runs the worker of the git revision REV (the repository at REV, extracted
 with ``git archive`` into a scratch directory) over its own fresh topics in turn with
 this build's, ``--repeats`` times, and prints the ratios of the medians.
@@ -31,17 +37,20 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+
+import pandas as pd
 
 from bench.stack import fresh_topics
 from bench.worker_throughput import _cpu_seconds
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
 from streamrec.infra.processes import streamrec_process
-from streamrec.paths import REPO_ROOT
+from streamrec.paths import REPO_ROOT, dataset_events
 from streamrec.settings import Settings, load_settings
-from streams.events import RecommendationServed, RecommendedItem, Topics
+from streams.events import Interaction, RecommendationServed, RecommendedItem, Topics
 from streams.producer import EventProducer
 
 T0 = 1_700_000_000_000
@@ -61,13 +70,19 @@ def _held(port: int) -> str:
     return "-"
 
 
-def lists(count: int, span_minutes: float, seed: int) -> Iterator[RecommendationServed]:
+def lists(
+    count: int, span_minutes: float, seed: int, weights: dict[str, int] | None = None
+) -> Iterator[RecommendationServed]:
+    """``count`` lists of ten items: drawn by ``weights`` (item -> weight), or evenly
+    from 1,700 ids."""
     rng = random.Random(seed)
     step = span_minutes * 60_000 / count
+    ids = list(weights) if weights else [str(n) for n in range(1700)]
+    chances = list(weights.values()) if weights else None
     for n in range(count):
         items = tuple(
-            RecommendedItem(item_id=str(rng.randrange(1700)), rank=k + 1, score=1.0, reason="r")
-            for k in range(10)
+            RecommendedItem(item_id=item_id, rank=k + 1, score=1.0, reason="r")
+            for k, item_id in enumerate(rng.choices(ids, chances, k=10))
         )
         yield RecommendationServed(
             user_id=f"u{rng.randrange(3000)}",
@@ -79,7 +94,9 @@ def lists(count: int, span_minutes: float, seed: int) -> Iterator[Recommendation
         )
 
 
-def produce(producer: EventProducer, events: Iterator[RecommendationServed], rate: float) -> None:
+def produce(
+    producer: EventProducer, events: Iterator[RecommendationServed | Interaction], rate: float
+) -> None:
     """Send ``events`` at ``rate`` per second (or at once for an infinite rate)."""
     started = time.perf_counter()
     for n, event in enumerate(events):
@@ -89,16 +106,38 @@ def produce(producer: EventProducer, events: Iterator[RecommendationServed], rat
     producer.flush()
 
 
+def interactions(base: Settings, source: str, count: int) -> list[Interaction]:
+    """The first ``count`` interactions of the prepared log ``source``, in time order."""
+    events = pd.read_parquet(dataset_events(base.data_dir, source))
+    events = events.sort_values("event_time", kind="stable").head(count)
+    return [
+        Interaction(
+            event_id=str(row.event_id),
+            user_id=str(row.user_id),
+            item_id=str(row.item_id),
+            action="rate",
+            event_time=int(row.event_time),
+        )
+        for row in events.itertuples(index=False)
+    ]
+
+
 def one_run(
-    base: Settings, root: Path, scratch: Path, args: argparse.Namespace
+    base: Settings,
+    root: Path,
+    scratch: Path,
+    args: argparse.Namespace,
+    history: list[Interaction],
 ) -> tuple[float, float, float, str]:
     """Lists per second, CPU-ms per list, resident MiB and requests held, for one run."""
     with fresh_topics(base, scratch / uuid.uuid4().hex[:8]) as settings:
         topics = Topics(settings.topic_prefix)
         apply_definitions(open_store(settings))
-        events = lists(args.lists, args.span_minutes, args.seed)
+        weights = dict(Counter(event.item_id for event in history)) if history else None
+        events = lists(args.lists, args.span_minutes, args.seed, weights)
         head = itertools.islice(events, max(1, args.lists // 100))
         with EventProducer(settings.bootstrap_servers, topics) as producer:
+            produce(producer, iter(history), float("inf"))
             produce(producer, head, float("inf"))
             group = f"{settings.topic_prefix}worker"
             first: tuple[float, int, float] | None = None
@@ -107,9 +146,13 @@ def one_run(
                 while True:
                     rows = [r for r in consumer_lag(settings.bootstrap_servers) if r.group == group]
                     served = [r for r in rows if r.topic == topics.recommendations]
+                    seeded = [r for r in rows if r.topic == topics.interactions]
                     now = time.perf_counter()
                     folded = sum(max(r.committed, 0) for r in served)
-                    if first is None and folded > 0:
+                    history_folded = not history or (
+                        seeded and all(r.lag == 0 and r.committed >= 0 for r in seeded)
+                    )
+                    if first is None and folded > 0 and history_folded:
                         first = (now, folded, _cpu_seconds(proc.pid))
                         produce(producer, events, args.rate)
                         continue
@@ -132,10 +175,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--before", help="a git revision whose worker to compare with")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--interactions", type=int, default=0, help="of --source, sent first")
+    parser.add_argument("--source", default="movielens-100k", help="a prepared log")
     args = parser.parse_args()
     base = load_settings()
+    history = interactions(base, args.source, args.interactions) if args.interactions else []
     print(
-        f"{args.lists:,} served lists of 10 over {args.span_minutes:g} min of event time, no click"
+        f"{args.lists:,} served lists of 10 over {args.span_minutes:g} min of event time, "
+        f"no click, after {len(history):,} interactions of {args.source}"
     )
     results: dict[str, list[tuple[float, float, float, str]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +203,7 @@ def main() -> None:
             if repeat % 2:
                 order.reverse()
             for name, root in order:
-                rate, cpu_ms, rss, held = one_run(base, root, scratch, args)
+                rate, cpu_ms, rss, held = one_run(base, root, scratch, args, history)
                 results.setdefault(name, []).append((rate, cpu_ms, rss, held))
                 print(
                     f"{name}: {rate:,.0f} lists/s, {cpu_ms:.2f} CPU-ms per list, "
