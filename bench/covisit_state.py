@@ -20,16 +20,26 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pandas as pd
 
-from bench.item_side import fold_log
 from bench.stats import summary
 from streamrec.paths import dataset_events
 from streamrec.settings import load_settings
-from streams.batches import fold_item_batch
+from streams.batches import by_item_partition, fold_item_batch, fold_user_batch
+from streams.events import Interaction
 from streams.folding import COVISIT_KEEP, ItemState, heaviest_covisits, item_rows
+
+ITEM_PARTITIONS = 3
+
+
+def _record(topic: str, partition: int, offset: int, value: Any = None) -> Any:
+    return SimpleNamespace(
+        message=SimpleNamespace(topic=topic, partition=partition, offset=offset), value=value
+    )
 
 
 def _bounded(state: ItemState) -> bytes:
@@ -63,6 +73,8 @@ def main() -> None:
     settings = load_settings()
     events = pd.read_parquet(dataset_events(settings.data_dir, args.source))
     events = events.sort_values("event_time", kind="stable")
+    users: dict[str, bytes] = {}
+    items: dict[str, bytes] = {}
     written: list[float] = []  # KiB of changed item states per batch
     written_bounded: list[float] = []
     fold_ms: list[float] = []  # decode + fold + encode of the item side per batch
@@ -70,9 +82,26 @@ def main() -> None:
     codec_bounded_ms: list[float] = []
     rows_ms: list[float] = []  # the rows pushed, every count and bounded
     rows_bounded_ms: list[float] = []
-    items: dict[str, bytes] = {}
-    for records in fold_log(events, args.batch, settings.recent_items_max):
+    rows = events[["event_id", "user_id", "item_id", "event_time"]].itertuples(index=False)
+    decoded = []
+    for offset, (event_id, user_id, item_id, event_time) in enumerate(rows):
+        event = Interaction(
+            event_id=str(event_id),
+            user_id=str(user_id),
+            item_id=str(item_id),
+            action="rate",
+            event_time=int(event_time),
+        )
+        decoded.append((_record("interactions", 0, offset), event))
+        if len(decoded) < args.batch and offset < len(events) - 1:
+            continue
+        batch = fold_user_batch(decoded, users.get, keep=settings.recent_items_max)
+        decoded = []
+        for user, state in batch.folded.changed.items():
+            users[user] = state.to_json()
+        grouped = by_item_partition(batch.for_items, [], ITEM_PARTITIONS, batch.covisits)
         started = time.perf_counter()
+        records = [_record("activity", p, 0, {"items": m}) for p, m in grouped.items()]
         changed = fold_item_batch(records, items.get).changed
         encoded = {item: state.to_json() for item, state in changed.items()}
         fold_ms.append(1000 * (time.perf_counter() - started))

@@ -44,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.stack import fresh_topics
+from bench.stack_cpu import _cpu, listeners
 from bench.worker_throughput import _cpu_seconds
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
@@ -122,14 +123,22 @@ def interactions(base: Settings, source: str, count: int) -> list[Interaction]:
     ]
 
 
+def broker_cpu_seconds(settings: Settings) -> float:
+    """CPU seconds of the processes listening on the broker's port (0 if none is seen)."""
+    port = int(settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    processes = listeners({"kafka": [port]}).get("kafka", [])
+    return sum(_cpu(process) for process in processes)
+
+
 def one_run(
     base: Settings,
     root: Path,
     scratch: Path,
     args: argparse.Namespace,
     history: list[Interaction],
-) -> tuple[float, float, float, str]:
-    """Lists per second, CPU-ms per list, resident MiB and requests held, for one run."""
+) -> tuple[float, float, float, str, float]:
+    """Lists per second, CPU-ms per list, resident MiB, requests held and the broker's
+    CPU-ms per list, for one run."""
     with fresh_topics(base, scratch / uuid.uuid4().hex[:8]) as settings:
         topics = Topics(settings.topic_prefix)
         apply_definitions(open_store(settings))
@@ -154,6 +163,7 @@ def one_run(
                     )
                     if first is None and folded > 0 and history_folded:
                         first = (now, folded, _cpu_seconds(proc.pid))
+                        broker = broker_cpu_seconds(settings)
                         produce(producer, events, args.rate)
                         continue
                     if first is not None and served and all(r.lag == 0 for r in served):
@@ -161,7 +171,9 @@ def one_run(
                         count = folded - already
                         cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu) / count
                         held = _held(settings.worker_port)
-                        return count / (now - start), cpu_ms, _rss_mib(proc.pid), held
+                        broker_ms = 1000 * (broker_cpu_seconds(settings) - broker) / count
+                        rss = _rss_mib(proc.pid)
+                        return count / (now - start), cpu_ms, rss, held, broker_ms
                     if proc.poll() is not None:
                         raise SystemExit(f"worker exited with {proc.returncode}")
                     time.sleep(0.2)
@@ -184,7 +196,7 @@ def main() -> None:
         f"{args.lists:,} served lists of 10 over {args.span_minutes:g} min of event time, "
         f"no click, after {len(history):,} interactions of {args.source}"
     )
-    results: dict[str, list[tuple[float, float, float, str]]] = {}
+    results: dict[str, list[tuple[float, float, float, str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         builds = {"this build": REPO_ROOT}
@@ -203,11 +215,13 @@ def main() -> None:
             if repeat % 2:
                 order.reverse()
             for name, root in order:
-                rate, cpu_ms, rss, held = one_run(base, root, scratch, args, history)
-                results.setdefault(name, []).append((rate, cpu_ms, rss, held))
+                run = one_run(base, root, scratch, args, history)
+                results.setdefault(name, []).append(run)
+                rate, cpu_ms, rss, held, broker_ms = run
                 print(
-                    f"{name}: {rate:,.0f} lists/s, {cpu_ms:.2f} CPU-ms per list, "
-                    f"{rss:,.0f} MiB resident, {held} requests held",
+                    f"{name}: {rate:,.0f} lists/s, {cpu_ms:.2f} CPU-ms per list "
+                    f"(the broker {broker_ms:.2f}), {rss:,.0f} MiB resident, "
+                    f"{held} requests held",
                     flush=True,
                 )
     medians = {

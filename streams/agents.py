@@ -32,7 +32,6 @@ from streamrec.infra.lag import consumed_and_logged
 from streamrec.infra.seen import SeenWriter
 from streamrec.settings import Settings
 from streams.batches import (
-    DecodedStates,
     Positioned,
     by_item_partition,
     fold_item_batch,
@@ -44,14 +43,7 @@ from streams.changelog import write_states
 from streams.decoding import DeadLetters, RawSchema
 from streams.events import Topics
 from streams.experiments import ExperimentFold, ExperimentMetrics, fold_calls
-from streams.folding import (
-    CovisitEntry,
-    ItemEntries,
-    ItemState,
-    group_entries,
-    item_rows,
-    user_rows,
-)
+from streams.folding import CovisitEntry, ItemEntries, group_entries, item_rows, user_rows
 from streams.joins import FaustJoin, JoinMetrics
 from streams.metrics import Laps, WorkerMetrics, add_metrics_page
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
@@ -61,9 +53,6 @@ log = logging.getLogger(__name__)
 
 # How often the worker asks whether every click is folded (``FaustJoin.clicks_caught_up``).
 CLICKS_CHECK_SECONDS = 10.0
-# Item states kept decoded between batches (``DecodedStates``): the items served lists
-# touch most; a few hundred MiB at most with a popular item's thousands of neighbours.
-ITEM_STATES_KEPT = 2048
 
 
 @dataclass
@@ -128,7 +117,6 @@ def attach(
         "served_requests", default=None, partitions=partitions, key_type=str, value_type=bytes
     )
     join = FaustJoin(request_table, JoinMetrics.create(metrics.registry))
-    item_states = DecodedStates(ItemState, ITEM_STATES_KEPT)
 
     def on_rebalance(sender: Any, /, *tps: Any, signal: Any, **kwargs: Any) -> None:
         join.rebalanced()
@@ -237,10 +225,10 @@ def attach(
     async def fold_items(stream: faust.StreamT) -> None:
         async for events in batches(stream):
             started, lap = time.perf_counter(), Laps(metrics, activity_name)
-            folded = fold_item_batch(events, item_table.get, item_states)
+            folded = fold_item_batch(events, item_table.get)
             metrics.redelivered.labels(activity_name).inc(folded.redelivered_count)
             lap("fold_entries")
-            await write_states(app, item_table, folded.changed, folded.last_record, item_states)
+            await write_states(app, item_table, folded.changed, folded.last_record)
             lap("table_write")
             if rows := folded.to_push():
                 await push(ITEM_PUSH_SOURCE, item_rows(rows))

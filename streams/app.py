@@ -41,10 +41,6 @@ def create_app(settings: Settings) -> faust.App:
         # Let aiokafka gather the per-batch sends into few produce requests.
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
-        # Under served lists the item states' changelog carries most of the bytes (every
-        # changed state whole, a popular item's with its thousand neighbours): lz4 halves
-        # them for the broker and the socket at a few percent of a core.
-        producer_compression_type="lz4",
         stream_buffer_maxsize=4 * settings.worker_batch_size,
         datadir=str(settings.state_dir / "worker"),
         monitor=QuietMonitor(),

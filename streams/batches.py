@@ -85,41 +85,6 @@ def once(records: Sequence[R]) -> tuple[list[R], Counter[str]]:
     return distinct, repeats
 
 
-class DecodedStates(Generic[S]):
-    """The states this process last wrote to a table, kept decoded beside their bytes.
-
-    A popular item's state holds a thousand co-visitation counts, and under served lists
-    it changes every batch by an impression count: decoding it each time was a tenth of
-    the worker's time. A batch takes a key's state (``take``) and keeps it again with the
-    bytes it wrote (``keep``, from ``streams.changelog.save``). Taking removes it, so a
-    batch that fails between the two leaves nothing half-folded to reuse. A kept state is
-    used only while the table holds the very bytes object written with it: a value
-    recovered from the changelog, or written by another worker before a rebalance gave
-    the partition back, is another object and is decoded. At most ``capacity`` states,
-    the least recently written dropped first.
-    """
-
-    def __init__(self, kind: type[S], capacity: int) -> None:
-        self._kind: type[S] = kind
-        self._capacity = capacity
-        self._kept: dict[str, tuple[bytes, S]] = {}  # insertion order: oldest write first
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def take(self, key: str, value: bytes | None) -> S:
-        kept = self._kept.pop(key, None)
-        if kept is not None and value is not None and kept[0] is value:
-            return kept[1]
-        return self._kind.from_json(value)
-
-    def keep(self, key: str, value: bytes, state: S) -> None:
-        self._kept.pop(key, None)
-        self._kept[key] = (value, state)
-        if len(self._kept) > self._capacity:
-            del self._kept[next(iter(self._kept))]
-
-
 @dataclass
 class Folded(Generic[S, R]):
     """States a batch changed, with the record each was last changed by (its changelog
@@ -130,19 +95,9 @@ class Folded(Generic[S, R]):
     redelivered: dict[str, S] = field(default_factory=dict)
     redelivered_count: int = 0  # records (user side) or entries (item side) met again
 
-    def state(
-        self,
-        key: str,
-        stored: Callable[[str], bytes | None],
-        kind: type[S],
-        decoded: DecodedStates[S] | None = None,
-    ) -> S:
-        """The key's state as this batch has it so far (``decoded``: states kept decoded)."""
-        state = self.changed.get(key)
-        if state is not None:
-            return state
-        value = stored(key)
-        return decoded.take(key, value) if decoded is not None else kind.from_json(value)
+    def state(self, key: str, stored: Callable[[str], bytes | None], kind: type[S]) -> S:
+        """The key's state as this batch has it so far."""
+        return self.changed.get(key) or kind.from_json(stored(key))
 
     def to_push(self) -> list[tuple[str, S]]:
         """The changed states, and the states that met only redelivered records.
@@ -229,17 +184,15 @@ def split_clicks(
 
 
 def fold_item_batch(
-    records: Iterable[R],
-    stored: Callable[[str], bytes | None],
-    decoded: DecodedStates[ItemState] | None = None,
+    records: Iterable[R], stored: Callable[[str], bytes | None]
 ) -> Folded[ItemState, R]:
     """Fold a batch of item-activity messages (each a list of ``ItemEntries``) into the
-    items' running counts (``decoded``: the states kept decoded, see ``DecodedStates``)."""
+    items' running counts."""
     folded: Folded[ItemState, R] = Folded()
     for record in records:
         for message in entries_of(record.value):
             item_id = message.item_id
-            state = folded.state(item_id, stored, ItemState, decoded)
+            state = folded.state(item_id, stored, ItemState)
             total = len(message.entries)
             applied = fold_item_entries(state, message)
             if applied < total:

@@ -12,7 +12,7 @@ import faust
 from faust.serializers import codecs
 from faust.types import TableT
 
-from streams.batches import DecodedStates, Delivered
+from streams.batches import Delivered
 from streams.faust_patches import describe_producer, kafka_producer
 from streams.folding import ItemState, UserState, stamp
 
@@ -24,7 +24,6 @@ async def write_states(
     table: TableT,
     states: Mapping[str, UserState] | Mapping[str, ItemState],
     last_record: Mapping[str, Delivered],
-    decoded: DecodedStates[Any] | None = None,
 ) -> None:
     """Write each changed state to the table and wait until its changelog record is stored.
 
@@ -43,7 +42,7 @@ async def write_states(
     a tenth of the worker's time. The table holds the same bytes as the changelog record.
     """
     topic = table.changelog_topic.get_topic_name()
-    records = save(table, states, last_record, decoded)
+    records = save(table, states, last_record)
     client = kafka_producer(app)
     saved = [
         delivery
@@ -57,14 +56,13 @@ def save(
     table: TableT,
     states: Mapping[str, UserState] | Mapping[str, ItemState],
     last_record: Mapping[str, Delivered],
-    decoded: DecodedStates[Any] | None = None,
 ) -> dict[int, list[tuple[bytes, bytes]]]:
     """Stamp the states, put them in the table, and return their changelog records
     (key and value bytes) by changelog partition: the partition of each key's last event.
 
     The table holds the value bytes themselves (its value type is bytes, see
     ``streams.agents.attach``), so a worker that recovers the table from its changelog
-    holds the same. ``decoded`` keeps each state beside the bytes written for it.
+    holds the same.
     """
     collection = cast(Any, table)
     key_format, data = collection.key_serializer, collection.data
@@ -77,8 +75,6 @@ def save(
         partition = last_record[key].message.partition
         records.setdefault(partition, []).append((codecs.dumps(key_format, key), value))
         data[key] = value
-        if decoded is not None:
-            decoded.keep(key, value, state)
     return records
 
 

@@ -306,43 +306,16 @@ class ItemState:
     covisits: dict[str, int] = field(default_factory=dict)
     covisit_total: int = 0
     covisit_time: int = 0
-    # The row's neighbours as chosen at ``covisit_total`` (``covisit_row``), and the counts
-    # as JSON at ``covisit_total`` (``to_json``): neither stored nor compared.
-    _chosen: tuple[int, list[str], list[int]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _covisits_json: tuple[int, bytes] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    def covisit_row(self) -> tuple[list[str], list[int]]:
-        """The COVISIT_KEEP heaviest neighbours, heaviest first, and their pair counts.
-
-        Chosen again only when pairs arrived since the last choice: a state the worker
-        keeps decoded (``streams.batches.DecodedStates``) meets mostly impressions under
-        served lists, and choosing among a popular item's thousand neighbours for each
-        row was a sixth of the worker's time. Every pair adds to ``covisit_total``.
-        """
-        chosen = self._chosen
-        if chosen is None or chosen[0] != self.covisit_total:
-            heaviest = heaviest_covisits(self.covisits)
-            chosen = (
-                self.covisit_total,
-                [item for item, _ in heaviest],
-                [count for _, count in heaviest],
-            )
-            self._chosen = chosen
-        return chosen[1], chosen[2]
 
     @property
     def covisit_items(self) -> list[str]:
         """The COVISIT_KEEP heaviest neighbours, heaviest first (the row's field)."""
-        return list(self.covisit_row()[0])
+        return [item for item, _ in heaviest_covisits(self.covisits)]
 
     @property
     def covisit_weights(self) -> list[int]:
         """Their pair counts, parallel to ``covisit_items``."""
-        return list(self.covisit_row()[1])
+        return [count for _, count in heaviest_covisits(self.covisits)]
 
     @property
     def attributed_ctr(self) -> float:
@@ -398,21 +371,8 @@ class ItemState:
         )
 
     def to_json(self) -> bytes:
-        """The state as its table and changelog hold it (see ``UserState.from_json``).
-
-        The co-visitation counts go in as the JSON encoded when they last changed (every
-        pair adds to ``covisit_total``): a state kept decoded is written each batch for
-        an impression count, and encoding a popular item's thousand counts again each
-        time was a third of the item side's time (``bench/item_side.py``). The bytes are
-        the same as encoding the whole state.
-        """
-        encoded = self._covisits_json
-        if encoded is None or encoded[0] != self.covisit_total:
-            encoded = (self.covisit_total, stored_json(self.covisits))
-            self._covisits_json = encoded
-        data = self.to_dict()
-        data["covisits"] = orjson.Fragment(encoded[1])
-        return stored_json(data)
+        """The state as its table and changelog hold it (see ``UserState.from_json``)."""
+        return stored_json(self.to_dict())
 
     @classmethod
     def from_json(cls, value: bytes | None) -> ItemState:
@@ -719,8 +679,11 @@ def item_rows(states: Iterable[tuple[str, ItemState]]) -> dict[str, list[Any]]:
     }
     for item_id, state in states:
         columns["item_id"].append(item_id)
-        items, weights = state.covisit_row()  # once for both of the row's fields
-        chosen = {"covisit_items": items, "covisit_weights": weights}
+        heaviest = heaviest_covisits(state.covisits)  # once for both of the row's fields
+        chosen = {
+            "covisit_items": [item for item, _ in heaviest],
+            "covisit_weights": [count for _, count in heaviest],
+        }
         for name in ITEM_FEATURES:
             columns[name].append(chosen[name] if name in chosen else getattr(state, name))
         columns[fields.ROW_TIME].append(state.feature_time)

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from streams.batches import (
-    DecodedStates,
     by_item_partition,
     fold_item_batch,
     fold_user_batch,
@@ -14,18 +13,8 @@ from streams.batches import (
     once,
     split_clicks,
 )
-from streams.changelog import save
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem
-from streams.folding import (
-    IMPRESSION,
-    ItemState,
-    UserState,
-    group_entries,
-    heaviest_covisits,
-    item_entries,
-    item_rows,
-    stored_json,
-)
+from streams.folding import IMPRESSION, ItemState, UserState, group_entries, item_entries
 
 T0 = 1_700_000_000_000
 
@@ -136,92 +125,3 @@ def test_item_side_messages_go_one_per_destination_partition() -> None:
     for partition, items in grouped.items():
         assert all(item_partition(item["item_id"], 3) == partition for item in items)
     assert sum(len(items) for items in grouped.values()) == 30
-
-
-def test_a_state_kept_decoded_is_used_only_while_the_table_holds_its_very_bytes() -> None:
-    decoded = DecodedStates(ItemState, capacity=2)
-    state = ItemState(impression_count=1)
-    value = state.to_json()
-    decoded.keep("a", value, state)
-    assert decoded.take("a", value) is state
-    # Taken means gone: a batch that fails after taking it leaves nothing to reuse.
-    again = decoded.take("a", value)
-    assert again is not state and again == state
-    # Equal bytes in another object (recovered from the changelog, written by another
-    # worker) are decoded.
-    decoded.keep("a", value, state)
-    copy = bytes(bytearray(value))
-    assert decoded.take("a", copy) is not state
-    assert decoded.take("nobody", None) == ItemState()
-    # At most ``capacity``, the least recently written dropped first.
-    kept = {key: ItemState(impression_count=n) for n, key in enumerate("abc")}
-    values = {key: s.to_json() for key, s in kept.items()}
-    for key in "abc":
-        decoded.keep(key, values[key], kept[key])
-    decoded.keep("b", values["b"], kept["b"])  # written again: now the newest
-    decoded.keep("d", values["a"], kept["a"])
-    assert len(decoded) == 2
-    assert decoded.take("c", values["c"]) is not kept["c"]
-    assert decoded.take("b", values["b"]) is kept["b"]
-
-
-def test_item_batches_store_the_same_bytes_and_rows_with_states_kept_decoded(
-    monkeypatch: Any,
-) -> None:
-    """Views (with their co-visitation pairs) and impressions over forty batches, folded
-    with the states kept decoded and decoded every batch: the same stored bytes and rows
-    after every batch, so the kept neighbours and their JSON follow every new pair."""
-    decodes = {"plain": 0, "kept": 0}
-    current = ["plain"]  # the way folding now
-    decode = ItemState.from_json.__func__  # type: ignore[attr-defined]
-
-    def counted(cls: type[ItemState], value: bytes | None) -> ItemState:
-        decodes[current[0]] += 1
-        return decode(cls, value)  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(ItemState, "from_json", classmethod(counted))
-    users: dict[str, bytes] = {}
-    plain: dict[str, bytes] = {}
-    kept: dict[str, bytes] = {}
-    decoded = DecodedStates(ItemState, capacity=100)
-    tables = {
-        id(stored): SimpleNamespace(data=stored, key_serializer="json", value_serializer="raw")
-        for stored in (plain, kept)
-    }
-    offset = 0
-    for batch in range(40):
-        views = []
-        for n in range(15):
-            offset += 1
-            item = f"i{(batch * 7 + n * n) % 23}"
-            event = _view(f"u{n % 4}", item, offset, f"e{offset}")
-            views.append((_record("t.interactions", 0, offset), event))
-        users_batch = fold_user_batch(views, users.get, keep=20)
-        for user, state in users_batch.folded.changed.items():
-            users[user] = state.to_json()
-        shown = [
-            ("join:t.recommendations:0", batch * 10 + k, f"i{k}", IMPRESSION, T0 + batch)
-            for k in range(10)
-        ]
-        grouped = by_item_partition(
-            users_batch.for_items, group_entries(shown), 1, users_batch.covisits
-        )
-        records = [_record("t.activity", 0, batch, {"items": grouped[0]})]
-        rows = []
-        for way, stored, states in (("plain", plain, None), ("kept", kept, decoded)):
-            current[0] = way
-            folded = fold_item_batch(records, stored.get, states)
-            last = {key: records[0] for key in folded.changed}
-            save(tables[id(stored)], folded.changed, last, states)  # type: ignore[arg-type]
-            rows.append(item_rows(sorted(folded.to_push())))
-        assert kept == plain, f"batch {batch}"
-        assert rows[0] == rows[1], f"batch {batch}"
-    # Each state with its every pair, and the row's neighbours the heaviest.
-    for value in kept.values():
-        state = decode(ItemState, value)
-        assert value == stored_json(state.to_dict())
-        assert list(zip(*state.covisit_row(), strict=True)) == heaviest_covisits(state.covisits)
-    assert max(len(decode(ItemState, v).covisits) for v in kept.values()) > 10
-    # The kept way decoded each item once, when it first came; the plain way every time.
-    assert decodes["kept"] == len(kept)
-    assert decodes["plain"] > 40 * 10
