@@ -39,19 +39,21 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 
 from bench.stack import fresh_topics
 from bench.stack_cpu import _cpu, listeners
 from bench.worker_throughput import _cpu_seconds
+from replay.encoding import Records, encode_rows
 from streamrec.infra.feast_store import apply_definitions, open_store
 from streamrec.infra.lag import consumer_lag
 from streamrec.infra.processes import streamrec_process
 from streamrec.paths import REPO_ROOT, dataset_events
 from streamrec.settings import Settings, load_settings
-from streams.events import Interaction, RecommendationServed, RecommendedItem, Topics
+from streams.events import RecommendationServed, RecommendedItem, Topics
 from streams.producer import EventProducer
 
 T0 = 1_700_000_000_000
@@ -96,9 +98,7 @@ def lists(
         )
 
 
-def produce(
-    producer: EventProducer, events: Iterator[RecommendationServed | Interaction], rate: float
-) -> None:
+def produce(producer: EventProducer, events: Iterator[RecommendationServed], rate: float) -> None:
     """Send ``events`` at ``rate`` per second (or at once for an infinite rate)."""
     started = time.perf_counter()
     for n, event in enumerate(events):
@@ -108,26 +108,25 @@ def produce(
     producer.flush()
 
 
-def interactions(base: Settings, source: str, count: int) -> list[Interaction]:
-    """The first ``count`` interactions of the prepared log ``source``, in time order."""
-    events = pd.read_parquet(dataset_events(base.data_dir, source))
-    events = events.sort_values("event_time", kind="stable").head(count)
-    return [
-        Interaction(
-            event_id=str(row.event_id),
-            user_id=str(row.user_id),
-            item_id=str(row.item_id),
-            action="rate",
-            event_time=int(row.event_time),
-        )
-        for row in events.itertuples(index=False)
-    ]
+@dataclass(frozen=True)
+class History:
+    """The first interactions of a prepared log, as the replay encodes them, and how
+    often each item comes in them."""
+
+    records: Records
+    item_counts: dict[str, int]
+
+    @classmethod
+    def of(cls, base: Settings, source: str, count: int) -> History:
+        table = pq.read_table(dataset_events(base.data_dir, source))
+        table = table.sort_by("event_time").slice(0, count).combine_chunks()
+        counts = Counter(str(item) for item in table.column("item_id").to_pylist())
+        return cls(encode_rows(table.to_batches()[0]), dict(counts))
 
 
 def broker_cpu_seconds(settings: Settings) -> float:
-    """CPU seconds of the processes listening on the broker's port (0 if none is seen)."""
-    port = int(settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-    processes = listeners({"kafka": [port]}).get("kafka", [])
+    """CPU seconds of the processes listening on the broker's ports (0 if none is seen)."""
+    processes = listeners({"kafka": list(settings.local_broker_ports)}).get("kafka", [])
     return sum(_cpu(process) for process in processes)
 
 
@@ -136,21 +135,23 @@ def one_run(
     root: Path,
     scratch: Path,
     args: argparse.Namespace,
-    history: list[Interaction],
+    history: History | None,
 ) -> tuple[float, float, float, str, float]:
     """Lists per second, CPU-ms per list, resident MiB, requests held and the broker's
     CPU-ms per list, for one run."""
     with fresh_topics(base, scratch / uuid.uuid4().hex[:8]) as settings:
         topics = Topics(settings.topic_prefix)
         apply_definitions(open_store(settings))
-        weights = dict(Counter(event.item_id for event in history)) if history else None
+        weights = history.item_counts if history else None
         events = lists(args.lists, args.span_minutes, args.seed, weights)
         head = itertools.islice(events, max(1, args.lists // 100))
         with EventProducer(settings.bootstrap_servers, topics) as producer:
-            produce(producer, iter(history), float("inf"))
+            if history:
+                for key, value in zip(history.records.keys, history.records.values, strict=True):
+                    producer.send_raw(topics.interactions, key, value)
             produce(producer, head, float("inf"))
             group = f"{settings.topic_prefix}worker"
-            first: tuple[float, int, float] | None = None
+            first: tuple[float, int, float, float] | None = None
             log = settings.state_dir / "worker.log"
             with streamrec_process(settings, "worker", log=log, root=root) as proc:
                 while True:
@@ -163,12 +164,11 @@ def one_run(
                         seeded and all(r.lag == 0 and r.committed >= 0 for r in seeded)
                     )
                     if first is None and folded > 0 and history_folded:
-                        first = (now, folded, _cpu_seconds(proc.pid))
-                        broker = broker_cpu_seconds(settings)
+                        first = (now, folded, _cpu_seconds(proc.pid), broker_cpu_seconds(settings))
                         produce(producer, events, args.rate)
                         continue
                     if first is not None and served and all(r.lag == 0 for r in served):
-                        start, already, cpu = first
+                        start, already, cpu, broker = first
                         count = folded - already
                         cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu) / count
                         held = _held(settings.worker_port)
@@ -192,10 +192,11 @@ def main() -> None:
     parser.add_argument("--source", default="movielens-100k", help="a prepared log")
     args = parser.parse_args()
     base = load_settings()
-    history = interactions(base, args.source, args.interactions) if args.interactions else []
+    history = History.of(base, args.source, args.interactions) if args.interactions else None
     print(
         f"{args.lists:,} served lists of 10 over {args.span_minutes:g} min of event time, "
-        f"no click, after {len(history):,} interactions of {args.source}"
+        f"no click, after {len(history.records) if history else 0:,} interactions of "
+        f"{args.source}"
     )
     results: dict[str, list[tuple[float, float, float, str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
