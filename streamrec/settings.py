@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Stream worker.
     worker_batch_size: int = Field(1000, ge=1, description="events folded per Feast push")
     worker_batch_seconds: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    worker_item_batch_seconds: float = Field(
+        1.0, gt=0, description="the item agent's longest wait to fill a batch"
+    )
     recent_items_max: int = Field(50, ge=1, description="recent items kept per user")
     worker_item_buffer: int = Field(
         32, ge=1, description="item-activity messages decoded ahead of the item agent"

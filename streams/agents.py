@@ -155,11 +155,13 @@ def attach(
         if experiments is not None and (calls := fold_calls(event for _, event in decoded)):
             experiment_metrics.moved(await _in_thread(experiments.fold, calls))
 
-    async def batches(stream: faust.StreamT) -> AsyncIterator[list[faust.EventT]]:
+    async def batches(
+        stream: faust.StreamT, within: float = settings.worker_batch_seconds
+    ) -> AsyncIterator[list[faust.EventT]]:
         """Batches of whole events (with their messages), acknowledged after each batch;
-        a record handed over twice in one batch is kept once (``streams.batches.once``)."""
+        a record handed over twice in one batch is kept once (``streams.batches.once``).
+        ``within``: the longest wait to fill one."""
         typed = cast(faust.Stream, stream)
-        within = settings.worker_batch_seconds
         async for events in typed.take_events(settings.worker_batch_size, within=within):
             distinct, repeats = once(events)
             for topic, count in repeats.items():
@@ -223,7 +225,10 @@ def attach(
 
     @app.agent(item_activity, concurrency=1)
     async def fold_items(stream: faust.StreamT) -> None:
-        async for events in batches(stream):
+        # A longer window than the user side's: each batch rewrites every touched item's
+        # whole state and row, and no one's next list waits for an item row
+        # (the API refreshes its item table in the background).
+        async for events in batches(stream, settings.worker_item_batch_seconds):
             started, lap = time.perf_counter(), Laps(metrics, activity_name)
             folded = fold_item_batch(events, item_table.get)
             metrics.redelivered.labels(activity_name).inc(folded.redelivered_count)

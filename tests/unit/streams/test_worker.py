@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 # Everything ``run_worker`` builds before Faust runs, on a SQLite online store (no Redis),
 # in a fresh interpreter; prints the torch modules imported and the views the sink sees.
@@ -70,3 +72,45 @@ def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
     assert buffers["t.worker-item-activity"] == 7
     # the other topics keep Faust's buffer: their records are one event each
     assert buffers["t.interactions"] is None
+
+
+def test_the_item_agent_waits_its_own_window_to_fill_a_batch(tmp_path: Path) -> None:
+    """The user side's window bounds how late an SSE update comes; the item side's only
+    how many times a hot item's state and row are rewritten, so it waits longer."""
+    import asyncio
+
+    from streamrec.settings import Settings
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
+
+    class Stream:
+        """Records the batch sizes and windows an agent asks for; has no events."""
+
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, float]] = []
+
+        async def take_events(self, max_: int, within: float) -> AsyncIterator[list[Any]]:
+            self.asked.append((max_, within))
+            for batch in ():
+                yield batch
+
+    settings = Settings(
+        state_dir=tmp_path,
+        topic_prefix="t.",
+        worker_batch_size=300,
+        worker_batch_seconds=0.07,
+        worker_item_batch_seconds=0.6,
+    )
+    app = create_app(settings)
+    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    asked = {}
+    for name, agent in app.agents.items():
+        stream = Stream()
+        asyncio.run(agent.fun(stream))
+        asked[name.rsplit(".", 1)[-1]] = stream.asked
+    assert asked == {
+        "fold_interactions": [(300, 0.07)],
+        "fold_clicks": [(300, 0.07)],
+        "fold_items": [(300, 0.6)],
+    }
