@@ -1,4 +1,5 @@
-"""The cascade's model compute per request: float32 against dynamic int8, 1 and 2 threads.
+"""The cascade's model compute per request: float32 against dynamic int8, 1 and 2 threads,
+and eager against the TorchScript traces the API serves.
 
     .venv/bin/python bench/cascade_latency.py [--requests 500] [--k 10]
 
@@ -12,11 +13,17 @@ RankNet weights are random (latency does not depend on them); DIN is first fitte
 few seconds to a synthetic genre rule so that its logits spread like a trained model's,
 which is what makes the int8-vs-float32 score difference meaningful. Only model compute
 is timed: no feature reads, no HTTP.
+
+The last comparison adds a SASRec (random weights, the default configuration) and times
+the full cascade with SASRec and RankNet eager against the same models traced as
+``serving.loading`` serves them (``trace_for_serving``), alternating, in one run, and
+checks that both place the same lists.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
@@ -41,6 +48,7 @@ from models.cascade import (
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from models.ranknet import RankNet, RankNetConfig
+from models.sasrec import Sasrec, SasrecConfig
 from streams.folding import COVISIT_KEEP
 from training.fit.hyper import trained_cascade
 
@@ -219,6 +227,8 @@ def main() -> None:
         f"ratio {with_it / without:.2f}"
     )
 
+    eager_vs_traced(fp32, table, config, requests)
+
     diffs, spreads, correlations, overlaps = [], [], [], []
     for request in requests[:100]:
         a, b = din_logits(fp32, table, request), din_logits(int8, table, request)
@@ -234,6 +244,41 @@ def main() -> None:
         f"{statistics.median(spreads):.4f}), Spearman of the 200 logits median "
         f"{statistics.median(correlations):.4f}; final top-{args.k} overlap mean "
         f"{statistics.mean(overlaps):.3f}"
+    )
+
+
+def eager_vs_traced(
+    models: CascadeModels,
+    table: ItemTable,
+    config: CascadeConfig,
+    requests: list[CascadeRequest],
+    rounds: int = 3,
+) -> None:
+    """The full cascade with SASRec, eager against traced SASRec and RankNet."""
+    torch.manual_seed(3)
+    eager = replace(models, sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval())
+    traced = copy.deepcopy(eager)
+    assert traced.sasrec is not None and traced.ranknet is not None
+    traced.sasrec.trace_for_serving()
+    traced.ranknet.trace_for_serving()
+    medians: dict[str, list[float]] = {"eager": [], "traced": []}
+    for _ in range(rounds):
+        for name, variant in (("eager", eager), ("traced", traced)):
+            samples = time_calls(full_cascade(variant, table, config), requests)
+            medians[name].append(statistics.median(samples))
+    same = sum(
+        torch.equal(
+            recommend(eager, table, request, config).items,
+            recommend(traced, table, request, config).items,
+        )
+        for request in requests[:100]
+    )
+    e, t = statistics.median(medians["eager"]), statistics.median(medians["traced"])
+    print(
+        f"with SASRec, 1 thread, {rounds} alternating rounds: eager median "
+        f"{', '.join(f'{m:.2f}' for m in medians['eager'])} ms, traced SASRec + RankNet "
+        f"{', '.join(f'{m:.2f}' for m in medians['traced'])} ms (ratio {t / e:.2f}); "
+        f"the same list for {same} of 100 requests"
     )
 
 

@@ -16,6 +16,7 @@ exist, against the DIN order.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,11 +45,27 @@ class RankNet(nn.Module):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
         layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp: nn.Module = nn.Sequential(*layers)
 
     def forward(self, features: Tensor) -> Tensor:
         # features (..., N, F) -> scores (..., N)
         return self.mlp(features).squeeze(-1)
+
+    def trace_for_serving(self) -> None:
+        """Replace the MLP with its TorchScript trace: the same layers and weights (the
+        state dict keeps its keys), any number of candidates, without the Python dispatch
+        of ``nn.Sequential``, called ten times per list by the greedy placement. Leaves the
+        model in eval mode.
+
+        torch 2.15 announces TorchScript's deprecation (a FutureWarning, silenced here) in
+        favour of ``torch.export`` and ``torch.compile``; measured on this model and SASRec,
+        an exported program's module ran 1.4-2.8x slower than eager and the trace 1.8-2x
+        faster, and ``torch.compile`` needs a compiler at load time. The loader serves the
+        eager model when tracing fails."""
+        self.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.mlp = torch.jit.trace(self.mlp, torch.zeros(2, self.config.n_features))
 
 
 def ranknet_loss(scores: Tensor, labels: Tensor, mask: Tensor, sigma: float = 1.0) -> Tensor:

@@ -211,6 +211,7 @@ def _din(folder: StageFolder, n_items: int) -> tuple[DIN, torch.Tensor | None]:
 def _ranknet(folder: StageFolder) -> RankNet:
     ranknet = RankNet(config_from(RankNetConfig, folder.config.get("model")))
     ranknet.load_state_dict(folder.state_dict)
+    _trace(ranknet)
     return ranknet.eval()
 
 
@@ -221,4 +222,16 @@ def _sasrec(folder: StageFolder, n_items: int) -> Sasrec | None:
         return None
     sasrec = Sasrec(n_items, config_from(SasrecConfig, values))
     sasrec.load_state_dict(folder.state_dict)
+    _trace(sasrec)
     return sasrec.eval()
+
+
+def _trace(model: RankNet | Sasrec) -> None:
+    """Serve the model's forward pass as a TorchScript trace (the same arithmetic, less
+    Python per call); a model that does not trace is served eager, as before."""
+    try:
+        model.trace_for_serving()
+    except RuntimeError as exc:
+        logger.warning(
+            "%s: serving the eager model, the trace failed: %s", type(model).__name__, exc
+        )

@@ -11,6 +11,8 @@ import torch
 from api.ports import ItemStats, RecentItems
 from models import context
 from models.din import DINConfig
+from models.ranknet import RankNet, RankNetConfig
+from models.sasrec import Sasrec, SasrecConfig
 from serving.cascade import (
     CLOCK_RANK,
     ItemFeatures,
@@ -348,3 +350,31 @@ def test_the_item_table_is_computed_once_per_now() -> None:
         doubled.table(now + DAY, 3 * DAY, None).popularity,
         items.table(now + DAY, 3 * DAY, None).popularity,
     )
+
+
+def test_ranknet_and_sasrec_are_served_as_traces_that_score_as_the_eager_models(
+    tmp_path: Path,
+) -> None:
+    loaded = _loaded(tmp_path)
+    folders = {s: read_folder(f) for s, f in stage_folders(TinySet(seed=5), tmp_path / "e").items()}
+    ranknet, sasrec = loaded.models.ranknet, loaded.models.sasrec
+    assert isinstance(ranknet.mlp, torch.jit.ScriptModule)
+    assert sasrec._traced_forward is not None
+    eager_ranknet = RankNet(config_from(RankNetConfig, folders["ranknet"].config.get("model")))
+    eager_ranknet.load_state_dict(folders["ranknet"].state_dict)
+    eager_sasrec = Sasrec(len(ITEMS), config_from(SasrecConfig, folders["sasrec"].config["model"]))
+    eager_sasrec.load_state_dict(folders["sasrec"].state_dict)
+    # the same weights under the same names: what the registry holds is what is served
+    assert ranknet.state_dict().keys() == eager_ranknet.state_dict().keys()
+    assert sasrec.state_dict().keys() == eager_sasrec.state_dict().keys()
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for n in (1, 3, 17):  # any number of candidates
+            features = torch.randn(n, ranknet.config.n_features)
+            torch.testing.assert_close(ranknet(features), eager_ranknet.eval()(features))
+        for length in (1, 2, 5, 9):  # shorter than, as long as and longer than max_length
+            history = torch.randint(0, len(ITEMS), (length,))
+            torch.testing.assert_close(
+                sasrec.next_logits(history), eager_sasrec.next_logits(history)
+            )
+    assert not ranknet.training and not sasrec.training
