@@ -160,6 +160,7 @@ def create_app(
                     challenger,
                     max_in_progress=settings.api_max_in_progress,
                     answer_memo_size=settings.api_answer_memo_size,
+                    answer_max_item_age=settings.api_answer_max_item_age_seconds,
                 ),
                 experiments=book,
                 features_marker=(

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         "set's item features and the titles are unchanged (the same answer, not computed "
         "again; each holds the user's row, about 20 KB for 100 items seen); 0 keeps none",
     )
+    api_answer_max_item_age_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long after an item refresh a served set's kept list computed from "
+        "the item features it replaced is still served to a user whose own row has not changed; "
+        "0: a list lives exactly as long as its item features",
+    )
     sse_max_streams_per_user: int = Field(4, ge=1, description="open streams per user; then 429")
     sse_max_streams: int = Field(1000, ge=1, description="open streams in total; then 503")
     ingest_keys: SecretStr | None = Field(

@@ -116,6 +116,7 @@ class RecommendationService:
         *,
         max_in_progress: int = 64,
         answer_memo_size: int = 4096,
+        answer_max_item_age: float = 0.0,
     ) -> None:
         # HTTP requests beyond this many waiting for (or in) inference are refused at once
         # (``Overloaded``): under an overload, the inference queue (one thread) would
@@ -137,7 +138,13 @@ class RecommendationService:
         # Lists kept while their inputs are the same objects (``api.serving.memo``): a
         # request whose user row, served set and titles are unchanged gets the answer
         # computing it again would give, without the inference.
-        self._cascade_answers: AnswerMemo[CascadeAnswer] = AnswerMemo(answer_memo_size)
+        # A served set's lists also across an item refresh, for ``answer_max_item_age``
+        # seconds, while the user's row is the same: on a busy stream every refresh changes
+        # some item's row. Not the baseline's: its inputs also change from "no index yet"
+        # (popularity only) to the kNN's index, a different kind of list.
+        self._cascade_answers: AnswerMemo[CascadeAnswer] = AnswerMemo(
+            answer_memo_size, max_age=answer_max_item_age
+        )
         self._baseline_answers: AnswerMemo[list[Scored]] = AnswerMemo(answer_memo_size)
 
     async def recommend(self, user_id: str, k: int, *, channel: str) -> RecommendationServed:

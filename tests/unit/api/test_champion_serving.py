@@ -62,6 +62,8 @@ def _settings(root: Path) -> Settings:
         item_cache_seconds=0.05,
         model_poll_seconds=0.1,
         api_key=None,
+        # A kept list lives exactly as long as its item features (one test moves this).
+        api_answer_max_item_age_seconds=0.0,
     )
 
 
@@ -252,6 +254,45 @@ async def test_a_list_is_kept_only_while_the_user_row_and_the_items_are_unchange
         if isinstance(e, RecommendationServed) and e.user_id == "u7"
     }
     assert {first_id, again_id} <= served_ids and len(served_ids) == 4
+
+
+async def test_across_an_item_refresh_a_list_is_kept_for_the_max_item_age_not_past_an_event(
+    registry: tuple[Settings, MlflowClient, ChampionSet], adapters: Adapters
+) -> None:
+    settings, _client, champion = registry
+    adapters.features.items.update(_online_items())
+    adapters.features.users["u8"] = _recent("a", count=3)
+    lasting = settings.model_copy(update={"api_answer_max_item_age_seconds": 60.0})
+    async with running_app(lasting, adapters) as api:
+        await _wait_for_set(api, champion.label)
+        await _wait_for_items(api, len(ITEMS))
+
+        async def listed() -> list[str]:
+            response = await api.client.get("/recommend", params={"user_id": "u8", "k": 3})
+            assert response.status_code == 200
+            return [item["item_id"] for item in response.json()["items"]]
+
+        first = await listed()
+        misses = _memo_count((await api.client.get("/metrics")).text, "miss")
+        serving = api.services.champion.current
+        adapters.features.items["b"] = ItemStats(
+            interaction_count=99, last_event_time=BASE_TIME + 99_000, trend_score=99.0
+        )
+
+        async def swapped() -> None:
+            while api.services.champion.current is serving:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(swapped(), LOAD_SECONDS)
+        # New item features, the same user row: the list kept, not computed again.
+        assert await listed() == first
+        metrics = (await api.client.get("/metrics")).text
+        assert _memo_count(metrics, "miss") == misses
+        # The user's own event is never behind: computed afresh at once.
+        adapters.features.users["u8"] = _recent(first[0], "a", count=4)
+        assert first[0] not in await listed()
+        metrics = (await api.client.get("/metrics")).text
+        assert _memo_count(metrics, "miss") == misses + 1
 
 
 async def test_past_the_limit_waiting_for_inference_a_computed_list_is_refused_at_once(
