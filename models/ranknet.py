@@ -59,7 +59,7 @@ class RankNet(nn.Module):
 
         torch 2.15 announces TorchScript's deprecation (a FutureWarning, silenced here) in
         favour of ``torch.export`` and ``torch.compile``; measured on this model and SASRec,
-        an exported program's module ran 1.4-2.8x slower than eager and the trace 1.8-2x
+        an exported program's module ran 1.4-2.8x slower than eager and the trace 1.7-2x
         faster, and ``torch.compile`` needs a compiler at load time. The loader serves the
         eager model when tracing fails."""
         self.eval()
