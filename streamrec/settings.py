@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     worker_item_batch_seconds: float = Field(
         1.0, gt=0, description="the item agent's longest wait to fill a batch"
     )
+    worker_item_batch_max: int = Field(
+        128,
+        ge=1,
+        description="item-activity messages the item agent folds in one batch at most (on a "
+        "backlog each is a whole batch's entries, about 1 MiB decoded)",
+    )
     recent_items_max: int = Field(50, ge=1, description="recent items kept per user")
     worker_item_buffer: int = Field(
         32, ge=1, description="item-activity messages decoded ahead of the item agent"

@@ -156,13 +156,15 @@ def attach(
             experiment_metrics.moved(await _in_thread(experiments.fold, calls))
 
     async def batches(
-        stream: faust.StreamT, within: float = settings.worker_batch_seconds
+        stream: faust.StreamT,
+        within: float = settings.worker_batch_seconds,
+        most: int = settings.worker_batch_size,
     ) -> AsyncIterator[list[faust.EventT]]:
         """Batches of whole events (with their messages), acknowledged after each batch;
         a record handed over twice in one batch is kept once (``streams.batches.once``).
-        ``within``: the longest wait to fill one."""
+        ``within``: the longest wait to fill one; ``most``: the records it holds at most."""
         typed = cast(faust.Stream, stream)
-        async for events in typed.take_events(settings.worker_batch_size, within=within):
+        async for events in typed.take_events(most, within=within):
             distinct, repeats = once(events)
             for topic, count in repeats.items():
                 metrics.redelivered.labels(topic).inc(count)
@@ -227,8 +229,11 @@ def attach(
     async def fold_items(stream: faust.StreamT) -> None:
         # A longer window than the user side's: each batch rewrites every touched item's
         # whole state and row, and no one's next list waits for an item row
-        # (the API refreshes its item table in the background).
-        async for events in batches(stream, settings.worker_item_batch_seconds):
+        # (the API refreshes its item table in the background). On a backlog the window
+        # fills with whole batches' entries (about 1 MiB each decoded): bounded in count.
+        async for events in batches(
+            stream, settings.worker_item_batch_seconds, settings.worker_item_batch_max
+        ):
             started, lap = time.perf_counter(), Laps(metrics, activity_name)
             folded = fold_item_batch(events, item_table.get)
             metrics.redelivered.labels(activity_name).inc(folded.redelivered_count)

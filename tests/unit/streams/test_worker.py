@@ -101,6 +101,7 @@ def test_the_item_agent_waits_its_own_window_to_fill_a_batch(tmp_path: Path) -> 
         worker_batch_size=300,
         worker_batch_seconds=0.07,
         worker_item_batch_seconds=0.6,
+        worker_item_batch_max=40,
     )
     app = create_app(settings)
     attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
@@ -112,5 +113,5 @@ def test_the_item_agent_waits_its_own_window_to_fill_a_batch(tmp_path: Path) -> 
     assert asked == {
         "fold_interactions": [(300, 0.07)],
         "fold_clicks": [(300, 0.07)],
-        "fold_items": [(300, 0.6)],
+        "fold_items": [(40, 0.6)],
     }
