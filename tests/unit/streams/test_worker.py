@@ -74,9 +74,10 @@ def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
     assert buffers["t.interactions"] is None
 
 
-def test_the_item_agent_waits_its_own_window_to_fill_a_batch(tmp_path: Path) -> None:
+def test_the_item_agent_has_its_own_batch_window_and_bound(tmp_path: Path) -> None:
     """The user side's window bounds how late an SSE update comes; the item side's only
-    how many times a hot item's state and row are rewritten, so it waits longer."""
+    how many times a hot item's state and row are rewritten, so it waits longer, with
+    fewer messages a batch (on a backlog each is a whole batch's entries)."""
     import asyncio
 
     from streamrec.settings import Settings
