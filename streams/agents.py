@@ -47,6 +47,7 @@ from streams.folding import CovisitEntry, ItemEntries, group_entries, item_rows,
 from streams.joins import FaustJoin, JoinMetrics
 from streams.metrics import Laps, WorkerMetrics, add_metrics_page
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
+from streams.topics import item_activity_topic
 from streams.worker_metrics import WorkerFlowMetrics
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def attach(
     # Topic is built directly: ``app.topic`` takes ``maxsize`` but does not pass it on.
     item_activity = faust.Topic(
         app,
-        topics=[f"{topics.prefix}worker-item-activity"],
+        topics=[item_activity_topic(topics.prefix)],
         partitions=partitions,
         internal=True,
         key_serializer="raw",

@@ -57,6 +57,7 @@ from streams.folding import (
 )
 from streams.joins import RequestJoin
 from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
+from streams.topics import item_activity_topic
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ def reset_worker_state(settings: Settings, timeout: float = 30.0) -> list[str]:
     names = [
         name
         for name in admin.list_topics(timeout=timeout).topics
-        if name.startswith(f"{group}-") or name == f"{settings.topic_prefix}worker-item-activity"
+        if name.startswith(f"{group}-") or name == item_activity_topic(settings.topic_prefix)
     ]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():

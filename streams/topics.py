@@ -32,6 +32,34 @@ def ensure_topics(
     Topics that exist keep their replication: raising it is a reassignment, an operator's
     decision, not something a start-up command should do behind their back.
     """
+    return ensure_named_topics(
+        bootstrap_servers,
+        topics.all(),
+        partitions,
+        KEEP_FOREVER,
+        timeout=timeout,
+        replication_factor=replication_factor,
+        security=security,
+    )
+
+
+def item_activity_topic(prefix: str) -> str:
+    """The worker's internal topic from its user and click sides to its item side."""
+    return f"{prefix}worker-item-activity"
+
+
+def ensure_named_topics(
+    bootstrap_servers: str,
+    names: list[str],
+    partitions: int,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    replication_factor: int = 1,
+    security: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create the topics of ``names`` that are missing, with ``config``, and return once the
+    broker's metadata lists them; returns the names created. Idempotent, transient broker
+    errors retried."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {})})
     created: list[str] = []
 
@@ -42,9 +70,9 @@ def ensure_topics(
                 name,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                config=KEEP_FOREVER,
+                config=dict(config or {}),
             )
-            for name in topics.all()
+            for name in names
             if name not in existing
         ]
         if not wanted:
@@ -64,7 +92,7 @@ def ensure_topics(
             raise retry  # the next attempt creates only what is still missing
         return created
 
-    created = call_with_retry("creating the event topics", create_missing)
+    created = call_with_retry("creating topics", create_missing)
     if created:
         _wait_until_listed(admin, created, timeout)
     return created

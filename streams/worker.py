@@ -22,12 +22,24 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from streams.app import create_app
     from streams.diagnostics import log_tasks
     from streams.sinks import FeastFeatureSink, RedisChangeNotifier
+    from streams.topics import ensure_named_topics, item_activity_topic
 
     redis_url = settings.redis_connection_url
     if redis_url is None:
         raise SystemExit("the worker needs Redis for its change notices; set STREAMREC_REDIS_URL")
     store = open_store(settings)
     apply_definitions(store)
+    # The item agent's topic exists, and the broker lists it, before the consumer joins its
+    # group. Faust would create it a moment before subscribing; a broker slow to list it
+    # then left it out of the assignment until the next metadata refresh (minutes): the
+    # item side folded nothing.
+    ensure_named_topics(
+        settings.bootstrap_servers,
+        [item_activity_topic(settings.topic_prefix)],
+        settings.topic_partitions,
+        replication_factor=settings.replication_factor,
+        security=settings.kafka_security(),
+    )
     app = create_app(settings)
     attach(
         app,
