@@ -14,10 +14,12 @@ few seconds to a synthetic genre rule so that its logits spread like a trained m
 which is what makes the int8-vs-float32 score difference meaningful. Only model compute
 is timed: no feature reads, no HTTP.
 
-The last comparison adds a SASRec (random weights, the default configuration) and times
+The last comparisons add a SASRec (random weights, the default configuration) and time
 the full cascade with SASRec and RankNet eager against the same models traced as
 ``serving.loading`` serves them (``trace_for_serving``), alternating, in one run, and
-checks that both place the same lists.
+checks that both place the same lists; then the final placement (``models.cascade.place``)
+of the same shortlists with RankNet's weights as arrays (``place_greedily``, as served)
+against the torch loop (``greedy_rerank``), and the full cascade both ways.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -40,14 +43,17 @@ from models.cascade import (
     CascadeRequest,
     Covisits,
     ItemTable,
+    Shortlist,
     din_context,
+    place,
     rank,
     recall,
     recommend,
+    shortlist,
 )
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
-from models.ranknet import RankNet, RankNetConfig
+from models.ranknet import FrozenMlp, RankNet, RankNetConfig
 from models.sasrec import Sasrec, SasrecConfig
 from streams.folding import COVISIT_KEEP
 from training.fit.hyper import trained_cascade
@@ -129,9 +135,10 @@ def make_requests(n: int, k: int, seed: int) -> list[CascadeRequest]:
     return requests
 
 
-def time_calls(
-    call: Callable[[CascadeRequest], object], requests: list[CascadeRequest]
-) -> list[float]:
+T = TypeVar("T")
+
+
+def time_calls(call: Callable[[T], object], requests: list[T]) -> list[float]:
     for request in requests[:50]:  # warm-up: allocator, kernels, lazy init
         call(request)
     samples = []
@@ -228,6 +235,7 @@ def main() -> None:
     )
 
     eager_vs_traced(fp32, table, config, requests)
+    arrays_vs_torch(fp32, table, config, requests)
 
     diffs, spreads, correlations, overlaps = [], [], [], []
     for request in requests[:100]:
@@ -280,6 +288,56 @@ def eager_vs_traced(
         f"{', '.join(f'{m:.2f}' for m in medians['traced'])} ms (ratio {t / e:.2f}); "
         f"the same list for {same} of 100 requests"
     )
+
+
+def placing(models: CascadeModels, config: CascadeConfig) -> Callable[[Shortlist], object]:
+    return lambda short: place(models, short, config, 10)
+
+
+def arrays_vs_torch(
+    models: CascadeModels,
+    table: ItemTable,
+    config: CascadeConfig,
+    requests: list[CascadeRequest],
+    rounds: int = 3,
+) -> None:
+    """The greedy placement on arrays (as served) against the torch loop, on the same
+    shortlists, then the whole cascade both ways; SASRec and RankNet traced in both."""
+    torch.manual_seed(3)
+    loop = replace(
+        models,
+        sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval(),
+        ranknet=copy.deepcopy(models.ranknet),
+    )
+    assert loop.sasrec is not None and loop.ranknet is not None
+    loop.sasrec.trace_for_serving()
+    loop.ranknet.trace_for_serving()
+    arrays = replace(loop, ranknet=copy.deepcopy(loop.ranknet))
+    assert arrays.ranknet is not None and models.ranknet is not None
+    arrays.ranknet.frozen = FrozenMlp.of(models.ranknet)
+    shortlists = [s for s in (shortlist(loop, table, r, config) for r in requests) if s]
+    placements: dict[str, list[float]] = {"torch": [], "arrays": []}
+    cascades: dict[str, list[float]] = {"torch": [], "arrays": []}
+    for _ in range(rounds):
+        for name, variant in (("torch", loop), ("arrays", arrays)):
+            placements[name].append(
+                statistics.median(time_calls(placing(variant, config), shortlists))
+            )
+            cascades[name].append(
+                statistics.median(time_calls(full_cascade(variant, table, config), requests))
+            )
+    same = sum(
+        torch.equal(place(loop, s, config, 10)[0], place(arrays, s, config, 10)[0])
+        for s in shortlists
+    )
+    for what, medians in (("placement", placements), ("full cascade", cascades)):
+        t, a = statistics.median(medians["torch"]), statistics.median(medians["arrays"])
+        print(
+            f"{what}, {rounds} alternating rounds: torch loop median "
+            f"{', '.join(f'{m:.2f}' for m in medians['torch'])} ms, arrays "
+            f"{', '.join(f'{m:.2f}' for m in medians['arrays'])} ms (ratio {a / t:.2f})"
+        )
+    print(f"the same placement for {same} of {len(shortlists)} shortlists")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.din import DIN
-from models.ranknet import RERANK_FEATURES, RankNet, greedy_rerank, rerank_features
+from models.ranknet import (
+    RERANK_FEATURES,
+    RankNet,
+    greedy_rerank,
+    place_greedily,
+    rerank_features,
+)
 from models.sasrec import Sasrec
 
 
@@ -341,20 +347,49 @@ def rank(
     return logits, reasons, "din"
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The business-rule veto for greedy placement: called with the positions placed so
+    far (P,), the candidates (M,) still allowed."""
+
+    not_excluded: Tensor  # (M,) bool
+    categories: Tensor | None  # (M,) the candidates' categories when the cap is on
+    max_per_category: int
+
+    def __call__(self, placed: Tensor) -> Tensor:
+        if self.categories is None or placed.numel() == 0:
+            return self.not_excluded
+        same = self.categories.unsqueeze(1) == self.categories[placed].unsqueeze(0)  # (M, P)
+        return self.not_excluded & (same.sum(1) < self.max_per_category)
+
+
 def _rules(
     candidates: Tensor, excluded_items: Tensor, categories: Tensor | None, max_per_category: int
-) -> Callable[[Tensor], Tensor]:
-    """The business-rule veto for greedy placement: (placed (P,)) -> allowed (M,)."""
-    not_excluded = ~torch.isin(candidates, excluded_items)  # (M,)
-    cats = categories[candidates] if categories is not None and max_per_category > 0 else None
+) -> Rules:
+    capped = categories is not None and max_per_category > 0
+    return Rules(
+        not_excluded=~torch.isin(candidates, excluded_items),
+        categories=categories[candidates] if categories is not None and capped else None,
+        max_per_category=max_per_category,
+    )
 
-    def allowed(placed: Tensor) -> Tensor:
-        if cats is None or placed.numel() == 0:
-            return not_excluded
-        same = cats.unsqueeze(1) == cats[placed].unsqueeze(0)  # (M, P)
-        return not_excluded & (same.sum(1) < max_per_category)
 
-    return allowed
+def _blend(
+    recall_scores: Tensor,
+    covisited: Tensor | None,
+    config: CascadeConfig,
+    sequential: Tensor | None = None,
+) -> Tensor | None:
+    """The weighted standardized recall (M,), co-visitation (M,) and SASRec (M,) scores
+    the final scorer adds to its own standardized score; None when all weights are off."""
+    blend = torch.zeros_like(recall_scores, dtype=torch.float32)  # (M,)
+    if config.final_recall_weight > 0:
+        blend += config.final_recall_weight * _standardized(recall_scores.float())
+    if covisited is not None and config.covisit_weight > 0:
+        blend += config.covisit_weight * _standardized(covisited.float())
+    if sequential is not None and config.sasrec_weight > 0:
+        blend += config.sasrec_weight * _standardized(sequential.float())
+    return blend if bool(blend.any()) else None
 
 
 def _final_scorer(
@@ -364,16 +399,9 @@ def _final_scorer(
     config: CascadeConfig,
     sequential: Tensor | None = None,
 ) -> Callable[[Tensor], Tensor]:
-    """The final scorer (RankNet, or the rank order), plus the weighted standardized recall
-    scores (M,), co-visitation scores (M,) and SASRec scores (M,) of the shortlist when set."""
-    blend = torch.zeros_like(recall_scores, dtype=torch.float32)  # (M,)
-    if config.final_recall_weight > 0:
-        blend += config.final_recall_weight * _standardized(recall_scores.float())
-    if covisited is not None and config.covisit_weight > 0:
-        blend += config.covisit_weight * _standardized(covisited.float())
-    if sequential is not None and config.sasrec_weight > 0:
-        blend += config.sasrec_weight * _standardized(sequential.float())
-    if not bool(blend.any()):
+    """The final scorer (RankNet, or the rank order), plus the blend (``_blend``)."""
+    blend = _blend(recall_scores, covisited, config, sequential)
+    if blend is None:
         return scorer
 
     def score(features: Tensor) -> Tensor:
@@ -398,7 +426,7 @@ class Shortlist:
     features: Tensor | None  # (M, F) RankNet's features; None when RankNet does not serve
     vectors: Tensor | None  # (M, D) item embeddings for RankNet's similarity feature
     reasons: Tensor  # (M,) DIN's top-attention recent item, -1 none
-    allowed: Callable[[Tensor], Tensor]  # the business-rule veto
+    allowed: Rules  # the business-rule veto
     recent: Tensor  # (L,) the recent items the cascade used, most recent first
     recall_source: str
     rank_source: str
@@ -473,8 +501,22 @@ def place(
     (``final_recall_weight``, ``covisit_weight``, ``sasrec_weight``)."""
     covisited = short.covisited if config.covisit_weight > 0 else None
     sequential = short.sequential if config.sasrec_weight > 0 else None
-    if models.ranknet is not None and short.features is not None:
-        score_fn = _final_scorer(models.ranknet, short.recall_scores, covisited, config, sequential)
+    ranknet = models.ranknet
+    if ranknet is not None and short.features is not None and ranknet.frozen is not None:
+        # A served RankNet: the same greedy placement on arrays (``place_greedily``).
+        placed, scores = place_greedily(
+            ranknet.frozen,
+            short.features,
+            _blend(short.recall_scores, covisited, config, sequential),
+            short.vectors,
+            k,
+            short.allowed.not_excluded,
+            short.allowed.categories,
+            short.allowed.max_per_category,
+        )
+        return placed, scores, "ranknet"
+    if ranknet is not None and short.features is not None:
+        score_fn = _final_scorer(ranknet, short.recall_scores, covisited, config, sequential)
         placed, scores = greedy_rerank(score_fn, short.features, short.vectors, k, short.allowed)
         return placed, scores, "ranknet"
     din_scores = short.din_scores

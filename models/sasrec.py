@@ -113,7 +113,8 @@ class Sasrec(nn.Module):
     def next_logits(self, history: torch.Tensor) -> torch.Tensor:
         """(I,) scores of every vocabulary item as the next one after ``history`` (L,)
         (vocabulary indices, oldest first, non-empty; the last ``max_length`` count)."""
-        self.eval()
+        if self.training:  # eval() walks every submodule: a quarter of a served call
+            self.eval()
         kept = history[-self.config.max_length :]  # (L',)
         tokens = torch.cat([torch.zeros(self.config.max_length - kept.numel()), kept + 1])
         forward = self._traced_forward or self

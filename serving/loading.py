@@ -211,6 +211,7 @@ def _din(folder: StageFolder, n_items: int) -> tuple[DIN, torch.Tensor | None]:
 def _ranknet(folder: StageFolder) -> RankNet:
     ranknet = RankNet(config_from(RankNetConfig, folder.config.get("model")))
     ranknet.load_state_dict(folder.state_dict)
+    ranknet.freeze_for_placement()
     _trace(ranknet)
     return ranknet.eval()
 

@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from models.cascade import Rules
 from models.ranknet import (
     RERANK_FEATURES,
     SIMILARITY_COLUMN,
+    FrozenMlp,
     RankNet,
     RankNetConfig,
     greedy_rerank,
+    place_greedily,
     ranknet_loss,
     rerank_features,
     similarity_to_above,
@@ -98,6 +102,60 @@ def test_greedy_rerank_honours_the_veto_and_stops_when_nothing_is_allowed() -> N
     vetoed = torch.tensor([False, True, False, True])
     placed, _ = greedy_rerank(lambda f: f[:, 0], base, None, k=4, allowed_fn=lambda _: ~vetoed)
     assert placed.tolist() == [0, 2]
+
+
+def _standardized(values: torch.Tensor) -> torch.Tensor:
+    if values.numel() < 2:  # torch's std of one value is nan (and a warning)
+        return values - values.mean()
+    std = values.std()
+    return (values - values.mean()) / std if float(std) > 0 else values - values.mean()
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "blended", "vectors", "cap"),
+    [
+        (250, 10, True, True, 3),  # the served shape: DIN's top 250, blend, rule
+        (40, 10, False, True, 0),  # RankNet's own scores, no rule
+        (12, 10, True, False, 2),  # no item vectors: the similarity column stays 0
+        (5, 10, True, True, 1),  # the rule runs out of candidates before k
+        (1, 10, True, True, 0),  # one candidate: nothing to standardize against
+    ],
+)
+def test_place_greedily_places_as_greedy_rerank_with_the_served_scorer(
+    n: int, k: int, blended: bool, vectors: bool, cap: int
+) -> None:
+    torch.manual_seed(n)
+    model = RankNet(RankNetConfig()).eval()
+    frozen = FrozenMlp.of(model)
+    model.trace_for_serving()  # the served model is the trace; the arrays copy the weights
+    features = torch.randn(n, len(RERANK_FEATURES))
+    blend = torch.randn(n) if blended else None
+    item_vectors = torch.randn(n, 8) if vectors else None
+    not_excluded = torch.rand(n) > 0.2
+    categories = torch.randint(0, 4, (n,))
+    rules = Rules(not_excluded, categories if cap else None, cap)
+
+    def scorer(f: torch.Tensor) -> torch.Tensor:
+        return _standardized(model(f)) + blend if blend is not None else model(f)
+
+    with torch.inference_mode():
+        want, want_scores = greedy_rerank(scorer, features, item_vectors, k, rules)
+    got, got_scores = place_greedily(
+        frozen, features, blend, item_vectors, k, not_excluded, categories if cap else None, cap
+    )
+    assert got.tolist() == want.tolist()
+    assert len(got) == min(k, int(not_excluded.sum())) or cap > 0
+    torch.testing.assert_close(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+    if cap:
+        placed_categories = categories[got].tolist()
+        assert max(placed_categories.count(c) for c in set(placed_categories)) <= cap
+
+
+def test_frozen_weights_refuse_an_mlp_that_is_not_plain_linear_layers() -> None:
+    model = RankNet(RankNetConfig())
+    model.mlp = torch.nn.Sequential(torch.nn.Linear(len(RERANK_FEATURES), 1))
+    with pytest.raises(ValueError, match="1 linear layers"):
+        FrozenMlp.of(model)
 
 
 def test_rerank_features_column_order() -> None:

@@ -378,3 +378,12 @@ def test_ranknet_and_sasrec_are_served_as_traces_that_score_as_the_eager_models(
                 sasrec.next_logits(history), eager_sasrec.next_logits(history)
             )
     assert not ranknet.training and not sasrec.training
+    # the greedy placement's arrays are the loaded weights
+    assert ranknet.frozen is not None
+    for (weight, bias), layer in zip(
+        ranknet.frozen.layers,
+        [m for m in eager_ranknet.mlp.modules() if isinstance(m, torch.nn.Linear)],
+        strict=True,
+    ):
+        assert (weight == layer.weight.detach().numpy()).all()
+        assert (bias == layer.bias.detach().numpy()).all()
