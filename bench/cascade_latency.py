@@ -53,7 +53,7 @@ from models.cascade import (
 )
 from models.din import DIN, DINConfig
 from models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
-from models.ranknet import FrozenMlp, RankNet, RankNetConfig
+from models.ranknet import RankNet, RankNetConfig
 from models.sasrec import Sasrec, SasrecConfig
 from streams.folding import COVISIT_KEEP
 from training.fit.hyper import trained_cascade
@@ -255,6 +255,52 @@ def main() -> None:
     )
 
 
+V = TypeVar("V")
+
+
+def with_sasrec(models: CascadeModels) -> CascadeModels:
+    """``models`` plus a SASRec (random weights, the default configuration, seed 3) and a
+    RankNet of its own, both eager."""
+    torch.manual_seed(3)
+    return replace(
+        models,
+        sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval(),
+        ranknet=copy.deepcopy(models.ranknet),
+    )
+
+
+def traced(models: CascadeModels) -> CascadeModels:
+    """A copy of ``models`` with SASRec and RankNet traced as ``serving.loading`` does."""
+    copied = copy.deepcopy(models)
+    assert copied.sasrec is not None and copied.ranknet is not None
+    copied.sasrec.trace_for_serving()
+    copied.ranknet.trace_for_serving()
+    return copied
+
+
+def alternating(
+    variants: dict[str, V], measure: Callable[[V], float], rounds: int
+) -> dict[str, list[float]]:
+    """``measure`` of each variant, the variants in turn, ``rounds`` times."""
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, variant in variants.items():
+            results[name].append(measure(variant))
+    return results
+
+
+def compared(what: str, medians: dict[str, list[float]]) -> str:
+    """One line: each variant's medians in round order, and the last's ratio to the first."""
+    (first, base), (last, other) = list(medians.items())[0], list(medians.items())[-1]
+    rounds = ", ".join(
+        f"{name} {', '.join(f'{m:.2f}' for m in values)} ms" for name, values in medians.items()
+    )
+    ratio = statistics.median(other) / statistics.median(base)
+    return (
+        f"{what}, {len(base)} alternating rounds (medians): {rounds} ({last}/{first} {ratio:.2f})"
+    )
+
+
 def eager_vs_traced(
     models: CascadeModels,
     table: ItemTable,
@@ -263,31 +309,21 @@ def eager_vs_traced(
     rounds: int = 3,
 ) -> None:
     """The full cascade with SASRec, eager against traced SASRec and RankNet."""
-    torch.manual_seed(3)
-    eager = replace(models, sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval())
-    traced = copy.deepcopy(eager)
-    assert traced.sasrec is not None and traced.ranknet is not None
-    traced.sasrec.trace_for_serving()
-    traced.ranknet.trace_for_serving()
-    medians: dict[str, list[float]] = {"eager": [], "traced": []}
-    for _ in range(rounds):
-        for name, variant in (("eager", eager), ("traced", traced)):
-            samples = time_calls(full_cascade(variant, table, config), requests)
-            medians[name].append(statistics.median(samples))
+    eager = with_sasrec(models)
+    variants = {"eager": eager, "traced SASRec + RankNet": traced(eager)}
+    medians = alternating(
+        variants,
+        lambda v: statistics.median(time_calls(full_cascade(v, table, config), requests)),
+        rounds,
+    )
     same = sum(
         torch.equal(
             recommend(eager, table, request, config).items,
-            recommend(traced, table, request, config).items,
+            recommend(variants["traced SASRec + RankNet"], table, request, config).items,
         )
         for request in requests[:100]
     )
-    e, t = statistics.median(medians["eager"]), statistics.median(medians["traced"])
-    print(
-        f"with SASRec, 1 thread, {rounds} alternating rounds: eager median "
-        f"{', '.join(f'{m:.2f}' for m in medians['eager'])} ms, traced SASRec + RankNet "
-        f"{', '.join(f'{m:.2f}' for m in medians['traced'])} ms (ratio {t / e:.2f}); "
-        f"the same list for {same} of 100 requests"
-    )
+    print(f"{compared('with SASRec, 1 thread', medians)}; the same list for {same} of 100 requests")
 
 
 def placing(models: CascadeModels, config: CascadeConfig) -> Callable[[Shortlist], object]:
@@ -303,40 +339,30 @@ def arrays_vs_torch(
 ) -> None:
     """The greedy placement on arrays (as served) against the torch loop, on the same
     shortlists, then the whole cascade both ways; SASRec and RankNet traced in both."""
-    torch.manual_seed(3)
-    loop = replace(
-        models,
-        sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval(),
-        ranknet=copy.deepcopy(models.ranknet),
-    )
-    assert loop.sasrec is not None and loop.ranknet is not None
-    loop.sasrec.trace_for_serving()
-    loop.ranknet.trace_for_serving()
-    arrays = replace(loop, ranknet=copy.deepcopy(loop.ranknet))
-    assert arrays.ranknet is not None and models.ranknet is not None
-    arrays.ranknet.frozen = FrozenMlp.of(models.ranknet)
+    eager = with_sasrec(models)
+    loop = traced(eager)
+    # As serving.loading does: the arrays are taken before the trace.
+    assert eager.ranknet is not None
+    eager.ranknet.freeze_for_placement()
+    arrays = traced(eager)
+    variants = {"torch loop": loop, "arrays": arrays}
     shortlists = [s for s in (shortlist(loop, table, r, config) for r in requests) if s]
-    placements: dict[str, list[float]] = {"torch": [], "arrays": []}
-    cascades: dict[str, list[float]] = {"torch": [], "arrays": []}
-    for _ in range(rounds):
-        for name, variant in (("torch", loop), ("arrays", arrays)):
-            placements[name].append(
-                statistics.median(time_calls(placing(variant, config), shortlists))
-            )
-            cascades[name].append(
-                statistics.median(time_calls(full_cascade(variant, table, config), requests))
-            )
+    placements = alternating(
+        variants,
+        lambda v: statistics.median(time_calls(placing(v, config), shortlists)),
+        rounds,
+    )
+    cascades = alternating(
+        variants,
+        lambda v: statistics.median(time_calls(full_cascade(v, table, config), requests)),
+        rounds,
+    )
     same = sum(
         torch.equal(place(loop, s, config, 10)[0], place(arrays, s, config, 10)[0])
         for s in shortlists
     )
-    for what, medians in (("placement", placements), ("full cascade", cascades)):
-        t, a = statistics.median(medians["torch"]), statistics.median(medians["arrays"])
-        print(
-            f"{what}, {rounds} alternating rounds: torch loop median "
-            f"{', '.join(f'{m:.2f}' for m in medians['torch'])} ms, arrays "
-            f"{', '.join(f'{m:.2f}' for m in medians['arrays'])} ms (ratio {a / t:.2f})"
-        )
+    print(compared("placement", placements))
+    print(compared("full cascade", cascades))
     print(f"the same placement for {same} of {len(shortlists)} shortlists")
 
 

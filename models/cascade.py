@@ -366,10 +366,11 @@ class Rules:
 def _rules(
     candidates: Tensor, excluded_items: Tensor, categories: Tensor | None, max_per_category: int
 ) -> Rules:
-    capped = categories is not None and max_per_category > 0
     return Rules(
         not_excluded=~torch.isin(candidates, excluded_items),
-        categories=categories[candidates] if categories is not None and capped else None,
+        categories=(
+            categories[candidates] if categories is not None and max_per_category > 0 else None
+        ),
         max_per_category=max_per_category,
     )
 

@@ -237,8 +237,7 @@ def place_greedily(
     )
     extra = blend.detach().float().numpy() if blend is not None else None
     allowed = not_excluded.numpy().copy()  # (N,) cleared as candidates are placed
-    capped = categories is not None and max_per_category > 0
-    cats = categories.numpy() if categories is not None and capped else None
+    cats = categories.numpy() if categories is not None and max_per_category > 0 else None
     per_category: dict[int, int] = {}
     similarity = np.zeros(n, dtype=np.float32)
     first_out = np.empty_like(fixed)
