@@ -241,22 +241,29 @@ def train_through_ray(
             "tracking_uri": settings.mlflow_uri,
         }
         progress = _EpochProgress(settings.mlflow_uri, dict(zip(seeds, run_ids, strict=True)))
+
+        def load(folder: Path) -> dict[int, Any]:
+            return {
+                seed: torch.load(folder / TRAINED_FILE.format(seed=seed), weights_only=False)
+                for seed in seeds
+            }
+
         with progress:
             outcome = fit(
-                settings, train_stages_loop, config, workers=workers, name="streamrec-train"
+                settings,
+                train_stages_loop,
+                config,
+                workers=workers,
+                name="streamrec-train",
+                load=load,
             )
-        if outcome.checkpoint_dir is None:
+        if outcome.loaded is None:
             raise RuntimeError("Ray Train finished without a checkpoint of the trained sets")
         if outcome.metrics.get("world_size") != workers:
             raise RuntimeError(
                 f"trained on {outcome.metrics.get('world_size')} workers, not {workers}"
             )
-        trained = {
-            seed: torch.load(
-                outcome.checkpoint_dir / TRAINED_FILE.format(seed=seed), weights_only=False
-            )
-            for seed in seeds
-        }
+        trained: dict[int, Any] = outcome.loaded
     finally:
         if not ray_address(settings):
             # A local Ray's processes (its TrainController among them) would idle beside

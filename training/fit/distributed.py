@@ -55,7 +55,7 @@ _SHIP_EXCLUDES = [".git", ".venv", "var", "reports", "**/__pycache__", "*.parque
 class TrainOutcome:
     metrics: dict[str, Any]  # the last report (Ray Train keeps only reports with checkpoints)
     state_dict: dict[str, torch.Tensor] | None
-    checkpoint_dir: Path | None = None  # a local copy of the last checkpoint, if any
+    loaded: Any = None  # what ``fit``'s ``load`` read from the last checkpoint, if any
 
 
 def report_epoch(metrics: dict[str, Any], model: torch.nn.Module | None = None) -> None:
@@ -147,11 +147,15 @@ def fit(
     *,
     workers: int = 1,
     name: str = "streamrec",
+    load: Callable[[Path], Any] | None = None,
 ) -> TrainOutcome:
     """Run ``train_loop`` on ``workers`` data-parallel CPU workers and return the outcome.
 
     Locally each worker gets an equal share of the CPUs (Ray sets its torch threads to
-    that share); on a cluster, one CPU each.
+    that share); on a cluster, one CPU each. ``load`` reads what it needs from the last
+    checkpoint's folder while it exists: the folder in the run's storage, or a temporary
+    copy of a remote one that is removed afterwards (``Checkpoint.to_directory`` left a
+    copy in the temporary directory on every run).
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -173,10 +177,12 @@ def fit(
     )
     result = trainer.fit()
     state_dict = None
-    checkpoint_dir = None
+    loaded = None
     if result.checkpoint is not None:
-        checkpoint_dir = Path(result.checkpoint.to_directory())
-        weights = checkpoint_dir / WEIGHTS_FILE
-        if weights.exists():
-            state_dict = torch.load(weights, weights_only=True)
-    return TrainOutcome(dict(result.metrics or {}), state_dict, checkpoint_dir)
+        with result.checkpoint.as_directory() as folder:
+            weights = Path(folder) / WEIGHTS_FILE
+            if weights.exists():
+                state_dict = torch.load(weights, weights_only=True)
+            if load is not None:
+                loaded = load(Path(folder))
+    return TrainOutcome(dict(result.metrics or {}), state_dict, loaded)

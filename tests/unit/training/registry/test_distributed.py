@@ -5,6 +5,7 @@ tests/integration/test_train_command.py and test_monitor_retrain.py."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from streamrec.settings import Settings
-from training.fit.distributed import fit, report_epoch
+from training.fit.distributed import WEIGHTS_FILE, fit, report_epoch
 
 
 def _planted_regression(config: dict[str, Any]) -> None:
@@ -53,11 +54,25 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-def test_data_parallel_training_learns_the_planted_weights(ray_local: None, tmp_path: Path) -> None:
+def test_data_parallel_training_learns_the_planted_weights(
+    ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(state_dir=tmp_path / "state").resolved()
+    # the driver's temporary directory: reading the checkpoint must leave nothing there
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     # Each step halves the error (lr 0.25 on unit-variance inputs): 15 reach 3e-5 of it.
     config = {"seed": 0, "epochs": 15, "lr": 0.25}
-    outcome = fit(settings, _planted_regression, config, workers=2)
+    outcome = fit(
+        settings,
+        _planted_regression,
+        config,
+        workers=2,
+        load=lambda folder: sorted(path.name for path in folder.iterdir()),
+    )
+    assert outcome.loaded == [WEIGHTS_FILE]
+    assert not [path.name for path in scratch.iterdir() if "checkpoint" in path.name]
     assert outcome.metrics["world_size"] == 2
     assert outcome.metrics["epoch"] == 14
     assert outcome.metrics["loss"] < 0.01 * outcome.metrics["first_loss"]
