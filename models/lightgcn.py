@@ -8,7 +8,9 @@ item, sampled negative item) triples; the exported embeddings feed recall in the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ class LightGCNConfig:
 
 
 def normalized_adjacency(user_idx: Tensor, item_idx: Tensor, n_users: int, n_items: int) -> Tensor:
-    """The symmetric-normalized bipartite adjacency D^-1/2 A D^-1/2, sparse (U+I, U+I).
+    """The symmetric-normalized bipartite adjacency D^-1/2 A D^-1/2, sparse CSR (U+I, U+I).
 
     `user_idx` and `item_idx` are parallel (E,) index tensors, one entry per interaction;
     repeated pairs count once. Nodes 0..U-1 are users, U..U+I-1 are items. A node with no
@@ -43,7 +45,24 @@ def normalized_adjacency(user_idx: Tensor, item_idx: Tensor, n_users: int, n_ite
     adj = torch.sparse_coo_tensor(
         torch.stack([rows, cols]), values, (n_nodes, n_nodes), check_invariants=True
     )
-    return adj.coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return adj.coalesce().to_sparse_csr()
+
+
+class _SymmetricProduct(torch.autograd.Function):
+    """``adj @ x`` for a symmetric sparse ``adj``, whose gradient w.r.t. ``x`` is
+    ``adj @ grad`` again. ``torch.sparse.mm``'s own backward transposes and re-sorts the
+    matrix on every step: at 1M events (2.2M non-zeros) a training step took 2.4x as long."""
+
+    @staticmethod
+    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        return None, ctx.adj @ grad
 
 
 class LightGCN(nn.Module):
@@ -61,7 +80,7 @@ class LightGCN(nn.Module):
         layer = ego
         total = ego
         for _ in range(self.config.layers):
-            layer = torch.sparse.mm(adj, layer)  # (U+I, D)
+            layer = _SymmetricProduct.apply(adj, layer)  # (U+I, D)
             total = total + layer
         final = total / (self.config.layers + 1)  # (U+I, D)
         return final[: self.config.n_users], final[self.config.n_users :]  # (U, D), (I, D)

@@ -48,6 +48,30 @@ def test_propagate_is_mean_of_layer_embeddings() -> None:
     assert torch.allclose(torch.cat([user_final, item_final]), expected, atol=1e-6)
 
 
+def test_propagation_gradients_equal_the_dense_products() -> None:
+    """The sparse product's own backward (adj @ grad, adj being symmetric) against autograd
+    through the dense matrix."""
+    torch.manual_seed(0)
+    users, items, _ = _community_graph()
+    adj = normalized_adjacency(users, items, N_USERS, N_ITEMS)
+    model = LightGCN(LightGCNConfig(N_USERS, N_ITEMS, dim=4, layers=3))
+    weights = torch.randn(N_USERS + N_ITEMS, 4)  # a loss that weighs every output entry
+    user_final, item_final = model.propagate(adj)
+    (torch.cat([user_final, item_final]) * weights).sum().backward()
+    ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach()
+    ego.requires_grad_(True)
+    dense = adj.to_dense()
+    layer, total = ego, ego
+    for _ in range(3):
+        layer = dense @ layer
+        total = total + layer
+    ((total / 4) * weights).sum().backward()
+    assert ego.grad is not None and model.user_embedding.weight.grad is not None
+    sparse_grad = torch.cat([model.user_embedding.weight.grad, model.item_embedding.weight.grad])
+    assert torch.allclose(sparse_grad, ego.grad, atol=1e-5)
+    assert sparse_grad.abs().sum() > 0
+
+
 def test_bpr_training_recalls_the_communitys_unseen_item_first() -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
