@@ -42,6 +42,8 @@ class LightGCNHyper:
     # item embeddings carry what is popular near the cutoff
     recency_half_life_days: PositiveFloat = 10.0
     recency_mix: Share = 0.9
+    # an epoch is at most this many steps: beyond batch_size * steps edges the batch grows
+    max_steps_per_epoch: PositiveInt = 20
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class DINHyper:
     weight_decay: NonNegativeFloat = 0.0
     epochs: Count = 2
     batch_size: PositiveInt = 2048
+    # an epoch is at most this many examples, a seeded sample (MovieLens-100K has 320k)
+    max_examples_per_epoch: PositiveInt = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class RankNetHyper:
     weight_decay: NonNegativeFloat = 1e-4
     epochs: Count = 60
     batch_size: PositiveInt = 64
+    # an epoch is at most this many lists, a seeded sample (MovieLens-100K has ~140)
+    max_lists_per_epoch: PositiveInt = 2048
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class SasrecHyper:
     # (0: no SASRec in the set, its channel and blend term fall back to nothing)
     epochs: Count = SasrecConfig.max_epochs
     patience: PositiveInt = SasrecConfig.patience
+    max_windows_per_epoch: PositiveInt = SasrecConfig.max_windows_per_epoch
+    max_windows: PositiveInt = SasrecConfig.max_windows
+    negatives: PositiveInt = SasrecConfig.negatives
 
     def config(self, max_length: int, seed: int, epochs: int | None = None) -> SasrecConfig:
         return SasrecConfig(
@@ -95,6 +104,9 @@ class SasrecHyper:
             batch_size=self.batch_size,
             max_epochs=self.epochs if epochs is None else epochs,
             patience=self.patience,
+            max_windows_per_epoch=self.max_windows_per_epoch,
+            max_windows=self.max_windows,
+            negatives=self.negatives,
             seed=seed,
         )
 
