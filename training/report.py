@@ -184,7 +184,12 @@ def markdown(report: Mapping[str, Any]) -> str:
         + (f", before {report['source']['until']}" if report["source"].get("until") else "")
         + f"). Train before {split['train_end']} UTC, validation until "
         f"{split['validation_end']} UTC; test: {split['test_users']} users "
-        f"({split['test_new_users']} new), {split['candidates']} candidates, full ranking, "
+        + (
+            f"(a seeded sample; {split['test_users_sampled_out']:,} more left out) "
+            if split.get("test_users_sampled_out")
+            else ""
+        )
+        + f"({split['test_new_users']} new), {split['candidates']} candidates, full ranking, "
         f"training items masked. {seeds} seed(s) (mean ± sample std); "
         f"{report['config']['workers']} Ray Train worker(s).",
         "",

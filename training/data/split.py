@@ -44,8 +44,13 @@ class SplitConfig:
     train_fraction: float = 0.8
     # 0 makes the validation period empty: test is then everything after the cutoff.
     validation_fraction: float = 0.1
+    # Each period evaluates at most this many users, a seeded sample (MovieLens-100K has
+    # ~200; the 1M-event log ~11,000, whose per-user cascade took minutes per metric).
+    max_evaluated_users: int = 2000
 
     def __post_init__(self) -> None:
+        if self.max_evaluated_users < 1:
+            raise ValueError(f"max_evaluated_users must be >= 1, got {self.max_evaluated_users}")
         if not 0 < self.train_fraction < 1:
             raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
         if self.validation_fraction < 0 or self.train_fraction + self.validation_fraction >= 1:
@@ -66,6 +71,7 @@ class Target:
     n_skipped_users: int  # users active in the period with no relevant item
     n_not_candidate: int  # (user, item) pairs dropped: item unseen in training
     n_seen_in_training: int  # (user, item) pairs dropped: already a training item of the user
+    n_sampled_out: int = 0  # users with relevant items left out of the evaluated sample
 
     @property
     def n_relevant(self) -> np.ndarray:
@@ -170,8 +176,14 @@ def time_split(events: pd.DataFrame, config: SplitConfig | None = None) -> TimeS
         train_item=train_item,
         train_time=train["event_time"].to_numpy(np.int64),
         train_matrix=train_matrix,
-        validation=_target("validation", validation, user_index, item_index, train_matrix),
-        test=_target("test", test, user_index, item_index, train_matrix),
+        validation=_sampled(
+            _target("validation", validation, user_index, item_index, train_matrix),
+            config.max_evaluated_users,
+        ),
+        test=_sampled(
+            _target("test", test, user_index, item_index, train_matrix),
+            config.max_evaluated_users,
+        ),
     )
 
 
@@ -216,6 +228,19 @@ def _target(
     )
 
 
+def _sampled(target: Target, max_users: int) -> Target:
+    """``target`` with at most ``max_users`` users, drawn with a fixed seed."""
+    if len(target.users) <= max_users:
+        return target
+    rows = np.sort(np.random.default_rng(0).choice(len(target.users), max_users, replace=False))
+    return replace(
+        target,
+        users=target.users[rows],
+        relevant=target.relevant[rows],
+        n_sampled_out=len(target.users) - max_users,
+    )
+
+
 def restrict_target(target: Target, keep: np.ndarray) -> Target:
     """``target`` with only the users where ``keep`` (one bool per target user) is true.
 
@@ -246,6 +271,8 @@ def split_summary(split: TimeSplit) -> dict[str, Any]:
         "validation_users": len(split.validation.users),
         "test_events": test.n_events,
         "test_users": len(test.users),
+        "test_users_sampled_out": test.n_sampled_out,
+        "validation_users_sampled_out": split.validation.n_sampled_out,
         "test_new_users": int((test.users >= split.n_train_users).sum()),
         "test_users_skipped": test.n_skipped_users,
         "test_pairs_not_candidate": test.n_not_candidate,

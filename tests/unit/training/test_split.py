@@ -125,3 +125,21 @@ def test_restrict_target_keeps_chosen_users() -> None:
 def test_bad_fractions_are_refused(train: float, validation: float) -> None:
     with pytest.raises(ValueError):
         SplitConfig(train, validation)
+
+
+def test_a_period_evaluates_a_seeded_sample_of_at_most_max_users() -> None:
+    rows = [(d % 8, f"u{d}", f"i{d % 5}") for d in range(40)]  # training: 40 users
+    later = [(9, f"u{d}", f"i{(d + 1) % 5}") for d in range(40)]  # test: each a new item
+    log = events(rows + later)
+    whole = time_split(log, SplitConfig(0.5, 0.0))
+    assert len(whole.test.users) == 40 and whole.test.n_sampled_out == 0
+    sampled = time_split(log, SplitConfig(0.5, 0.0, max_evaluated_users=15))
+    assert len(sampled.test.users) == 15 and sampled.test.n_sampled_out == 25
+    assert set(sampled.test.users) < set(whole.test.users)
+    assert (np.diff(sampled.test.users) > 0).all()  # still ascending
+    rows_of = np.searchsorted(whole.test.users, sampled.test.users)
+    assert (sampled.test.relevant.toarray() == whole.test.relevant[rows_of].toarray()).all()
+    again = time_split(log, SplitConfig(0.5, 0.0, max_evaluated_users=15))
+    assert again.test.users.tolist() == sampled.test.users.tolist()  # the same sample
+    with pytest.raises(ValueError, match="max_evaluated_users"):
+        SplitConfig(0.5, 0.0, max_evaluated_users=0)
