@@ -20,7 +20,7 @@ import torch
 from models.cascade import Covisits
 from serving.cascade import ItemFeatures, ServingSet, covisit_row, serve, stream_clock
 from serving.features import RecentItems
-from serving.knn import SERVED_PARAMS, DenseCooccurrence, KnnParams, knn_scores, top_k
+from serving.knn import SERVED_PARAMS, FoldedCooccurrence, KnnParams, knn_scores, top_k
 from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
@@ -74,7 +74,7 @@ class OnlineState:
         self.trend = np.zeros(n, np.float64)
         self.last = np.zeros(n, np.int64)
         self.clicks = np.zeros(n, np.int64)
-        self.cooccurrence = DenseCooccurrence(n)
+        self.cooccurrence = FoldedCooccurrence(n)
         self.recent_counts = np.zeros(n, np.float64)
         self.neighbours = np.full((n, COVISIT_KEEP), -1, np.int64)
         self.neighbour_weights = np.zeros((n, COVISIT_KEEP), np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.knn import (
-    DenseCooccurrence,
+    FoldedCooccurrence,
     KnnParams,
     SparseCooccurrence,
     category_incidence,
@@ -19,8 +19,8 @@ from serving.knn import (
 PAIRS = [(0, 0), (0, 1), (1, 0), (1, 2), (2, 1), (3, 2)]
 
 
-def dense() -> DenseCooccurrence:
-    counts = DenseCooccurrence(3)
+def dense() -> FoldedCooccurrence:
+    counts = FoldedCooccurrence(3)
     seen: dict[int, list[int]] = {}
     for user, item in PAIRS:
         before = seen.setdefault(user, [])
@@ -90,3 +90,26 @@ def test_top_k_equals_a_full_sort_with_ties_everywhere(seed: int) -> None:
     exclude = [int(i) for i in rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False)]
     for k in (1, 3, 10, n, n + 5):
         assert top_k(scores, tiebreak, exclude, k) == _sorted_top_k(scores, tiebreak, exclude, k)
+
+
+def test_the_folded_counts_equal_the_built_ones_across_merges() -> None:
+    """Many users' first touches folded one at a time, read between folds, with merges into
+    the sparse matrix every few pairs: always the counts built from the pairs at once."""
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, 600)
+    items = rng.zipf(1.5, 600) % 25
+    folded = FoldedCooccurrence(25, merge_at=16)
+    seen: dict[int, list[int]] = {}
+    for step, (user, item) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+        before = seen.setdefault(user, [])
+        if item in before:
+            continue  # a first touch only, as the harness folds it
+        folded.add(before, item)
+        before.append(item)
+        if step % 50 == 0 or step == len(users) - 1:
+            pairs = np.array([(u, i) for u, touched in seen.items() for i in touched])
+            built = SparseCooccurrence(pairs[:, 0], pairs[:, 1], 25)
+            assert folded.users_per_item.tolist() == built.users_per_item.tolist()
+            assert (folded.rows(range(25)) == built.rows(range(25))).all()
+            assert (folded.rows([3, 0, 3]) == built.rows([3, 0, 3])).all()
+    assert folded.counts.nnz > 0  # some pairs went into the matrix
