@@ -6,9 +6,9 @@ touched both), scored over the user's ``history`` most recent items weighted
 recent popularity the caller passes. Pure: counts in, item indices out.
 
 Two holders of the counts, one scorer: :class:`FoldedCooccurrence` is folded event by event
-(the prequential harness); :class:`SparseCooccurrence`
-is built from (user, item) pairs in one go (the API, rebuilt as the log grows). Both answer
-:class:`Cooccurrence`, which is all :func:`knn_contributions` reads.
+(the prequential harness); :class:`SparseCooccurrence` is built from (user, item) pairs in
+one go (the API, rebuilt as the log grows). Both answer :class:`Cooccurrence`, which is all
+:func:`knn_contributions` reads.
 """
 
 from __future__ import annotations
