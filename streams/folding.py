@@ -278,6 +278,8 @@ def window_bucket(event_time: int) -> int:
 
 def merge_window(window: dict[int, int], more: dict[int, int]) -> None:
     """Add ``more``'s bucket counts to ``window`` and drop the buckets out of its hour."""
+    if not more:
+        return  # nothing new, and what is kept was pruned when it was added
     for start, count in more.items():
         window[start] = window.get(start, 0) + count
     if window:

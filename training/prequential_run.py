@@ -22,6 +22,7 @@ from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
 from training.evaluation.prequential import (
     PrequentialConfig,
+    fold_to_cutoff,
     prequential_evaluation,
     tuned_params,
     validate,
@@ -48,6 +49,10 @@ def evaluate_trained(
     """
     split = data.split
     cascade = served_set(trained, split.n_train_users)
+    # Both replays continue from one fold of the log before the cutoff.
+    at_cutoff = fold_to_cutoff(
+        events, cascade.item_ids, split.train_end_ms, clicks=clicks, config=config
+    )
     validation = validate(
         cascade,
         events,
@@ -56,6 +61,8 @@ def evaluate_trained(
         start_ms=split.train_end_ms,
         end_ms=split.validation_end_ms,
         config=config,
+        clicks=clicks,
+        at_cutoff=at_cutoff,
     )
     if apply_blend(trained, validation):
         cascade = served_set(trained, split.n_train_users)
@@ -68,6 +75,7 @@ def evaluate_trained(
         clicks=clicks,
         config=config,
         item_categories=item_categories,
+        at_cutoff=at_cutoff,
     )
     return {**result, "validation": validation}
 

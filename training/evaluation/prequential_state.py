@@ -20,7 +20,14 @@ import torch
 from models.cascade import Covisits
 from serving.cascade import ItemFeatures, ServingSet, covisit_row, serve, stream_clock
 from serving.features import RecentItems
-from serving.knn import SERVED_PARAMS, FoldedCooccurrence, KnnParams, knn_scores, top_k
+from serving.knn import (
+    SERVED_PARAMS,
+    FoldedCooccurrence,
+    KnnParams,
+    cosine_rows,
+    knn_scores,
+    top_k,
+)
 from serving.knn import recommend as knn_recommend
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
@@ -51,7 +58,7 @@ class OnlineState:
     raw values the item view holds (trend score, last event time, clicks, co-visited
     neighbours, kept as the arrays serving reads and updated per changed item), distinct
     users (all-time popularity), interactions in the recent window, and item-item
-    co-occurrence counts (dense (I, I): a vocabulary of a few thousand items).
+    co-occurrence counts (``serving.knn.FoldedCooccurrence``, sparse).
     """
 
     def __init__(
@@ -82,6 +89,8 @@ class OnlineState:
         self._covisits_changed: set[str] = set()  # rows to choose again (item_features)
         self._window: deque[tuple[int, int]] = deque()
         self.version = 0  # folds so far: item rows are rebuilt only when it moves
+        # The cosine rows of one user's recent items at one version, for the kNN arms
+        self._cosine: tuple[tuple[str, int], sp.csr_matrix] | None = None
 
     def fold(self, event: Interaction | Click) -> None:
         self.version += 1
@@ -190,6 +199,15 @@ class OnlineState:
         out = [self.item_index[i] for i in state.items if i in self.item_index]
         return out[:n]
 
+    def cosine(self, user_id: str) -> sp.csr_matrix:
+        """``serving.knn.cosine_rows`` of the user's recent items (all that are kept), held
+        until the next fold: every kNN arm of an event reads a beginning of it."""
+        key = (user_id, self.version)
+        if self._cosine is None or self._cosine[0] != key:
+            rows = cosine_rows(self.cooccurrence, self.recent_indices(user_id, self.keep))
+            self._cosine = (key, rows)
+        return self._cosine[1]
+
     def knn_scores(self, user_id: str, params: KnnParams) -> np.ndarray | None:
         """(I,) item-kNN scores (``serving.knn``, what the API serves without a champion)
         of the user's recent items; None without history."""
@@ -226,6 +244,7 @@ def knn_arm(k: int, params: KnnParams) -> Arm:
             k,
             params,
             state.categories,
+            state.cosine(user_id),
         )
         return [pick.index for pick in picks]
 

@@ -10,6 +10,8 @@ from serving.knn import (
     KnnParams,
     SparseCooccurrence,
     category_incidence,
+    cosine_rows,
+    knn_contributions,
     knn_scores,
     recommend,
     top_k,
@@ -37,7 +39,7 @@ def sparse() -> SparseCooccurrence:
 def test_the_folded_and_the_built_counts_agree() -> None:
     d, s = dense(), sparse()
     assert d.users_per_item.tolist() == s.users_per_item.tolist() == [2, 2, 2]
-    assert d.rows([0, 1, 2]).tolist() == s.rows([0, 1, 2]).tolist()
+    assert d.rows([0, 1, 2]).toarray().tolist() == s.rows([0, 1, 2]).toarray().tolist()
     params = KnnParams(history=2, decay=0.5)
     assert knn_scores(d, [1, 0], params).tolist() == knn_scores(s, [1, 0], params).tolist()  # type: ignore[union-attr]
 
@@ -67,6 +69,56 @@ def test_shared_categories_weigh_more_and_name_the_reason() -> None:
         counts, [2, 1], np.zeros(4), [1, 2], 2, KnnParams(decay=0.9, same_category=1.0), categories
     )
     assert [(p.index, p.because) for p in weighted] == [(0, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_sparse_contributions_equal_the_dense_definition(seed: int) -> None:
+    """decay**position x cosine over every (recent item, item) pair, times 1 +
+    same_category where they share a category: computed densely here, only over the
+    co-occurring pairs by the scorer."""
+    rng = np.random.default_rng(seed)
+    n_items = 30
+    users = rng.integers(0, 25, 200)
+    items = rng.zipf(1.4, 200) % n_items
+    counts = SparseCooccurrence(users, items, n_items)
+    categories = category_incidence(
+        [
+            [f"c{c}" for c in rng.choice(5, size=int(rng.integers(0, 3)), replace=False)]
+            for _ in range(n_items)
+        ]
+    )
+    recent = [int(i) for i in rng.choice(n_items, size=8, replace=False)]
+    params = KnnParams(history=6, decay=0.8, same_category=float(rng.choice([0.0, 0.5, 1.0])))
+    got = knn_contributions(counts, recent, params, categories)
+    assert got is not None
+    voters = recent[: params.history]
+    rows = counts.rows(voters).toarray().astype(np.float64)
+    norms = np.sqrt(counts.users_per_item)
+    denominator = np.outer(norms[voters], norms)
+    cosine = np.divide(rows, denominator, out=np.zeros_like(rows), where=denominator > 0)
+    shared = (categories[voters] @ categories.T).toarray() > 0
+    expected = (params.decay ** np.arange(len(voters)))[:, None] * cosine
+    expected *= 1.0 + params.same_category * shared
+    assert got.shape == (len(voters), n_items)
+    assert got.toarray() == pytest.approx(expected, rel=1e-12, abs=0)
+    assert (expected > 0).sum() > 10  # the case is not empty
+
+
+def test_a_held_cosine_of_a_longer_history_gives_the_same_picks() -> None:
+    """The harness computes a user's cosine rows once per event for all its kNN arms; each
+    arm reads the beginning it votes with and picks as if it had computed its own."""
+    rng = np.random.default_rng(3)
+    counts = SparseCooccurrence(rng.integers(0, 30, 300), rng.zipf(1.3, 300) % 40, 40)
+    recent = [int(i) for i in rng.choice(40, size=12, replace=False)]
+    held = cosine_rows(counts, recent)
+    popularity = counts.users_per_item
+    for history in (1, 5, 12, 50):
+        for decay in (0.6, 1.0):
+            params = KnnParams(history=history, decay=decay)
+            alone = recommend(counts, recent, popularity, recent[:3], 10, params)
+            shared = recommend(counts, recent, popularity, recent[:3], 10, params, cosine=held)
+            assert shared == alone and len(alone) == 10
+    assert held.shape == (12, 40)  # not changed by the arms that read it
 
 
 def _sorted_top_k(
@@ -110,6 +162,6 @@ def test_the_folded_counts_equal_the_built_ones_across_merges() -> None:
             pairs = np.array([(u, i) for u, touched in seen.items() for i in touched])
             built = SparseCooccurrence(pairs[:, 0], pairs[:, 1], 25)
             assert folded.users_per_item.tolist() == built.users_per_item.tolist()
-            assert (folded.rows(range(25)) == built.rows(range(25))).all()
-            assert (folded.rows([3, 0, 3]) == built.rows([3, 0, 3])).all()
+            assert (folded.rows(range(25)).toarray() == built.rows(range(25)).toarray()).all()
+            assert (folded.rows([3, 0, 3]).toarray() == built.rows([3, 0, 3]).toarray()).all()
     assert folded.counts.nnz > 0  # some pairs went into the matrix

@@ -153,12 +153,35 @@ def test_knn_is_cosine_co_occurrence_over_recent_items_weighted_by_position() ->
             )
         )
     # users per item: a 2, b 2, c 2; co-occurrence a-b 1, a-c 1, b-c 0.
-    assert state.cooccurrence.rows([0]).tolist() == [[0, 1, 1]]
+    assert state.cooccurrence.rows([0]).toarray().tolist() == [[0, 1, 1]]
     scores = state.knn_scores("u", KnnParams(history=2, decay=0.5))
     # u's recent items: b (weight 1), a (weight 0.5); cosine(x, y) = C / sqrt(n_x n_y).
     assert scores is not None
     assert scores.tolist() == pytest.approx([0.5, 0.5 * 0.5, 0.5 * 0.5 + 0.0])
     assert state.knn_scores("nobody", KnnParams(20, 0.9)) is None
+
+
+def test_the_knn_arms_read_a_cosine_held_only_until_the_next_fold() -> None:
+    state = OnlineState(["a", "b", "c", "d"], keep=50, recent_days=14)
+    arm = prequential_state.knn_arm(3, KnnParams(history=2, decay=0.5))
+
+    def fold(n: int, user: str, item: str) -> None:
+        state.fold(
+            prequential.Interaction.model_construct(
+                event_id=str(n), event_time=n, user_id=user, item_id=item, action="view"
+            )
+        )
+
+    for n, (user, item) in enumerate([("u", "a"), ("v", "a"), ("v", "b"), ("w", "a")]):
+        fold(n, user, item)
+    assert arm("u", state)[0] == 1  # b: the one item seen with a
+    held = state.cosine("u")
+    assert state.cosine("u") is held  # read again before a fold: the same rows
+    fold(10, "w", "c")
+    fold(11, "x", "a")
+    fold(12, "x", "c")  # now a co-occurs with c twice, with b once
+    assert state.cosine("u") is not held
+    assert arm("u", state)[0] == 2
 
 
 def test_knn_tuning_picks_the_best_of_its_grid() -> None:
@@ -274,3 +297,39 @@ def test_the_chosen_blend_is_what_the_set_registers() -> None:
     assert trained.cascade_config.covisit_weight == 4.0
     assert trained.configs["lightgcn"]["cascade"]["final_recall_weight"] == 0.5
     assert not apply_blend(trained, {})
+
+
+def test_replays_continued_from_one_fold_of_the_cutoff_equal_fresh_ones() -> None:
+    """``evaluate_trained`` folds the log before the cutoff once for the validation and the
+    test replays: each continues from its own copy and answers as if it had folded the
+    log itself; the shared fold is left as it was."""
+    events, cascade = _log(new_users=10), _cascade()
+    middle = CUTOFF + 50 * HOUR  # validation before it, test after
+    config = PrequentialConfig()
+    at_cutoff = prequential.fold_to_cutoff(events, cascade.item_ids, CUTOFF, config=config)
+    folded = (at_cutoff.state.version, at_cutoff.position, len(at_cutoff.state.users))
+    assert 0 < at_cutoff.position < len(events)
+
+    def validation(**shared: Any) -> dict[str, Any]:
+        return validate(
+            cascade,
+            events,
+            cascade.item_ids,
+            cutoff_ms=CUTOFF,
+            start_ms=CUTOFF,
+            end_ms=middle,
+            config=config,
+            **shared,
+        )
+
+    fresh, continued = validation(), validation(at_cutoff=at_cutoff)
+    assert continued["all"] == fresh["all"] and fresh["all"]["n_events"] > 20
+    assert continued["knn_tuned"] == fresh["knn_tuned"]
+    test = _records(cascade, events, config=config)
+    test_continued = _records(cascade, events, config=config, at_cutoff=at_cutoff)
+    assert test_continued == test and len(test) == 80
+    assert (at_cutoff.state.version, at_cutoff.position, len(at_cutoff.state.users)) == folded
+    with pytest.raises(ValueError, match="another cutoff"):
+        prequential_evaluation(
+            cascade, events, cutoff_ms=CUTOFF + HOUR, start_ms=CUTOFF + HOUR, at_cutoff=at_cutoff
+        )
