@@ -21,9 +21,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -377,6 +380,40 @@ def _log_reference(
     log_reference(reference)
 
 
+class _BesideRay:
+    """One thread for work that runs while Ray Train trains, at the lowest CPU priority
+    (Linux's nice is per thread), so it takes the cores training leaves idle and not
+    training's. Each call logs its own time; on leaving, an error in the block cancels
+    what has not started (what has started finishes: a thread cannot be stopped)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="beside-ray", initializer=_lowest_priority
+        )
+
+    def submit(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def timed() -> Any:
+            started = time.monotonic()
+            out = call(*args, **kwargs)
+            log.info("train: %s took %.1f s (beside Ray Train)", name, time.monotonic() - started)
+            return out
+
+        return self._pool.submit(timed)
+
+    def __enter__(self) -> _BesideRay:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+
+def _lowest_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: an ordinary thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
@@ -390,6 +427,7 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
         DIN_SCORES_KEY,
         PrequentialConfig,
         beats_baselines,
+        fold_to_cutoff,
     )
     from training.evaluation.prequential_report import check_targets as prequential_targets
     from training.fit.hyper import Hyper
@@ -448,29 +486,51 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             ).info.run_id
             for seed in seeds
         ]
-        trained = train_through_ray(settings, data, hyper, seeds, seed_runs, options.workers)
-        lap("train (Ray Train)")
+        prequential_config = PrequentialConfig(
+            max_events=options.streaming_events, keep=settings.recent_items_max
+        )
+        with _BesideRay() as beside:
+            # What needs no trained model runs in a thread of its own at the lowest CPU
+            # priority: the cores Ray Train leaves idle (about a third of 2) do it.
+            baselines_done = beside.submit(
+                "baselines", baseline_results, data.split, seeds, options.bpr
+            )
+            cutoff_done = (
+                beside.submit(
+                    "prequential fold to the cutoff",
+                    fold_to_cutoff,
+                    events,
+                    data.split.item_ids,
+                    data.split.train_end_ms,
+                    clicks=clicks,
+                    config=prequential_config,
+                )
+                if options.streaming_events > 0
+                else None
+            )
+            trained = train_through_ray(settings, data, hyper, seeds, seed_runs, options.workers)
+            lap("train (Ray Train)")
 
-        test_runs, validation_runs = [], []
-        for seed, seed_run in zip(seeds, seed_runs, strict=True):
-            test_runs.append(evaluate_set(trained[seed], data, "test"))
-            validation_runs.append(evaluate_set(trained[seed], data, "validation"))
-            _log_metrics(client, seed_run, _flat_metrics("test", test_runs[-1], {}))
-            _log_metrics(client, seed_run, _flat_metrics("validation", validation_runs[-1], {}))
-            client.set_terminated(seed_run)
-        lap("evaluate stages")
-        baselines = baseline_results(data.split, seeds, options.bpr)
-        lap("baselines")
+            test_runs, validation_runs = [], []
+            for seed, seed_run in zip(seeds, seed_runs, strict=True):
+                test_runs.append(evaluate_set(trained[seed], data, "test"))
+                validation_runs.append(evaluate_set(trained[seed], data, "validation"))
+                _log_metrics(client, seed_run, _flat_metrics("test", test_runs[-1], {}))
+                _log_metrics(client, seed_run, _flat_metrics("validation", validation_runs[-1], {}))
+                client.set_terminated(seed_run)
+            lap("evaluate stages")
+            baselines = baselines_done.result()
+            at_cutoff = cutoff_done.result() if cutoff_done is not None else None
+            lap("waiting for the work beside Ray Train")
         streaming = None
-        if options.streaming_events > 0:
+        if at_cutoff is not None:
             streaming = evaluate_trained(
                 trained[seeds[0]],
                 data,
                 events,
-                PrequentialConfig(
-                    max_events=options.streaming_events, keep=settings.recent_items_max
-                ),
+                prequential_config,
                 clicks=clicks,
+                at_cutoff=at_cutoff,
             )
             streaming["targets"] = prequential_targets(streaming)
             lap("prequential evaluation")

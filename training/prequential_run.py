@@ -21,6 +21,7 @@ import pandas as pd
 from streamrec.paths import dataset_events, dataset_items
 from streamrec.settings import Settings
 from training.evaluation.prequential import (
+    Cutoff,
     PrequentialConfig,
     fold_to_cutoff,
     prequential_evaluation,
@@ -39,20 +40,24 @@ def evaluate_trained(
     config: PrequentialConfig,
     clicks: pd.DataFrame | None = None,
     item_categories: dict[str, list[str]] | None = None,
+    at_cutoff: Cutoff | None = None,
 ) -> dict[str, Any]:
     """The test period's table, with the validation period's (``validation``): the kNN
     and the cascade's final blend tuned there, and the cascade against the live
-    baselines, which the gate reads.
+    baselines, which the gate reads. ``at_cutoff``: ``fold_to_cutoff`` of ``events`` and
+    ``clicks`` at the split's training end over the set's vocabulary, when folded already.
 
     ``trained`` takes the chosen blend (``apply_blend``), so the set registered afterwards
     serves what the test period scored.
     """
     split = data.split
     cascade = served_set(trained, split.n_train_users)
-    # Both replays continue from one fold of the log before the cutoff.
-    at_cutoff = fold_to_cutoff(
-        events, cascade.item_ids, split.train_end_ms, clicks=clicks, config=config
-    )
+    # Both replays continue from one fold of the log before the cutoff (``at_cutoff``, when
+    # the caller folded it already).
+    if at_cutoff is None:
+        at_cutoff = fold_to_cutoff(
+            events, cascade.item_ids, split.train_end_ms, clicks=clicks, config=config
+        )
     validation = validate(
         cascade,
         events,

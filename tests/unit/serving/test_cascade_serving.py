@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from models.din import DINConfig
 from models.ranknet import RankNet, RankNetConfig
 from models.sasrec import Sasrec, SasrecConfig
 from serving.cascade import (
+    CLOCK_GAP_MS,
     CLOCK_RANK,
     ItemFeatures,
     ServingSet,
@@ -191,6 +193,26 @@ def test_the_clock_is_not_moved_by_a_few_items() -> None:
     assert stream_clock([5, 4, 3, 2, 1, 0, 0]) == 5
     assert stream_clock([NINETY_EIGHT + 3 * DAY] + [NINETY_EIGHT] * 19) == NINETY_EIGHT
     assert stream_clock([]) == stream_clock([0, 0]) == 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_clock_sorts_only_its_anchor_and_reads_as_the_full_sort(seed: int) -> None:
+    """The definition on a full sort, against ``stream_clock`` on lists and arrays with
+    gaps, bursts ahead, zeros and repeated times."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    times = NINETY_EIGHT - rng.integers(0, 40, n) * (CLOCK_GAP_MS // int(rng.integers(1, 8)))
+    times[rng.random(n) < 0.2] = 0
+    times[rng.random(n) < 0.01] += 30 * DAY
+
+    seen = sorted((int(t) for t in times if t > 0), reverse=True)
+    expected = 0
+    if seen:
+        position = max(1, min(CLOCK_RANK, len(seen) // 10)) - 1
+        while position > 0 and seen[position - 1] - seen[position] <= CLOCK_GAP_MS:
+            position -= 1
+        expected = seen[position]
+    assert stream_clock(times) == stream_clock([int(t) for t in times]) == expected
 
 
 def test_one_users_live_burst_leaves_another_users_list_in_order() -> None:

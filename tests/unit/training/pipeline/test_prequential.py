@@ -333,3 +333,20 @@ def test_replays_continued_from_one_fold_of_the_cutoff_equal_fresh_ones() -> Non
         prequential_evaluation(
             cascade, events, cutoff_ms=CUTOFF + HOUR, start_ms=CUTOFF + HOUR, at_cutoff=at_cutoff
         )
+
+
+def test_the_item_rows_clock_counts_items_outside_the_vocabulary() -> None:
+    """The replay's item rows are views of the state's arrays, rebuilt per fold; their
+    stream clock reads every item the log touched, as the API's item refresh does."""
+    state = OnlineState(["a", "b"], keep=50, recent_days=14)
+    times = {"a": 10 * HOUR, "b": 11 * HOUR, "new": 12 * HOUR}
+    for n, (item, at) in enumerate(times.items()):
+        state.fold(
+            prequential.Interaction.model_construct(
+                event_id=str(n), event_time=at, user_id="u", item_id=item, action="view"
+            )
+        )
+    rows = state.item_features()
+    assert rows.latest_event_time == prequential_state.stream_clock(list(times.values()))
+    assert rows.latest_event_time == 12 * HOUR  # the item outside the vocabulary's time
+    assert rows.last_event_time.tolist() == [10 * HOUR, 11 * HOUR]
