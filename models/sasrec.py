@@ -173,9 +173,13 @@ class Sasrec(nn.Module):
 
     @torch.no_grad()
     def affinity(self, recent: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
-        """(R, P) cosine of the item embeddings of ``recent`` (R,) and ``picks`` (P,)."""
-        table = nn.functional.normalize(self.items.weight[1:], dim=-1)  # (I, D)
-        return table[recent] @ table[picks].T
+        """(R, P) cosine of the item embeddings of ``recent`` (R,) and ``picks`` (P,).
+
+        Only those rows are normalised: the whole table was 1.6 ms of a request at 47k items.
+        """
+        table = self.items.weight[1:]  # (I, D)
+        normalize = nn.functional.normalize
+        return normalize(table[recent], dim=-1) @ normalize(table[picks], dim=-1).T
 
 
 def left_padded(histories: Sequence[Sequence[int]], length: int) -> torch.Tensor:

@@ -148,3 +148,13 @@ def test_a_pick_sasrec_placed_names_the_recent_item_closest_to_it(chain_model: S
     assert int(result.items[0]) == 4
     expected = sasrec_reasons(full, _request().recent_items, torch.tensor([4]))
     assert int(result.reasons[0]) == int(expected[0])
+
+
+def test_affinity_is_the_cosine_of_the_item_embeddings(chain_model: Sasrec) -> None:
+    """Computed on the gathered rows only; the definition normalises the whole table."""
+    table = torch.nn.functional.normalize(chain_model.items.weight[1:].detach(), dim=-1)
+    recent, picks = torch.tensor([3, 0, 7, 3]), torch.tensor([1, 2, 7])
+    got = chain_model.affinity(recent, picks)
+    assert got.shape == (4, 3)
+    assert torch.allclose(got, table[recent] @ table[picks].T, atol=1e-6)
+    assert got[2, 2] == pytest.approx(1.0)  # an item with itself
