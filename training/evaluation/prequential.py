@@ -262,14 +262,18 @@ def replay(
         else None
     )
     if at_cutoff is None:
+        # Folded for this replay alone: it folds on the state itself, not on a copy.
         at_cutoff = fold_to_cutoff(frame, item_ids, cutoff_ms, clicks=clicks, config=config)
+        live = at_cutoff.state
+        live.categories = categories
     elif (
         at_cutoff.cutoff_ms != cutoff_ms
         or at_cutoff.state.item_ids != tuple(item_ids)
         or at_cutoff.with_clicks != (clicks is not None)
     ):
         raise ValueError("at_cutoff was folded with another cutoff, vocabulary or clicks")
-    live = at_cutoff.copy_state(categories)
+    else:
+        live = at_cutoff.copy_state(categories)
     # Only frozen arms read the state at the cutoff; without them it is not copied.
     frozen = at_cutoff.copy_state(categories) if arms.frozen else live
     users_at_cutoff = set(live.users)
