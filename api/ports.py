@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from api.cockpit_features import HourActivity, LongInterests
@@ -23,6 +24,7 @@ __all__ = [
     "EventSink",
     "EventSinkError",
     "FeatureReader",
+    "ItemChanges",
     "ItemStats",
     "PortUnavailable",
     "RecentItems",
@@ -38,6 +40,15 @@ class EventSinkError(PortUnavailable):
     """An event was not confirmed as written; the caller must not report it as accepted."""
 
 
+@dataclass(frozen=True)
+class ItemChanges:
+    """The items whose rows were written at or after the asked time, and the latest write
+    time the ledger holds (ms, the writer's clock: only compared with its own times)."""
+
+    item_ids: tuple[str, ...]
+    latest_ms: float
+
+
 class FeatureReader(Protocol):
     async def user_recent(self, user_id: str) -> RecentItems | None:
         """The user's recent items and counts, or None for a user the store has never seen."""
@@ -45,6 +56,11 @@ class FeatureReader(Protocol):
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
         """Stats of the given items; items the store does not know are left out."""
+        ...
+
+    async def item_changes(self, since_ms: float | None) -> ItemChanges | None:
+        """The items written at or after ``since_ms`` (None: only the latest write time);
+        None when this store keeps no ledger of changed items: every row must be read."""
         ...
 
     async def ping(self) -> None:

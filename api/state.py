@@ -11,8 +11,9 @@
   score a baseline that knows the future);
 * item features from the online store, refreshed every ``item_cache_seconds``: item
   popularity moves slowly, so no request reads item rows. The items read are the log's
-  and the served model set's; each refresh also re-aligns the set's item features
-  (:class:`api.serving.champion.ChampionWatcher`).
+  and the served model set's: those the worker's ledger names as written since the last
+  refresh, and a twelfth of all in turn (``ITEM_SWEEP_REFRESHES``); each refresh also
+  re-aligns the set's item features (:class:`api.serving.champion.ChampionWatcher`).
 
 Requests read whatever is current; each refresh swaps in a whole new value, so a reader
 never sees half an update. Until the log is read the API answers from what it has.
@@ -46,6 +47,19 @@ from api.serving.champion import ChampionWatcher
 from serving.cascade import CLOCK_GAP_MS, stream_clock
 
 logger = logging.getLogger(__name__)
+
+# An item refresh reads the rows the worker's ledger of changed items names
+# (``streamrec.infra.notify.item_changes_key``) and this share of every row in turn (a
+# sweep), so each row is read at least once every this many refreshes (a minute at the
+# default 5 s period): rows written by something else than the worker (a backfill) are
+# read within that. At 47k items reading every row took half a second of the event loop's
+# CPU every refresh, and requests' inference waited for the GIL meanwhile (p99 at 50
+# requests/s 658 ms, 18 ms without the refresh). The first refresh reads every row, and
+# so does one whose items changed (a new model set, a longer log).
+ITEM_SWEEP_REFRESHES = 12
+# Ledger entries read again from before the latest one read: workers writing in parallel
+# score with their own clocks, and a write lands after its score was taken.
+LEDGER_SLACK_MS = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,17 @@ class RecommenderState:
         self.index_built = asyncio.Event()
         self._last_log_error: str | None = None
         self._last_item_error: str | None = None
+        # The item refresh: the items of its last full read, where its sweep is, and the
+        # latest write time of the store's ledger of changed items it has read up to (None:
+        # the store keeps no ledger, every refresh reads every row).
+        self._items_fully_read: list[str] | None = None
+        self._sweep_at = 0
+        self._ledger_mark: float | None = None
+        # The items to read, kept while the catalogue and the served set's items are the
+        # same objects (at 47k items building the list was milliseconds of each refresh),
+        # and the served set whose item features the last refresh re-aligned.
+        self._item_ids: tuple[object, object, list[str], frozenset[str]] | None = None
+        self._aligned: object = None
 
     # -- the event log -------------------------------------------------------------------
 
@@ -192,14 +217,24 @@ class RecommenderState:
 
     # -- item features ---------------------------------------------------------------------
 
-    async def refresh_items(self) -> None:
+    def _items_to_read(self) -> tuple[list[str], frozenset[str]]:
+        """The log's items and the served set's, in that order, and as a set."""
+        catalogue = self.catalogue
         model_items = self._champion.item_ids() if self._champion is not None else ()
-        item_ids = list(dict.fromkeys([*self.catalogue.item_counts, *model_items]))
+        held = self._item_ids
+        if held is None or held[0] is not catalogue or held[1] is not model_items:
+            item_ids = list(dict.fromkeys([*catalogue.item_counts, *model_items]))
+            held = (catalogue, model_items, item_ids, frozenset(item_ids))
+            self._item_ids = held
+        return held[2], held[3]
+
+    async def refresh_items(self) -> None:
+        item_ids, wanted = self._items_to_read()
         if not item_ids:
             return
         started = time.perf_counter()
         try:
-            stats = await self._reader.item_stats(item_ids)
+            stats, unchanged = await self._read_item_rows(item_ids, wanted)
         except PortUnavailable as exc:
             # Keep serving the last good values; readiness reports the store itself.
             self._last_item_error = str(exc)
@@ -210,18 +245,63 @@ class RecommenderState:
             time.perf_counter() - started
         )
         self._last_item_error = None
-        # The reader hands back an unchanged row as the same object: an idle stream ranks
-        # nothing again.
-        unchanged = stats.keys() == self.online_stats.keys() and all(
-            row is self.online_stats[item_id] for item_id, row in stats.items()
-        )
         self.online_stats = stats
         if not unchanged or self._ranked_catalogue != self.catalogue.signature:
             self._rank_popularity()
         if self.index_built.is_set():
             await self.rebuild_baseline()
-        if self._champion is not None:
-            await self._champion.refresh_items(stats)
+        champion = self._champion
+        # No row changed: the served set's features stand (at 47k items re-aligning them
+        # only to find nothing changed was a pass over every item, holding the GIL).
+        if champion is not None and (not unchanged or champion.current is not self._aligned):
+            await champion.refresh_items(stats)
+            self._aligned = champion.current
+
+    async def _read_item_rows(
+        self, item_ids: list[str], wanted: frozenset[str]
+    ) -> tuple[dict[str, ItemStats], bool]:
+        """The rows of ``item_ids`` and whether none changed since the last refresh.
+
+        When the store keeps a ledger of changed items, the rows it names as written since
+        the last read (``LEDGER_SLACK_MS`` before it) and the sweep's next
+        ``1 / ITEM_SWEEP_REFRESHES`` of the items; every row on the first refresh, one whose
+        items differ from the last full read's, and without a ledger. The reader hands back
+        an unchanged row as the same object: an idle stream ranks nothing again.
+        """
+        reader = self._reader
+        mark = self._ledger_mark
+        if mark is not None and item_ids is self._items_fully_read:
+            changes = await reader.item_changes(mark - LEDGER_SLACK_MS)
+            if changes is not None:
+                width = -(-len(item_ids) // ITEM_SWEEP_REFRESHES)
+                swept = item_ids[self._sweep_at : self._sweep_at + width]
+                self._sweep_at = (self._sweep_at + width) % len(item_ids)
+                changed = [item_id for item_id in changes.item_ids if item_id in wanted]
+                ids = list(dict.fromkeys([*changed, *swept]))
+                fresh = await reader.item_stats(ids)
+                before = self.online_stats
+                unchanged = all(fresh.get(item_id) is before.get(item_id) for item_id in ids)
+                stats = dict(before)
+                for item_id in ids:
+                    row = fresh.get(item_id)
+                    if row is None:
+                        stats.pop(item_id, None)
+                    else:
+                        stats[item_id] = row
+                self._ledger_mark = max(mark, changes.latest_ms)
+                return stats, unchanged
+        # The ledger's latest write before the rows are read: a row written meanwhile is
+        # read again by the next refresh.
+        changes = await reader.item_changes(None)
+        stats = await reader.item_stats(item_ids)
+        self._ledger_mark = changes.latest_ms if changes is not None else None
+        self._items_fully_read = item_ids
+        self._sweep_at = 0
+        before = self.online_stats
+        unchanged = stats.keys() == before.keys() and all(
+            row is before[item_id] for item_id, row in stats.items()
+        )
+        return stats, unchanged
 
     async def run_item_refresh(self, period_seconds: float) -> None:
         await self.catalogue_loaded.wait()

@@ -16,8 +16,11 @@ directory (MLflow's SQLite, the archive, Ray's storage):
 4. ``archive --once``: the topics into the Parquet event log;
 5. ``train`` (three stages through Ray Train), with ``--train-args`` passed on;
 6. ``serve`` with the trained set from the MLflow registry (the bench moves ``champion``
-   to it if the gate refused it, and says so), warmed up, then vegeta at ``--rates`` for
-   ``--seconds`` each (``bench/open_loop.py``).
+   to it if the gate refused it, and says so) in ``--api-workers`` processes, warmed up
+   (500 requests per process), then vegeta at ``--rates`` for ``--seconds`` each
+   (``bench/open_loop.py``), every request for a user not asked for before in the stage
+   (``FreshUsers``: each list is computed, none is a kept answer); the CPU seconds of
+   each serve row are the API's during that row.
 
 ``--until STAGE`` stops after that stage (``worker``: the worker's memory alone, with its
 resident set at each tenth of the log committed). For each stage: wall seconds, CPU
@@ -282,12 +285,43 @@ def wait_for_set(url: str, set_id: str, timeout: float = 600) -> None:
     raise SystemExit(f"the API did not load model set {set_id} in {timeout:.0f} s")
 
 
-def recommend_targets(url: str, users: Sequence[str], path: Path, n: int = 5000) -> Path:
-    rng = random.Random(7)
-    path.write_text(
-        "".join(f"GET {url}/recommend?user_id={rng.choice(users)}&k=10\n" for _ in range(n))
-    )
+class FreshUsers:
+    """The log's users in a seeded order, handed out once each (then again from the start):
+    every list of the serve stage is one the API computes, never one it kept (the answer
+    memo holds a list while the user's row is unchanged; 5,000 targets drawn again at
+    each rate had made the later rates mostly kept lists)."""
+
+    def __init__(self, users: Sequence[str], seed: int = 7) -> None:
+        self._order = list(users)
+        random.Random(seed).shuffle(self._order)
+        self._next = 0
+
+    def take(self, n: int) -> list[str]:
+        taken = []
+        for _ in range(n):
+            taken.append(self._order[self._next])
+            self._next = (self._next + 1) % len(self._order)
+        return taken
+
+
+def recommend_targets(url: str, users: Sequence[str], path: Path) -> Path:
+    path.write_text("".join(f"GET {url}/recommend?user_id={user}&k=10\n" for user in users))
     return path
+
+
+def wait_for_every_process(url: str, rounds: int = 20, timeout: float = 600) -> None:
+    """Until ``rounds`` answers of /readyz in a row name the same served set: with several
+    API processes each loads the set itself, and any one of them answers a request."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            detail = httpx.get(f"{url}/readyz", timeout=10).json()["checks"]["models"]["detail"]
+            seen = [*seen, detail] if seen and seen[-1] == detail else [detail]
+            if len(seen) >= rounds:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the API processes did not agree on one served set in {timeout:.0f} s")
 
 
 def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[Stage]) -> None:
@@ -422,27 +456,35 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
             print(f"the gate refused the set ({breakdown['gate']}); champion moved to it")
             make_champion(settings, breakdown["versions"])
         url = f"http://127.0.0.1:{settings.api_port}"
-        users = sorted(
-            set(
-                pq.read_table(dataset_events(settings.data_dir, "synthetic"), columns=["user_id"])
-                .column("user_id")
-                .to_pylist()
+        users = FreshUsers(
+            sorted(
+                set(
+                    pq.read_table(
+                        dataset_events(settings.data_dir, "synthetic"), columns=["user_id"]
+                    )
+                    .column("user_id")
+                    .to_pylist()
+                )
             )
         )
-        targets = recommend_targets(url, users, scratch / "targets.txt")
-        with streamrec_process(settings, "serve", log=logs / "api.log") as api:
+        workers = ("--workers", str(args.api_workers))
+        with streamrec_process(settings, "serve", *workers, log=logs / "api.log") as api:
             with measured("serve: start, load the set") as (stage, samplers):
                 sampler = TreeSampler(api.pid)
                 samplers.append(sampler.__enter__())
                 _wait_ready(url, timeout=600)
                 wait_for_set(url, breakdown["set_id"])
+                wait_for_every_process(url)
                 sampler.stop()
+            stage.extra["API processes"] = args.api_workers
             stages.append(stage)
-            with measured("serve: warm-up 500 requests") as (stage, samplers):
+            warm_up = 500 * args.api_workers
+            with measured(f"serve: warm-up {warm_up} requests") as (stage, samplers):
                 sampler = TreeSampler(api.pid)
                 samplers.append(sampler.__enter__())
+                sampler.usage.mark_start()  # the process's CPU from here, not from its start
                 with httpx.Client(timeout=30) as client:
-                    for user in random.Random(3).sample(users, 500):
+                    for user in users.take(warm_up):
                         client.get(f"{url}/recommend", params={"user_id": user, "k": 10})
                 sampler.stop()
                 stage.extra["RSS after warm-up MiB"] = sampler.usage.peak_tree_rss / 2**20
@@ -451,6 +493,9 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
                 with measured(f"serve: vegeta {rate}/s, {args.seconds:.0f} s") as (stage, samplers):
                     sampler = TreeSampler(api.pid)
                     samplers.append(sampler.__enter__())
+                    sampler.usage.mark_start()
+                    requests = users.take(int(rate * args.seconds) + rate)
+                    targets = recommend_targets(url, requests, scratch / f"targets-{rate}.txt")
                     result = attack(targets, rate, args.seconds, scratch)
                     sampler.stop()
                     stage.extra.update(
@@ -508,6 +553,9 @@ def main() -> int:
     )
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--seconds", type=float, default=10.0, help="per vegeta rate")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes (`streamrec serve --workers`)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/pipeline_scale.json"))
     parser.add_argument(
         "--overlap",

@@ -127,6 +127,23 @@ class CascadeModels:
     # without history is shown, and the recall blend's popularity term
     item_prior: Tensor | None = None
     sasrec: Sasrec | None = None  # next-item scores after the recent items (models.sasrec)
+    # the prior standardised, and the prior it was computed from: the recall blend reads it
+    # on every request (at 47k items its mean and std were two passes over the items)
+    _standard_prior: tuple[Tensor, Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def standardized_prior(self) -> Tensor | None:
+        """(I,) ``item_prior`` standardised (as ``_standardized``), computed once per prior
+        (a prior replaced by another object is standardised again; never changed in place)."""
+        prior = self.item_prior
+        if prior is None:
+            return None
+        held = self._standard_prior
+        if held is None or held[0] is not prior:
+            held = (prior, _standardized(prior.float()))
+            self._standard_prior = held
+        return held[1]
 
 
 def _empty_long() -> Tensor:
@@ -273,8 +290,9 @@ def recall_scores(
     prior = models.item_prior
     if query is not None and models.item_embeddings is not None:
         scores = models.item_embeddings @ query  # (I,)
-        if prior is not None and config.prior_weight > 0:
-            scores = _standardized(scores) + config.prior_weight * _standardized(prior.float())
+        standard_prior = models.standardized_prior()
+        if standard_prior is not None and config.prior_weight > 0:
+            scores = _standardized(scores) + config.prior_weight * standard_prior
         return scores, "lightgcn", query
     if prior is not None:
         return prior.clone().float(), "cold_start", None
@@ -296,18 +314,19 @@ def recall(
     """
     scores, source, query = recall_scores(models, items, request, config)
     scores[request.seen_items] = float("-inf")
-    n = min(config.n_candidates, int(torch.isfinite(scores).sum()))
+    barred = ~torch.isfinite(scores)  # (I,) seen, or without a score: never a candidate
+    n = min(config.n_candidates, scores.numel() - int(barred.sum()))
     chosen = torch.zeros_like(scores, dtype=torch.bool)  # (I,)
     if covisited is None and config.covisit_candidates > 0:
         covisited = covisit_scores(items, request.recent_items, config)
     if covisited is not None and config.covisit_candidates > 0:
         covisited = covisited.clone()  # first: what the user's recent items were visited with
-        covisited[~torch.isfinite(scores)] = 0.0
+        covisited[barred] = 0.0
         c = min(config.covisit_candidates, n, int((covisited > 0).sum()))
         chosen[torch.topk(covisited, c).indices] = True
     if sequential is not None and config.sasrec_candidates > 0:
         sequential = sequential.clone().float()  # next: what SASRec expects after them
-        sequential[~torch.isfinite(scores) | chosen] = float("-inf")
+        sequential[barred | chosen] = float("-inf")
         s = min(config.sasrec_candidates, n - int(chosen.sum()))
         chosen[torch.topk(sequential, s).indices] = True
     m = min(config.trend_candidates, n - int(chosen.sum()))
@@ -316,7 +335,7 @@ def recall(
         return top.indices, top.values, source, query
     if source == "lightgcn" and m > 0:
         trend = items.popularity.clone().float()  # (I,)
-        trend[~torch.isfinite(scores) | chosen] = float("-inf")
+        trend[barred | chosen] = float("-inf")
         chosen[torch.topk(trend, m).indices] = True
     by_recall = torch.topk(scores, n).indices  # (n,)
     fill = by_recall[~chosen[by_recall]][: n - int(chosen.sum())]

@@ -242,7 +242,10 @@ def attach(
             await write_states(app, item_table, folded.changed, folded.last_record)
             lap("table_write")
             if rows := folded.to_push():
-                await push(ITEM_PUSH_SOURCE, item_rows(rows))
+                columns = item_rows(rows)
+                await push(ITEM_PUSH_SOURCE, columns)
+                # After the push: the API re-reads the rows the ledger names.
+                await _in_thread(notifier.items_changed, columns["item_id"])
             lap("feast_push")
             flow.batch_folded(activity_name, events, written=False)
             metrics.batch_seconds.labels(activity_name).observe(time.perf_counter() - started)

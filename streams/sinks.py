@@ -1,4 +1,5 @@
-"""Where the worker writes: the Feast online store and the "user changed" notice.
+"""Where the worker writes: the Feast online store, the "user changed" notice and the
+ledger of changed item rows.
 
 Narrow interfaces, one real adapter each, and in-memory adapters for unit tests.
 Both real adapters block (Feast and redis-py are synchronous); agents call them from a
@@ -7,10 +8,11 @@ thread so the event loop keeps consuming.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from streamrec.infra.notify import changed_message, user_changed_channel
+from streamrec.infra.notify import changed_message, item_changes_key, user_changed_channel
 
 USER_PUSH_SOURCE = "user_recent_push"
 ITEM_PUSH_SOURCE = "item_stats_push"
@@ -22,6 +24,8 @@ class FeatureSink(Protocol):
 
 class ChangeNotifier(Protocol):
     def users_changed(self, user_ids: Iterable[str]) -> None: ...
+
+    def items_changed(self, item_ids: Iterable[str]) -> None: ...
 
 
 class FeastFeatureSink:
@@ -61,6 +65,14 @@ class RedisChangeNotifier:
         pipe.execute()
         self._marked = True  # only once the marker is surely written
 
+    def items_changed(self, item_ids: Iterable[str]) -> None:
+        """Score each item with now (ms) in the ledger, after its row was written: one
+        member per item, so the set stays as large as the catalogue."""
+        now_ms = time.time() * 1000.0
+        scored = dict.fromkeys(item_ids, now_ms)
+        if scored:
+            self._client.zadd(item_changes_key(self._prefix), scored)
+
 
 class InMemoryFeatureSink:
     """Keeps the latest row per entity, as an online store would."""
@@ -82,6 +94,10 @@ class InMemoryFeatureSink:
 class InMemoryChangeNotifier:
     def __init__(self) -> None:
         self.notices: list[str] = []
+        self.items: list[str] = []
 
     def users_changed(self, user_ids: Iterable[str]) -> None:
         self.notices.extend(user_ids)
+
+    def items_changed(self, item_ids: Iterable[str]) -> None:
+        self.items.extend(item_ids)

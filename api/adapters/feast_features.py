@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import anyio
 from feast import FeatureStore
 
-from api.ports import ItemStats, PortUnavailable, RecentItems
+from api.ports import ItemChanges, ItemStats, PortUnavailable, RecentItems
 from feature_repo.definitions import recommend_covisit_v1, recommend_item_v1, recommend_user_v1
 from streamrec.infra.feast_store import service_refs
 from streamrec.infra.seen import RedisSeenItems
@@ -53,6 +53,11 @@ class FeastFeatureReader:
         columns = self._read(USER_FEATURES, "user_id", [user_id])
         seen = self._seen.read(user_id) if self._seen is not None else frozenset()
         return columns, seen
+
+    async def item_changes(self, since_ms: float | None) -> ItemChanges | None:
+        """None: through Feast (or its SQLite store) there is no ledger to read; the plain
+        Redis reader (``api.adapters.redis_features``) reads the worker's."""
+        return None
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
         found: dict[str, ItemStats] = {}

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from api.ports import HourActivity, ItemStats, LongInterests, PortUnavailable, RecentItems
+from api.ports import (
+    HourActivity,
+    ItemChanges,
+    ItemStats,
+    LongInterests,
+    PortUnavailable,
+    RecentItems,
+)
 
 
 class InMemoryFeatureReader:
@@ -18,6 +25,10 @@ class InMemoryFeatureReader:
         # Set to a message to make every read fail with it.
         self.failure: str | None = None
         self.item_reads = 0
+        self.items_read: list[str] = []  # every item_id read, in order
+        # The ledger of changed items (item_id -> write time, ms), as the worker keeps it;
+        # None: no ledger, the state reads every item (a test that sets ``items`` alone).
+        self.changes: dict[str, float] | None = None
 
     async def user_recent(self, user_id: str) -> RecentItems | None:
         self._check()
@@ -26,7 +37,25 @@ class InMemoryFeatureReader:
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
         self._check()
         self.item_reads += 1
+        self.items_read.extend(item_ids)
         return {item_id: self.items[item_id] for item_id in item_ids if item_id in self.items}
+
+    def write_item(self, item_id: str, stats: ItemStats, at_ms: float) -> None:
+        """A row written as the worker writes it: the row, then its ledger entry."""
+        self.items[item_id] = stats
+        if self.changes is None:
+            self.changes = {}
+        self.changes[item_id] = at_ms
+
+    async def item_changes(self, since_ms: float | None) -> ItemChanges | None:
+        self._check()
+        if self.changes is None:
+            return None
+        latest = max(self.changes.values(), default=0.0)
+        if since_ms is None:
+            return ItemChanges((), latest)
+        changed = sorted((at, item) for item, at in self.changes.items() if at >= since_ms)
+        return ItemChanges(tuple(item for _, item in changed), latest)
 
     async def ping(self) -> None:
         self._check()

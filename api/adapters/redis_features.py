@@ -8,8 +8,10 @@ Feast's keys and decoding) and the ``SMEMBERS`` of the seen set. Item rows are n
 per request but refreshed in the background (``api.state``); that refresh is pipelined
 ``HMGET``s too (``ITEM_BATCH`` rows a round trip): through Feast it was most of an idle
 API's CPU, and grows with the catalogue; a row whose bytes did not change since the last
-read is not decoded again. ``ping`` stays with the Feast reader. The
-contract suite of ``FeatureReader`` runs on both adapters against the worker's rows.
+read is not decoded again. Between full reads the refresh reads only the rows the worker's
+ledger of changed items names (``item_changes``: a sorted set, ``ZRANGEBYSCORE``). ``ping``
+stays with the Feast reader. The contract suite of ``FeatureReader`` runs on both adapters
+against the worker's rows.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from api.adapters.feast_features import (
     item_stats_of,
     recent_items,
 )
-from api.ports import ItemStats, PortUnavailable, RecentItems
+from api.ports import ItemChanges, ItemStats, PortUnavailable, RecentItems
 from streamrec.infra.feast_redis import RedisRowReader
+from streamrec.infra.notify import item_changes_key
 from streamrec.infra.seen import seen_key
 
 
@@ -88,6 +91,20 @@ class RedisFeatureReader:
         if row is None:
             return None
         return recent_items(row, frozenset(member.decode() for member in seen))
+
+    async def item_changes(self, since_ms: float | None) -> ItemChanges | None:
+        key = item_changes_key(self._prefix)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zrevrange(key, 0, 0, withscores=True)  # the latest write
+                if since_ms is not None:
+                    pipe.zrangebyscore(key, since_ms, "+inf")
+                answers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise PortUnavailable(f"online store read failed: {type(exc).__name__}: {exc}") from exc
+        latest = float(answers[0][0][1]) if answers[0] else 0.0
+        changed = tuple(member.decode() for member in answers[1]) if since_ms is not None else ()
+        return ItemChanges(changed, latest)
 
     async def item_stats(self, item_ids: Sequence[str]) -> dict[str, ItemStats]:
         found: dict[str, ItemStats] = {}

@@ -15,6 +15,13 @@ def user_changed_channel(topic_prefix: str) -> str:
     return f"{topic_prefix}user-changed"
 
 
+def item_changes_key(topic_prefix: str) -> str:
+    """The sorted set of item_ids whose online row the worker wrote, each scored with the
+    wall-clock milliseconds of its latest write: the API re-reads only those rows (its
+    item refresh had read every row, 47k at the mission's scale, every 5 seconds)."""
+    return f"{topic_prefix}items-changed"
+
+
 def changed_message(user_ids: Iterable[str]) -> str:
     """One notice naming every user of a batch."""
     return json.dumps(list(user_ids), separators=(",", ":"))

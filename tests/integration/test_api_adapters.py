@@ -25,7 +25,7 @@ from api.adapters.redis_changes import RedisChangeFeed, open_redis_change_feed
 from api.adapters.redis_features import RedisFeatureReader
 from api.ports import EventSinkError, ItemStats, PortUnavailable, RecentItems
 from streamrec.infra.feast_store import apply_definitions, open_store
-from streamrec.infra.notify import user_changed_channel
+from streamrec.infra.notify import item_changes_key, user_changed_channel
 from streamrec.settings import Settings
 from streams.events import Event, Interaction, Topics, decode
 from streams.folding import ItemState, UserState, item_rows, stamp, user_rows
@@ -406,3 +406,32 @@ async def test_redis_reader_hands_back_an_unchanged_item_row_as_the_same_object(
     assert after[a] is before[a]
     assert after[b] is not before[b] and after[b] == changed
     assert served[a] is before[a], "a row rewritten with the same read fields is unchanged"
+
+
+async def test_the_workers_item_ledger_names_the_rows_written_since(
+    redis_feast_store: FeatureStore, live_settings: Settings
+) -> None:
+    """What the API's item refresh reads between its full reads (``api.state``)."""
+    url, prefix = _redis_url(live_settings), live_settings.topic_prefix
+    notifier = RedisChangeNotifier(url, prefix)
+    reader = RedisFeatureReader.over(FeastFeatureReader(redis_feast_store), url, prefix)
+    a, b = unique("item"), unique("item")
+    try:
+        nothing = await reader.item_changes(None)
+        await anyio.to_thread.run_sync(notifier.items_changed, [a])
+        first = await reader.item_changes(None)
+        await asyncio.sleep(0.01)
+        await anyio.to_thread.run_sync(notifier.items_changed, [b, b])
+        since_first = await reader.item_changes(first.latest_ms + 0.5)  # type: ignore[union-attr]
+        both = await reader.item_changes(first.latest_ms)  # type: ignore[union-attr]
+        await anyio.to_thread.run_sync(notifier.items_changed, [a])  # a written again
+        again = await reader.item_changes(first.latest_ms + 0.5)  # type: ignore[union-attr]
+    finally:
+        await reader.close()
+        redis.Redis.from_url(url).delete(item_changes_key(prefix))
+    assert nothing is not None and nothing.item_ids == () and nothing.latest_ms == 0.0
+    assert first is not None and first.item_ids == () and first.latest_ms > 0
+    assert since_first is not None and since_first.item_ids == (b,)
+    assert since_first.latest_ms > first.latest_ms
+    assert both is not None and both.item_ids == (a, b)  # oldest write first
+    assert again is not None and again.item_ids == (b, a)  # one entry per item, rescored

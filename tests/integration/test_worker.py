@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 
 from streamrec.infra.feast_store import apply_definitions, feast_project, open_store
-from streamrec.infra.notify import changed_users, user_changed_channel
+from streamrec.infra.notify import changed_users, item_changes_key, user_changed_channel
 from streamrec.infra.seen import RedisSeenItems
 from streamrec.settings import Settings
 from streams.events import Click, Interaction, RecommendationServed, RecommendedItem, Topics
@@ -157,6 +158,17 @@ def test_events_become_online_features_and_bad_records_are_dead_lettered(
         assert counts == [
             sum(1 for u in range(3) for i in range(60) if (u * 7 + i) % 13 == k) for k in range(13)
         ]
+        # Every written item row is in the ledger the API's item refresh reads (api.state).
+        ledger = redis.Redis.from_url(settings.redis_connection_url or "")
+        written = {
+            member.decode(): score
+            for member, score in ledger.zrange(
+                item_changes_key(settings.topic_prefix), 0, -1, withscores=True
+            )
+        }
+        assert {f"item{i}" for i in range(13)} <= set(written)
+        assert all(abs(score / 1000 - time.time()) < 600 for score in written.values())
+        ledger.delete(item_changes_key(settings.topic_prefix))
 
         dead = [json.loads(v) for v in _read_all(settings, topics.dead_letters, expect=2)]
         reasons = sorted(d["reason"] for d in dead)

@@ -129,3 +129,106 @@ async def test_live_events_far_ahead_do_not_move_how_far_the_datasets_were_repla
     await state.refresh_log()
     await state.refresh_items()
     assert state.clock() == BASE_TIME
+
+
+async def test_the_item_refresh_reads_the_ledgers_rows_and_a_share_of_the_others_in_turn(
+    tmp_path: Path,
+) -> None:
+    from api.state import ITEM_SWEEP_REFRESHES
+
+    items = [f"i{n:02d}" for n in range(2 * ITEM_SWEEP_REFRESHES)]  # a sweep reads 2 a time
+    write_log(tmp_path, {"u1": items})
+    reader = InMemoryFeatureReader()
+    for item in items:
+        reader.write_item(item, ItemStats(interaction_count=1), at_ms=1_000_000.0)
+    state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics())
+    await state.refresh_log()  # the first refresh: every row
+    assert sorted(reader.items_read) == items
+    reader.write_item("i20", ItemStats(interaction_count=50), at_ms=2_000_000.0)
+    await state.refresh_items()  # the rows at the last refresh's mark too (the slack)
+    assert state.popularity.items[0] == "i20"
+
+    reader.items_read.clear()
+    reader.write_item("i22", ItemStats(interaction_count=40), at_ms=3_000_000.0)
+    await state.refresh_items()
+    # The ledger's rows since the last refresh's latest write (i20's, within the slack),
+    # then the sweep's next two: not the catalogue.
+    assert reader.items_read == ["i20", "i22", "i02", "i03"]
+    assert state.popularity.items[:2] == ("i20", "i22")
+    assert state.online_stats["i10"] is reader.items["i10"]  # the others kept as they were
+
+    # A row written without a ledger entry (a backfill) is read when the sweep reaches it.
+    reader.items["i03"] = ItemStats(interaction_count=90)
+    read: list[str] = []
+    for _ in range(ITEM_SWEEP_REFRESHES):
+        reader.items_read.clear()
+        await state.refresh_items()
+        read += reader.items_read
+        assert len(reader.items_read) <= 2 + 2  # i22 (the slack) and the sweep's two
+    assert set(read) == set(items)  # every row once in a whole sweep
+    assert state.popularity.items[0] == "i03"
+
+
+async def test_the_item_refresh_reads_every_row_when_the_items_change_or_without_a_ledger(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, {"u1": ["a", "b"]})
+    reader = InMemoryFeatureReader()
+    reader.write_item("a", ItemStats(interaction_count=1), at_ms=1_000_000.0)
+    state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics())
+    await state.refresh_log()
+    reader.items_read.clear()
+    await state.refresh_items()
+    assert reader.items_read == ["a"]  # the ledger's (in its slack), also the sweep's first
+
+    # New items in the log: a full read, so rows the ledger never named are read too.
+    write_log(tmp_path, {"u1": ["a", "b", "z"]})
+    folder = tmp_path / "datasets" / "tiny"
+    stat = (folder / "events.parquet").stat()
+    os.utime(folder / "events.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    reader.items["z"] = ItemStats(interaction_count=9)
+    reader.items_read.clear()
+    await state.refresh_log()
+    await state.refresh_items()
+    assert "z" in reader.items_read and state.online_stats["z"].interaction_count == 9
+
+    # A store that keeps no ledger: every refresh reads every row, as before.
+    reader.changes = None
+    reader.items_read.clear()
+    await state.refresh_items()
+    assert sorted(reader.items_read) == ["a", "b", "z"]
+
+
+class _CountingChampion:
+    """Stands in for the champion watcher: what the state asks of it, counted."""
+
+    def __init__(self) -> None:
+        self.current: object = object()
+        self.aligned_to: list[dict[str, ItemStats]] = []
+
+    def item_ids(self) -> tuple[str, ...]:
+        return ("a", "m")
+
+    async def refresh_items(self, stats: dict[str, ItemStats]) -> None:
+        self.aligned_to.append(stats)
+
+
+async def test_the_served_sets_features_are_realigned_only_when_a_row_or_the_set_changed(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, {"u1": ["a", "b"]})
+    reader = InMemoryFeatureReader()
+    reader.write_item("m", ItemStats(interaction_count=1), at_ms=1_000_000.0)
+    champion = _CountingChampion()
+    state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics(), champion)  # type: ignore[arg-type]
+    await state.refresh_log()
+    assert len(champion.aligned_to) == 1 and "m" in champion.aligned_to[0]  # the set's items
+    await state.refresh_items()
+    await state.refresh_items()
+    assert len(champion.aligned_to) == 1  # nothing changed: the features stand
+    reader.write_item("b", ItemStats(interaction_count=5), at_ms=2_000_000.0)
+    await state.refresh_items()
+    assert len(champion.aligned_to) == 2 and champion.aligned_to[-1]["b"].interaction_count == 5
+    champion.current = object()  # another set swapped in meanwhile
+    await state.refresh_items()
+    assert len(champion.aligned_to) == 3

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bench.pipeline_scale import (
+    FreshUsers,
     Stage,
     format_table,
     memory_mark,
@@ -126,3 +127,12 @@ def test_memory_marks_one_figure_per_step_the_first_time_it_is_reached() -> None
     for folded, rss in [(0, 100.0), (50, 110.0), (100, 120.0), (130, 125.0), (260, 150.0)]:
         memory_mark(folded, 100, marks, rss)
     assert marks == {100: 120.0, 200: 150.0}
+
+
+def test_fresh_users_hand_each_user_out_once_before_any_again() -> None:
+    users = [f"u{n}" for n in range(10)]
+    fresh = FreshUsers(users, seed=1)
+    first, second = fresh.take(4), fresh.take(6)
+    assert sorted(first + second) == users  # every user once: no list the API kept
+    assert fresh.take(3) == first[:3]  # then the same order again
+    assert FreshUsers(users, seed=1).take(10) == first + second  # seeded

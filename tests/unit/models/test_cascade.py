@@ -244,6 +244,25 @@ def test_the_prior_weight_moves_a_known_users_recall_toward_the_prior() -> None:
     assert set(weighted[1:].tolist()) <= set(range(10))  # the rest still follow the user
 
 
+def test_the_standardised_prior_is_held_until_the_prior_is_replaced() -> None:
+    user_emb = torch.eye(DIM)[:1] * 3
+    prior = torch.zeros(N_ITEMS)
+    prior[35] = 10.0
+    models = CascadeModels(user_emb, _item_embeddings(), item_prior=prior)
+    request, config = _request(user_index=0), CascadeConfig(n_candidates=5, prior_weight=2.0)
+    held = models.standardized_prior()
+    assert held is not None and held is models.standardized_prior()  # computed once
+    assert torch.equal(held, (prior - prior.mean()) / prior.std())
+    assert int(recall(models, _items(), request, config)[0][0]) == 35
+    # Another prior (a set reloaded, a test's replace) is standardised afresh: recall follows.
+    moved = torch.zeros(N_ITEMS)
+    moved[25] = 10.0
+    models.item_prior = moved
+    assert int(recall(models, _items(), request, config)[0][0]) == 25
+    models.item_prior = None
+    assert models.standardized_prior() is None
+
+
 def test_the_final_recall_weight_lets_recall_overrule_ranknet_where_it_is_sure() -> None:
     prior = torch.zeros(N_ITEMS)
     prior[:8] = 1.0  # recall (a cold start) shortlists items 0..7 by the prior
