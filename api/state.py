@@ -12,7 +12,7 @@
 * item features from the online store, refreshed every ``item_cache_seconds``: item
   popularity moves slowly, so no request reads item rows. The items read are the log's
   and the served model set's: those the worker's ledger names as written since the last
-  refresh, and a twelfth of all in turn (``ITEM_SWEEP_REFRESHES``); each refresh also
+  refresh, and a sixtieth of all in turn (``ITEM_SWEEP_REFRESHES``); each refresh also
   re-aligns the set's item features (:class:`api.serving.champion.ChampionWatcher`).
 
 Requests read whatever is current; each refresh swaps in a whole new value, so a reader
@@ -48,18 +48,19 @@ from serving.cascade import CLOCK_GAP_MS, stream_clock
 
 logger = logging.getLogger(__name__)
 
-# An item refresh reads the rows the worker's ledger of changed items names
-# (``streamrec.infra.notify.item_changes_key``) and this share of every row in turn (a
-# sweep), so each row is read at least once every this many refreshes (a minute at the
-# default 5 s period): rows written by something else than the worker (a backfill) are
-# read within that. At 47k items reading every row took half a second of the event loop's
-# CPU every refresh, and requests' inference waited for the GIL meanwhile (p99 at 50
-# requests/s 658 ms, 18 ms without the refresh). The first refresh reads every row, and
-# so does one whose items changed (a new model set, a longer log).
-ITEM_SWEEP_REFRESHES = 12
+# An item refresh reads the rows the ledger of changed items names (written by the worker
+# and `streamrec backfill` after each row, ``streamrec.infra.notify.item_changes_key``) and
+# this share of every row in turn (a sweep), so each row is read at least once every this
+# many refreshes (5 minutes at the default 5 s period): a row written without its ledger
+# entry is read within that. At 47k items reading every row took half a second of the
+# event loop's CPU every refresh, and requests' inference waited for the GIL meanwhile
+# (p99 at 50 requests/s 658 ms, 18 ms without the refresh); a sweep of a twelfth was still
+# ~90 CPU-ms a refresh (redis-py packing 4k commands). The first refresh reads every row,
+# and so does one whose items changed (a new model set, a longer log).
+ITEM_SWEEP_REFRESHES = 60
 # Ledger entries read again from before the latest one read: workers writing in parallel
 # score with their own clocks, and a write lands after its score was taken.
-LEDGER_SLACK_MS = 10_000.0
+LEDGER_SLACK_MS = 2_000.0
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from streams.folding import (
     user_rows,
 )
 from streams.joins import RequestJoin
-from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, FeatureSink
+from streams.sinks import ITEM_PUSH_SOURCE, USER_PUSH_SOURCE, ChangeNotifier, FeatureSink
 from streams.topics import item_activity_topic
 
 log = logging.getLogger(__name__)
@@ -259,8 +259,15 @@ def fold_log(
     return users, items, report
 
 
-def push_states(sink: FeatureSink, users: dict[str, UserState], items: dict[str, ItemState]) -> int:
-    """Push one row per user and item, in chunks; returns the number of pushes."""
+def push_states(
+    sink: FeatureSink,
+    users: dict[str, UserState],
+    items: dict[str, ItemState],
+    notifier: ChangeNotifier | None = None,
+) -> int:
+    """Push one row per user and item, in chunks; returns the number of pushes. With a
+    ``notifier``, each chunk of item rows goes into the ledger of changed items after it
+    is written, as the worker's do (a running API then reads them at its next refresh)."""
     pushes = 0
     for user in users.values():
         stamp(user)
@@ -271,7 +278,10 @@ def push_states(sink: FeatureSink, users: dict[str, UserState], items: dict[str,
         sink.push(USER_PUSH_SOURCE, user_rows(user_list[start : start + PUSH_ROWS]))
         pushes += 1
     for start in range(0, len(item_list), PUSH_ROWS):
-        sink.push(ITEM_PUSH_SOURCE, item_rows(item_list[start : start + PUSH_ROWS]))
+        columns = item_rows(item_list[start : start + PUSH_ROWS])
+        sink.push(ITEM_PUSH_SOURCE, columns)
+        if notifier is not None:
+            notifier.items_changed(columns["item_id"])
         pushes += 1
     return pushes
 
@@ -314,6 +324,7 @@ def run_backfill(
     reset_worker: bool = False,
     seen_writer: SeenWriter | None = None,
     marker: KeyValue | None = None,
+    notifier: ChangeNotifier | None = None,
 ) -> BackfillReport:
     started = time.perf_counter()
     seen: dict[str, set[str]] | None = {} if seen_writer is not None else None
@@ -324,7 +335,7 @@ def run_backfill(
         users, items, report = fold_log(settings, since_ms, seen, dead_letters)
     finally:
         dead_letters.close()
-    report.pushes = push_states(sink, users, items)
+    report.pushes = push_states(sink, users, items, notifier)
     if seen_writer is not None and seen:
         users_seen = list(seen.items())
         for start in range(0, len(users_seen), PUSH_ROWS):

@@ -120,7 +120,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.infra.readiness import redis_store
     from streamrec.infra.seen import RedisSeenItems
     from streams.backfill import run_backfill
-    from streams.sinks import FeastFeatureSink
+    from streams.sinks import FeastFeatureSink, RedisChangeNotifier
 
     store = open_store(settings)
     apply_definitions(store)
@@ -132,6 +132,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         reset_worker=args.reset_worker,
         seen_writer=RedisSeenItems(redis_url, settings.topic_prefix) if redis_url else None,
         marker=redis_store(redis_url) if redis_url else None,
+        notifier=RedisChangeNotifier(redis_url, settings.topic_prefix) if redis_url else None,
     )
     print(report.summary())
     if args.experiments:

@@ -30,7 +30,7 @@ from streams.events import (
 )
 from streams.joins import attributable
 from streams.producer import EventProducer
-from streams.sinks import InMemoryFeatureSink
+from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
 from tests.support import wait_until
 
 T0 = 1_700_000_000_000
@@ -250,8 +250,8 @@ def test_backfill_since_folds_only_the_later_slice(live_settings: Settings) -> N
     settings = live_settings
     sent = produce_log(settings, users=10, items=20, events=600, seed=5)
     since = sorted(e.event_time for e in sent)[len(sent) // 2]
-    sink = InMemoryFeatureSink()
-    report = run_backfill(settings, sink, since_ms=since)
+    sink, notifier = InMemoryFeatureSink(), InMemoryChangeNotifier()
+    report = run_backfill(settings, sink, since_ms=since, notifier=notifier)
     later = [e for e in sent if e.event_time >= since]
     assert report.before_since == len(sent) - len(later)
     users = sink.rows["user_recent_push"]
@@ -259,6 +259,8 @@ def test_backfill_since_folds_only_the_later_slice(live_settings: Settings) -> N
         e.user_id for e in later if isinstance(e, Interaction)
     )
     items = sink.rows["item_stats_push"]
+    # Every written item row is in the ledger a running API reads (api.state), once.
+    assert sorted(notifier.items) == sorted(items)
     assert {i: row["click_count"] for i, row in items.items() if row["click_count"]} == Counter(
         e.item_id for e in later if isinstance(e, Click)
     )

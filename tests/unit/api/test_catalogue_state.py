@@ -136,7 +136,7 @@ async def test_the_item_refresh_reads_the_ledgers_rows_and_a_share_of_the_others
 ) -> None:
     from api.state import ITEM_SWEEP_REFRESHES
 
-    items = [f"i{n:02d}" for n in range(2 * ITEM_SWEEP_REFRESHES)]  # a sweep reads 2 a time
+    items = [f"i{n:03d}" for n in range(2 * ITEM_SWEEP_REFRESHES)]  # a sweep reads 2 a time
     write_log(tmp_path, {"u1": items})
     reader = InMemoryFeatureReader()
     for item in items:
@@ -144,21 +144,21 @@ async def test_the_item_refresh_reads_the_ledgers_rows_and_a_share_of_the_others
     state = RecommenderState(tmp_path / "datasets", reader, ApiMetrics())
     await state.refresh_log()  # the first refresh: every row
     assert sorted(reader.items_read) == items
-    reader.write_item("i20", ItemStats(interaction_count=50), at_ms=2_000_000.0)
+    reader.write_item("i020", ItemStats(interaction_count=50), at_ms=2_000_000.0)
     await state.refresh_items()  # the rows at the last refresh's mark too (the slack)
-    assert state.popularity.items[0] == "i20"
+    assert state.popularity.items[0] == "i020"
 
     reader.items_read.clear()
-    reader.write_item("i22", ItemStats(interaction_count=40), at_ms=3_000_000.0)
+    reader.write_item("i022", ItemStats(interaction_count=40), at_ms=3_000_000.0)
     await state.refresh_items()
     # The ledger's rows since the last refresh's latest write (i20's, within the slack),
     # then the sweep's next two: not the catalogue.
-    assert reader.items_read == ["i20", "i22", "i02", "i03"]
-    assert state.popularity.items[:2] == ("i20", "i22")
-    assert state.online_stats["i10"] is reader.items["i10"]  # the others kept as they were
+    assert reader.items_read == ["i020", "i022", "i002", "i003"]
+    assert state.popularity.items[:2] == ("i020", "i022")
+    assert state.online_stats["i010"] is reader.items["i010"]  # the others kept as they were
 
     # A row written without a ledger entry (a backfill) is read when the sweep reaches it.
-    reader.items["i03"] = ItemStats(interaction_count=90)
+    reader.items["i003"] = ItemStats(interaction_count=90)
     read: list[str] = []
     for _ in range(ITEM_SWEEP_REFRESHES):
         reader.items_read.clear()
@@ -166,7 +166,7 @@ async def test_the_item_refresh_reads_the_ledgers_rows_and_a_share_of_the_others
         read += reader.items_read
         assert len(reader.items_read) <= 2 + 2  # i22 (the slack) and the sweep's two
     assert set(read) == set(items)  # every row once in a whole sweep
-    assert state.popularity.items[0] == "i03"
+    assert state.popularity.items[0] == "i003"
 
 
 async def test_the_item_refresh_reads_every_row_when_the_items_change_or_without_a_ledger(
