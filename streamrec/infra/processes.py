@@ -12,6 +12,7 @@ of PID 1.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,8 +45,35 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# Where free ports are drawn: below the kernel's ephemeral range. A port the kernel hands
+# out for port 0 comes from that range, and so does every outgoing connection's local port:
+# between the draw and the service's bind a client could take it (a test's own Prometheus,
+# started a few seconds after its port was drawn, found it taken).
+LISTEN_PORTS_LOW = 20_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, drawn below the ephemeral
+    range (where no outgoing connection takes it meanwhile) when that range leaves room."""
+    high = _ephemeral_low()
+    if high - LISTEN_PORTS_LOW >= 1_000:
+        draw = random.Random()
+        for _ in range(50):
+            port = draw.randrange(LISTEN_PORTS_LOW, high)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

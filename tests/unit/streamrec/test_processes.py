@@ -60,3 +60,16 @@ def test_stopping_a_process_that_already_exited_stops_its_children(tmp_path: Pat
     assert _alive(int(pid_file.read_text()))
     stop_process(proc)
     assert _gone_soon(int(pid_file.read_text()))
+
+
+def test_free_ports_are_drawn_below_the_ephemeral_range_and_bindable() -> None:
+    import socket
+
+    from streamrec.infra.processes import LISTEN_PORTS_LOW, _ephemeral_low, free_port
+
+    ports = {free_port() for _ in range(20)}
+    assert all(LISTEN_PORTS_LOW <= port < _ephemeral_low() for port in ports), ports
+    assert len(ports) > 1  # drawn, not one fixed port
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # nothing listens there
