@@ -150,8 +150,14 @@ def _fill_missing(frame: pd.DataFrame, refs: Sequence[str]) -> None:
     for ref in refs:
         column = feature_column(ref)
         if ref.split(":")[1] in _LIST_FEATURES:
+            # ``tolist``: Python values in one call (``list`` of an array made a numpy
+            # scalar per element: most of the DIN examples' lookup at 1M events)
             frame[column] = [
-                list(value) if isinstance(value, list | np.ndarray) else []
+                value.tolist()
+                if isinstance(value, np.ndarray)
+                else value
+                if isinstance(value, list)
+                else []
                 for value in frame[column]
             ]
         elif ref.split(":")[1] in _FLOAT_FEATURES:

@@ -20,6 +20,7 @@ item it names has an index.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +89,41 @@ def fold_history(
     return FeatureHistory(users, items, folder)
 
 
-def lookup(frame: pd.DataFrame, history: FeatureHistory, engine: str = "asof") -> pd.DataFrame:
-    """Features strictly before each row's ``event_time``, by the chosen engine."""
+# What the stages read of a looked-up row: the user's history (``history_matrix``) and the
+# context features (``user_context``, ``item_context``); the service's other features
+# (the recent items' times, the item's other counts) are not looked up for them.
+STAGE_USER_FEATURES: tuple[str, ...] = (
+    "user_recent:recent_items",
+    "user_recent:interaction_count",
+    "user_recent:last_event_time",
+)
+STAGE_ITEM_FEATURES: tuple[str, ...] = (
+    "item_stats:click_count",
+    "item_stats:last_event_time",
+    "item_stats:trend_score",
+)
+
+
+def lookup(
+    frame: pd.DataFrame,
+    history: FeatureHistory,
+    engine: str = "asof",
+    *,
+    user_features: Sequence[str] = STAGE_USER_FEATURES,
+    item_features: Sequence[str] = STAGE_ITEM_FEATURES,
+) -> pd.DataFrame:
+    """``user_features`` and ``item_features`` as they stood strictly before each row's
+    ``event_time``, by the chosen engine (the stages' by default)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: expected one of {ENGINES}")
     if engine == "asof":
-        return asof_features(frame, history.users, history.items)
+        return asof_features(
+            frame,
+            history.users,
+            history.items,
+            user_features=user_features,
+            item_features=item_features,
+        )
     if history.folder is None:
         raise ValueError("the feast engine needs the feature history on disk")
     from streamrec.infra.feast_store import apply_definitions, open_store
@@ -103,7 +133,9 @@ def lookup(frame: pd.DataFrame, history: FeatureHistory, engine: str = "asof") -
         settings = Settings(redis_url="none", data_dir=history.folder, state_dir=Path(state))
         store = open_store(settings)
         apply_definitions(store)
-        return historical_features(store, frame)
+        return historical_features(
+            store, frame, user_features=user_features, item_features=item_features
+        )
 
 
 def history_matrix(

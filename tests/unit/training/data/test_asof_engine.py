@@ -13,10 +13,15 @@ from streamrec.settings import Settings
 from tests.unit.training.data.helpers import T0, clicks, interactions
 from training.data.datasets import (
     ENGINES,
+    ITEM_FEATURES,
+    USER_FEATURES,
     asof_features,
     build_examples,
+    epoch_ms,
+    feature_column,
     historical_features,
 )
+from training.data.examples import STAGE_ITEM_FEATURES, STAGE_USER_FEATURES, FeatureHistory, lookup
 from training.data.offline_features import item_stats_path, user_recent_path, write_feature_history
 
 
@@ -93,3 +98,32 @@ def test_asof_is_strictly_before_the_example_time(store: FeatureStore) -> None:
 
 def test_engines_are_named() -> None:
     assert ENGINES == ("feast", "asof")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_stages_lookup_reads_their_features_as_the_full_lookup_has_them(
+    store: FeatureStore, engine: str
+) -> None:
+    """The stages look up only what they read (the history, the context features): the
+    same values as in the service's full feature rows, lists as Python lists."""
+    assert set(STAGE_USER_FEATURES) <= set(USER_FEATURES)
+    assert set(STAGE_ITEM_FEATURES) <= set(ITEM_FEATURES)
+    rows = [(f"u{n % 4}", f"i{(n * 5) % 7}", n * 3) for n in range(40)]
+    log = interactions(rows)
+    repo = _repo(store)
+    write_feature_history(repo, log, clicks([("u1", "i2", 7)]), keep=5)
+    users, items = pd.read_parquet(user_recent_path(repo)), pd.read_parquet(item_stats_path(repo))
+    for table in (users, items):
+        table["event_timestamp"] = epoch_ms(table["event_timestamp"])
+    history = FeatureHistory(users, items, repo)
+    examples = build_examples(log, negatives=2, seed=1)[["user_id", "item_id", "event_time"]]
+    full = lookup(
+        examples, history, engine, user_features=USER_FEATURES, item_features=ITEM_FEATURES
+    )
+    staged = lookup(examples, history, engine)
+    columns = [feature_column(ref) for ref in (*STAGE_USER_FEATURES, *STAGE_ITEM_FEATURES)]
+    assert list(staged.columns) == ["user_id", "item_id", "event_time", *columns]
+    pd.testing.assert_frame_equal(staged[columns], full[columns])
+    recent = staged["user_recent__recent_items"]
+    assert all(isinstance(value, list) for value in recent) and any(len(v) > 1 for v in recent)
+    assert "user_recent__recent_times" in full and "user_recent__recent_times" not in staged
