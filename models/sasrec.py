@@ -45,8 +45,10 @@ class SasrecConfig:
     negatives: int = 4096
     # and at most this many windows in all (MovieLens: 30 epochs of ~1,800, under it); on
     # the 1M-event log the tail's figure was within 3 % of its best after 5 epochs of
-    # 16,384 and kept creeping by noise to epoch 12, then the refit repeated as many
-    max_windows: int = 131_072
+    # 16,384 and kept creeping by noise to epoch 12, then the refit repeated as many; at
+    # 131,072 (8 tail epochs and a refit of 5, 300 s) `streamrec train` took 27 minutes
+    # there, so 4 epochs of 16,384 (docs/design.md, "The mission's scale")
+    max_windows: int = 65_536
     seed: int = 0
 
 
