@@ -33,13 +33,12 @@ from training.evaluation.prequential import (
     Arms,
     PrequentialConfig,
     eligible_events,
-    knn_arm,
     ndcg,
     paired_tests,
     recent_popularity_arm,
     replay,
 )
-from training.evaluation.prequential_state import KNN_CATEGORIES
+from training.evaluation.prequential_state import KNN_CATEGORIES, knn_arm
 
 
 class HttpStack:

@@ -47,6 +47,7 @@ from models.ranknet import (
     RankNet,
     greedy_rerank,
     place_greedily,
+    place_greedily_many,
     rerank_features,
 )
 from models.sasrec import Sasrec
@@ -402,13 +403,34 @@ def _blend(
 ) -> Tensor | None:
     """The weighted standardized recall (M,), co-visitation (M,) and SASRec (M,) scores
     the final scorer adds to its own standardized score; None when all weights are off."""
-    blend = torch.zeros_like(recall_scores, dtype=torch.float32)  # (M,)
-    if config.final_recall_weight > 0:
-        blend += config.final_recall_weight * _standardized(recall_scores.float())
+    return _weighted_blend(
+        config,
+        _standardized(recall_scores.float()) if config.final_recall_weight > 0 else None,
+        _standardized(covisited.float())
+        if covisited is not None and config.covisit_weight > 0
+        else None,
+        _standardized(sequential.float())
+        if sequential is not None and config.sasrec_weight > 0
+        else None,
+        recall_scores.shape,
+    )
+
+
+def _weighted_blend(
+    config: CascadeConfig,
+    recall: Tensor | None,
+    covisited: Tensor | None,
+    sequential: Tensor | None,
+    shape: torch.Size,
+) -> Tensor | None:
+    """``_blend`` of scores already standardized (None: not blended)."""
+    blend = torch.zeros(shape, dtype=torch.float32)  # (M,)
+    if recall is not None and config.final_recall_weight > 0:
+        blend += config.final_recall_weight * recall
     if covisited is not None and config.covisit_weight > 0:
-        blend += config.covisit_weight * _standardized(covisited.float())
+        blend += config.covisit_weight * covisited
     if sequential is not None and config.sasrec_weight > 0:
-        blend += config.sasrec_weight * _standardized(sequential.float())
+        blend += config.sasrec_weight * sequential
     return blend if bool(blend.any()) else None
 
 
@@ -550,6 +572,36 @@ def place(
         short.allowed,
     )
     return placed, scores, "rank_order"
+
+
+def place_many(
+    models: CascadeModels, short: Shortlist, configs: list[CascadeConfig], k: int
+) -> list[tuple[Tensor, Tensor, str]]:
+    """``place`` of the same shortlist under each of ``configs`` (blend weights), the
+    served RankNet's placements side by side (``place_greedily_many``): the prequential
+    validation's blend grid."""
+    ranknet = models.ranknet
+    if ranknet is None or short.features is None or ranknet.frozen is None:
+        return [place(models, short, config, k) for config in configs]
+    # each source standardized once for every blend
+    recall = _standardized(short.recall_scores.float())
+    covisited = _standardized(short.covisited.float()) if short.covisited is not None else None
+    sequential = _standardized(short.sequential.float()) if short.sequential is not None else None
+    blends = [
+        _weighted_blend(config, recall, covisited, sequential, short.recall_scores.shape)
+        for config in configs
+    ]
+    placements = place_greedily_many(
+        ranknet.frozen,
+        short.features,
+        blends,
+        short.vectors,
+        k,
+        short.allowed.not_excluded,
+        short.allowed.categories,
+        short.allowed.max_per_category,
+    )
+    return [(placed, scores, "ranknet") for placed, scores in placements]
 
 
 def _sasrec_led(short: Shortlist, placed: Tensor, config: CascadeConfig) -> Tensor:

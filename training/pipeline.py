@@ -68,6 +68,9 @@ class TrainOptions:
     items_path: Path | None = None  # item catalogue (categories); optional
     experiment: str = "streamrec"
     bpr: bool = True  # the BPR-MF baseline (one fit per seed)
+    # processes the prequential replays share their scored events among (the machine's
+    # cores, at most 4: each holds its own copy of the folded state)
+    replay_processes: int = field(default_factory=lambda: min(4, len(os.sched_getaffinity(0))))
     # Test-only: replaces the measured gate metric, to drive the gate deterministically.
     gate_metric_override: Callable[[float], float] | None = field(default=None, repr=False)
 
@@ -491,7 +494,9 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
             for seed in seeds
         ]
         prequential_config = PrequentialConfig(
-            max_events=options.streaming_events, keep=settings.recent_items_max
+            max_events=options.streaming_events,
+            keep=settings.recent_items_max,
+            processes=options.replay_processes,
         )
         with _BesideRay() as beside:
             # What needs no trained model runs beside Ray Train, in a thread of its own.
@@ -651,6 +656,10 @@ def train_command(args: Any, settings: Settings) -> int:
             items_path=args.items,
             bpr=not args.no_bpr,
         )
+        if args.replay_processes is not None:
+            if args.replay_processes < 1:
+                raise ValueError("--replay-processes must be >= 1")
+            options.replay_processes = args.replay_processes
         result = run_training(settings, options)
     except (TrainingInputError, ValueError) as exc:
         print(f"streamrec train: {exc}", file=sys.stderr)

@@ -117,7 +117,10 @@ def prequential_command(args: argparse.Namespace, settings: Settings) -> int:
     trained = train_all(data, hyper, args.seed)
     trained_s = time.monotonic() - started
     config = PrequentialConfig(
-        max_events=args.events or None, seed=args.seed, keep=settings.recent_items_max
+        max_events=args.events or None,
+        seed=args.seed,
+        keep=settings.recent_items_max,
+        processes=max(1, args.processes),
     )
     result = evaluate_trained(trained, data, events, config, item_categories=categories_of(items))
     result["source"] = {"log": args.log, "interactions": len(events), "hyper": hyper}

@@ -113,6 +113,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--hyper", metavar="JSON", help="hyper-parameter overrides")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes the replays share their scored events among",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("reports"), help="where prequential.json/.md go"
     )
     parser.set_defaults(func=_evaluate_prequential)
@@ -142,6 +149,13 @@ def _training_options(train: Any) -> None:
         metavar="N",
         help="events scored by the prequential evaluation in the validation and the test "
         "period each (0 skips it, and the gate falls back to static validation NDCG@10)",
+    )
+    train.add_argument(
+        "--replay-processes",
+        type=int,
+        metavar="N",
+        help="processes the prequential replays share their scored events among "
+        "(default: the machine's cores, at most 4; each holds a copy of the folded log)",
     )
     train.add_argument("--items", type=Path, metavar="PATH", help="item catalogue (Parquet)")
     train.add_argument("--no-bpr", action="store_true", help="skip the BPR-MF baseline")

@@ -10,8 +10,9 @@ stream, so it is answered on the stream: the validation period is replayed event
 (``training.evaluation.prequential.validate``), each scored event's shortlist is built
 once with the state folded up to that event (no event at or after it), and every pair of
 weights of the grid places its top k from that same shortlist. The weights with the best
-NDCG@k are the set's blend. Only the placement is repeated, so a grid of 21 costs a few
-per cent of the replay, not 21 cascades. A set with SASRec adds the SASRec weights,
+NDCG@k are the set's blend. Only the placement is repeated, and the grid's placements
+run side by side (``models.cascade.place_many``), so the grid costs a part of the replay,
+not a cascade per blend. A set with SASRec adds the SASRec weights,
 crossed with the co-visitation weights around the fusion the sequential study found
 (``z(SASRec) + 2 z(kNN)``) and the two smaller recall weights: 32 more placements.
 """
@@ -21,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from models.cascade import CascadeConfig, Shortlist, place, shortlist
+from torch import Tensor
+
+from models.cascade import CascadeConfig, Shortlist, place_many, shortlist
 from serving.cascade import ItemFeatures, ServingSet, cascade_inputs
 from serving.loading import LoadedCascade
 from training.evaluation.prequential_state import Arm, OnlineState
@@ -91,6 +94,7 @@ class BlendGrid:
     din_scores: dict[str, list[float]] = field(default_factory=dict)
     _features: tuple[tuple[int, int], ItemFeatures] | None = None
     _shortlist: tuple[tuple[str, int, int], Shortlist | None] | None = None
+    _placements: tuple[tuple[str, int, int], list[Tensor]] | None = None
 
     def _short(self, user_id: str, state: OnlineState) -> Shortlist | None:
         key = (id(state), state.version)
@@ -109,14 +113,29 @@ class BlendGrid:
             )
         return self._shortlist[1]
 
+    def _placed(self, user_id: str, state: OnlineState) -> tuple[Shortlist, list[Tensor]] | None:
+        """The shortlist and every blend's placement of it, all placed on the first call
+        for a request (``place_many``: the grid's placements side by side)."""
+        short = self._short(user_id, state)
+        if short is None:
+            return None
+        assert self._shortlist is not None
+        request_key = self._shortlist[0]
+        if self._placements is None or self._placements[0] != request_key:
+            configs = [blend.applied(self.cascade.config) for blend in self.blends]
+            placements = place_many(self.cascade.models, short, configs, self.k)
+            self._placements = (request_key, [placed for placed, _, _ in placements])
+        return short, self._placements[1]
+
     def arm(self, blend: Blend) -> Arm:
-        config = blend.applied(self.cascade.config)
+        position = self.blends.index(blend)
 
         def answer(user_id: str, state: OnlineState) -> list[int]:
-            short = self._short(user_id, state)
-            if short is None:
+            placing = self._placed(user_id, state)
+            if placing is None:
                 return []
-            placed, _, _ = place(self.cascade.models, short, config, self.k)
+            short, placements = placing
+            placed = placements[position]
             if short.rank_source == "din":
                 logits = self.din_scores.setdefault(blend.name, [])
                 logits.extend(float(x) for x in short.din_scores[placed].tolist())

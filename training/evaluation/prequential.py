@@ -24,19 +24,27 @@ another period (the validation period) so the comparison is with the best simple
 Reported per arm and slice (users new at T / returning): NDCG@k and Hit@k, and paired
 tests over events of the live cascade against every other arm (Wilcoxon signed-rank on
 the NDCG differences, paired t-test; two-sided).
+
+A replay's scored events can be shared among forked processes
+(``PrequentialConfig.processes``, :func:`replay_in_parts`): each folds the period up to its
+share (cheap) and scores the arms on it (not); the records are the same as one process's.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from serving.knn import category_incidence
 from serving.loading import LoadedCascade
@@ -50,10 +58,10 @@ from training.evaluation.prequential_state import (
     RECENT_POPULARITY,
     Arm,
     CascadeArm,
+    KnnGrid,
     KnnParams,
     OnlineState,
     baseline_arms,
-    knn_arm,
     popularity_arm,
     recent_popularity_arm,
 )
@@ -72,6 +80,7 @@ __all__ = [
     "fold_to_cutoff",
     "prequential_evaluation",
     "replay",
+    "replay_in_parts",
     "tune_knn",
     "validate",
 ]
@@ -92,6 +101,9 @@ class PrequentialConfig:
     recent_days: float = 14.0  # window of the recent-popularity baseline
     knn_history: int = 20  # the issue's item-kNN: 20 most recent items ...
     knn_decay: float = 0.9  # ... weighted 0.9**position
+    # Processes a replay's scored events are shared among (``replay_in_parts``): each folds
+    # the period up to its share of the events and scores those. 1: in this process.
+    processes: int = 1
 
 
 def interaction_of(row: Any) -> Interaction:
@@ -221,6 +233,7 @@ def fold_to_cutoff(
         state.fold(events[position])
         position += 1
     state.advance(cutoff_ms)
+    state.choose_rows()
     return Cutoff(cutoff_ms, events, position, state, clicks is not None)
 
 
@@ -236,6 +249,7 @@ def replay(
     config: PrequentialConfig | None = None,
     item_categories: Mapping[str, Sequence[str]] | None = None,
     at_cutoff: Cutoff | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> tuple[list[dict[str, Any]], int]:
     """Score every arm on the sampled eligible events of ``[start_ms, end_ms)``.
 
@@ -244,8 +258,14 @@ def replay(
     the event's item in each arm's list, None when absent) and the number eligible.
     ``at_cutoff``: the same log and clicks already folded to ``cutoff_ms`` (built with the
     same vocabulary and config), continued from a copy instead of folded again.
+    ``part``: (index, parts): only the index-th of ``parts`` consecutive shares of the
+    sampled events is scored, and the replay stops after its last one; the shares' records
+    in order are the whole replay's (``replay_in_parts``).
     """
     config = config or PrequentialConfig()
+    index, parts = part
+    if not 0 <= index < parts:
+        raise ValueError(f"part {index} of {parts} does not exist")
     if start_ms < cutoff_ms:
         raise ValueError(f"start_ms ({start_ms}) is before the cutoff ({cutoff_ms})")
     frame = interactions.reset_index(drop=True)
@@ -254,6 +274,7 @@ def replay(
     if config.max_events is not None and n_eligible > config.max_events:
         rng = np.random.default_rng(config.seed)
         eligible = np.sort(rng.choice(eligible, size=config.max_events, replace=False))
+    eligible = np.array_split(eligible, parts)[index]
     to_score = set(frame["event_id"].iloc[eligible].astype(str))
 
     categories = (
@@ -280,7 +301,7 @@ def replay(
     records: list[dict[str, Any]] = []
     events = at_cutoff.events
     position = at_cutoff.position
-    while position < len(events):
+    while position < len(events) and to_score:
         now = events[position].event_time
         group_end = position
         while group_end < len(events) and events[group_end].event_time == now:
@@ -316,6 +337,59 @@ def _rank(target: int, items: list[int]) -> int | None:
     return items.index(target) if target in items else None
 
 
+# What a forked part reads: set before the processes fork, read by ``_replay_part``.
+_PARTS_JOB: dict[str, Any] | None = None
+
+
+def replay_in_parts(
+    processes: int, collect: Callable[[], Any], **replay_kwargs: Any
+) -> tuple[list[dict[str, Any]], int, list[Any]]:
+    """``replay`` with its scored events shared among ``processes`` forked processes, each
+    folding the period up to its share and scoring that (folding is cheap, scoring every
+    arm is not); the records in order, the number eligible, and ``collect()`` of each part
+    in order (what the arms gathered on the side: DIN's logits, timings).
+
+    The processes are forked (the arms, the set and the folded cutoff are inherited, not
+    copied through a pipe) and run torch and numpy's BLAS with one thread each, as a
+    DataLoader's workers do; they return only their records. The same records as one
+    ``replay``.
+    """
+    global _PARTS_JOB
+    processes = max(1, processes)
+    if processes == 1:
+        records, n_eligible = replay(**replay_kwargs)
+        return records, n_eligible, [collect()]
+    if replay_kwargs.get("at_cutoff") is None:  # folded once here, not in every part
+        replay_kwargs["at_cutoff"] = fold_to_cutoff(
+            replay_kwargs["interactions"],
+            replay_kwargs["item_ids"],
+            replay_kwargs["cutoff_ms"],
+            clicks=replay_kwargs.get("clicks"),
+            config=replay_kwargs.get("config"),
+        )
+    _PARTS_JOB = {"parts": processes, "collect": collect, "kwargs": replay_kwargs}
+    try:
+        # an executor, not a Pool: a part killed (out of memory) fails the replay, where a
+        # Pool's map would wait for it forever
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_replay_part, range(processes)))
+    finally:
+        _PARTS_JOB = None
+    records = [record for part_records, _, _ in results for record in part_records]
+    return records, results[0][1], [collected for _, _, collected in results]
+
+
+def _replay_part(index: int) -> tuple[list[dict[str, Any]], int, Any]:
+    job = _PARTS_JOB
+    assert job is not None, "a part runs only in a process forked by replay_in_parts"
+    torch.set_num_threads(1)
+    # and numpy's BLAS: its threads spin between calls, a core each (two parts on two
+    # cores had four busy threads)
+    with threadpool_limits(1):
+        records, n_eligible = replay(**job["kwargs"], part=(index, job["parts"]))
+        return records, n_eligible, job["collect"]()
+
+
 def validate(
     cascade: LoadedCascade | None,
     interactions: pd.DataFrame,
@@ -338,17 +412,20 @@ def validate(
     compares a tuned cascade with a tuned kNN.
     """
     grid = {f"{h}/{d}": KnnParams(h, d) for h in histories for d in decays}
-    live: dict[str, Arm] = {name: knn_arm(config.k, params) for name, params in grid.items()}
+    knn_grid = KnnGrid(config.k, list(grid.values()))
+    live: dict[str, Arm] = dict(zip(grid, knn_grid.arms(), strict=True))
     live[POPULARITY] = popularity_arm(config.k)
     live[RECENT_POPULARITY] = recent_popularity_arm(config.k)
     blends = blend_grid(sasrec=cascade.models.sasrec is not None) if cascade is not None else []
     placing = BlendGrid(cascade, config.k, blends) if cascade is not None else None
     if placing is not None:
         live.update(placing.arms())
-    records, n_eligible = replay(
-        interactions,
-        item_ids,
-        Arms(live),
+    records, n_eligible, gathered = replay_in_parts(
+        config.processes,
+        lambda: placing.din_scores if placing is not None else {},
+        interactions=interactions,
+        item_ids=item_ids,
+        arms=Arms(live),
         cutoff_ms=cutoff_ms,
         start_ms=start_ms,
         end_ms=end_ms,
@@ -356,6 +433,10 @@ def validate(
         config=config,
         at_cutoff=at_cutoff,
     )
+    din_scores: dict[str, list[float]] = {}
+    for part in gathered:  # each part's logits per blend, in the parts' order
+        for name, logits in part.items():
+            din_scores.setdefault(name, []).extend(logits)
 
     def mean_ndcg(name: str) -> float:
         return (
@@ -385,7 +466,7 @@ def validate(
         # DIN's logits of what the cascade with the chosen blend served here: the set's
         # monitoring reference (``training.pipeline`` takes it out of the report)
         DIN_SCORES_KEY: sample_evenly(
-            placing.din_scores.get(chosen.name, []) if placing and chosen else [],
+            din_scores.get(chosen.name, []) if chosen else [],
             DIN_REFERENCE_MAX,
         ),
     }
@@ -548,10 +629,12 @@ def prequential_evaluation(
         frozen[CASCADE] = CascadeArm(cascade, config.k)
     live.update(baselines)
     frozen.update(baselines)
-    records, n_eligible = replay(
-        interactions,
-        item_ids,
-        Arms(live, frozen),
+    records, n_eligible, gathered = replay_in_parts(
+        config.processes,
+        lambda: timing.seconds if timing is not None else [],
+        interactions=interactions,
+        item_ids=item_ids,
+        arms=Arms(live, frozen),
         cutoff_ms=cutoff_ms,
         start_ms=start_ms,
         end_ms=end_ms,
@@ -560,11 +643,12 @@ def prequential_evaluation(
         item_categories=item_categories,
         at_cutoff=at_cutoff,
     )
+    seconds = [second for part in gathered for second in part]
     extra: dict[str, Any] = {"cutoff_ms": cutoff_ms, "start_ms": start_ms, "end_ms": end_ms}
     if tuned is not None:
         extra["knn_tuned"] = {"history": tuned.history, "decay": tuned.decay}
-    if timing is not None and timing.seconds:
-        ms = np.array(timing.seconds) * 1000
+    if seconds:
+        ms = np.array(seconds) * 1000
         extra["cascade_ms"] = {
             "median": float(np.median(ms)),
             "p95": float(np.percentile(ms, 95)),

@@ -8,6 +8,7 @@ with its top-k item indices: the baselines from the counts, the cascade through
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from serving.knn import (
     top_k,
 )
 from serving.knn import recommend as knn_recommend
+from serving.knn import recommend_grid as knn_recommend_grid
 from serving.loading import LoadedCascade
 from streams.events import Click, Interaction
 from streams.folding import (
@@ -49,6 +51,8 @@ KNN_TUNED = "item-kNN (tuned)"
 POPULARITY = "popularity"
 RECENT_POPULARITY = "popularity 14d"
 KNN_CATEGORIES = "item-kNN + categories"  # what the API serves without a champion
+# Changed neighbours merged into a row as last chosen; more, and it is chosen from all counts.
+MERGE_MAX = 2 * COVISIT_KEEP
 
 
 class OnlineState:
@@ -86,7 +90,10 @@ class OnlineState:
         self.neighbours = np.full((n, COVISIT_KEEP), -1, np.int64)
         self.neighbour_weights = np.zeros((n, COVISIT_KEEP), np.float32)
         self.covisit_totals = np.zeros(n, np.float32)
-        self._covisits_changed: set[str] = set()  # rows to choose again (item_features)
+        # rows to choose again (item_features): per item, the neighbours whose counts grew
+        # since its row was last chosen (None: too many to merge, chosen from all counts)
+        self._covisits_changed: dict[str, set[str] | None] = {}
+        self._heaviest: dict[str, list[str]] = {}  # each row's neighbours as last chosen
         # every item's last event time, in the vocabulary or not: the stream clock's input
         self._slots: dict[str, int] = {}
         self._last_all = np.zeros(max(n, 1), np.int64)
@@ -132,14 +139,28 @@ class OnlineState:
             self.last[index] = item.last_event_time
             self.clicks[index] = item.click_count
             if delta.covisits:
-                self._covisits_changed.add(delta.item_id)
+                changed = self._covisits_changed.get(delta.item_id, set())
+                if changed is not None:
+                    changed.update(delta.covisits)
+                    if len(changed) > MERGE_MAX:
+                        changed = None
+                self._covisits_changed[delta.item_id] = changed
 
     def _choose_covisits(self) -> None:
-        """The changed items' rows as the worker pushes them: the heaviest neighbours,
-        chosen from all the counts only when read (``streams.folding.heaviest_covisits``)."""
-        for item_id in self._covisits_changed:
+        """The changed items' rows as the worker pushes them: the heaviest neighbours
+        (``streams.folding.heaviest_covisits``), chosen only when read. Counts only grow, so
+        a neighbour outside a row as last chosen whose count did not change stays outside:
+        the row is chosen again from its last neighbours and the changed ones alone."""
+        for item_id, changed in self._covisits_changed.items():
             item = self.items[item_id]
-            heaviest = heaviest_covisits(item.covisits)
+            counts = item.covisits
+            if changed is None:
+                heaviest = heaviest_covisits(counts)
+            else:
+                pool = changed.union(self._heaviest.get(item_id, ()))
+                chosen = heapq.nsmallest(COVISIT_KEEP, pool, key=lambda n: (-counts[n], n))
+                heaviest = [(n, counts[n]) for n in chosen]
+            self._heaviest[item_id] = [n for n, _ in heaviest]
             row = ([n for n, _ in heaviest], [c for _, c in heaviest], item.covisit_total)
             neighbours, weights = covisit_row(row, self.item_index)
             index = self.item_index[item_id]
@@ -147,6 +168,11 @@ class OnlineState:
             self.neighbour_weights[index] = weights
             self.covisit_totals[index] = item.covisit_total
         self._covisits_changed.clear()
+
+    def choose_rows(self) -> None:
+        """Choose every changed co-visitation row now (a state about to be copied: the
+        copies need not choose them each, nor carry the changed neighbours)."""
+        self._choose_covisits()
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
@@ -261,6 +287,40 @@ def knn_arm(k: int, params: KnnParams) -> Arm:
         return [pick.index for pick in picks]
 
     return arm
+
+
+@dataclass
+class KnnGrid:
+    """Item-kNN arms of a grid of parameters, answered together per request
+    (``serving.knn.recommend_grid``: one product for the grid), the same picks as one
+    ``knn_arm`` per parameters. ``arms()`` gives one arm per parameters; the replay calls
+    them one after the other for the same (user, state), so the first call answers all."""
+
+    k: int
+    grid: Sequence[KnnParams]
+    _answers: tuple[tuple[str, int, int], list[list[int]]] | None = None
+
+    def _all(self, user_id: str, state: OnlineState) -> list[list[int]]:
+        key = (user_id, id(state), state.version)
+        if self._answers is None or self._answers[0] != key:
+            longest = max(params.history for params in self.grid)
+            picks = knn_recommend_grid(
+                state.cooccurrence,
+                state.recent_indices(user_id, longest),
+                state.recent_counts,
+                state.seen_indices(user_id),
+                self.k,
+                self.grid,
+                state.cosine(user_id),
+            )
+            self._answers = (key, picks)
+        return self._answers[1]
+
+    def arms(self) -> list[Arm]:
+        def arm_at(position: int) -> Arm:
+            return lambda user_id, state: self._all(user_id, state)[position]
+
+        return [arm_at(position) for position in range(len(self.grid))]
 
 
 @dataclass

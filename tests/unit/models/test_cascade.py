@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,8 +10,11 @@ from models.cascade import (
     CascadeModels,
     CascadeRequest,
     ItemTable,
+    place,
+    place_many,
     recall,
     recommend,
+    shortlist,
     user_vector,
 )
 from models.din import DIN, DINConfig
@@ -281,3 +286,34 @@ def test_the_final_recall_weight_lets_recall_overrule_ranknet_where_it_is_sure()
     assert weighted.items.tolist()[:2] == [4, 2]
     assert weighted.items.tolist()[2:] == [7, 6, 5, 3, 1, 0]  # recall's ties: RankNet's order
     assert torch.all(weighted.scores[:-1] >= weighted.scores[1:])
+
+
+def test_placing_a_grid_of_blends_at_once_places_each_blend_as_place() -> None:
+    """The prequential validation's blend grid: ``place_many`` of one shortlist under every
+    blend gives ``place``'s positions for each, with the served (frozen) RankNet."""
+    torch.manual_seed(3)
+    ranknet = RankNet(RankNetConfig()).eval()
+    ranknet.freeze_for_placement()
+    models = CascadeModels(
+        user_embeddings=torch.randn(3, DIM),
+        item_embeddings=_item_embeddings(),
+        din=_random_din(),
+        ranknet=ranknet,
+    )
+    categories = torch.arange(N_ITEMS) % 3
+    config = CascadeConfig(n_candidates=30, rerank_depth=20, max_per_category=2)
+    request = _request(
+        user_index=1, recent_items=torch.tensor([3, 14]), seen_items=torch.tensor([3, 14]), k=6
+    )
+    short = shortlist(models, _items(categories), request, config)
+    assert short is not None and short.features is not None
+    configs = [
+        dataclasses.replace(config, final_recall_weight=recall) for recall in (0.0, 0.5, 2.0, 16.0)
+    ]
+    many = place_many(models, short, configs, request.k)
+    want = [place(models, short, blend, request.k) for blend in configs]
+    assert [p.tolist() for p, _, _ in many] == [p.tolist() for p, _, _ in want]
+    assert [source for _, _, source in many] == ["ranknet"] * len(configs)
+    for (_, got, _), (_, expected, _) in zip(many, want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert len({tuple(p.tolist()) for p, _, _ in many}) > 1  # the weights do move the list

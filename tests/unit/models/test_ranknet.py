@@ -14,6 +14,7 @@ from models.ranknet import (
     RankNetConfig,
     greedy_rerank,
     place_greedily,
+    place_greedily_many,
     ranknet_loss,
     rerank_features,
     similarity_to_above,
@@ -149,6 +150,46 @@ def test_place_greedily_places_as_greedy_rerank_with_the_served_scorer(
     if cap:
         placed_categories = categories[got].tolist()
         assert max(placed_categories.count(c) for c in set(placed_categories)) <= cap
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "vectors", "cap"),
+    [
+        (250, 10, True, 3),  # the validation's shape: DIN's top 250, the rule
+        (40, 10, True, 0),
+        (12, 10, False, 2),  # no item vectors
+        (5, 10, True, 1),  # the rule runs out of candidates before k
+        (1, 10, True, 0),  # one candidate
+    ],
+)
+def test_placing_many_blends_at_once_places_each_as_place_greedily(
+    n: int, k: int, vectors: bool, cap: int
+) -> None:
+    torch.manual_seed(n)
+    frozen = FrozenMlp.of(RankNet(RankNetConfig()).eval())
+    features = torch.randn(n, len(RERANK_FEATURES))
+    # blends of every kind, one of them none (RankNet's own scores)
+    blends: list[torch.Tensor | None] = [torch.randn(n) * scale for scale in (0.1, 1.0, 10.0)]
+    blends.insert(1, None)
+    item_vectors = torch.randn(n, 8) if vectors else None
+    not_excluded = torch.rand(n) > 0.2
+    categories = torch.randint(0, 4, (n,)) if cap else None
+
+    many = place_greedily_many(
+        frozen, features, blends, item_vectors, k, not_excluded, categories, cap
+    )
+    assert len(many) == len(blends)
+    orders = set()
+    for blend, (got, got_scores) in zip(blends, many, strict=True):
+        want, want_scores = place_greedily(
+            frozen, features, blend, item_vectors, k, not_excluded, categories, cap
+        )
+        assert got.tolist() == want.tolist()
+        assert got.dtype == want.dtype == torch.long
+        torch.testing.assert_close(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+        orders.add(tuple(got.tolist()))
+    # the blends do place differently: the rows are not one placement copied
+    assert len(orders) > 1 or n <= 2 or int(not_excluded.sum()) <= 1
 
 
 def test_frozen_weights_refuse_an_mlp_that_is_not_plain_linear_layers() -> None:

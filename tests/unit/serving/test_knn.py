@@ -14,6 +14,7 @@ from serving.knn import (
     knn_contributions,
     knn_scores,
     recommend,
+    recommend_grid,
     top_k,
 )
 
@@ -119,6 +120,35 @@ def test_a_held_cosine_of_a_longer_history_gives_the_same_picks() -> None:
             shared = recommend(counts, recent, popularity, recent[:3], 10, params, cosine=held)
             assert shared == alone and len(alone) == 10
     assert held.shape == (12, 40)  # not changed by the arms that read it
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_grid_picks_what_each_kNN_of_it_picks(seed: int) -> None:
+    """The validation's kNN grid answered from one product: the picks of ``recommend`` per
+    parameters, ties included (small counts tie often), held cosine or not."""
+    rng = np.random.default_rng(seed)
+    counts = SparseCooccurrence(rng.integers(0, 60, 900), rng.zipf(1.3, 900) % 80, 80)
+    recent = [int(i) for i in rng.choice(80, size=int(rng.integers(1, 30)), replace=False)]
+    popularity = np.floor(counts.users_per_item / 3)  # a tiebreak with ties of its own
+    grid = [KnnParams(h, d) for h in (1, 5, 20, 50) for d in (0.6, 0.9, 1.0)]
+    exclude = recent[:4]
+    want = [
+        [pick.index for pick in recommend(counts, recent, popularity, exclude, 10, params)]
+        for params in grid
+    ]
+    assert recommend_grid(counts, recent, popularity, exclude, 10, grid) == want
+    held = cosine_rows(counts, recent)
+    assert recommend_grid(counts, recent, popularity, exclude, 10, grid, held) == want
+    assert len({tuple(w) for w in want}) > 1  # the parameters do pick differently
+
+
+def test_the_grid_without_history_falls_back_to_popularity_and_refuses_category_votes() -> None:
+    counts = sparse()
+    popularity = np.array([1.0, 3.0, 2.0])
+    grid = [KnnParams(5, 0.9), KnnParams(20, 1.0)]
+    assert recommend_grid(counts, [], popularity, [1], 2, grid) == [[2, 0], [2, 0]]
+    with pytest.raises(ValueError, match="same_category"):
+        recommend_grid(counts, [0], popularity, [], 2, [KnnParams(5, 0.9, same_category=1.0)])
 
 
 def _sorted_top_k(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,6 +52,17 @@ def _cascade() -> LoadedCascade:
         trend_half_life_ms=TREND_HALF_LIFE_MS,
         categories=None,
         user_context_dim=0,
+    )
+
+
+def _blind_cascade() -> LoadedCascade:
+    """Embeddings that know nothing (random), with a co-visitation channel: only the
+    stream's pairs can find the partners."""
+    noise = torch.randn(2 * N_PAIRS, 8, generator=torch.Generator().manual_seed(0))
+    return dataclasses.replace(
+        _cascade(),
+        models=CascadeModels(item_embeddings=noise),
+        config=CascadeConfig(n_candidates=50, rerank_depth=20, covisit_candidates=10),
     )
 
 
@@ -265,12 +277,7 @@ def test_validation_chooses_the_blend_weight_that_follows_the_co_visitation() ->
     """Embeddings that know nothing (random), a co-visitation channel that knows every pair
     seen before: only a co-visitation weight > 0 puts the partner first, and the validation
     replay picks one; the gate reads the cascade with the blend it picked."""
-    noise = torch.randn(2 * N_PAIRS, 8, generator=torch.Generator().manual_seed(0))
-    cascade = dataclasses.replace(
-        _cascade(),
-        models=CascadeModels(item_embeddings=noise),
-        config=CascadeConfig(n_candidates=50, rerank_depth=20, covisit_candidates=10),
-    )
+    cascade = _blind_cascade()
     events = _log(users=30, new_users=10)
     window = {"cutoff_ms": CUTOFF, "start_ms": CUTOFF, "end_ms": CUTOFF + 1000 * HOUR}
     result = validate(cascade, events, cascade.item_ids, config=PrequentialConfig(), **window)
@@ -335,6 +342,43 @@ def test_replays_continued_from_one_fold_of_the_cutoff_equal_fresh_ones() -> Non
         )
 
 
+def test_a_replay_shared_among_forked_processes_equals_one_replay() -> None:
+    """``processes`` > 1 shares the sampled events among forked processes, each folding up
+    to its share: the same records, the same validation (the kNN, the blend, the gate's
+    figures) and the same test table as one process."""
+    cascade = _blind_cascade()
+    events = _log(users=30, new_users=10)
+    window = {"cutoff_ms": CUTOFF, "start_ms": CUTOFF, "end_ms": CUTOFF + 1000 * HOUR}
+    one, three = PrequentialConfig(), PrequentialConfig(processes=3)
+    alone = validate(cascade, events, cascade.item_ids, config=one, **window)
+    shared = validate(cascade, events, cascade.item_ids, config=three, **window)
+    assert shared["all"] == alone["all"] and alone["all"]["n_events"] > 20
+    assert shared["blend"] == alone["blend"] and shared["knn_tuned"] == alone["knn_tuned"]
+    test_alone = _records(cascade, events, config=one)
+    test_shared = _records(cascade, events, config=three)
+    assert test_shared == test_alone and len(test_alone) == 80
+    # a part that fails fails the replay (it does not leave the others waiting)
+    with pytest.raises(ZeroDivisionError):
+        prequential.replay_in_parts(
+            2,
+            list,
+            interactions=events,
+            item_ids=cascade.item_ids,
+            arms=prequential.Arms({"broken": lambda user, state: [1 // 0]}),
+            cutoff_ms=CUTOFF,
+            start_ms=CUTOFF,
+        )
+    with pytest.raises(ValueError, match="part 3 of 3"):
+        prequential.replay(
+            events,
+            cascade.item_ids,
+            prequential.Arms({}),
+            cutoff_ms=CUTOFF,
+            start_ms=CUTOFF,
+            part=(3, 3),
+        )
+
+
 def test_the_item_rows_clock_counts_items_outside_the_vocabulary() -> None:
     """The replay's item rows are views of the state's arrays, rebuilt per fold; their
     stream clock reads every item the log touched, as the API's item refresh does."""
@@ -350,3 +394,39 @@ def test_the_item_rows_clock_counts_items_outside_the_vocabulary() -> None:
     assert rows.latest_event_time == prequential_state.stream_clock(list(times.values()))
     assert rows.latest_event_time == 12 * HOUR  # the item outside the vocabulary's time
     assert rows.last_event_time.tolist() == [10 * HOUR, 11 * HOUR]
+
+
+def test_co_visitation_rows_chosen_from_the_changed_neighbours_equal_rows_chosen_afresh() -> None:
+    """The state chooses a changed row again from its last neighbours and the changed ones
+    (counts only grow): at every read each row equals the heaviest of all its counts, also
+    for rows past the merge bound (chosen from all counts) and after a copy."""
+    from streams.folding import heaviest_covisits
+
+    rng = np.random.default_rng(7)
+    n_items = 400
+    item_ids = [f"i{n}" for n in range(n_items)]
+    state = OnlineState(item_ids, keep=50, recent_days=14.0)
+    rows_checked = 0
+    for n in range(6_000):
+        event = prequential.interaction_of(
+            SimpleNamespace(
+                event_id=f"e{n}",
+                event_time=n * 1_000,
+                user_id=f"u{int(rng.integers(0, 150))}",
+                item_id=f"i{int(rng.zipf(1.4)) % n_items}",
+            )
+        )
+        state.fold(event)
+        if n % 97 == 0 or n == 5_999:
+            if n == 97 * 31:
+                state = pickle.loads(pickle.dumps(state))
+            state.item_features()
+            for item_id, item in state.items.items():
+                index = state.item_index[item_id]
+                want = [state.item_index[i] for i, _ in heaviest_covisits(item.covisits)]
+                got = state.neighbours[index][state.neighbours[index] >= 0].tolist()
+                assert got == want
+                rows_checked += bool(want)
+    heavy = max(len(item.covisits) for item in state.items.values())
+    assert heavy > 2 * prequential_state.COVISIT_KEEP  # the merge bound was crossed
+    assert rows_checked > 1_000
