@@ -310,7 +310,10 @@ def place_greedily_many(
         if blend is not None:
             extra[row] = blend.detach().float().numpy()
     allowed = np.tile(not_excluded.numpy(), (b, 1))  # (B, N)
-    cats = categories.numpy() if categories is not None and max_per_category > 0 else None
+    cats = None
+    if categories is not None and max_per_category > 0:
+        # codes 0..C-1 whatever the categories' values, to count them in a (B, C) array
+        cats = np.unique(categories.numpy(), return_inverse=True)[1].reshape(-1)
     per_category = np.zeros((b, int(cats.max()) + 1 if cats is not None and n else 1), np.int64)
     similarity = np.zeros((b, n), np.float32)
     steps = min(k, n)

@@ -173,7 +173,8 @@ def test_placing_many_blends_at_once_places_each_as_place_greedily(
     blends.insert(1, None)
     item_vectors = torch.randn(n, 8) if vectors else None
     not_excluded = torch.rand(n) > 0.2
-    categories = torch.randint(0, 4, (n,)) if cap else None
+    # any codes, negative ones too: counted apart
+    categories = torch.randint(-2, 2, (n,)) * 7 if cap else None
 
     many = place_greedily_many(
         frozen, features, blends, item_vectors, k, not_excluded, categories, cap
