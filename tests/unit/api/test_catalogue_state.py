@@ -43,17 +43,23 @@ def neighbours(state: RecommenderState, item: str) -> list[str]:
     return [s.item_id for s in picks if s.because_of == item]
 
 
+def rewrite_log(data_dir: Path, sequences: dict[str, list[str]]) -> None:
+    """``write_log`` again, its file's mtime a second later: the state sees a new log even
+    within the file system's timestamp resolution."""
+    events = write_log(data_dir, sequences) / "events.parquet"
+    stat = events.stat()
+    os.utime(events, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
 async def test_state_reads_the_log_and_rebuilds_only_on_change(tmp_path: Path) -> None:
-    folder = write_log(tmp_path, {"u1": ["a", "b"], "u2": ["a", "b"]})
+    write_log(tmp_path, {"u1": ["a", "b"], "u2": ["a", "b"]})
     state = RecommenderState(tmp_path / "datasets", InMemoryFeatureReader(), ApiMetrics())
     assert await state.refresh_log() is True
     assert state.index_built.is_set()
     assert neighbours(state, "a") == ["b"]
     assert await state.refresh_log() is False
 
-    write_log(tmp_path, {"u1": ["a", "c"], "u2": ["a", "c"]})
-    stat = (folder / "events.parquet").stat()
-    os.utime(folder / "events.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    rewrite_log(tmp_path, {"u1": ["a", "c"], "u2": ["a", "c"]})
     assert await state.refresh_log() is True
     assert neighbours(state, "a") == ["c"]
 
@@ -182,10 +188,7 @@ async def test_the_item_refresh_reads_every_row_when_the_items_change_or_without
     assert reader.items_read == ["a"]  # the ledger's (in its slack), also the sweep's first
 
     # New items in the log: a full read, so rows the ledger never named are read too.
-    write_log(tmp_path, {"u1": ["a", "b", "z"]})
-    folder = tmp_path / "datasets" / "tiny"
-    stat = (folder / "events.parquet").stat()
-    os.utime(folder / "events.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    rewrite_log(tmp_path, {"u1": ["a", "b", "z"]})
     reader.items["z"] = ItemStats(interaction_count=9)
     reader.items_read.clear()
     await state.refresh_log()
