@@ -282,6 +282,9 @@ class RecommenderState:
                 fresh = await reader.item_stats(ids)
                 before = self.online_stats
                 unchanged = all(fresh.get(item_id) is before.get(item_id) for item_id in ids)
+                self._ledger_mark = max(mark, changes.latest_ms)
+                if unchanged:  # the rows as they are: no copy of every row
+                    return before, True
                 stats = dict(before)
                 for item_id in ids:
                     row = fresh.get(item_id)
@@ -289,8 +292,7 @@ class RecommenderState:
                         stats.pop(item_id, None)
                     else:
                         stats[item_id] = row
-                self._ledger_mark = max(mark, changes.latest_ms)
-                return stats, unchanged
+                return stats, False
         # The ledger's latest write before the rows are read: a row written meanwhile is
         # read again by the next refresh.
         changes = await reader.item_changes(None)
