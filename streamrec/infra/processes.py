@@ -60,19 +60,29 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default
 
 
+# Ports this process handed out: a service's ports are drawn one after the other before it
+# binds any, so a draw must not repeat one (a broker's listener and controller were once
+# drawn the same port).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, drawn below the ephemeral
-    range (where no outgoing connection takes it meanwhile) when that range leaves room."""
+    range (where no outgoing connection takes it meanwhile) when that range leaves room,
+    never one this process handed out before."""
     high = _ephemeral_low()
     if high - LISTEN_PORTS_LOW >= 1_000:
         draw = random.Random()
         for _ in range(50):
             port = draw.randrange(LISTEN_PORTS_LOW, high)
+            if port in _HANDED_OUT:
+                continue
             with socket.socket() as sock:
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                _HANDED_OUT.add(port)
                 return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

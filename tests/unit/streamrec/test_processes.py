@@ -73,3 +73,22 @@ def test_free_ports_are_drawn_below_the_ephemeral_range_and_bindable() -> None:
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # nothing listens there
+
+
+def test_free_ports_drawn_one_after_another_never_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's ports are drawn before it binds any: a draw never hands out a port this
+    process handed out before (a broker's listener and controller once got the same one)."""
+    import random
+
+    from streamrec.infra import processes
+
+    # every draw offers the same ports in the same order: only the memory tells them apart
+    def in_order(self: random.Random, low: int, high: int) -> int:
+        offered = getattr(self, "offered", 0)
+        self.offered = offered + 1  # type: ignore[attr-defined]
+        return low + offered
+
+    monkeypatch.setattr(processes, "_HANDED_OUT", set())
+    monkeypatch.setattr(random.Random, "randrange", in_order)
+    ports = [processes.free_port() for _ in range(5)]
+    assert len(set(ports)) == 5, ports
