@@ -109,7 +109,7 @@ def item_knn_scorer(split: TimeSplit, neighbours: int = 100) -> Scorer:
 @dataclass(frozen=True)
 class BPRConfig:
     dim: int = 64  # embedding size; ML-100K has ~1.6k items, larger adds little
-    learning_rate: float = 0.005  # Adam, on the full parameter arrays
+    learning_rate: float = 0.005  # lazy Adam: the rows a batch touches
     weight_decay: float = 1e-4  # L2 on the embeddings touched by each batch
     batch_size: int = 2048
     max_epochs: int = 60
@@ -136,8 +136,11 @@ class BPRModel:
         return factors @ self.item_factors.T + self.item_bias  # (B, n_items)
 
 
-class _Adam:
-    """Adam over a list of dense numpy arrays, updated in place."""
+class _LazyAdam:
+    """Adam over dense numpy arrays, each step updating only the rows its gradient has
+    (the lazy Adam of TensorFlow Addons, torch's ``SparseAdam``): a BPR batch touches a
+    few thousand of the users' and items' rows, and updating every row's moments (dense
+    Adam) was most of an epoch at 1M events (63 of 108 s; 47k items, 56k users)."""
 
     def __init__(self, params: list[np.ndarray], learning_rate: float) -> None:
         self.params = params
@@ -146,17 +149,28 @@ class _Adam:
         self.second = [np.zeros_like(p) for p in params]
         self.steps = 0
 
-    def step(self, grads: list[np.ndarray], beta1: float = 0.9, beta2: float = 0.999) -> None:
+    def step(
+        self, grads: list[tuple[np.ndarray, np.ndarray]], beta1: float = 0.9, beta2: float = 0.999
+    ) -> None:
+        """``grads``: per parameter, its distinct touched rows and their gradients."""
         self.steps += 1
         scale = self.learning_rate * np.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
-        for param, grad, first, second in zip(
+        for param, (rows, grad), first, second in zip(
             self.params, grads, self.first, self.second, strict=True
         ):
-            first *= beta1
-            first += (1 - beta1) * grad
-            second *= beta2
-            second += (1 - beta2) * grad * grad
-            param -= scale * first / (np.sqrt(second) + 1e-8)
+            moment = first[rows] * beta1 + (1 - beta1) * grad
+            spread = second[rows] * beta2 + (1 - beta2) * grad * grad
+            first[rows], second[rows] = moment, spread
+            param[rows] -= scale * moment / (np.sqrt(spread) + 1e-8)
+
+
+def _row_sums(indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``indices`` and the sum of ``values`` (rows aligned with indices) of
+    each: a sparse gradient, one row per touched parameter row."""
+    rows, inverse = np.unique(indices, return_inverse=True)
+    sums = np.zeros((len(rows), *values.shape[1:]), values.dtype)
+    np.add.at(sums, inverse, values)
+    return rows, sums
 
 
 def _bpr_gradients(
@@ -165,9 +179,10 @@ def _bpr_gradients(
     positives: np.ndarray,
     negatives: np.ndarray,
     weight_decay: float,
-) -> tuple[float, list[np.ndarray]]:
+) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
     """Loss and gradients (user, item, bias) of one minibatch of BPR:
-    mean -log sigmoid(x_ui - x_uj) + weight_decay * L2 of the touched rows / batch."""
+    mean -log sigmoid(x_ui - x_uj) + weight_decay * L2 of the touched rows / batch.
+    Each gradient as its distinct touched rows and their values (0 elsewhere)."""
     p = model.user_factors[users]  # (B, D)
     q_pos, q_neg = model.item_factors[positives], model.item_factors[negatives]  # (B, D)
     margin = (p * (q_pos - q_neg)).sum(axis=1) + (
@@ -179,15 +194,15 @@ def _bpr_gradients(
     # d loss / d margin = -sigmoid(-margin) / n
     slope = (-0.5 * (1 - np.tanh(margin / 2)) / n)[:, None].astype(p.dtype)  # (B, 1)
     decay = 2 * weight_decay / n
-    grad_user = np.zeros_like(model.user_factors)
-    grad_item = np.zeros_like(model.item_factors)
-    grad_bias = np.zeros_like(model.item_bias)
-    np.add.at(grad_user, users, slope * (q_pos - q_neg) + decay * p)
-    np.add.at(grad_item, positives, slope * p + decay * q_pos)
-    np.add.at(grad_item, negatives, -slope * p + decay * q_neg)
-    np.add.at(grad_bias, positives, slope[:, 0])
-    np.add.at(grad_bias, negatives, -slope[:, 0])
-    return loss, [grad_user, grad_item, grad_bias]
+    items = np.concatenate([positives, negatives])  # (2B,)
+    item_rows, item_grad = _row_sums(
+        items, np.concatenate([slope * p + decay * q_pos, -slope * p + decay * q_neg])
+    )
+    return loss, [
+        _row_sums(users, slope * (q_pos - q_neg) + decay * p),
+        (item_rows, item_grad),
+        _row_sums(items, np.concatenate([slope[:, 0], -slope[:, 0]])),
+    ]
 
 
 def _sample_negatives(
@@ -222,7 +237,7 @@ def train_bpr(split: TimeSplit, config: BPRConfig | None = None, seed: int = 0) 
         ),
         item_bias=np.zeros(split.n_items, np.float32),
     )
-    optimiser = _Adam(
+    optimiser = _LazyAdam(
         [model.user_factors, model.item_factors, model.item_bias], config.learning_rate
     )
     has_validation = len(split.validation.users) > 0

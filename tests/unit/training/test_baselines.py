@@ -9,6 +9,7 @@ from training.evaluation.baselines import (
     BPRConfig,
     BPRModel,
     _bpr_gradients,
+    _LazyAdam,
     item_knn_scorer,
     item_similarity,
     popularity_scorer,
@@ -135,7 +136,10 @@ def test_bpr_gradients_match_finite_differences() -> None:
     users, positives, negatives = np.array([0, 1, 0]), np.array([1, 2, 3]), np.array([4, 1, 1])
     _, grads = _bpr_gradients(model, users, positives, negatives, weight_decay=0.1)
     params = [model.user_factors, model.item_factors, model.item_bias]
-    for param, grad in zip(params, grads, strict=True):
+    for param, (rows, values) in zip(params, grads, strict=True):
+        assert len(np.unique(rows)) == len(rows)  # one row per touched parameter row
+        grad = np.zeros_like(param)
+        grad[rows] = values
         numeric = np.zeros_like(param)
         for index in np.ndindex(param.shape):
             original = param[index]
@@ -146,3 +150,24 @@ def test_bpr_gradients_match_finite_differences() -> None:
             param[index] = original
             numeric[index] = (up - down) / 2e-6
         assert np.allclose(grad, numeric, atol=1e-5)
+
+
+def test_the_lazy_step_moves_only_the_touched_rows_as_adam_moves_them() -> None:
+    rng = np.random.default_rng(1)
+    param = rng.standard_normal((6, 3))
+    start = param.copy()
+    optimiser = _LazyAdam([param], learning_rate=0.1)
+    first_grad = rng.standard_normal((2, 3))
+    optimiser.step([(np.array([1, 4]), first_grad)])
+    # Adam's first step moves each touched entry by the learning rate against its sign.
+    assert np.allclose(param[[1, 4]], start[[1, 4]] - 0.1 * np.sign(first_grad), atol=1e-5)
+    assert np.array_equal(np.delete(param, [1, 4], axis=0), np.delete(start, [1, 4], axis=0))
+    second_grad = rng.standard_normal((1, 3))
+    before = param.copy()
+    optimiser.step([(np.array([4]), second_grad)])
+    # Row 4's moments carry its first gradient; row 1 was not touched and stays.
+    first = 0.9 * 0.1 * first_grad[1] + 0.1 * second_grad[0]
+    second = 0.999 * 0.001 * first_grad[1] ** 2 + 0.001 * second_grad[0] ** 2
+    scale = 0.1 * np.sqrt(1 - 0.999**2) / (1 - 0.9**2)
+    assert np.allclose(param[4], before[4] - scale * first / (np.sqrt(second) + 1e-8))
+    assert np.array_equal(param[1], before[1])
