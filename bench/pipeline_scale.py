@@ -55,7 +55,7 @@ import psutil
 import pyarrow.parquet as pq
 
 from bench.open_loop import attack
-from bench.process_stats import TreeSampler, peak_rss
+from bench.process_stats import TreeSampler, peak_process_rss, peak_rss
 from bench.stack import _wait_ready
 from streamrec.infra.lag import consumer_lag
 from streamrec.infra.processes import free_port, run_streamrec, streamrec_process
@@ -508,7 +508,7 @@ def run(args: argparse.Namespace, base: Settings, scratch: Path, stages: list[St
                         }
                     )
                 stages.append(stage)
-            stages[-1].extra["API peak RSS MiB"] = peak_rss(api.pid) / 2**20
+            stages[-1].extra["API peak RSS MiB"] = peak_process_rss(api.pid) / 2**20
     finally:
         stack.close()  # the worker
         from confluent_kafka.admin import AdminClient

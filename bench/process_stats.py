@@ -95,6 +95,17 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def peak_process_rss(pid: int) -> int:
+    """The largest high-water mark (VmHWM) among ``pid`` and its descendants, in bytes: an
+    API started with several workers serves from children of the process started, whose
+    own mark is a supervisor's (44 MiB at 1M events, beside two 1.6 GiB servers)."""
+    try:
+        pids = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return 0
+    return max(peak_rss(p) for p in pids)
+
+
 class TreeSampler:
     """Samples a process tree in a background thread until stopped."""
 

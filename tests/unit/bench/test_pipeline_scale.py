@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from bench.pipeline_scale import (
@@ -20,7 +21,7 @@ from bench.pipeline_scale import (
     targets,
     verdict,
 )
-from bench.process_stats import Sample, TreeSampler, TreeUsage, peak_rss
+from bench.process_stats import Sample, TreeSampler, TreeUsage, peak_process_rss, peak_rss
 
 
 def test_stage_seconds_run_from_the_previous_stage_last_epoch() -> None:
@@ -87,6 +88,30 @@ def test_tree_sampler_sees_a_child_burn_cpu_and_the_root_peak() -> None:
     assert sampler.usage.cpu_seconds >= 0.3
     assert sampler.usage.peak_tree_rss > 0
     assert peak_rss(parent.pid) == 0  # reaped: nothing to read
+
+
+def test_the_peak_of_a_process_tree_is_its_largest_member_not_its_root() -> None:
+    # A small parent whose child holds 200 MiB: the mark a served API's workers leave.
+    hold = "b = b'x' * (200 * 2**20); import time; time.sleep(30)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hold!r}])",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while peak_process_rss(parent.pid) < 200 * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert peak_process_rss(parent.pid) >= 200 * 2**20
+        assert peak_rss(parent.pid) < 100 * 2**20
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait(10)
+    assert peak_process_rss(parent.pid) == 0
 
 
 def test_format_table_and_verdict() -> None:
