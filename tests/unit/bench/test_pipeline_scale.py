@@ -71,15 +71,20 @@ def test_tree_usage_counts_each_process_once_and_peaks_on_one_instant() -> None:
     assert usage.processes_seen == 3
 
 
-def test_tree_sampler_sees_a_child_burn_cpu_and_the_root_peak() -> None:
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
-    parent = subprocess.Popen(
+def _parent_of(child_code: str) -> subprocess.Popen[bytes]:
+    """A Python process that runs ``child_code`` in a child of its own and waits for it."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
-            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child_code!r}])",
         ]
     )
+
+
+def test_tree_sampler_sees_a_child_burn_cpu_and_the_root_peak() -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    parent = _parent_of(burn)
     with TreeSampler(parent.pid, interval=0.05) as sampler:
         time.sleep(0.3)
         assert peak_rss(parent.pid) > 0
@@ -92,14 +97,7 @@ def test_tree_sampler_sees_a_child_burn_cpu_and_the_root_peak() -> None:
 
 def test_the_peak_of_a_process_tree_is_its_largest_member_not_its_root() -> None:
     # A small parent whose child holds 200 MiB: the mark a served API's workers leave.
-    hold = "b = b'x' * (200 * 2**20); import time; time.sleep(30)"
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hold!r}])",
-        ]
-    )
+    parent = _parent_of("b = b'x' * (200 * 2**20); import time; time.sleep(30)")
     try:
         deadline = time.monotonic() + 20
         while peak_process_rss(parent.pid) < 200 * 2**20 and time.monotonic() < deadline:
