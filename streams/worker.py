@@ -7,6 +7,7 @@ import signal
 import sys
 
 import faust
+from mode.utils.times import want_seconds
 
 from streamrec.settings import Settings
 
@@ -49,6 +50,20 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         RedisSeenItems(redis_url, settings.topic_prefix),
         RedisExperimentFold(redis_url, settings.topic_prefix),
     )
+    # Likewise every table's changelog topic, as Faust declares it: a changelog the broker
+    # did not list yet when the consumer joined stayed at 0 partitions in the consumer's
+    # snapshot, and the table's first write raised PartitionsMismatch in its agent at
+    # every restart until the next metadata refresh (the join's table; fresh-clone
+    # `make test`, test_worker).
+    for name, partitions, config in changelog_topics(app):
+        ensure_named_topics(
+            settings.bootstrap_servers,
+            [name],
+            partitions,
+            config,
+            replication_factor=settings.replication_factor,
+            security=settings.kafka_security(),
+        )
     # After the imports and the app are built: what exists now lives as long as the
     # process (streamrec.infra.gc_tuning).
     freeze_startup_heap()
@@ -60,6 +75,25 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks, app)
 
     worker.execute_from_commandline()
+
+
+def changelog_topics(app: faust.App) -> list[tuple[str, int, dict[str, str]]]:
+    """Each table's changelog topic as Faust would create it (``Topic.declare`` and its
+    Kafka transport's ``_topic_config``): name, partitions and configuration."""
+    found: list[tuple[str, int, dict[str, str]]] = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        config = {str(key): str(value) for key, value in (topic.config or {}).items()}
+        policy = [
+            flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on
+        ]
+        if policy:
+            config["cleanup.policy"] = ",".join(policy)
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000.0))
+        partitions = topic.partitions or app.conf.topic_partitions
+        found.extend((name, partitions, config) for name in topic.topics)
+    return found
 
 
 def keep_torch_out() -> None:

@@ -74,6 +74,34 @@ def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
     assert buffers["t.interactions"] is None
 
 
+def test_the_changelog_topics_made_before_the_start_are_those_faust_declares(
+    tmp_path: Path,
+) -> None:
+    from streamrec.settings import Settings
+    from streams.agents import attach
+    from streams.app import create_app
+    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
+    from streams.worker import changelog_topics
+
+    settings = Settings(state_dir=tmp_path, topic_prefix="t.", topic_partitions=5)
+    app = create_app(settings)
+    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    found = {name: (partitions, config) for name, partitions, config in changelog_topics(app)}
+    assert (
+        set(found)
+        == {table.changelog_topic.get_topic_name() for table in app.tables.values()}
+        == {
+            f"t.worker-{name}-changelog"
+            for name in ("user_recent", "item_stats", "served_requests")
+        }
+    )
+    for partitions, config in found.values():
+        # Each changelog has its source topics' partitions (Faust refuses a mismatch) and is
+        # compacted: a table's changelog keeps each key's latest state.
+        assert partitions == 5
+        assert config["cleanup.policy"] == "compact"
+
+
 def test_the_item_agent_has_its_own_batch_window_and_bound(tmp_path: Path) -> None:
     """The user side's window bounds how late an SSE update comes; the item side's only
     how many times a hot item's state and row are rewritten, so it waits longer, with
