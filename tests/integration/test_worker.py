@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import redis
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from feast import FeatureStore
 from feast.data_source import PushMode
 
 from streamrec.infra.feast_store import apply_definitions, feast_project, open_store
+from streamrec.infra.kafka_retry import is_retriable
 from streamrec.infra.notify import changed_users, item_changes_key, user_changed_channel
 from streamrec.infra.seen import RedisSeenItems
 from streamrec.settings import Settings
@@ -72,10 +73,17 @@ def _read_all(settings: Settings, topic: str, expect: int, timeout: float = 20) 
 
 
 def _assigned(settings: Settings, topic: str) -> list[int]:
-    """The partitions of ``topic`` the worker's consumer group holds, as the broker says."""
+    """The partitions of ``topic`` the worker's consumer group holds, as the broker says
+    (none while the broker's group coordinator is not ready: a just-started broker answers
+    NOT_COORDINATOR for a moment)."""
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     group = f"{settings.topic_prefix}worker"
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException as exc:
+        if not is_retriable(exc):
+            raise
+        return []
     return sorted(
         tp.partition
         for member in description.members
