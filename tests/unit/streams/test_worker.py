@@ -53,17 +53,23 @@ def test_the_worker_builds_its_feast_sink_and_agents_without_importing_torch(
     assert "item_stats" in views and "user_recent" in views
 
 
-def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
-    tmp_path: Path,
-) -> None:
+def _attached_app(**settings: Any) -> Any:
+    """The worker's app (topic prefix "t.") with its agents attached, on in-memory sinks."""
     from streamrec.settings import Settings
     from streams.agents import attach
     from streams.app import create_app
     from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
 
-    settings = Settings(state_dir=tmp_path, topic_prefix="t.", worker_item_buffer=7)
-    app = create_app(settings)
-    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    built = Settings(topic_prefix="t.", **settings)
+    app = create_app(built)
+    attach(app, built, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    return app
+
+
+def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
+    tmp_path: Path,
+) -> None:
+    app = _attached_app(state_dir=tmp_path, worker_item_buffer=7)
     buffers = {
         name: agent.channel.maxsize
         for agent in app.agents.values()
@@ -77,15 +83,9 @@ def test_the_item_agent_buffers_at_most_worker_item_buffer_decoded_messages(
 def test_the_changelog_topics_made_before_the_start_are_those_faust_declares(
     tmp_path: Path,
 ) -> None:
-    from streamrec.settings import Settings
-    from streams.agents import attach
-    from streams.app import create_app
-    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
     from streams.worker import changelog_topics
 
-    settings = Settings(state_dir=tmp_path, topic_prefix="t.", topic_partitions=5)
-    app = create_app(settings)
-    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
+    app = _attached_app(state_dir=tmp_path, topic_partitions=5)
     found = {name: (partitions, config) for name, partitions, config in changelog_topics(app)}
     assert (
         set(found)
@@ -108,11 +108,6 @@ def test_the_item_agent_has_its_own_batch_window_and_bound(tmp_path: Path) -> No
     fewer messages a batch (on a backlog each is a whole batch's entries)."""
     import asyncio
 
-    from streamrec.settings import Settings
-    from streams.agents import attach
-    from streams.app import create_app
-    from streams.sinks import InMemoryChangeNotifier, InMemoryFeatureSink
-
     class Stream:
         """Records the batch sizes and windows an agent asks for; has no events."""
 
@@ -124,16 +119,13 @@ def test_the_item_agent_has_its_own_batch_window_and_bound(tmp_path: Path) -> No
             for batch in ():
                 yield batch
 
-    settings = Settings(
+    app = _attached_app(
         state_dir=tmp_path,
-        topic_prefix="t.",
         worker_batch_size=300,
         worker_batch_seconds=0.07,
         worker_item_batch_seconds=0.6,
         worker_item_batch_max=40,
     )
-    app = create_app(settings)
-    attach(app, settings, InMemoryFeatureSink(), InMemoryChangeNotifier())
     asked = {}
     for name, agent in app.agents.items():
         stream = Stream()
