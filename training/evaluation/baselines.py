@@ -195,12 +195,9 @@ def _bpr_gradients(
     slope = (-0.5 * (1 - np.tanh(margin / 2)) / n)[:, None].astype(p.dtype)  # (B, 1)
     decay = 2 * weight_decay / n
     items = np.concatenate([positives, negatives])  # (2B,)
-    item_rows, item_grad = _row_sums(
-        items, np.concatenate([slope * p + decay * q_pos, -slope * p + decay * q_neg])
-    )
     return loss, [
         _row_sums(users, slope * (q_pos - q_neg) + decay * p),
-        (item_rows, item_grad),
+        _row_sums(items, np.concatenate([slope * p + decay * q_pos, -slope * p + decay * q_neg])),
         _row_sums(items, np.concatenate([slope[:, 0], -slope[:, 0]])),
     ]
 
