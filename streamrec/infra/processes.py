@@ -108,10 +108,29 @@ def streamrec_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    failed = False
     try:
         yield proc
+    except BaseException:
+        failed = True
+        raise
     finally:
         stop_process(proc)
+        if failed:  # what the child said is the first thing a failed test's reader wants
+            sys.stderr.write(
+                f"--- the end of `streamrec {' '.join(args)}`'s output ({log}) ---\n"
+                f"{log_tail(log)}\n"
+            )
+
+
+def log_tail(log: Path, chars: int = 6_000) -> str:
+    """The last ``chars`` characters of ``log``; empty when it is missing."""
+    try:
+        with log.open("rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - chars))
+            return file.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def stop_process(

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.infra.processes import run_command, stop_process
+from streamrec.infra.processes import run_command, stop_process, streamrec_process
+from streamrec.settings import Settings
 
 
 def _alive(pid: int) -> bool:
@@ -92,3 +93,28 @@ def test_free_ports_drawn_one_after_another_never_repeat(monkeypatch: pytest.Mon
     monkeypatch.setattr(random.Random, "randrange", in_order)
     ports = [processes.free_port() for _ in range(5)]
     assert len(set(ports)) == 5, ports
+
+
+def test_a_failure_inside_a_command_s_block_prints_the_end_of_its_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test that fails while a `streamrec` child runs shows what the child said (a worker
+    that never committed in CI left nothing to read)."""
+    log = tmp_path / "help.log"
+    with (
+        pytest.raises(RuntimeError, match="the test failed"),
+        streamrec_process(Settings(state_dir=tmp_path), "--help", log=log) as proc,
+    ):
+        assert proc.wait(60) == 0
+        raise RuntimeError("the test failed")
+    printed = capsys.readouterr().err
+    assert f"the end of `streamrec --help`'s output ({log})" in printed
+    assert "usage:" in printed and "show this help message" in printed
+
+
+def test_a_command_s_block_that_succeeds_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with streamrec_process(Settings(state_dir=tmp_path), "--help", log=tmp_path / "l") as proc:
+        assert proc.wait(60) == 0
+    assert capsys.readouterr().err == ""
