@@ -32,19 +32,15 @@ share (cheap) and scores the arms on it (not); the records are the same as one p
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 from scipy import stats
-from threadpoolctl import threadpool_limits
 
 from serving.knn import category_incidence
 from serving.loading import LoadedCascade
@@ -65,6 +61,7 @@ from training.evaluation.prequential_state import (
     popularity_arm,
     recent_popularity_arm,
 )
+from training.forked import forked_map
 
 __all__ = [
     "CASCADE",
@@ -337,10 +334,6 @@ def _rank(target: int, items: list[int]) -> int | None:
     return items.index(target) if target in items else None
 
 
-# What a forked part reads: set before the processes fork, read by ``_replay_part``.
-_PARTS_JOB: dict[str, Any] | None = None
-
-
 def replay_in_parts(
     processes: int, collect: Callable[[], Any], **replay_kwargs: Any
 ) -> tuple[list[dict[str, Any]], int, list[Any]]:
@@ -350,11 +343,10 @@ def replay_in_parts(
     in order (what the arms gathered on the side: DIN's logits, timings).
 
     The processes are forked (the arms, the set and the folded cutoff are inherited, not
-    copied through a pipe) and run torch and numpy's BLAS with one thread each, as a
-    DataLoader's workers do; they return only their records. The same records as one
-    ``replay``.
+    copied through a pipe) and run torch and numpy's BLAS with one thread each
+    (:func:`training.forked.forked_map`); they return only their records. The same
+    records as one ``replay``.
     """
-    global _PARTS_JOB
     processes = max(1, processes)
     if processes == 1:
         records, n_eligible = replay(**replay_kwargs)
@@ -367,27 +359,17 @@ def replay_in_parts(
             clicks=replay_kwargs.get("clicks"),
             config=replay_kwargs.get("config"),
         )
-    _PARTS_JOB = {"parts": processes, "collect": collect, "kwargs": replay_kwargs}
-    try:
-        # an executor, not a Pool: a part killed (out of memory) fails the replay, where a
-        # Pool's map would wait for it forever
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_replay_part, range(processes)))
-    finally:
-        _PARTS_JOB = None
+
+    def part(index: int) -> Callable[[], tuple[list[dict[str, Any]], int, Any]]:
+        def run() -> tuple[list[dict[str, Any]], int, Any]:
+            records, n_eligible = replay(**replay_kwargs, part=(index, processes))
+            return records, n_eligible, collect()
+
+        return run
+
+    results = forked_map([part(index) for index in range(processes)], processes)
     records = [record for part_records, _, _ in results for record in part_records]
     return records, results[0][1], [collected for _, _, collected in results]
-
-
-def _replay_part(index: int) -> tuple[list[dict[str, Any]], int, Any]:
-    job = _PARTS_JOB
-    assert job is not None, "a part runs only in a process forked by replay_in_parts"
-    torch.set_num_threads(1)
-    # and numpy's BLAS: its threads spin between calls, a core each (two parts on two
-    # cores had four busy threads)
-    with threadpool_limits(1):
-        records, n_eligible = replay(**job["kwargs"], part=(index, job["parts"]))
-        return records, n_eligible, job["collect"]()
 
 
 def validate(
