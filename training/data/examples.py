@@ -19,11 +19,12 @@ item it names has an index.
 
 from __future__ import annotations
 
+import functools
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,9 @@ from training.data.datasets import (
 )
 from training.data.offline_features import item_stats_path, user_recent_path, write_feature_history
 from training.data.split import TimeSplit
+from training.forked import forked_map
 
+T = TypeVar("T")
 PAD_ITEM = 0  # padding slots hold a valid index; the mask marks them
 
 
@@ -74,20 +77,39 @@ def archived_table(events: pd.DataFrame) -> pa.Table:
 
 
 def fold_history(
-    events: pd.DataFrame, clicks: pd.DataFrame | None, keep: int, folder: Path
-) -> FeatureHistory:
-    """Fold the log into ``folder/features/*.parquet`` and read both tables back."""
+    events: pd.DataFrame,
+    clicks: pd.DataFrame | None,
+    keep: int,
+    folder: Path,
+    beside: Callable[[], T] | None = None,
+) -> tuple[FeatureHistory, T | None]:
+    """Fold the log into ``folder/features/*.parquet`` and read both tables back; and
+    ``beside()``'s result (None without it).
+
+    The user and the item side are folded in forked processes of their own, and
+    ``beside`` (work that needs no history) in one of them after the user side, the
+    shorter: at 1M events the sides took about 15 and 30 s, one after the other 42 s.
+    """
     click_table = (
         pa.Table.from_pandas(clicks.sort_values("event_time", kind="stable"), preserve_index=False)
         if clicks is not None and len(clicks)
         else None
     )
-    write_feature_history(folder, archived_table(events), click_table, keep=keep)
+    table = archived_table(events)
+    calls: list[Callable[[], Any]] = [
+        functools.partial(
+            write_feature_history, folder, table, click_table, keep=keep, sides=(side,)
+        )
+        for side in ("items", "users")  # the longer first
+    ]
+    if beside is not None:
+        calls.append(beside)
+    done = forked_map(calls, processes=2)
     users = pd.read_parquet(user_recent_path(folder))
     items = pd.read_parquet(item_stats_path(folder))
-    for table in (users, items):
-        table["event_timestamp"] = epoch_ms(table["event_timestamp"])
-    return FeatureHistory(users, items, folder)
+    for frame in (users, items):
+        frame["event_timestamp"] = epoch_ms(frame["event_timestamp"])
+    return FeatureHistory(users, items, folder), (done[2] if beside is not None else None)
 
 
 # What the stages read of a looked-up row: the user's history (``history_matrix``) and the

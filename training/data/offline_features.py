@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ FEATURES_DIR = "features"
 USER_RECENT_FILE = "user_recent.parquet"
 ITEM_STATS_FILE = "item_stats.parquet"
 CHUNK_ROWS = 50_000
+# The two batch sources a fold writes: user_recent and item_stats.
+SIDES = ("users", "items")
 EXPIRE_EVERY = 10_000  # events between sweeps of the join's expired requests
 
 # Column types of the Feast batch sources; they match the feature views' schemas.
@@ -222,13 +224,20 @@ def write_feature_history(
     *,
     keep: int = 50,
     chunk_rows: int = CHUNK_ROWS,
+    sides: Collection[str] = SIDES,
 ) -> FeatureHistoryReport:
     """Fold ``interactions`` (and ``clicks`` and ``recommendations``), each sorted by event
     time and free of repeated event ids (``read_interactions`` gives that), into the two
     batch sources.
 
-    ``keep`` is the worker's ``recent_items_max``.
+    ``keep`` is the worker's ``recent_items_max``. ``sides``: the sources to write,
+    ``"users"`` and/or ``"items"``; they depend on nothing of each other, so two
+    processes can write one each (``training.data.examples.fold_history``).
     """
+    unknown = set(sides) - set(SIDES)
+    if unknown or not sides:
+        raise ValueError(f"sides must be among {SIDES}, got {sorted(sides)}")
+    fold_users, fold_items = "users" in sides, "items" in sides
     clicks = clicks if clicks is not None else pa.table({"event_time": pa.array([], pa.int64())})
     report = FeatureHistoryReport(interactions=interactions.num_rows, clicks=clicks.num_rows)
     report.recommendations = recommendations.num_rows if recommendations is not None else 0
@@ -237,10 +246,19 @@ def write_feature_history(
     # Event-time order has no late events, so the join's rules give exactly what the worker
     # folds; expiring now and then keeps only the requests still in their window in memory.
     join = RequestJoin()
-    user_out = _ChunkedWriter(user_recent_path(data_dir), USER_RECENT_SCHEMA, chunk_rows)
-    item_out = _ChunkedWriter(item_stats_path(data_dir), ITEM_STATS_SCHEMA, chunk_rows)
+    user_out = (
+        _ChunkedWriter(user_recent_path(data_dir), USER_RECENT_SCHEMA, chunk_rows)
+        if fold_users
+        else None
+    )
+    item_out = (
+        _ChunkedWriter(item_stats_path(data_dir), ITEM_STATS_SCHEMA, chunk_rows)
+        if fold_items
+        else None
+    )
 
     def fold_into_item(item_id: str, delta: ItemDelta) -> None:
+        assert item_out is not None
         item = items.get(item_id)
         if item is None:
             item = items[item_id] = ItemState()
@@ -248,8 +266,15 @@ def write_feature_history(
         stamp(item)
         item_out.append(item_rows([(item_id, item)]))
 
+    # the user side reads only the interactions (a duplicate is told by the user's state)
+    events = (
+        _events(interactions, clicks, recommendations)
+        if fold_items
+        else (event for _, _, event in _interactions(interactions))
+    )
+    outputs = [out for out in (user_out, item_out) if out is not None]
     try:
-        for position, event in enumerate(_events(interactions, clicks, recommendations), start=1):
+        for position, event in enumerate(events, start=1):
             if isinstance(event, RecommendationServed | Click):
                 for _, _, item_id, kind, at in join.fold(event, "archive", 0, position):
                     delta = ItemDelta(item_id)
@@ -266,20 +291,31 @@ def write_feature_history(
                 if not fold_interaction(user, event, keep):
                     report.duplicates += 1
                     continue
-                stamp(user)
-                user_out.append(user_rows([(event.user_id, user)]))
-            delta = ItemDelta(event.item_id)
-            delta.add(event)
-            fold_into_item(event.item_id, delta)
-        user_out.close()
-        item_out.close()
+                if user_out is not None:
+                    stamp(user)
+                    user_out.append(user_rows([(event.user_id, user)]))
+            if fold_items:
+                delta = ItemDelta(event.item_id)
+                delta.add(event)
+                fold_into_item(event.item_id, delta)
+        for out in outputs:
+            out.close()
     except BaseException:
-        user_out.abort()
-        item_out.abort()
+        for out in outputs:
+            out.abort()
         raise
-    report.user_rows, report.item_rows = user_out.rows, item_out.rows
-    report.users, report.items = len(users), len(items)
-    report.user_path, report.item_path = str(user_out.path), str(item_out.path)
+    if user_out is not None:
+        report.user_rows, report.users, report.user_path = (
+            user_out.rows,
+            len(users),
+            str(user_out.path),
+        )
+    if item_out is not None:
+        report.item_rows, report.items, report.item_path = (
+            item_out.rows,
+            len(items),
+            str(item_out.path),
+        )
     return report
 
 

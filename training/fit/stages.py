@@ -30,6 +30,7 @@ every feature is frozen at ``split.train_end_ms``, for validation and test alike
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,7 +171,24 @@ def prepare(
     times = np.sort(time_split_.train_time)
     tail_start = int(times[int(len(times) * (1 - tail_fraction))])
     with tempfile.TemporaryDirectory(prefix="streamrec-history-") as folder:
-        history = fold_history(train_events, train_clicks, max_history, Path(folder))
+        # SASRec's sequences need no history: folded beside it
+        history, sequences = fold_history(
+            train_events,
+            train_clicks,
+            max_history,
+            Path(folder),
+            beside=functools.partial(
+                training_sequences,
+                train_events,
+                time_split_.item_index,
+                time_split_.train_end_ms,
+                tail_start,
+                max_length=max_history,
+                max_questions=SASREC_QUESTIONS,
+                seed=seed,
+            ),
+        )
+        assert sequences is not None
         examples = din_examples(
             train_events,
             history,
@@ -196,15 +214,6 @@ def prepare(
             categories=categories,
             engine=engine,
         )
-    sequences = training_sequences(
-        train_events,
-        time_split_.item_index,
-        time_split_.train_end_ms,
-        tail_start,
-        max_length=max_history,
-        max_questions=SASREC_QUESTIONS,
-        seed=seed,
-    )
     shape = (time_split_.n_users, time_split_.n_items)
     before = time_split_.train_time < tail_start
     seen_before = _matrix(time_split_.train_user[before], time_split_.train_item[before], shape)

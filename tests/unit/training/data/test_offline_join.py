@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from streams.archiver import CLICK_SCHEMA, RECOMMENDATION_SCHEMA
 from streams.events import Click, RecommendationServed, RecommendedItem
 from streams.folding import ItemState, fold_item_entries, group_entries
 from streams.joins import ATTRIBUTION_WINDOW_MS, CLOCK_SKEW_MS, RequestJoin
 from tests.unit.training.data.helpers import T0, interactions
-from training.data.offline_features import item_stats_path, write_feature_history
+from training.data.offline_features import (
+    item_stats_path,
+    user_recent_path,
+    write_feature_history,
+)
 
 # request id -> (served at, items); clicks as (request id, item, at)
 SERVED = {
@@ -132,3 +137,26 @@ def test_rows_never_hold_a_joined_event_later_than_their_timestamp(tmp_path: Pat
             served_at = sorted(T0 + at for at, items in SERVED.values() if item in items)
             assert served_at[row["impression_count"] - 1] <= stamp_ms
             seen_impressions[item] = row["impression_count"]
+
+
+def test_each_side_folded_alone_writes_what_both_together_write(tmp_path: Path) -> None:
+    """`prepare` folds the user and the item side in two processes: each alone must give
+    the same rows, a repeated event skipped on both (the item side tells it by the users'
+    states it keeps without writing them)."""
+    served, clicks = _tables()
+    log = interactions([("u", "a", 50), ("u", "a", 50), ("v", "b", 60), ("u", "b", 120)])
+    both = write_feature_history(tmp_path / "both", log, clicks, served, keep=5)
+    items = write_feature_history(tmp_path / "items", log, clicks, served, keep=5, sides=["items"])
+    users = write_feature_history(tmp_path / "users", log, clicks, served, keep=5, sides=["users"])
+    assert both.duplicates == items.duplicates == users.duplicates == 1
+    assert (items.item_rows, users.user_rows) == (both.item_rows, both.user_rows)
+    assert pq.read_table(item_stats_path(tmp_path / "items")).equals(
+        pq.read_table(item_stats_path(tmp_path / "both"))
+    )
+    assert pq.read_table(user_recent_path(tmp_path / "users")).equals(
+        pq.read_table(user_recent_path(tmp_path / "both"))
+    )
+    assert not user_recent_path(tmp_path / "items").exists()
+    assert not item_stats_path(tmp_path / "users").exists()
+    with pytest.raises(ValueError, match="sides must be among"):
+        write_feature_history(tmp_path / "x", log, keep=5, sides=["user"])
