@@ -11,10 +11,26 @@ PORT="${STREAMREC_API_PORT:-8000}"
 KEY_FILE="$STATE/api-key"
 mkdir -p "$STATE"
 
+# SIGTERM, then wait for the process to end (Spark finishes its micro-batch, which needs
+# Kafka and Redis still up) up to STREAMREC_STOP_WAIT seconds (60), then SIGKILL it and
+# its children (the Spark job's JVM). A bare `kill` left `streamrec spark` and its JVM
+# running, at a core and a half, after `make stop` had stopped Kafka under them.
 stop_pid() {
-  local file="$STATE/$1.pid"
+  local file="$STATE/$1.pid" pid waited=0 wait_s="${STREAMREC_STOP_WAIT:-60}"
   if [[ -f "$file" ]] && kill -0 "$(cat "$file")" 2>/dev/null; then
-    kill "$(cat "$file")" && echo "stopped $1"
+    pid="$(cat "$file")"
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((waited < wait_s * 2)); do
+      sleep 0.5
+      waited=$((waited + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      pkill -KILL -P "$pid" 2>/dev/null || true
+      kill -KILL "$pid" 2>/dev/null || true
+      echo "killed $1 (still running ${wait_s} s after SIGTERM)"
+    else
+      echo "stopped $1"
+    fi
   fi
   rm -f "$file"
 }
