@@ -42,6 +42,7 @@ import torch
 
 from streamrec.settings import Settings
 from streamrec.times import format_ms
+from training.forked import forked_map, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class TrainOptions:
     bpr: bool = True  # the BPR-MF baseline (one fit per seed)
     # processes the prequential replays share their scored events among (the machine's
     # cores, at most 4: each holds its own copy of the folded state)
-    replay_processes: int = field(default_factory=lambda: min(4, len(os.sched_getaffinity(0))))
+    replay_processes: int = field(default_factory=lambda: min(4, usable_cpus()))
     # Test-only: replaces the measured gate metric, to drive the gate deterministically.
     gate_metric_override: Callable[[float], float] | None = field(default=None, repr=False)
 
@@ -457,7 +458,6 @@ def run_training(settings: Settings, options: TrainOptions) -> TrainResult:
     from training.evaluation.prequential_report import check_targets as prequential_targets
     from training.fit.hyper import Hyper
     from training.fit.stages import evaluate_set, prepare
-    from training.forked import forked_map
     from training.prequential_run import evaluate_trained
     from training.report import check_targets, mean_and_spread, write_report
     from training.served_set import stage_folders
