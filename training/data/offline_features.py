@@ -237,7 +237,7 @@ def write_feature_history(
     unknown = set(sides) - set(SIDES)
     if unknown or not sides:
         raise ValueError(f"sides must be among {SIDES}, got {sorted(sides)}")
-    fold_users, fold_items = "users" in sides, "items" in sides
+    fold_items = "items" in sides
     clicks = clicks if clicks is not None else pa.table({"event_time": pa.array([], pa.int64())})
     report = FeatureHistoryReport(interactions=interactions.num_rows, clicks=clicks.num_rows)
     report.recommendations = recommendations.num_rows if recommendations is not None else 0
@@ -248,7 +248,7 @@ def write_feature_history(
     join = RequestJoin()
     user_out = (
         _ChunkedWriter(user_recent_path(data_dir), USER_RECENT_SCHEMA, chunk_rows)
-        if fold_users
+        if "users" in sides
         else None
     )
     item_out = (
@@ -305,17 +305,11 @@ def write_feature_history(
             out.abort()
         raise
     if user_out is not None:
-        report.user_rows, report.users, report.user_path = (
-            user_out.rows,
-            len(users),
-            str(user_out.path),
-        )
+        report.user_rows, report.user_path = user_out.rows, str(user_out.path)
+        report.users = len(users)
     if item_out is not None:
-        report.item_rows, report.items, report.item_path = (
-            item_out.rows,
-            len(items),
-            str(item_out.path),
-        )
+        report.item_rows, report.item_path = item_out.rows, str(item_out.path)
+        report.items = len(items)
     return report
 
 
