@@ -193,6 +193,37 @@ def test_placing_many_blends_at_once_places_each_as_place_greedily(
     assert len(orders) > 1 or n <= 2 or int(not_excluded.sum()) <= 1
 
 
+def test_blends_that_place_alike_for_some_steps_each_place_as_place_greedily() -> None:
+    # A grid like the validation's: many blends, some the same, most close to another, so
+    # rows share their first placements and part at different steps (the scores of a
+    # shared placement are computed once and handed to every row that has it).
+    torch.manual_seed(7)
+    n, k = 250, 10
+    frozen = FrozenMlp.of(RankNet(RankNetConfig()).eval())
+    features = torch.randn(n, len(RERANK_FEATURES))
+    base = torch.randn(n)
+    blends: list[torch.Tensor | None] = [base * w + torch.randn(n) * 0.05 * w for w in range(8)]
+    blends += [blends[3], None, blends[5], None]
+    item_vectors = torch.randn(n, 8)
+    not_excluded = torch.rand(n) > 0.1
+    categories = torch.randint(0, 5, (n,))
+
+    many = place_greedily_many(
+        frozen, features, blends, item_vectors, k, not_excluded, categories, 3
+    )
+    firsts = set()
+    for blend, (got, got_scores) in zip(blends, many, strict=True):
+        want, want_scores = place_greedily(
+            frozen, features, blend, item_vectors, k, not_excluded, categories, 3
+        )
+        assert got.tolist() == want.tolist()
+        torch.testing.assert_close(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+        firsts.add(tuple(got[:3].tolist()))
+    placements = {tuple(got.tolist()) for got, _ in many}
+    # some rows share a beginning, and not every row is the same placement
+    assert len(firsts) < len(blends) and len(placements) > 1
+
+
 def test_frozen_weights_refuse_an_mlp_that_is_not_plain_linear_layers() -> None:
     model = RankNet(RankNetConfig())
     model.mlp = torch.nn.Sequential(torch.nn.Linear(len(RERANK_FEATURES), 1))
