@@ -99,9 +99,10 @@ class BlendGrid:
     def _short(self, user_id: str, state: OnlineState) -> Shortlist | None:
         key = (id(state), state.version)
         if self._features is None or self._features[0] != key:
-            self._features = (key, state.item_features())
+            self._features = (key, state.item_features(every_row=False))
         request_key = (user_id, *key)
         if self._shortlist is None or self._shortlist[0] != request_key:
+            state.choose_rows_of(user_id)  # into the arrays the features are views of
             serving = ServingSet(self.cascade, self._features[1])
             table, request = cascade_inputs(serving, user_id, state.recent(user_id), self.k)
             # Any co-visitation (SASRec) weight > 0 makes the shortlist carry the

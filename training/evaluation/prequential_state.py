@@ -139,6 +139,8 @@ class OnlineState:
             self.last[index] = item.last_event_time
             self.clicks[index] = item.click_count
             if delta.covisits:
+                # the total now (every item's norm is read); the row when it is read
+                self.covisit_totals[index] = item.covisit_total
                 changed = self._covisits_changed.get(delta.item_id, set())
                 if changed is not None:
                     changed.update(delta.covisits)
@@ -146,12 +148,23 @@ class OnlineState:
                         changed = None
                 self._covisits_changed[delta.item_id] = changed
 
-    def _choose_covisits(self) -> None:
+    def _choose_covisits(self, rows: Sequence[int] | None = None) -> None:
         """The changed items' rows as the worker pushes them: the heaviest neighbours
         (``streams.folding.heaviest_covisits``), chosen only when read. Counts only grow, so
         a neighbour outside a row as last chosen whose count did not change stays outside:
-        the row is chosen again from its last neighbours and the changed ones alone."""
-        for item_id, changed in self._covisits_changed.items():
+        the row is chosen again from its last neighbours and the changed ones alone.
+        ``rows``: only these items' rows (item indices), the others wait for their read."""
+        if rows is None:
+            changes = list(self._covisits_changed.items())
+            self._covisits_changed.clear()
+        else:
+            wanted = (self.item_ids[index] for index in rows)
+            changes = [
+                (item_id, self._covisits_changed.pop(item_id))
+                for item_id in wanted
+                if item_id in self._covisits_changed
+            ]
+        for item_id, changed in changes:
             item = self.items[item_id]
             counts = item.covisits
             if changed is None:
@@ -167,12 +180,19 @@ class OnlineState:
             self.neighbours[index] = neighbours
             self.neighbour_weights[index] = weights
             self.covisit_totals[index] = item.covisit_total
-        self._covisits_changed.clear()
 
     def choose_rows(self) -> None:
         """Choose every changed co-visitation row now (a state about to be copied: the
         copies need not choose them each, nor carry the changed neighbours)."""
         self._choose_covisits()
+
+    def choose_rows_of(self, user_id: str) -> None:
+        """Choose the changed co-visitation rows of the user's recent items: the only rows
+        the cascade reads for the user (``models.cascade.covisit_contributions``; every
+        item's total is kept current by the fold). At 47k items a fold changes some 30
+        rows per scored event and a user's recent items are few of them: choosing every
+        changed row was a tenth of the prequential replay."""
+        self._choose_covisits(self.recent_indices(user_id, self.keep))
 
     def _covisit(self, user_id: str, index: int) -> None:
         before = self.seen_index.setdefault(user_id, [])
@@ -203,14 +223,17 @@ class OnlineState:
             seen=frozenset(self.seen.get(user_id, ())),
         )
 
-    def item_features(self) -> ItemFeatures:
+    def item_features(self, every_row: bool = True) -> ItemFeatures:
         """The vocabulary's item rows as the API's item refresh builds them.
 
         Views of the state's own arrays, not copies (at 47k items the co-visitation rows
         alone are 57 MB, and the replay reads the rows once per event): valid until the
         next fold, and the arms rebuild them whenever the state's ``version`` moved.
+        ``every_row=False``: the co-visitation rows are chosen only as far as they were
+        already; a reader chooses the rows it reads with :meth:`choose_rows_of` first.
         """
-        self._choose_covisits()
+        if every_row:
+            self._choose_covisits()
         return ItemFeatures(
             trend_score=torch.from_numpy(self.trend),
             last_event_time=torch.from_numpy(self.last),
@@ -336,7 +359,8 @@ class CascadeArm:
     def __call__(self, user_id: str, state: OnlineState) -> list[int]:
         key = (id(state), state.version)  # item rows change only when the state folds
         if self._features is None or self._features[0] != key:
-            self._features = (key, state.item_features())
+            self._features = (key, state.item_features(every_row=False))
+        state.choose_rows_of(user_id)  # into the arrays the features are views of
         serving = ServingSet(self.cascade, self._features[1])
         started = time.perf_counter()
         answer = serve(serving, user_id, state.recent(user_id), self.k, {})

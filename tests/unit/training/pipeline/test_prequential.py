@@ -430,3 +430,83 @@ def test_co_visitation_rows_chosen_from_the_changed_neighbours_equal_rows_chosen
     heavy = max(len(item.covisits) for item in state.items.values())
     assert heavy > 2 * prequential_state.COVISIT_KEEP  # the merge bound was crossed
     assert rows_checked > 1_000
+
+
+def _random_log(events: int = 3_000, seed: int = 3) -> pd.DataFrame:
+    """Zipf-popular items of the planted vocabulary, users drawn at random, across the
+    cutoff: many co-visitation rows change between scored events."""
+    rng = np.random.default_rng(seed)
+    times = np.sort(rng.integers(CUTOFF - 200 * HOUR, CUTOFF + 200 * HOUR, events))
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{int(u)}" for u in rng.integers(0, 60, events)],
+            "item_id": [f"i{(int(z) - 1) % (2 * N_PAIRS)}" for z in rng.zipf(1.3, events)],
+            "event_time": times,
+        }
+    )
+    frame["event_id"] = [f"e{n}" for n in range(events)]
+    frame["action"] = "view"
+    return frame
+
+
+def test_rows_chosen_for_the_scored_user_alone_score_as_every_row_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cascade arms choose only the scored user's changed co-visitation rows
+    (``OnlineState.choose_rows_of``); every record equals the replay that chose every
+    changed row before each read."""
+    events = _random_log()
+    blind = _blind_cascade()
+    # the co-visitation chooses a fifth of the items and weighs in the final order
+    cascade = dataclasses.replace(
+        blind,
+        config=CascadeConfig(
+            n_candidates=16, rerank_depth=16, covisit_candidates=10, covisit_weight=2.0
+        ),
+    )
+    window = {"cutoff_ms": CUTOFF, "start_ms": CUTOFF, "end_ms": CUTOFF + 200 * HOUR}
+
+    def replays() -> tuple[list[dict], dict]:  # the test replay's records, the validation's
+        validated = validate(
+            cascade, events, cascade.item_ids, config=PrequentialConfig(), **window
+        )
+        return _records(cascade, events), validated
+
+    lazy = replays()
+    with monkeypatch.context() as patch:
+        patch.setattr(OnlineState, "choose_rows_of", lambda state, _user: state.choose_rows())
+        eager = replays()
+        # and the rows matter here: left as last chosen, the lists differ
+        patch.setattr(OnlineState, "choose_rows_of", lambda state, _user: None)
+        stale = replays()
+    assert lazy == eager
+    assert stale[0] != eager[0] and stale[1]["blend"]["grid"] != eager[1]["blend"]["grid"]
+
+
+def test_a_user_s_rows_chosen_alone_equal_every_row_chosen() -> None:
+    rng = np.random.default_rng(11)
+    item_ids = [f"i{n}" for n in range(300)]
+    alone = OnlineState(item_ids, keep=50, recent_days=14.0)
+    every = OnlineState(item_ids, keep=50, recent_days=14.0)
+    checked = 0
+    for n in range(5_000):
+        event = prequential.interaction_of(
+            SimpleNamespace(
+                event_id=f"e{n}",
+                event_time=n * 1_000,
+                user_id=f"u{int(rng.integers(0, 80))}",
+                item_id=f"i{int(rng.zipf(1.3)) % 300}",
+            )
+        )
+        alone.fold(event)
+        every.fold(event)
+        if n % 41 == 0:
+            user = event.user_id
+            alone.choose_rows_of(user)
+            every.choose_rows()
+            rows = alone.recent_indices(user, alone.keep)
+            assert np.array_equal(alone.neighbours[rows], every.neighbours[rows])
+            assert np.array_equal(alone.neighbour_weights[rows], every.neighbour_weights[rows])
+            assert np.array_equal(alone.covisit_totals, every.covisit_totals)
+            checked += len(rows)
+    assert checked > 1_000
