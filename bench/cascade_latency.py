@@ -61,26 +61,28 @@ from training.fit.hyper import trained_cascade
 N_USERS, N_ITEMS, DIM, HISTORY, N_GENRES = 943, 1682, 64, 50, 19  # MovieLens-100K
 
 
-def build_models(seed: int) -> tuple[CascadeModels, ItemTable]:
+def build_models(
+    seed: int, n_users: int = N_USERS, n_items: int = N_ITEMS
+) -> tuple[CascadeModels, ItemTable]:
     torch.manual_seed(seed)
-    users = torch.randint(0, N_USERS, (100_000,))
-    items = torch.randint(0, N_ITEMS, (100_000,))
-    adj = normalized_adjacency(users, items, N_USERS, N_ITEMS)
-    user_emb, item_emb = LightGCN(LightGCNConfig(N_USERS, N_ITEMS, dim=DIM)).export_embeddings(adj)
-    genres = torch.randint(0, N_GENRES, (N_ITEMS,))
-    din_config = DINConfig(n_items=N_ITEMS, item_dim=DIM, n_categories=N_GENRES, context_dim=4)
+    users = torch.randint(0, n_users, (100_000,))
+    items = torch.randint(0, n_items, (100_000,))
+    adj = normalized_adjacency(users, items, n_users, n_items)
+    user_emb, item_emb = LightGCN(LightGCNConfig(n_users, n_items, dim=DIM)).export_embeddings(adj)
+    genres = torch.randint(0, N_GENRES, (n_items,))
+    din_config = DINConfig(n_items=n_items, item_dim=DIM, n_categories=N_GENRES, context_dim=4)
     din = DIN(din_config, item_categories=genres).eval()
     ranknet = RankNet(RankNetConfig()).eval()
     table = ItemTable(
-        popularity=torch.log1p(torch.bincount(items, minlength=N_ITEMS).float()),
-        recency=torch.rand(N_ITEMS),
-        ctr=torch.rand(N_ITEMS) * 0.1,
+        popularity=torch.log1p(torch.bincount(items, minlength=n_items).float()),
+        recency=torch.rand(n_items),
+        ctr=torch.rand(n_items) * 0.1,
         categories=genres,
     )
-    prior = torch.log1p(torch.bincount(items[:20_000], minlength=N_ITEMS).float())
-    weights = torch.rand(N_ITEMS, COVISIT_KEEP).sort(dim=1, descending=True).values
+    prior = torch.log1p(torch.bincount(items[:20_000], minlength=n_items).float())
+    weights = torch.rand(n_items, COVISIT_KEEP).sort(dim=1, descending=True).values
     table.covisits = Covisits(  # every item with a full neighbour list: the worst case
-        neighbours=torch.randint(0, N_ITEMS, (N_ITEMS, COVISIT_KEEP)),
+        neighbours=torch.randint(0, n_items, (n_items, COVISIT_KEEP)),
         weights=weights,
         totals=weights.sum(1) * 2,
     )
@@ -118,16 +120,18 @@ def quantized(models: CascadeModels) -> CascadeModels:
     return CascadeModels(models.user_embeddings, models.item_embeddings, din, ranknet)
 
 
-def make_requests(n: int, k: int, seed: int) -> list[CascadeRequest]:
+def make_requests(
+    n: int, k: int, seed: int, n_users: int = N_USERS, n_items: int = N_ITEMS
+) -> list[CascadeRequest]:
     generator = torch.Generator().manual_seed(seed)
     requests = []
     for _ in range(n):
-        touched = torch.randperm(N_ITEMS, generator=generator)[: 2 * HISTORY]
+        touched = torch.randperm(n_items, generator=generator)[: 2 * HISTORY]
         requests.append(
             CascadeRequest(
                 recent_items=touched[:HISTORY],
                 seen_items=touched,
-                user_index=int(torch.randint(0, N_USERS, (1,), generator=generator)),
+                user_index=int(torch.randint(0, n_users, (1,), generator=generator)),
                 user_context=torch.rand(1, generator=generator),
                 k=k,
             )
@@ -258,13 +262,13 @@ def main() -> None:
 V = TypeVar("V")
 
 
-def with_sasrec(models: CascadeModels) -> CascadeModels:
+def with_sasrec(models: CascadeModels, n_items: int = N_ITEMS) -> CascadeModels:
     """``models`` plus a SASRec (random weights, the default configuration, seed 3) and a
     RankNet of its own, both eager."""
     torch.manual_seed(3)
     return replace(
         models,
-        sasrec=Sasrec(N_ITEMS, SasrecConfig()).eval(),
+        sasrec=Sasrec(n_items, SasrecConfig()).eval(),
         ranknet=copy.deepcopy(models.ranknet),
     )
 
