@@ -36,7 +36,9 @@ class LightGCNHyper:
     layers: PositiveInt = LightGCNConfig.layers
     reg_weight: NonNegativeFloat = LightGCNConfig.reg_weight
     lr: NonNegativeFloat = 0.01
-    epochs: Count = 20
+    # 10, not 20: the served cascade as good or better with half the propagations
+    # (docs/tuning.md, "LightGCN's epochs")
+    epochs: Count = 10
     batch_size: PositiveInt = 4096
     # BPR positives are drawn with weight mix * 2^(-age / half-life) + (1 - mix), so the
     # item embeddings carry what is popular near the cutoff
