@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -396,26 +397,33 @@ def test_the_item_rows_clock_counts_items_outside_the_vocabulary() -> None:
     assert rows.last_event_time.tolist() == [10 * HOUR, 11 * HOUR]
 
 
+def _zipf_interactions(
+    seed: int, events: int, users: int, items: int, exponent: float
+) -> Iterator[prequential.Interaction]:
+    """Interactions a second apart, users drawn at random, Zipf-popular items ``i0``..."""
+    rng = np.random.default_rng(seed)
+    for n in range(events):
+        yield prequential.interaction_of(
+            SimpleNamespace(
+                event_id=f"e{n}",
+                event_time=n * 1_000,
+                user_id=f"u{int(rng.integers(0, users))}",
+                item_id=f"i{int(rng.zipf(exponent)) % items}",
+            )
+        )
+
+
 def test_co_visitation_rows_chosen_from_the_changed_neighbours_equal_rows_chosen_afresh() -> None:
     """The state chooses a changed row again from its last neighbours and the changed ones
     (counts only grow): at every read each row equals the heaviest of all its counts, also
     for rows past the merge bound (chosen from all counts) and after a copy."""
     from streams.folding import heaviest_covisits
 
-    rng = np.random.default_rng(7)
     n_items = 400
     item_ids = [f"i{n}" for n in range(n_items)]
     state = OnlineState(item_ids, keep=50, recent_days=14.0)
     rows_checked = 0
-    for n in range(6_000):
-        event = prequential.interaction_of(
-            SimpleNamespace(
-                event_id=f"e{n}",
-                event_time=n * 1_000,
-                user_id=f"u{int(rng.integers(0, 150))}",
-                item_id=f"i{int(rng.zipf(1.4)) % n_items}",
-            )
-        )
+    for n, event in enumerate(_zipf_interactions(7, 6_000, 150, n_items, 1.4)):
         state.fold(event)
         if n % 97 == 0 or n == 5_999:
             if n == 97 * 31:
@@ -484,20 +492,11 @@ def test_rows_chosen_for_the_scored_user_alone_score_as_every_row_chosen(
 
 
 def test_a_user_s_rows_chosen_alone_equal_every_row_chosen() -> None:
-    rng = np.random.default_rng(11)
     item_ids = [f"i{n}" for n in range(300)]
     alone = OnlineState(item_ids, keep=50, recent_days=14.0)
     every = OnlineState(item_ids, keep=50, recent_days=14.0)
     checked = 0
-    for n in range(5_000):
-        event = prequential.interaction_of(
-            SimpleNamespace(
-                event_id=f"e{n}",
-                event_time=n * 1_000,
-                user_id=f"u{int(rng.integers(0, 80))}",
-                item_id=f"i{int(rng.zipf(1.3)) % 300}",
-            )
-        )
+    for n, event in enumerate(_zipf_interactions(11, 5_000, 80, 300, 1.3)):
         alone.fold(event)
         every.fold(event)
         if n % 41 == 0:
