@@ -189,9 +189,9 @@ class OnlineState:
     def choose_rows_of(self, user_id: str) -> None:
         """Choose the changed co-visitation rows of the user's recent items: the only rows
         the cascade reads for the user (``models.cascade.covisit_contributions``; every
-        item's total is kept current by the fold). At 47k items a fold changes some 30
-        rows per scored event and a user's recent items are few of them: choosing every
-        changed row was a tenth of the prequential replay."""
+        item's total is kept current by the fold). At 47k items the folds between two
+        scored events change some 30 rows and a user's recent items are few of them:
+        choosing every changed row was a tenth of the prequential replay."""
         self._choose_covisits(self.recent_indices(user_id, self.keep))
 
     def _covisit(self, user_id: str, index: int) -> None:
