@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench.cascade_latency import build_models, make_requests, with_sasrec
+from bench.cascade_latency import alternating, build_models, make_requests, with_sasrec
 from models.cascade import (
     CascadeModels,
     CascadeRequest,
@@ -137,10 +137,12 @@ def main() -> None:
         whole = median_ms(lambda: [recommend(models, table, r, config) for r in requests], 5)
         print(f"the whole cascade (recommend), one list at a time: {whole / b:.2f} ms a list")
         for name, (singly, batched) in stages.items():
-            one, many = [], []
-            for _ in range(args.rounds):
-                one.append(median_ms(singly, args.repeats) / b)
-                many.append(median_ms(batched, args.repeats) / b)
+            medians = alternating(
+                {"singly": singly, "batched": batched},
+                lambda call: median_ms(call, args.repeats) / b,
+                args.rounds,
+            )
+            one, many = medians["singly"], medians["batched"]
             difference = float((singly() - batched()).abs().max())
             ratio = statistics.median(many) / statistics.median(one)
             print(
