@@ -29,6 +29,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "port": settings.api_port,
         # Open SSE streams are ended by sse-starlette on shutdown; don't wait for them long.
         "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": settings.api_keep_alive_seconds,
         "log_level": "info",
         "access_log": settings.api_access_log,
     }

@@ -25,7 +25,8 @@ row, the served set and the titles unchanged since computed, ``api/serving/memo.
 
 After every row, the CPU milliseconds per request of each process of the stack over that
 run (``bench/stack_cpu.py``: the API, the worker, the broker, Redis, Prometheus, found by
-their ports; the load generator; the rest of the machine) and the machine's busy share:
+their ports; the demo's Spark job and archiver, by their pid files; the load generator; the
+rest of the machine) and the machine's busy share:
 on two cores, whether a rate can be held is whether all of them fit.
 
 ``--streams N`` holds N SSE streams (``/recommend/stream``, random users) open on the
@@ -59,7 +60,7 @@ from bench.open_loop import (
     recommend_targets,
     table_row,
 )
-from bench.stack_cpu import measure_cpu, stack_ports
+from bench.stack_cpu import measure_cpu, stack_pid_files, stack_ports
 from streamrec.infra.processes import free_port, streamrec_process
 from streamrec.paths import REPO_ROOT
 from streamrec.settings import Settings, load_settings
@@ -244,7 +245,9 @@ def run(args: argparse.Namespace, systems: dict[str, str]) -> int:
                         targets = recommend_targets(url, path, args.users)
                     else:
                         targets = events_targets(url, path, args.users, args.items, keys)
-                    with measure_cpu(stack_ports(args.settings, url)) as cpu:
+                    with measure_cpu(
+                        stack_ports(args.settings, url), stack_pid_files(args.settings)
+                    ) as cpu:
                         report = attack(
                             targets, rate, args.seconds, args.out, json_targets=target == "events"
                         )

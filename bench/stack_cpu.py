@@ -10,9 +10,11 @@ the requests sent, and the machine's busy share.
 The processes are found by the ports they listen on (the settings' broker, Redis,
 Prometheus and worker ports, the API's URL), so another stack on the same machine (a
 test run on other ports) is not counted as this one; each counts with its children
-(``streamrec serve --workers N``). The load generator and anything else this process
-started and waited for count as ``load generator`` (``RUSAGE_CHILDREN``); ``rest`` is the
-machine's busy time outside all of these (the OS, other jobs).
+(``streamrec serve --workers N``). The demo's processes that listen on no port, the Spark
+windows job (its JVM is its child) and the archiver, are found by the pid files ``make
+demo`` writes in the settings' state directory. The load generator and anything else this
+process started and waited for count as ``load generator`` (``RUSAGE_CHILDREN``); ``rest``
+is the machine's busy time outside all of these (the OS, other jobs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import resource
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import psutil
@@ -39,6 +42,28 @@ def stack_ports(settings: Settings, api_url: str) -> dict[str, list[int]]:
         "redis": [settings.redis_port],
         "prometheus": [settings.prometheus_port],
     }
+
+
+def stack_pid_files(settings: Settings) -> dict[str, Path]:
+    """The pid files of the demo's processes that listen on no port."""
+    return {role: settings.state_dir / f"{role}.pid" for role in ("spark", "archiver")}
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def pid_file_processes(pid_files: Mapping[str, Path]) -> dict[str, list[psutil.Process]]:
+    """The processes named by each role's pid file, with their children; a role whose file
+    is missing or names no live process is left out."""
+    found: dict[str, list[psutil.Process]] = {}
+    for role, path in pid_files.items():
+        try:
+            found[role] = _family(int(path.read_text().strip()))
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            continue
+    return found
 
 
 def listeners(ports: Mapping[str, list[int]]) -> dict[str, list[psutil.Process]]:
@@ -59,8 +84,7 @@ def listeners(ports: Mapping[str, list[int]]) -> dict[str, list[psutil.Process]]
         if role is None:
             continue
         try:
-            process = psutil.Process(connection.pid)
-            family = [process, *process.children(recursive=True)]
+            family = _family(connection.pid)
         except psutil.NoSuchProcess:
             continue
         for member in family:
@@ -119,11 +143,14 @@ class CpuShare:
 
 
 @contextmanager
-def measure_cpu(ports: Mapping[str, list[int]]) -> Iterator[CpuShare]:
-    """The CPU each role's processes (found at the start) and this process's waited-for
-    children spent while the context was open; filled in when it closes."""
+def measure_cpu(
+    ports: Mapping[str, list[int]], pid_files: Mapping[str, Path] | None = None
+) -> Iterator[CpuShare]:
+    """The CPU each role's processes (found at the start, by port or pid file) and this
+    process's waited-for children spent while the context was open; filled in when it
+    closes."""
     share = CpuShare()
-    processes = listeners(ports)
+    processes = listeners(ports) | pid_file_processes(pid_files or {})
     # The machine's window opens first and closes last, so it holds every process's
     # (read the other way round, a process's tick could fall outside the machine's).
     busy_start, total_start = machine_busy()

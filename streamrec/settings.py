@@ -141,6 +141,13 @@ class Settings(BaseSettings):
         description="a log line per request; off: /metrics counts them, and the line cost "
         "a tenth of a request's time at 1,000 requests/s",
     )
+    api_keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        description="how long an idle client connection stays open; longer than a client's or "
+        "load balancer's own idle timeout (60 s is common), or the server may close one as the "
+        "client sends on it, which the client sees as a reset (uvicorn's default is 5 s)",
+    )
     api_key: SecretStr | None = Field(None, description="admin routes are closed while unset")
     item_cache_seconds: float = Field(5.0, gt=0, description="refresh period of item features")
     sse_ping_seconds: float = Field(15.0, gt=0)

@@ -15,8 +15,9 @@ Three streaming queries, each with its own checkpoint under
 
 Results are written by ``foreachBatch`` in ``update`` mode: only the windows a batch changed
 are emitted, and of those only the current window (see ``windows.current_window_end``) is
-pushed. An entity that sees no new event keeps its last pushed value; its ``window_end``
-feature says how old that value is.
+pushed; Spark chooses those rows before they reach Python (``windows.current_window_rows``).
+An entity that sees no new event keeps its last pushed value; its ``window_end`` feature
+says how old that value is.
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ class WindowWriter:
         self.to_columns = to_columns
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
-
         if self.ledger.written(batch_id):
             # Still run the batch to its end: Spark 4 refuses to commit a batch whose
             # stateful partitions were not all computed (STATE_STORE_COMMIT_VALIDATION_FAILED).
@@ -142,7 +141,7 @@ class WindowWriter:
             logger.info("%s: batch %d was written before a restart; skipped", self.name, batch_id)
             self.ledger.skip()
             return
-        rows = batch.withColumn("window_end", F.unix_millis(F.col("window.end"))).collect()
+        rows = W.current_window_rows(batch, self.ledger.state.clock_ms, self.spec).collect()
         clock = W.batch_clock(rows, self.ledger.state.clock_ms)
         stamp: int | None = None
         current: list[Any] = []

@@ -331,6 +331,45 @@ def test_aggregation_on_a_static_frame(spark: SparkSession) -> None:
     }
 
 
+def _python_choice(rows: Sequence[Any], previous: int | None, spec: W.WindowSpec) -> list[Any]:
+    """What foreachBatch chose when it collected every changed window's row."""
+    clock = W.batch_clock(rows, previous)
+    if clock is None:
+        return []
+    end = W.current_window_end(clock, spec)
+    return sorted(r["item_id"] for r in rows if r["window_end"] == end)
+
+
+def test_spark_chooses_the_current_window_rows_python_chose(spark: SparkSession) -> None:
+    from pyspark.sql import functions as F
+
+    topics = Topics("static.")
+    spec = W.WindowSpec(3600, 300)
+    phase = [*PHASE_ONE, interaction("u3", "C", "view", 57), interaction("u3", "B", "view", 61)]
+    frame = spark.createDataFrame(
+        [(topics.prefix + e.topic, encode(e)[1]) for e in phase], "topic string, value binary"
+    )
+    events = W.deduplicated(W.parse_events(frame, topics), 900)
+    windows = W.item_window_totals(W.item_signals(events, topics), spec)
+    every = windows.withColumn("window_end", F.unix_millis(F.col("window.end"))).collect()
+    assert len(every) > 3 * len({r["item_id"] for r in every})  # each item in many windows
+    # The clock from the batch alone, from an older clock, and from a clock past the
+    # batch's newest event (then no row of the batch may be current).
+    for previous in (None, T0 - HOUR, T0 + 59 * MIN, T0 + 3 * HOUR):
+        chosen = W.current_window_rows(windows, previous, spec).collect()
+        assert len(chosen) < len(every)
+        assert W.batch_clock(chosen, previous) == W.batch_clock(every, previous)
+        clock = W.batch_clock(every, previous)
+        assert clock is not None
+        end = W.current_window_end(clock, spec)
+        current = sorted(r["item_id"] for r in chosen if r["window_end"] == end)
+        assert current == _python_choice(every, previous, spec)
+    # The newest event (B at 61 minutes) is the clock; its current window ends at 65.
+    chosen = W.current_window_rows(windows, None, spec).collect()
+    assert W.batch_clock(chosen, None) == T0 + 61 * MIN
+    assert "C" in _python_choice(chosen, None, spec)  # C at 57 is in the window [5, 65)
+
+
 def test_current_window_and_bad_specs() -> None:
     hour = W.WindowSpec(3600, 300)
     assert W.current_window_end(T0, hour) == T0 + 5 * MIN  # a boundary belongs to the next

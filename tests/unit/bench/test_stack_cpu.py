@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from bench.stack_cpu import CpuShare, listeners, measure_cpu
 from streamrec.infra.processes import free_port
@@ -70,3 +71,18 @@ def test_the_line_divides_by_the_requests_and_names_the_rest() -> None:
     assert line.startswith("  CPU-ms per request: api 2.0 · worker 0.5 · rest 0.5 · machine 3.0")
     assert "busy 75%" in line
     assert share.per_request_line(0) == "  CPU per request: no requests"
+
+
+def test_a_role_named_by_a_pid_file_counts_its_process_and_children(tmp_path: Path) -> None:
+    with listening(free_port(), "burn") as busy:
+        (tmp_path / "spark.pid").write_text(f"{busy.pid}\n")
+        (tmp_path / "archiver.pid").write_text("not a pid\n")
+        files = {
+            "spark": tmp_path / "spark.pid",
+            "archiver": tmp_path / "archiver.pid",
+            "gone": tmp_path / "gone.pid",
+        }
+        with measure_cpu({}, files) as share:
+            time.sleep(1.0)
+    assert share.by_role["spark"] > 0.15  # its child burned CPU
+    assert "archiver" not in share.by_role and "gone" not in share.by_role
