@@ -29,10 +29,31 @@ def _app() -> FastAPI:
 
 
 def _answered(connection: socket.socket) -> bool:
-    """Send a request on ``connection``; True when a response came back on it."""
+    """Send a request on ``connection``; True when a whole 200 response came back on it.
+
+    Read to the end of its body: uvicorn writes the head and the body separately, and on
+    a busy machine they arrive apart (a body left unread would be taken for the next
+    response)."""
     try:
         connection.sendall(REQUEST)
-        return connection.recv(4096).startswith(b"HTTP/1.1 200")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(4096)
+            if not chunk:  # the server closed the connection
+                return False
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return False
+            body += chunk
+        return head.startswith(b"HTTP/1.1 200") and len(body) == length
     except OSError:  # reset, or a broken pipe
         return False
 
