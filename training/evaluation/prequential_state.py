@@ -179,7 +179,6 @@ class OnlineState:
             index = self.item_index[item_id]
             self.neighbours[index] = neighbours
             self.neighbour_weights[index] = weights
-            self.covisit_totals[index] = item.covisit_total
 
     def choose_rows(self) -> None:
         """Choose every changed co-visitation row now (a state about to be copied: the
