@@ -5,7 +5,7 @@ reset with uvicorn's default of 5 s)."""
 from __future__ import annotations
 
 import asyncio
-import socket
+import http.client
 import time
 
 import uvicorn
@@ -14,8 +14,6 @@ from fastapi import FastAPI
 from api.workers import server_options
 from streamrec.infra.processes import free_port
 from streamrec.settings import Settings
-
-REQUEST = b"GET /ping HTTP/1.1\r\nHost: test\r\nConnection: keep-alive\r\n\r\n"
 
 
 def _app() -> FastAPI:
@@ -28,33 +26,15 @@ def _app() -> FastAPI:
     return app
 
 
-def _answered(connection: socket.socket) -> bool:
+def _answered(connection: http.client.HTTPConnection) -> bool:
     """Send a request on ``connection``; True when a whole 200 response came back on it.
-
-    Read to the end of its body: uvicorn writes the head and the body separately, and on
-    a busy machine they arrive apart (a body left unread would be taken for the next
-    response)."""
+    ``http.client`` reads each response to its end and never opens a second connection
+    while it holds one: a connection the server closed fails the request."""
     try:
-        connection.sendall(REQUEST)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = connection.recv(4096)
-            if not chunk:  # the server closed the connection
-                return False
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < length:
-            chunk = connection.recv(4096)
-            if not chunk:
-                return False
-            body += chunk
-        return head.startswith(b"HTTP/1.1 200") and len(body) == length
-    except OSError:  # reset, or a broken pipe
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        return response.status == 200 and response.read() == b'{"ok":true}'
+    except (OSError, http.client.HTTPException):  # reset, closed, or a broken pipe
         return False
 
 
@@ -68,10 +48,13 @@ async def _idle_then_send(keep_alive: int, idle: float) -> tuple[bool, bool]:
             await asyncio.sleep(0.01)
 
         def client() -> tuple[bool, bool]:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
                 first = _answered(connection)
                 time.sleep(idle)
                 return first, _answered(connection)
+            finally:
+                connection.close()
 
         return await asyncio.to_thread(client)
     finally:
